@@ -1,0 +1,18 @@
+"""Evaluate a detector on the test list: python evaluate.py -m augment=none,flip,heavy; or video=<file>."""
+
+import hydra
+from omegaconf import DictConfig
+
+from src.experiments.config import CONFIG_DIR
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
+def main(cfg: DictConfig) -> float | None:
+    from src.experiments.evaluate import evaluate
+
+    result = evaluate(cfg)
+    return result.get("test/video_auc")
+
+
+if __name__ == "__main__":
+    main()

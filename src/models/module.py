@@ -1,0 +1,125 @@
+"""DeepfakeDetector: one LightningModule for every network that returns the logit of "fake".
+
+Frame networks (`input_kind = "frame"`) train on single crops and score a video by the mean fake
+probability of its frames; clip networks (`"clip"`) take (B, T, 3, S, S) and score the clip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+from torch import nn
+
+from src.models.metrics import detection_metrics
+
+
+class DeepfakeDetector(L.LightningModule):
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable | None = None,
+        pos_weight: float | str | None = None,
+        channels_last: bool = True,
+        name: str = "model",
+        input: dict | None = None,
+        pretrained: dict | None = None,
+        batch_size: int | None = None,
+        freeze_backbone: bool = False,
+    ):
+        super().__init__()
+        # no save_hyperparameters: the resolved config goes to the tracker, and checkpoints hold
+        # only tensors and primitives so they load with weights_only=True
+        self.name, self.input_contract = name, dict(input or {})
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.input_kind = getattr(net, "input_kind", "frame")
+        self.channels_last = channels_last
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.register_buffer("pos_weight", torch.tensor(1.0))
+        if isinstance(pos_weight, int | float):
+            self.pos_weight.fill_(float(pos_weight))
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_{level}": detection_metrics(f"{stage}/{level}_")
+                for stage in ("val", "test")
+                for level in ("frame", "video")
+            }
+        )
+
+    # -- scoring --------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits: (B,) for frames (B, 3, S, S) or clips (B, T, 3, S, S) of a clip network;
+        (B, T) per-frame logits for videos (B, T, 3, S, S) given to a frame network."""
+        if self.input_kind == "frame" and x.dim() == 5:
+            batch, steps = x.shape[:2]
+            return self.forward(x.flatten(0, 1)).view(batch, steps)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x).float()
+
+    def video_scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fake probability per video (B,), per frame (B, T)) for a batch of videos."""
+        logits = self(x)
+        if logits.dim() == 2:
+            frame_probs = torch.sigmoid(logits)
+            return frame_probs.mean(dim=1), frame_probs
+        video_probs = torch.sigmoid(logits)
+        # a clip network scores the clip; each frame is credited with the clip's score
+        return video_probs, video_probs[:, None].expand(-1, x.shape[1])
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return nn.functional.binary_cross_entropy_with_logits(logits, labels, pos_weight=self.pos_weight)
+
+    # -- steps ----------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, labels, _ = batch
+        loss = self.loss(self(x), labels)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        return loss
+
+    def _eval_step(self, stage: str, batch) -> None:
+        x, labels, _ = batch
+        video_probs, frame_probs = self.video_scores(x)
+        labels_int = labels.long()
+        self.metrics[f"{stage}_video"].update(video_probs, labels_int)
+        self.metrics[f"{stage}_frame"].update(frame_probs.flatten(), labels_int[:, None].expand_as(frame_probs).flatten())
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def _log_epoch(self, stage: str) -> None:
+        for level in ("frame", "video"):
+            collection = self.metrics[f"{stage}_{level}"]
+            self.log_dict(collection.compute(), prog_bar=(level == "video"), sync_dist=True)
+            collection.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def predict_step(self, batch, batch_idx: int):
+        x, labels, videos = batch
+        video_probs, frame_probs = self.video_scores(x)
+        return {"video": videos, "label": labels, "video_prob": video_probs, "frame_probs": frame_probs}
+
+    # -- optimisation ---------------------------------------------------------------------------
+    def set_pos_weight(self, value: float) -> None:
+        self.pos_weight.fill_(float(value))
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params=params)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

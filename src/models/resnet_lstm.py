@@ -1,0 +1,59 @@
+"""ResNet50 + LSTM: per-frame ResNet50 features, an LSTM over the clip, one logit per video."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models import resnet50
+
+
+class ResNetLSTM(nn.Module):
+    """Input (B, T, 3, 224, 224) ImageNet-normalized; output (B,) logit of fake.
+
+    ResNet50 up to layer4 (every pretrained layer kept), a 1x1 conv 2048->128 without bias, batch norm,
+    ReLU, global average pooling, an LSTM with 512 hidden units, and a 512->64->1 head on its last step.
+    """
+
+    input_kind = "clip"
+    default_input_size = 224
+
+    def __init__(self, hidden_size: int = 512, reduced_channels: int = 128, freeze_backbone: bool = False):
+        super().__init__()
+        trunk = resnet50(weights=None)
+        self.backbone = nn.Sequential(*list(trunk.children())[:-2])  # conv1 .. layer4
+        self.reduce = nn.Sequential(
+            nn.Conv2d(2048, reduced_channels, kernel_size=1, bias=False),
+            nn.BatchNorm2d(reduced_channels),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.lstm = nn.LSTM(reduced_channels, hidden_size, batch_first=True)
+        self.head = nn.Sequential(nn.Linear(hidden_size, 64), nn.ReLU(inplace=True), nn.Linear(64, 1))
+        self.freeze_backbone = freeze_backbone
+        if freeze_backbone:
+            self.backbone.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze_backbone:
+            self.backbone.eval()  # frozen batch-norm statistics stay the pretrained ones
+        return self
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        batch, steps = clips.shape[:2]
+        frames = clips.flatten(0, 1)
+        if self.freeze_backbone:
+            with torch.no_grad():
+                features = self.backbone(frames)
+        else:
+            features = self.backbone(frames)
+        features = self.reduce(features).view(batch, steps, -1)
+        outputs, _ = self.lstm(features.float())
+        return self.head(outputs[:, -1]).squeeze(-1)
+
+    def load_imagenet_backbone(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Load a torchvision ResNet50 state dict (fc.* ignored) into the backbone, strictly."""
+        trunk = resnet50(weights=None)
+        trunk.load_state_dict(state_dict, strict=True)
+        self.backbone.load_state_dict(nn.Sequential(*list(trunk.children())[:-2]).state_dict(), strict=True)

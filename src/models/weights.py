@@ -1,0 +1,168 @@
+"""Weight sources: scratch, pretrained (MesoNet Keras .h5 / torchvision ImageNet) and finetuned checkpoints.
+
+Every file is treated as data: checkpoints load with `weights_only=True`, and a file that does not
+fit the model fails with a message naming the file and the mismatch, never a silent partial load.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import urllib.request
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+
+class WeightsNotFound(FileNotFoundError):
+    pass
+
+
+class IncompatibleWeights(ValueError):
+    pass
+
+
+def apply_weights(module, cfg: DictConfig) -> str:
+    """Load the initial weights named by `cfg.weights` into the DeepfakeDetector; returns their origin."""
+    source = cfg.weights.source
+    if source == "scratch":
+        return "scratch"
+    if source == "pretrained":
+        return load_pretrained(module.net, cfg)
+    if source == "finetuned":
+        path = resolve_finetuned_checkpoint(cfg)
+        load_checkpoint(module, path)
+        return str(path)
+    raise ValueError(f"unknown weights.source={source!r}; choose scratch, pretrained or finetuned")
+
+
+# -- pretrained -------------------------------------------------------------------------------
+def load_pretrained(net, cfg: DictConfig) -> str:
+    from src.models.mesonet import Meso4, MesoInception4, load_keras_weights
+    from src.models.resnet_lstm import ResNetLSTM
+
+    if isinstance(net, MesoInception4 | Meso4):
+        path = fetch_keras_weights(cfg.model.pretrained.file, cfg.model.pretrained.url, cfg.paths.weights_dir)
+        load_keras_weights(net, path)
+        return str(path)
+    if isinstance(net, ResNetLSTM):
+        net.load_imagenet_backbone(torchvision_state_dict(cfg.model.pretrained.torchvision_weights))
+        return f"torchvision ResNet50_Weights.{cfg.model.pretrained.torchvision_weights}"
+    if hasattr(net, "load_pretrained"):
+        return net.load_pretrained(cfg)
+    raise ValueError(f"{type(net).__name__} has no pretrained weights; use weights=scratch")
+
+
+def fetch_keras_weights(file_name: str, url: str, weights_dir: str | Path) -> Path:
+    """The MesoNet .h5 file from the local cache, downloaded into it when missing."""
+    path = Path(weights_dir).expanduser() / file_name
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{file_name}.{os.getpid()}.part")
+    try:
+        log.info("downloading %s from %s", file_name, url)
+        urllib.request.urlretrieve(url, tmp)  # noqa: S310 - fixed https URL from the config
+        os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise WeightsNotFound(
+            f"MesoNet weights {file_name} are not in {path.parent} and could not be downloaded from {url} "
+            f"({error}). Copy {file_name} there (e.g. `make weights WEIGHTS_SRC=<folder with the .h5 files>`), "
+            "or set paths.weights_dir=<folder> / DEEPFAKE_WEIGHTS_DIR."
+        ) from error
+    return path
+
+
+def torchvision_state_dict(member: str) -> dict[str, torch.Tensor]:
+    """ImageNet ResNet50 weights through torchvision's own loader and cache (TORCH_HOME)."""
+    from torch.hub import get_dir
+    from torchvision.models import ResNet50_Weights
+
+    weights = ResNet50_Weights[member]
+    cached = Path(get_dir()) / "checkpoints" / Path(weights.url).name
+    try:
+        return weights.get_state_dict(progress=False, check_hash=False)
+    except OSError as error:  # URLError is an OSError: offline without a cached file
+        raise WeightsNotFound(
+            f"torchvision ResNet50 ImageNet weights ({member}) are not cached at {cached} and could not be "
+            f"downloaded from {weights.url} ({error}). Put the file there (or set TORCH_HOME), or use weights=scratch."
+        ) from error
+
+
+# -- finetuned --------------------------------------------------------------------------------
+def resolve_finetuned_checkpoint(cfg: DictConfig) -> Path:
+    """weights.path, else the best checkpoint of weights.run_id, else of the latest finished train run
+    of this model in the MLflow store."""
+    if cfg.weights.get("path"):
+        path = Path(cfg.weights.path).expanduser()
+        if not path.is_file():
+            raise WeightsNotFound(f"weights.path={path}: no such checkpoint file")
+        return path
+    import mlflow
+
+    from src.experiments.tracking import TRAIN_EXPERIMENT, tracking_uri
+
+    client = mlflow.MlflowClient(tracking_uri(cfg))
+    run_id = cfg.weights.get("run_id")
+    if not run_id:
+        experiment = client.get_experiment_by_name(TRAIN_EXPERIMENT)
+        runs = []
+        if experiment is not None:
+            runs = client.search_runs(
+                [experiment.experiment_id],
+                filter_string=f"tags.model = '{cfg.model.name}' and attributes.status = 'FINISHED'",
+                order_by=["attributes.end_time DESC"],
+                max_results=1,
+            )
+        if not runs:
+            raise WeightsNotFound(
+                f"weights=finetuned: no finished training run of model={cfg.model.name} in experiment "
+                f"'{TRAIN_EXPERIMENT}' of {tracking_uri(cfg)}. Train one first (python train.py model={cfg.model.name}) "
+                "or give weights.path=<checkpoint> / weights.run_id=<run>."
+            )
+        run_id = runs[0].info.run_id
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="checkpoints/best.ckpt", tracking_uri=tracking_uri(cfg)
+        )
+    except Exception as error:  # MlflowException for unknown runs or missing artifacts
+        raise WeightsNotFound(f"MLflow run {run_id} has no artifact checkpoints/best.ckpt ({error})") from error
+    log.info("finetuned weights: run %s -> %s", run_id, local)
+    return Path(local)
+
+
+def load_checkpoint(module, path: str | Path) -> None:
+    """Load a Lightning checkpoint (or bare state dict) written by train.py, strictly, as data only."""
+    path = Path(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # UnpicklingError for code-carrying pickles, RuntimeError for non-checkpoints
+        raise IncompatibleWeights(f"{path} is not a loadable checkpoint: {type(error).__name__}: {error}") from error
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise IncompatibleWeights(f"{path} holds no state dict of tensors")
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected.keys() & state.keys()
+        if state[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or mismatched:
+        problems = []
+        if missing:
+            problems.append(f"missing {len(missing)} keys (e.g. {missing[:3]})")
+        if unexpected:
+            problems.append(f"unexpected {len(unexpected)} keys (e.g. {unexpected[:3]})")
+        if mismatched:
+            problems.append(f"shape mismatch: {mismatched[:3]}")
+        raise IncompatibleWeights(
+            f"{path} does not fit {type(module.net).__name__}: " + "; ".join(problems)
+            + " (a checkpoint of another model?)"
+        )
+    module.load_state_dict(state, strict=True)

@@ -1,0 +1,163 @@
+"""Decoding, face detection, crop boxes and the face-crop cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from src.data.cache import CropSettings, FaceCropCache
+from src.data.faces import HaarFaceDetector, square_box, track_faces
+from src.data.video import VideoDecodeError, evenly_spaced_indices, read_frames
+from tests.conftest import SHARED_MESONET
+
+
+def test_evenly_spaced_indices_cover_the_video():
+    assert evenly_spaced_indices(100, 4).tolist() == [12, 37, 62, 87]
+    assert evenly_spaced_indices(3, 5).tolist() == [0, 1, 2]
+    assert evenly_spaced_indices(0, 5).tolist() == []
+
+
+def test_read_frames_decodes_requested_frames(small_dataset):
+    video = next((small_dataset / "Celeb-real").glob("*.mp4"))
+    frames, indices = read_frames(video, 6)
+    assert frames.shape[0] == 6 and frames.shape[-1] == 3 and frames.dtype == np.uint8
+    assert indices.tolist() == sorted(set(indices.tolist()))
+    assert frames.std() > 5  # real pixels, not a blank decode
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a video" * 100])
+def test_read_frames_rejects_bad_files_naming_them(tmp_path, content):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(content)
+    with pytest.raises(VideoDecodeError, match="bad.mp4"):
+        read_frames(bad, 4)
+
+
+def test_haar_detects_the_shared_real_faces():
+    if not SHARED_MESONET.is_dir():
+        pytest.skip(f"{SHARED_MESONET} is absent: no real face crops to test the detector on")
+    detector = HaarFaceDetector()
+    images = sorted(SHARED_MESONET.glob("test_images/*/*.jpg"))
+    found = 0
+    for image in images:
+        rgb = cv2.cvtColor(cv2.imread(str(image)), cv2.COLOR_BGR2RGB)
+        # the crops are tight: pad them so the face sits in a frame as in a video
+        framed = cv2.copyMakeBorder(rgb, 80, 80, 80, 80, cv2.BORDER_CONSTANT, value=(90, 90, 90))
+        box = detector.detect(framed)
+        if box is not None:
+            found += 1
+            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+            assert abs(cx - framed.shape[1] / 2) < framed.shape[1] / 4
+            assert abs(cy - framed.shape[0] / 2) < framed.shape[0] / 4
+    assert found >= len(images) - 1, f"Haar found faces in only {found} of {len(images)} real crops"
+
+
+def test_haar_finds_faces_in_synthetic_frames(small_dataset):
+    detector = HaarFaceDetector()
+    videos = sorted(small_dataset.glob("Celeb-*/*.mp4"))[:6]
+    hits = total = 0
+    for video in videos:
+        frames, _ = read_frames(video, 8)
+        hits += sum(detector.detect(f) is not None for f in frames)
+        total += len(frames)
+    assert hits / total >= 0.9
+
+
+def test_square_box_scales_by_margin_and_stays_in_frame():
+    assert square_box((100, 100, 140, 160), 1.5, 480, 640) == (75, 85, 165, 175)
+    x0, y0, x1, y1 = square_box((0, 0, 60, 60), 1.3, 100, 100)
+    assert (x0, y0) == (0, 0) and x1 - x0 == y1 - y0 == 78
+    assert square_box((10, 10, 300, 300), 2.0, 100, 200) == (100, 0, 200, 100)
+
+
+def test_missing_detections_take_the_nearest_box_and_none_falls_back_to_centre():
+    a, b = (10, 10, 50, 50), (100, 20, 140, 60)
+    track = track_faces([a, None, None, b, None], (200, 200), 1.0)
+    assert track.detected.tolist() == [True, False, False, True, False]
+    assert track.num_filled == 3 and not track.centre_fallback
+    assert track.boxes[1].tolist() == list(a) and track.boxes[2].tolist() == list(b)
+    assert track.boxes[4].tolist() == list(b)
+    centre = track_faces([None, None], (100, 200), 1.3)
+    assert centre.centre_fallback and centre.boxes[0].tolist() == [50, 0, 150, 100]
+
+
+def _settings(**changes) -> CropSettings:
+    return CropSettings(**{"num_frames": 6, "crop_size": 64, **changes})
+
+
+def test_cache_build_reuse_and_invalidation(small_dataset, tmp_path):
+    videos = sorted(small_dataset.glob("Celeb-real/*.mp4"))[:3]
+    cache = FaceCropCache(tmp_path / "cache", _settings())
+    first = cache.build(videos, workers=1, progress=False)
+    assert first.num_built == 3 and not first.failed
+    crops, meta = cache.load(videos[0])
+    assert crops.shape == (6, 64, 64, 3) and crops.dtype == np.uint8
+    assert len(meta["boxes"]) == 6 and len(meta["detected"]) == 6
+
+    again = cache.build(videos, workers=1, progress=False)
+    assert again.num_built == 0 and again.num_reused == 3
+
+    # settings that change pixels get new entries; a touched file is rebuilt
+    assert FaceCropCache(tmp_path / "cache", _settings(margin=1.6)).build(videos, progress=False).num_built == 3
+    assert FaceCropCache(tmp_path / "cache", _settings(crop_size=32)).build(videos, progress=False).num_built == 3
+    stat = videos[1].stat()
+    os.utime(videos[1], ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert cache.build(videos, workers=1, progress=False).num_built == 1
+
+
+def test_cache_parallel_build_matches_serial(small_dataset, tmp_path):
+    videos = sorted(small_dataset.glob("Celeb-synthesis/*.mp4"))[:4]
+    serial = FaceCropCache(tmp_path / "serial", _settings())
+    parallel = FaceCropCache(tmp_path / "parallel", _settings())
+    serial.build(videos, workers=1, progress=False)
+    report = parallel.build(videos, workers=2, progress=False)
+    assert [v.path for v in report.videos] == [str(v) for v in videos]
+    for video in videos:
+        np.testing.assert_array_equal(serial.load(video)[0], parallel.load(video)[0])
+
+
+def test_cache_records_bad_videos_and_ignores_half_written_entries(small_dataset, tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00" * 1000)
+    good = next(small_dataset.glob("Celeb-real/*.mp4"))
+    cache = FaceCropCache(tmp_path / "cache", _settings())
+    report = cache.build([good, bad], progress=False)
+    assert [v.path for v in report.failed] == [str(bad)]
+    assert "broken.mp4" in report.failed[0].reason
+    # a killed writer leaves at most a temporary file or crops without metadata: not an entry
+    crops_file, meta_file, _ = cache._paths(cache.key(good))
+    meta_file.unlink()
+    (crops_file.parent / ".partial.npy").write_bytes(b"junk")
+    assert cache.lookup(good) is None
+    rebuilt = cache.build([good], progress=False)
+    assert rebuilt.num_built == 1 and json.loads(meta_file.read_text())["report"]["ok"]
+
+
+def test_second_build_is_much_faster(small_dataset, tmp_path):
+    videos = sorted(small_dataset.glob("*/*.mp4"))[:8]
+    cache = FaceCropCache(tmp_path / "cache", _settings())
+    start = time.perf_counter()
+    cache.build(videos, progress=False)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    cache.build(videos, progress=False)
+    assert time.perf_counter() - start < first / 5
+
+
+def test_yunet_without_model_file_is_a_clear_error(tmp_path):
+    from src.data.faces import build_detector
+
+    with pytest.raises(ValueError, match="yunet_model"):
+        build_detector("yunet")
+    with pytest.raises(FileNotFoundError, match="missing.onnx"):
+        build_detector("yunet", yunet_model=str(tmp_path / "missing.onnx"))
+    with pytest.raises(ValueError, match="haar or yunet"):
+        build_detector("mtcnn")
+
+

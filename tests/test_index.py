@@ -1,0 +1,323 @@
+"""Celeb-DF index and fold splits on tiny v1/v2-style trees of empty .mp4 files."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from src.data.index import TEST_LIST, CelebDFIndex, VideoRecord, index_celebdf, split_folds
+
+N_IDS = 8
+N_YOUTUBE = 6
+
+
+def default_test_lines(youtube: bool = True) -> list[str]:
+    lines = [
+        "1 Celeb-real/id0_0000.mp4",
+        "1 Celeb-real/id1_0000.mp4",
+        "0 Celeb-synthesis/id0_id1_0000.mp4",
+        "0 Celeb-synthesis/id2_id3_0000.mp4",
+    ]
+    return lines + (["1 YouTube-real/00000.mp4"] if youtube else [])
+
+
+def make_tree(
+    root: Path, youtube: bool = True, test_lines: list[str] | None = None, fakes: bool = True
+) -> dict[str, list[str]]:
+    """Celeb-DF layout: 3 real and 2 fake videos per identity, optional YouTube-real; returns the files."""
+    files: dict[str, list[str]] = {"Celeb-real": [], "Celeb-synthesis": [], "YouTube-real": []}
+    for i in range(N_IDS):
+        files["Celeb-real"] += [f"id{i}_{k:04d}.mp4" for k in range(3)]
+        if fakes:
+            files["Celeb-synthesis"] += [f"id{i}_id{(i + 1) % N_IDS}_{k:04d}.mp4" for k in range(2)]
+    if youtube:
+        files["YouTube-real"] = [f"{k:05d}.mp4" for k in range(N_YOUTUBE)]
+    for folder, names in files.items():
+        if folder == "YouTube-real" and not youtube:
+            continue
+        (root / folder).mkdir(parents=True)
+        for name in names:
+            (root / folder / name).touch()
+    lines = default_test_lines(youtube) if test_lines is None else test_lines
+    (root / TEST_LIST).write_text("\n".join(lines) + "\n")
+    return files
+
+
+def by_path(index: CelebDFIndex) -> dict[str, VideoRecord]:
+    return {r.path: r for r in index.records}
+
+
+def skip_reason(index: CelebDFIndex, needle: str) -> str:
+    """The reason of the single skip entry whose subject contains ``needle``."""
+    hits = [reason for what, reason in index.skipped if needle in what]
+    assert len(hits) == 1, (needle, index.skipped)
+    return hits[0]
+
+
+# --- indexing -------------------------------------------------------------------------------------
+
+
+def test_v2_tree_labels_identities_and_test_split(tmp_path):
+    make_tree(tmp_path)
+    index = index_celebdf(tmp_path)
+    records = by_path(index)
+
+    assert index.skipped == []
+    assert len(index.records) == N_IDS * 5 + N_YOUTUBE
+    fake = records["Celeb-synthesis/id2_id3_0001.mp4"]
+    assert (fake.label, fake.identity, fake.source, fake.is_test) == (1, "id2", "Celeb-synthesis", False)
+    real = records["Celeb-real/id2_0001.mp4"]
+    assert (real.label, real.identity, real.source) == (0, "id2", "Celeb-real")
+    youtube = records["YouTube-real/00003.mp4"]
+    assert (youtube.label, youtube.identity, youtube.source) == (0, "yt:00003", "YouTube-real")
+
+    # Celeb-DF's "1" means real: converted to our 0; "0" (fake) to our 1.
+    assert records["Celeb-real/id0_0000.mp4"].is_test and records["Celeb-real/id0_0000.mp4"].label == 0
+    assert records["Celeb-synthesis/id0_id1_0000.mp4"].is_test
+    assert records["Celeb-synthesis/id0_id1_0000.mp4"].label == 1
+    test_paths = {r.path for r in index.test()}
+    assert test_paths == {line.split()[1] for line in default_test_lines()}
+    assert not test_paths & {r.path for r in index.train_val()}
+    assert index.class_counts(index.test()) == {"real": 3, "fake": 2}
+    assert index.class_counts(index.train_val()) == {"real": N_IDS * 3 + N_YOUTUBE - 3, "fake": N_IDS * 2 - 2}
+    assert index.class_counts() == {"real": N_IDS * 3 + N_YOUTUBE, "fake": N_IDS * 2}
+
+
+def test_v1_tree_without_youtube_folder(tmp_path):
+    make_tree(tmp_path, youtube=False)
+    index = index_celebdf(str(tmp_path))
+    assert {r.source for r in index.records} == {"Celeb-real", "Celeb-synthesis"}
+    assert len(index.test()) == 4 and index.skipped == []
+
+
+def test_paths_are_relative_posix(tmp_path):
+    make_tree(tmp_path)
+    for record in index_celebdf(tmp_path).records:
+        assert not Path(record.path).is_absolute() and "\\" not in record.path
+        assert (tmp_path / record.path).is_file()
+
+
+def test_unrecognised_files_are_skipped_with_reason(tmp_path):
+    make_tree(tmp_path)
+    (tmp_path / "Celeb-real" / "notes.txt").touch()
+    (tmp_path / "Celeb-real" / "id0_id1_0000.mp4").touch()  # a fake's name in the real folder
+    (tmp_path / "YouTube-real" / "clip.mp4").touch()
+    (tmp_path / "Celeb-synthesis" / "nested").mkdir()
+    index = index_celebdf(tmp_path)
+    assert "id<N>_<NNNN>.mp4" in skip_reason(index, "Celeb-real/notes.txt")
+    assert "Celeb-real pattern" in skip_reason(index, "Celeb-real/id0_id1_0000.mp4")
+    assert "<NNNNN>.mp4" in skip_reason(index, "YouTube-real/clip.mp4")
+    assert "not a regular file" in skip_reason(index, "Celeb-synthesis/nested")
+
+
+def test_nothing_is_dropped_silently(tmp_path):
+    lines = [*default_test_lines(), "x", "1 Celeb-real/id9_0000.mp4", "0 Celeb-real/id3_0000.mp4"]
+    make_tree(tmp_path, test_lines=lines)
+    (tmp_path / "Celeb-real" / "odd.mp4").touch()
+    index = index_celebdf(tmp_path)
+    on_disk = {p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("*/*")}
+    accounted = {r.path for r in index.records} | {what for what, _ in index.skipped}
+    assert on_disk <= accounted
+    assert sum(TEST_LIST in what for what, _ in index.skipped) == 3
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("x Celeb-real/id3_0000.mp4", "malformed line"),
+        ("1", "malformed line"),
+        ("1 Celeb-real/id3_0000.mp4 extra", "malformed line"),
+        ("1 Celeb-real/id9_0000.mp4", "file not found"),
+        ("1 ../outside.mp4", "escapes the dataset root"),
+        ("1 Celeb-real/../../outside.mp4", "escapes the dataset root"),
+        ("1 /tmp/outside.mp4", "absolute path"),
+        ("1 C:/data/outside.mp4", "absolute path"),
+        ("1 Other/id3_0000.mp4", "with folder one of"),
+        ("1 id3_0000.mp4", "with folder one of"),
+        ("0 Celeb-real/id3_0000.mp4", "label mismatch: the list says fake (0) but Celeb-real holds real"),
+        ("1 Celeb-synthesis/id3_id4_0000.mp4", "label mismatch: the list says real (1) but Celeb-synthesis"),
+        ("1 Celeb-real/id0_0000.mp4", "duplicate of line 1"),
+    ],
+)
+def test_bad_test_list_lines_are_skipped(tmp_path, line, reason):
+    (tmp_path.parent / "outside.mp4").touch()
+    make_tree(tmp_path, test_lines=[*default_test_lines(), line])
+    index = index_celebdf(tmp_path)
+    number = len(default_test_lines()) + 1
+    assert reason in skip_reason(index, f"{TEST_LIST}:{number}:")
+    assert len(index.test()) == len(default_test_lines())
+
+
+def test_label_mismatch_keeps_the_video_out_of_train(tmp_path):
+    make_tree(tmp_path, test_lines=[*default_test_lines(), "1 Celeb-synthesis/id3_id4_0000.mp4"])
+    index = index_celebdf(tmp_path)
+    assert "Celeb-synthesis/id3_id4_0000.mp4" not in by_path(index)
+    own = [reason for what, reason in index.skipped if what == "Celeb-synthesis/id3_id4_0000.mp4"]
+    assert len(own) == 1 and "leakage" in own[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
+def test_symlink_escaping_the_root_is_skipped(tmp_path):
+    root = tmp_path / "celebdf"
+    outside = tmp_path / "elsewhere.mp4"
+    outside.touch()
+    make_tree(root, test_lines=[*default_test_lines(), "1 Celeb-real/id5_0009.mp4"])
+    (root / "Celeb-real" / "id5_0009.mp4").symlink_to(outside)
+    index = index_celebdf(root)
+    assert "resolves outside the dataset root" in skip_reason(index, f"{TEST_LIST}:6:")
+    assert [r for what, r in index.skipped if what == "Celeb-real/id5_0009.mp4"] == [
+        f"symlink resolves outside the dataset root: {outside}"
+    ]
+    assert "Celeb-real/id5_0009.mp4" not in by_path(index)
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
+def test_symlinked_source_folder_is_allowed(tmp_path):
+    storage, root = tmp_path / "storage", tmp_path / "celebdf"
+    make_tree(storage)
+    root.mkdir()
+    for entry in storage.iterdir():
+        (root / entry.name).symlink_to(entry)
+    index = index_celebdf(root)
+    assert index.skipped == [] and len(index.test()) == len(default_test_lines())
+
+
+def test_missing_root(tmp_path):
+    with pytest.raises(FileNotFoundError, match="Celeb-DF root not found: .*nowhere.*Celeb-synthesis"):
+        index_celebdf(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("folder", ["Celeb-real", "Celeb-synthesis"])
+def test_missing_required_folder(tmp_path, folder):
+    make_tree(tmp_path)
+    for file in (tmp_path / folder).iterdir():
+        file.unlink()
+    (tmp_path / folder).rmdir()
+    with pytest.raises(FileNotFoundError, match=f"required folder missing: .*{folder}"):
+        index_celebdf(tmp_path)
+
+
+def test_missing_test_list(tmp_path):
+    make_tree(tmp_path)
+    (tmp_path / TEST_LIST).unlink()
+    with pytest.raises(ValueError, match=f"test list not found: .*{TEST_LIST}"):
+        index_celebdf(tmp_path)
+
+
+def test_no_fake_videos(tmp_path):
+    make_tree(tmp_path, fakes=False, test_lines=["1 Celeb-real/id0_0000.mp4"])
+    with pytest.raises(ValueError, match="no fake videos in the train/val split"):
+        index_celebdf(tmp_path)
+
+
+def test_no_real_test_videos(tmp_path):
+    make_tree(tmp_path, test_lines=["0 Celeb-synthesis/id0_id1_0000.mp4", "1 Celeb-real/missing_name.mp4"])
+    with pytest.raises(ValueError, match="no real videos in the test split"):
+        index_celebdf(tmp_path)
+
+
+def test_summary_is_logged(tmp_path, caplog):
+    make_tree(tmp_path, test_lines=[*default_test_lines(), "garbage"])
+    with caplog.at_level(logging.INFO, logger="src.data.index"):
+        index_celebdf(tmp_path)
+    text = caplog.text
+    assert "train/val 41 (real 27, fake 14)" in text and "test 5 (real 3, fake 2)" in text
+    assert "skipped 1" in text and "malformed line" in text
+
+
+# --- folds ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def train_val(tmp_path) -> list[VideoRecord]:
+    make_tree(tmp_path)
+    return index_celebdf(tmp_path).train_val()
+
+
+@pytest.mark.parametrize("folds", [2, 3, 5])
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_folds_are_identity_disjoint_and_complete(train_val, folds, seed):
+    seen: list[str] = []
+    for fold in range(folds):
+        train, val = split_folds(train_val, folds, fold, seed)
+        assert not {r.identity for r in train} & {r.identity for r in val}
+        assert sorted(r.path for r in train + val) == sorted(r.path for r in train_val)
+        assert val
+        seen += [r.path for r in val]
+    assert sorted(seen) == sorted(r.path for r in train_val)  # every video in exactly one val part
+
+
+def test_folds_are_balanced(train_val):
+    largest_group = max(sum(r.identity == g for r in train_val) for g in {r.identity for r in train_val})
+    sizes = [len(split_folds(train_val, 4, fold)[1]) for fold in range(4)]
+    assert max(sizes) - min(sizes) <= largest_group
+
+
+def test_folds_are_deterministic_and_order_independent(train_val):
+    shuffled = list(train_val)
+    random.Random(3).shuffle(shuffled)
+    for fold in range(3):
+        val_a = {r.path for r in split_folds(train_val, 3, fold, seed=5)[1]}
+        val_b = {r.path for r in split_folds(shuffled, 3, fold, seed=5)[1]}
+        assert val_a == val_b
+    assignments = {
+        seed: frozenset(frozenset(r.path for r in split_folds(train_val, 3, f, seed)[1]) for f in range(3))
+        for seed in range(6)
+    }
+    assert len(set(assignments.values())) > 1  # the seed matters
+
+
+@pytest.mark.parametrize(
+    ("folds", "fold", "message"),
+    [
+        (1, 0, "folds must be an integer >= 2, got folds=1"),
+        (3, 3, "0 <= fold < folds=3, got fold=3"),
+        (3, -1, "0 <= fold < folds=3, got fold=-1"),
+        (100, 0, "need at least folds=100 identity groups to split, got 13"),
+    ],
+)
+def test_bad_fold_arguments(train_val, folds, fold, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        split_folds(train_val, folds, fold)
+
+
+def test_split_refuses_test_records(tmp_path):
+    make_tree(tmp_path)
+    with pytest.raises(ValueError, match="train/val records only"):
+        split_folds(index_celebdf(tmp_path).records, 2, 0)
+
+
+def test_test_list_with_bom_and_crlf(tmp_path):
+    make_tree(tmp_path)
+    (tmp_path / TEST_LIST).write_bytes(("\ufeff" + "\r\n".join(default_test_lines()) + "\r\n").encode())
+    index = index_celebdf(tmp_path)
+    assert index.skipped == [] and len(index.test()) == len(default_test_lines())
+
+
+def test_folds_balance_classes_at_celebdf_scale():
+    """v2-like proportions: 59 identities with ~10 real and ~95 fake videos each, 300 YouTube videos."""
+    rng = random.Random(0)
+    records = []
+    for i in range(59):
+        reals, fakes = rng.randint(5, 15), rng.randint(60, 130)
+        records += [
+            VideoRecord(f"Celeb-real/id{i}_{k:04d}.mp4", 0, f"id{i}", "Celeb-real", False)
+            for k in range(reals)
+        ]
+        records += [VideoRecord(f"Celeb-synthesis/id{i}_id0_{k:04d}.mp4", 1, f"id{i}", "Celeb-synthesis", False)
+                    for k in range(fakes)]  # fmt: skip
+    records += [
+        VideoRecord(f"YouTube-real/{k:05d}.mp4", 0, f"yt:{k:05d}", "YouTube-real", False) for k in range(300)
+    ]
+    total = {"real": sum(r.label == 0 for r in records), "fake": sum(r.label == 1 for r in records)}
+    for fold in range(5):
+        val = split_folds(records, np.int64(5), fold)[1]
+        for name, label in (("real", 0), ("fake", 1)):
+            share = sum(r.label == label for r in val) / total[name]
+            assert abs(share - 0.2) < 0.02, (fold, name, share)

@@ -1,0 +1,18 @@
+"""Train a deepfake detector: python train.py [model=mesonet] [trainer.max_epochs=20] ..."""
+
+import hydra
+from omegaconf import DictConfig
+
+from src.experiments.config import CONFIG_DIR
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from src.experiments.train import train
+
+    metrics = train(cfg)
+    return metrics.get("val/video_auc")
+
+
+if __name__ == "__main__":
+    main()
