@@ -303,18 +303,15 @@ def test_test_list_with_bom_and_crlf(tmp_path):
 def test_folds_balance_classes_at_celebdf_scale():
     """v2-like proportions: 59 identities with ~10 real and ~95 fake videos each, 300 YouTube videos."""
     rng = random.Random(0)
-    records = []
+
+    def video(folder: str, name: str, identity: str) -> VideoRecord:
+        return VideoRecord(f"{folder}/{name}", int(folder == "Celeb-synthesis"), identity, folder, False)
+
+    records = [video("YouTube-real", f"{k:05d}.mp4", f"yt:{k:05d}") for k in range(300)]
     for i in range(59):
         reals, fakes = rng.randint(5, 15), rng.randint(60, 130)
-        records += [
-            VideoRecord(f"Celeb-real/id{i}_{k:04d}.mp4", 0, f"id{i}", "Celeb-real", False)
-            for k in range(reals)
-        ]
-        records += [VideoRecord(f"Celeb-synthesis/id{i}_id0_{k:04d}.mp4", 1, f"id{i}", "Celeb-synthesis", False)
-                    for k in range(fakes)]  # fmt: skip
-    records += [
-        VideoRecord(f"YouTube-real/{k:05d}.mp4", 0, f"yt:{k:05d}", "YouTube-real", False) for k in range(300)
-    ]
+        records += [video("Celeb-real", f"id{i}_{k:04d}.mp4", f"id{i}") for k in range(reals)]
+        records += [video("Celeb-synthesis", f"id{i}_id0_{k:04d}.mp4", f"id{i}") for k in range(fakes)]
     total = {"real": sum(r.label == 0 for r in records), "fake": sum(r.label == 1 for r in records)}
     for fold in range(5):
         val = split_folds(records, np.int64(5), fold)[1]

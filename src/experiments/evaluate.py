@@ -11,12 +11,18 @@ from pathlib import Path
 import hydra
 import lightning as L
 import mlflow
-import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from src.experiments.config import check_config
-from src.experiments.tracking import EVALUATE_EXPERIMENT, flat_params, log_config, run_tags, tracking_uri
+from src.experiments.tracking import (
+    EVALUATE_EXPERIMENT,
+    experiment_id,
+    flat_params,
+    log_config,
+    run_tags,
+    tracking_uri,
+)
 from src.models.metrics import detection_metrics
 from src.models.weights import apply_weights
 
@@ -29,9 +35,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float] | dict:
     if cfg.get("video"):
         return predict_video(cfg, Path(cfg.video))
     client = mlflow.MlflowClient(tracking_uri(cfg))
-    experiment = cfg.logger.get("experiment_name") or EVALUATE_EXPERIMENT
-    experiment_id = _experiment_id(client, experiment)
-    run = client.create_run(experiment_id, tags=run_tags(cfg), run_name=_run_name(cfg))
+    experiment_name = cfg.logger.get("experiment_name") or EVALUATE_EXPERIMENT
+    experiment = experiment_id(client, tracking_uri(cfg), experiment_name)
+    run = client.create_run(experiment, tags=run_tags(cfg), run_name=_run_name(cfg))
     run_id = run.info.run_id
     try:
         log_config(client, run_id, cfg)
@@ -54,7 +60,7 @@ def _evaluate_into(client, run_id: str, cfg: DictConfig) -> dict[str, float]:
     origin = apply_weights(module, cfg)
     client.set_tag(run_id, "initial_weights", origin)
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
-    outputs = trainer.predict(module, dataloaders=datamodule.test_dataloader())
+    outputs = trainer.predict(module, datamodule=datamodule)
     video_probs = torch.cat([o["video_prob"] for o in outputs]).float()
     frame_probs = torch.cat([o["frame_probs"] for o in outputs]).float()
     labels = torch.cat([o["label"] for o in outputs]).long()
@@ -108,16 +114,6 @@ def _write_scores_csv(path: Path, names: list[str], labels, video_probs, frame_p
         writer.writerow(["video", "label", "fake_probability", "frame_probabilities"])
         for name, label, prob, frames in zip(names, labels.tolist(), video_probs.tolist(), frame_probs.tolist(), strict=True):
             writer.writerow([name, label, f"{prob:.6f}", " ".join(f"{p:.4f}" for p in frames)])
-
-
-def _experiment_id(client, name: str) -> str:
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(name)
-    except mlflow.exceptions.MlflowException:  # a parallel job created it first
-        return client.get_experiment_by_name(name).experiment_id
 
 
 def _run_name(cfg: DictConfig) -> str:

@@ -18,9 +18,8 @@ import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from urllib.parse import unquote
 
-from src.experiments.tracking import EVALUATE_EXPERIMENT, default_tracking_uri
+from src.experiments.tracking import EVALUATE_EXPERIMENT, default_tracking_uri, experiment_id, sqlite_file
 
 REPORT_EXPERIMENT = "report"
 LEVELS = ("video", "frame")
@@ -61,18 +60,9 @@ def _quote(value: str) -> str:
     raise ValueError(f"cannot filter on {value!r}: it contains both quote characters")
 
 
-def _sqlite_file(tracking_uri: str) -> Path | None:
-    """The database file of a sqlite:///<path> URI (SQLAlchemy: sqlite:////abs, sqlite:///relative)."""
-    prefix = "sqlite:///"
-    if not tracking_uri.startswith(prefix):
-        return None
-    path = unquote(tracking_uri[len(prefix):].split("?", 1)[0])
-    return Path(path) if path and path != ":memory:" else None
-
-
 def _store_missing(tracking_uri: str) -> bool:
     """True for a sqlite store whose file does not exist: reading it must not create an empty database."""
-    path = _sqlite_file(tracking_uri)
+    path = sqlite_file(tracking_uri)
     return path is not None and not path.exists()
 
 
@@ -196,7 +186,7 @@ def _format(value: float | None) -> str:
 # -- tables ---------------------------------------------------------------------------------------
 def _table(cells: dict[tuple[str, str], dict], cols: list[tuple[str, str]], level: str) -> list[str]:
     header = [""] + [column_name(*c) for c in cols]
-    width = max(8, *(len(h) for h in header))
+    width = max(8, *(len(label) for label, _ in ROWS))
     lines = ["| " + " | ".join(h.ljust(width) if i == 0 else h for i, h in enumerate(header)) + " |",
              "| :" + "-" * (width - 1) + " | " + " | ".join("-" * (max(len(h), 5) - 1) + ":" for h in header[1:]) + " |"]
     for label, suffix in ROWS:
@@ -236,20 +226,23 @@ def plot_robustness(results: Sequence[dict], path: str | Path, level: str = "vid
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data_values = _data_values(results) or ["(no runs)"]
-    figure = Figure(figsize=(6.0 * len(data_values), 4.5))
+    figure = Figure(figsize=(7.5 * len(data_values), 4.5))
     FigureCanvasAgg(figure)
     axes_list = figure.subplots(1, len(data_values), squeeze=False)[0]
+    palette = [f"C{i % 10}" for i in range(len(columns(results)))]
+    colors = dict(zip(columns(results), palette, strict=True))  # a column keeps its colour in every panel
     for axes, data in zip(axes_list, data_values, strict=True):
         subset = [r for r in results if r["data"] == data]
         levels = augment_levels(subset)
         xs = list(range(len(levels)))
+        cells = {(r["model"], r["weights"], r["augment"]): r for r in subset}
         plotted = 0
         for col in columns(subset):
-            ys = [_metric(next((r for r in subset if (r["model"], r["weights"]) == col and r["augment"] == a),
-                               None), level, "auc") for a in levels]
+            ys = [_metric(cells.get((*col, augment)), level, "auc") for augment in levels]
             if all(y is None or math.isnan(y) for y in ys):
                 continue
-            axes.plot(xs, [math.nan if y is None else y for y in ys], marker="o", label=column_name(*col))
+            axes.plot(xs, [math.nan if y is None else y for y in ys], marker="o", label=column_name(*col),
+                      color=colors[col])
             plotted += 1
         axes.axhline(0.5, linestyle="--", color="grey", linewidth=1, label="chance")
         axes.set_xticks(xs, [AUGMENT_AXIS.get(a, a) for a in levels])
@@ -258,29 +251,13 @@ def plot_robustness(results: Sequence[dict], path: str | Path, level: str = "vid
         axes.grid(alpha=0.3)
         if not plotted:
             axes.text(0.5, 0.75, "no runs", ha="center", transform=axes.transAxes, color="grey")
-        axes.legend(loc="lower left", fontsize="small")
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    figure.savefig(path, dpi=100, bbox_inches="tight")
     return path
 
 
 # -- logging --------------------------------------------------------------------------------------
-def _report_experiment_id(client, tracking_uri: str, name: str) -> str:
-    """The report experiment; in a sqlite store its artifacts go next to the database file (mlruns/),
-    not into whatever directory the command happens to run in."""
-    import mlflow
-
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    db = _sqlite_file(tracking_uri)
-    location = (db.resolve().parent / "mlruns").as_uri() if db is not None else None
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except mlflow.exceptions.MlflowException:  # created concurrently
-        return client.get_experiment_by_name(name).experiment_id
-
-
 def log_report(tracking_uri: str, files: Sequence[Path], *, sweep_id: str | None, level: str,
                data: str | None, results: Sequence[dict], experiment: str = REPORT_EXPERIMENT) -> str:
     """A new run in the report experiment with the files as artifacts; returns its run id."""
@@ -293,7 +270,7 @@ def log_report(tracking_uri: str, files: Sequence[Path], *, sweep_id: str | None
     if data is not None:
         tags["data"] = data
     run_name = f"report-{sweep_id or 'latest'}-{level}"
-    run = client.create_run(_report_experiment_id(client, tracking_uri, experiment), tags=tags, run_name=run_name)
+    run = client.create_run(experiment_id(client, tracking_uri, experiment), tags=tags, run_name=run_name)
     run_id = run.info.run_id
     try:
         client.log_param(run_id, "source_runs", len(results))
@@ -333,7 +310,7 @@ def _nothing_found(tracking_uri: str, args: argparse.Namespace) -> str:
     filters = [f"{name}={value}" for name, value in (("sweep_id", args.sweep_id), ("data", args.data)) if value]
     where = f"experiment '{args.experiment}' of the MLflow store {tracking_uri}"
     if _store_missing(tracking_uri):
-        where += f" (the database file {_sqlite_file(tracking_uri)} does not exist)"
+        where += f" (the database file {sqlite_file(tracking_uri)} does not exist)"
     lines = [f"No finished evaluate runs found in {where}" + (f" matching {', '.join(filters)}." if filters else ".")]
     if args.sweep_id is not None or args.data is not None:
         sweeps = known_sweeps(tracking_uri, args.experiment)
@@ -351,6 +328,7 @@ def _document(results: Sequence[dict], tracking_uri: str, args: argparse.Namespa
         "",
         f"From {len(results)} evaluate runs ({scope}) in experiment `{args.experiment}` of `{tracking_uri}`"
         + (f", data `{args.data}`" if args.data else "") + f". Missing cells: {MISSING}.",
+        "",
         "",
     ]
     return "\n".join(header) + render_tables(results, args.level) + "\n![robustness](robustness.png)\n"

@@ -73,3 +73,30 @@ def log_file_as(client, run_id: str, source: Path, artifact_dir: str, name: str)
         target = Path(tmp) / name
         shutil.copyfile(source, target)
         client.log_artifact(run_id, str(target), artifact_dir)
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a sqlite:///<path> URI (SQLAlchemy: sqlite:////abs, sqlite:///relative)."""
+    from urllib.parse import unquote
+
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    path = unquote(uri[len(prefix):].split("?", 1)[0])
+    return Path(path) if path and path != ":memory:" else None
+
+
+def experiment_id(client, uri: str, name: str) -> str:
+    """Id of experiment `name`, created if needed. In a sqlite store its artifacts go next to the
+    database file (mlruns/), not into whatever directory the command happens to run in."""
+    import mlflow
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    db = sqlite_file(uri)
+    location = (db.resolve().parent / "mlruns").as_uri() if db is not None else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:  # a parallel job created it first
+        return client.get_experiment_by_name(name).experiment_id

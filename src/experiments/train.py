@@ -8,11 +8,20 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import mlflow
 from lightning.pytorch.loggers import CSVLogger, MLFlowLogger
 from omegaconf import DictConfig
 
 from src.experiments.config import check_config, selected_options
-from src.experiments.tracking import TRAIN_EXPERIMENT, flat_params, log_config, log_file_as, run_tags, tracking_uri
+from src.experiments.tracking import (
+    TRAIN_EXPERIMENT,
+    experiment_id,
+    flat_params,
+    log_config,
+    log_file_as,
+    run_tags,
+    tracking_uri,
+)
 from src.models.weights import apply_weights
 
 log = logging.getLogger(__name__)
@@ -39,9 +48,11 @@ def make_logger(cfg: DictConfig, folder: Path):
         return CSVLogger(cfg.logger.save_dir, name=cfg.logger.experiment_name)
     run_id_file = folder / RUN_ID_FILE
     run_id = run_id_file.read_text().strip() if run_id_file.is_file() else None
+    uri, name = tracking_uri(cfg), cfg.logger.experiment_name or TRAIN_EXPERIMENT
+    experiment_id(mlflow.MlflowClient(uri), uri, name)  # created with its artifacts next to the store
     logger = MLFlowLogger(
-        experiment_name=cfg.logger.experiment_name or TRAIN_EXPERIMENT,
-        tracking_uri=tracking_uri(cfg),
+        experiment_name=name,
+        tracking_uri=uri,
         tags=run_tags(cfg),
         run_id=run_id,
         log_model=False,
