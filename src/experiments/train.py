@@ -81,19 +81,24 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks["model_checkpoint"].dirpath = str(folder)
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=list(callbacks.values()), logger=logger)
 
+    resuming = cfg.ckpt_path is not None
     if trainer.is_global_zero and isinstance(logger, MLFlowLogger):
         client, run_id = logger.experiment, logger.run_id
-        logger.log_hyperparams(flat_params(cfg))
-        client.set_tag(run_id, "initial_weights", origin)
-        log_config(client, run_id, cfg)
+        if resuming:  # MLflow params are immutable: the resumed run keeps its first config
+            client.set_tag(run_id, "resumed_from", str(cfg.ckpt_path))
+        else:
+            logger.log_hyperparams(flat_params(cfg))
+            client.set_tag(run_id, "initial_weights", origin)
+            log_config(client, run_id, cfg)
         report = datamodule.write_data_report(folder / "data_report.json")
         client.log_artifact(run_id, str(report))
         summary = datamodule.data_report()["summary"]
         client.log_metric(run_id, "data/skipped_videos", summary["failed_videos"])
         client.log_metric(run_id, "data/centre_fallback_videos", summary["centre_fallback_videos"])
         client.log_metric(run_id, "data/frame_detection_rate", summary["frame_detection_rate"])
-        for key, value in datamodule.class_counts().items():
-            client.log_param(run_id, f"count.{key}", value)
+        if not resuming:
+            for key, value in datamodule.class_counts().items():
+                client.log_param(run_id, f"count.{key}", value)
 
     ckpt_path = str(folder / "last.ckpt") if cfg.ckpt_path == "last" else cfg.ckpt_path
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)

@@ -1,0 +1,707 @@
+"""An embedded synthetic Celeb-DF: procedural talking heads and face-swap fakes in the exact Celeb-DF layout.
+
+``generate_synthetic_celebdf(root)`` writes::
+
+    root/Celeb-real/id<N>_<NNNN>.mp4             real video NNNN of identity N
+    root/Celeb-synthesis/id<N>_id<M>_<NNNN>.mp4  real video id<N>_<NNNN> with identity M's face swapped in
+    root/YouTube-real/<NNNNN>.mp4                real videos of further identities, never swapped
+    root/List_of_testing_videos.txt              "<1 real|0 fake> <folder>/<file>.mp4" (Celeb-DF: 1 = real)
+    root/.synthetic.json                         written last: the parameters and, per video and frame,
+                                                 the rendered face centre x, y and face height (pixels)
+
+How it is made:
+
+* Every identity is a procedural face (skin tone, face width and jaw, eye size, spacing and iris,
+  brows, nose, mouth, hair colour and style, clothes), painted once into textures for three eye
+  states x three mouth states. The faces are shaded the way OpenCV's Haar cascade expects (dark eye
+  sockets and brows, a bright nose bridge and cheek band, darker face sides, hair darker than skin),
+  so the framework's default detector finds them.
+* A real video moves the head smoothly (translation, a little scale and roll) in front of a static
+  background, blinks, talks, is lit by a slowly changing gain and gradient, and has camera noise.
+* A fake is made the way face-swap deepfakes are: its target real video is rendered from exactly the
+  same random stream (same background, motion, lighting and noise), and the source identity's face
+  is pasted onto it, colour-transferred to the target skin, inside a mask from the brows to the chin.
+  Its traces scale with ``artifact_strength`` (0: nothing but the identity swap; 1: clearly but not
+  grossly visible): a sharper, wobbly mask edge (blending boundary), a face rendered at 0.4x
+  resolution, upscaled and without camera noise (resolution mismatch), a per-video tone shift
+  (colour mismatch), and per-frame brightness and position jitter of the pasted face (flicker).
+
+Knobs: ``num_identities`` x ``real_per_identity`` real videos; ``fakes_per_real`` fakes of each,
+with different source identities (Celeb-DF v1 has about two fakes per real video); ``youtube_real``
+extra real videos; ``num_frames``, ``width``, ``height`` and ``fps`` of every video;
+``artifact_strength``; and ``test_fraction``: the test list holds all the videos of about that
+fraction of the identities (their real videos and the fakes made from them, so no test target
+identity is in train/val; a test fake's source face may belong to a train/val identity, as in
+Celeb-DF) and about that fraction of YouTube-real. A video depends only on the seed, its name and
+the video parameters, so the same seed gives the same decoded frames.
+
+Generation is atomic (a hidden sibling folder renamed into place) and idempotent: a complete
+dataset with the same parameters is reused, one with other parameters raises ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import NormalDist
+
+import cv2
+import numpy as np
+
+GENERATOR_VERSION = 1
+MARKER = ".synthetic.json"
+TEST_LIST = "List_of_testing_videos.txt"
+
+# The canonical texture every identity is painted in: face centre and half height, in texture pixels.
+_TEX_W, _TEX_H = 200, 300
+_FCX, _FCY, _B = 100.0, 112.0, 60.0
+_EYE_LEVELS = (1.0, 0.45, 0.0)  # eye openness of the texture variants
+_MOUTH_LEVELS = (0.0, 0.45, 0.9)  # mouth openness of the texture variants
+_SPLIT_Y = round(_FCY + 0.1 * _B)  # texture row below the eyes and above the mouth
+_SHIFT = 4  # sub-pixel bits for cv2 drawing
+
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+_SKIN = np.array(
+    [(236, 200, 176), (224, 178, 146), (206, 160, 124), (184, 134, 100), (156, 108, 78), (128, 88, 64)],
+    np.float32,
+)
+_HAIR = np.array(
+    [
+        (28, 22, 20),
+        (62, 42, 30),
+        (104, 70, 44),
+        (170, 130, 80),
+        (206, 176, 120),
+        (124, 50, 30),
+        (150, 146, 140),
+    ],
+    np.float32,
+)
+_IRIS = np.array([(60, 40, 25), (90, 60, 35), (60, 90, 120), (70, 100, 70), (40, 30, 25)], np.float32)
+
+# Standard normal quantiles of 256 equiprobable bins: camera noise drawn from bytes, 4x faster than normals.
+_NORMAL_LUT = np.array([NormalDist().inv_cdf((k + 0.5) / 256) for k in range(256)], np.float32)
+
+# SeedSequence tags: every random stream depends only on the seed and on what it draws for. Keys of one
+# tag must not differ by trailing zeros only: SeedSequence pads its entropy with zeros.
+_TAG_IDENTITY, _TAG_REAL, _TAG_FAKE, _TAG_SPLIT, _TAG_SOURCES, _TAG_YT_IDENTITY, _TAG_YT_VIDEO = range(7)
+
+
+def generate_synthetic_celebdf(
+    root,
+    *,
+    seed: int = 0,
+    num_identities: int = 10,
+    real_per_identity: int = 3,
+    fakes_per_real: int = 2,
+    youtube_real: int = 6,
+    num_frames: int = 48,
+    width: int = 320,
+    height: int = 240,
+    fps: int = 25,
+    artifact_strength: float = 1.0,
+    test_fraction: float = 0.2,
+) -> Path:
+    """Generate the synthetic Celeb-DF set into ``root`` (or reuse the one there) and return ``root``."""
+    root = Path(root).expanduser()
+    params = {
+        "generator_version": GENERATOR_VERSION,
+        "seed": int(seed),
+        "num_identities": int(num_identities),
+        "real_per_identity": int(real_per_identity),
+        "fakes_per_real": int(fakes_per_real),
+        "youtube_real": int(youtube_real),
+        "num_frames": int(num_frames),
+        "width": int(width),
+        "height": int(height),
+        "fps": int(fps),
+        "artifact_strength": float(artifact_strength),
+        "test_fraction": float(test_fraction),
+    }
+    _validate(params)
+    if _existing_params(root, params):
+        return root
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise FileExistsError(
+            f"{root} exists and is not a complete synthetic dataset (it has no {MARKER}); "
+            "remove it or choose another data.root"
+        )
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = root.parent / f".{root.name}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        _write_dataset(staging, params)
+        try:
+            if root.is_dir() and not any(root.iterdir()):
+                root.rmdir()  # POSIX renames onto an empty folder, Windows does not
+            os.rename(staging, root)
+        except OSError:
+            if not _existing_params(root, params):  # fine if a concurrent call published the same set
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return root
+
+
+def _validate(p: dict) -> None:
+    problems = []
+    for key in ("num_identities", "num_frames", "fps"):
+        if p[key] < 1:
+            problems.append(f"{key} must be >= 1")
+    for key in ("real_per_identity", "fakes_per_real", "youtube_real"):
+        if p[key] < 0:
+            problems.append(f"{key} must be >= 0")
+    if p["fakes_per_real"] > p["num_identities"] - 1:
+        problems.append("fakes_per_real must be <= num_identities - 1 (each fake swaps in another identity)")
+    if p["width"] < 160 or p["height"] < 120:
+        problems.append("width x height must be at least 160 x 120 to hold a detectable face")
+    if p["artifact_strength"] < 0:
+        problems.append("artifact_strength must be >= 0")
+    if not 0 <= p["test_fraction"] < 1:
+        problems.append("test_fraction must be in [0, 1)")
+    if problems:
+        raise ValueError("invalid synthetic dataset parameters: " + "; ".join(problems))
+
+
+def _existing_params(root: Path, params: dict) -> bool:
+    """True when root holds a complete dataset made with these parameters; raise if made with others."""
+    marker = root / MARKER
+    if not marker.is_file():
+        return False
+    existing = json.loads(marker.read_text())["params"]
+    if existing != params:
+        diff = {
+            k: (existing.get(k), params.get(k))
+            for k in sorted(params.keys() | existing.keys())
+            if existing.get(k) != params.get(k)
+        }
+        raise ValueError(
+            f"{root} holds a synthetic dataset generated with other parameters (existing, requested): "
+            f"{diff}; delete it or choose another data.root"
+        )
+    return True
+
+
+def _rng(seed: int, *keys: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, *keys]))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Dataset layout
+
+
+def _write_dataset(out: Path, p: dict) -> None:
+    seed, n_ids = p["seed"], p["num_identities"]
+    for folder in ("Celeb-real", "Celeb-synthesis", "YouTube-real"):
+        (out / folder).mkdir(parents=True)
+    split = _rng(seed, _TAG_SPLIT)
+    test_ids = _test_subset(split, n_ids, p["test_fraction"])
+    test_youtube = _test_subset(split, p["youtube_real"], p["test_fraction"])
+    textures = [_textures(_identity(_rng(seed, _TAG_IDENTITY, i))) for i in range(n_ids)]
+    test_lines, faces = [], {}
+
+    def write(rel: str, frames: np.ndarray, clip: _Clip, is_test: bool, real: bool) -> None:
+        _write_mp4(out / rel, frames, p["fps"])
+        faces[rel] = np.round(clip.faces, 1).tolist()
+        if is_test:
+            test_lines.append(f"{int(real)} {rel}")
+
+    def render(tex: _Textures, rng: np.random.Generator) -> _Clip:
+        return _render_real(tex, rng, p["num_frames"], (p["height"], p["width"]), p["fps"])
+
+    for n in range(n_ids):
+        for v in range(p["real_per_identity"]):
+            clip = render(textures[n], _rng(seed, _TAG_REAL, n, v))
+            write(f"Celeb-real/id{n}_{v:04d}.mp4", clip.frames(), clip, n in test_ids, real=True)
+            others = [m for m in range(n_ids) if m != n]
+            sources = _rng(seed, _TAG_SOURCES, n, v).choice(others, p["fakes_per_real"], replace=False)
+            for m in sorted(sources.tolist()):
+                rng = _rng(seed, _TAG_FAKE, n, v, m)
+                fake = _swap_face(clip, textures[n], textures[m], rng, p["artifact_strength"])
+                write(f"Celeb-synthesis/id{n}_id{m}_{v:04d}.mp4", fake, clip, n in test_ids, real=False)
+    for k in range(p["youtube_real"]):  # one further identity per YouTube video
+        clip = render(_textures(_identity(_rng(seed, _TAG_YT_IDENTITY, k))), _rng(seed, _TAG_YT_VIDEO, k))
+        write(f"YouTube-real/{k:05d}.mp4", clip.frames(), clip, k in test_youtube, real=True)
+
+    (out / TEST_LIST).write_text("".join(line + "\n" for line in sorted(test_lines)))
+    (out / MARKER).write_text(json.dumps({"params": p, "faces": faces}, separators=(",", ":")))
+
+
+def _test_subset(rng: np.random.Generator, n: int, fraction: float) -> set[int]:
+    """About ``fraction`` of ``range(n)``: at least one when fraction > 0, never all of them."""
+    count = min(n - 1, max(1, round(fraction * n))) if fraction > 0 and n > 1 else 0
+    return set(rng.permutation(n)[:count].tolist())
+
+
+def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
+    height, width = frames.shape[1:3]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write MPEG-4 video to {path}")
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Identities and their textures
+
+
+@dataclass(frozen=True)
+class _Identity:
+    skin: np.ndarray
+    face_w: float  # half width of the face oval in texture pixels (its half height is _B)
+    jaw: float  # how much the oval narrows towards the chin
+    eye_y: float
+    eye_dx: float  # half the distance between the eye centres
+    eye_w: float
+    eye_h: float
+    iris: np.ndarray
+    brow_gap: float  # brow height above the eye centre
+    brow_thick: float
+    brow_arch: float
+    nose_y: float
+    nose_w: float
+    mouth_y: float
+    mouth_w: float
+    lips: np.ndarray
+    hair: np.ndarray
+    hair_style: int  # 0 short, 1 long, 2 fringe, 3 buzz cut, 4 voluminous
+    hairline: float  # height of the hairline above the face centre, in units of _B
+    shirt: np.ndarray
+    grain_seed: int
+
+
+def _identity(rng: np.random.Generator) -> _Identity:
+    u = rng.uniform
+    skin = np.clip(_SKIN[rng.integers(len(_SKIN))] * u(0.96, 1.04, 3), 0, 255)
+    # hair clearly darker than the skin: a face framed by hair as bright as itself defeats Haar cascades
+    hair_choices = _HAIR[_HAIR @ _LUMA <= 0.7 * skin @ _LUMA]
+    hair = np.clip(hair_choices[rng.integers(len(hair_choices))] * u(0.9, 1.1), 0, 255)
+    style = int(rng.integers(5))
+    if style == 3:  # a buzz cut: the scalp shows through
+        hair = 0.6 * hair + 0.28 * skin
+    eye_w = _B * u(0.14, 0.17)
+    return _Identity(
+        skin=skin,
+        face_w=_B * u(0.70, 0.84),
+        jaw=u(0.15, 0.4),
+        eye_y=_FCY - _B * u(0.14, 0.2),
+        eye_dx=_B * u(0.34, 0.42),
+        eye_w=eye_w,
+        eye_h=eye_w * u(0.42, 0.55),
+        iris=_IRIS[rng.integers(len(_IRIS))],
+        brow_gap=_B * u(0.17, 0.22),
+        brow_thick=u(2.5, 5.0),
+        brow_arch=_B * u(0.02, 0.06),
+        nose_y=_FCY + _B * u(0.18, 0.28),
+        nose_w=_B * u(0.11, 0.16),
+        mouth_y=_FCY + _B * u(0.50, 0.58),
+        mouth_w=_B * u(0.20, 0.30),
+        lips=np.clip(skin * np.array([0.82, 0.56, 0.56]) + np.array([22, 0, 4]), 0, 255),
+        hair=hair,
+        hair_style=style,
+        hairline=u(0.62, 0.68) if style == 2 else u(0.7, 0.8),
+        shirt=u(20, 220, 3),
+        grain_seed=int(rng.integers(2**31)),
+    )
+
+
+@dataclass(frozen=True)
+class _Textures:
+    """Premultiplied RGBA uint8 textures of one identity, indexed [eye level, mouth level, y, x, channel]."""
+
+    full: np.ndarray  # the whole person: hair, face, ears, neck, shoulders
+    face: np.ndarray  # only the face oval: what a face swap transfers
+    face_w: float
+    skin_luma: float
+
+
+def _pt(x: float, y: float) -> tuple[int, int]:
+    return round(x * (1 << _SHIFT)), round(y * (1 << _SHIFT))
+
+
+def _soft(mask: np.ndarray, blur: float) -> np.ndarray:
+    m = mask.astype(np.float32) / 255
+    return cv2.GaussianBlur(m, (0, 0), blur) if blur > 0 else m
+
+
+def _ellipse(cx, cy, ax, ay, blur=0.0, arc=(0, 360), thickness=-1) -> np.ndarray:
+    m = np.zeros((_TEX_H, _TEX_W), np.uint8)
+    axes = (max(1, round(ax * (1 << _SHIFT))), max(1, round(ay * (1 << _SHIFT))))
+    cv2.ellipse(m, _pt(cx, cy), axes, 0, arc[0], arc[1], 255, thickness, cv2.LINE_AA, _SHIFT)
+    return _soft(m, blur)
+
+
+def _polygon(points, blur=0.0) -> np.ndarray:
+    m = np.zeros((_TEX_H, _TEX_W), np.uint8)
+    cv2.fillPoly(m, [np.array([_pt(x, y) for x, y in points], np.int32)], 255, cv2.LINE_AA, _SHIFT)
+    return _soft(m, blur)
+
+
+def _polyline(points, thickness: float, blur=0.0) -> np.ndarray:
+    m = np.zeros((_TEX_H, _TEX_W), np.uint8)
+    pts = np.array([_pt(x, y) for x, y in points], np.int32)
+    cv2.polylines(m, [pts], False, 255, max(1, round(thickness)), cv2.LINE_AA, _SHIFT)
+    return _soft(m, blur)
+
+
+def _over(rgb: np.ndarray, alpha: np.ndarray | None, mask: np.ndarray, colour) -> None:
+    """Paint ``colour`` (a colour or an image) over ``rgb`` with coverage ``mask``, in place."""
+    m = mask[..., None]
+    rgb *= 1 - m
+    rgb += m * np.asarray(colour, np.float32)
+    if alpha is not None:
+        alpha += mask * (1 - alpha)
+
+
+def _shade(rgb: np.ndarray, mask: np.ndarray, factor: float) -> None:
+    rgb *= (1 + (factor - 1) * mask)[..., None]
+
+
+def _grain(rng: np.random.Generator, sigma_x: float, sigma_y: float) -> np.ndarray:
+    """Zero-mean, unit-deviation noise texture blurred anisotropically (skin pores, hair strands)."""
+    g = cv2.GaussianBlur(rng.standard_normal((_TEX_H, _TEX_W), np.float32), (0, 0), sigma_x, sigmaY=sigma_y)
+    return g / g.std()
+
+
+def _face_oval(ident: _Identity) -> list[tuple[float, float]]:
+    theta = np.linspace(0, 2 * np.pi, 72, endpoint=False)
+    down = np.clip(np.sin(theta), 0, None)  # 1 at the chin
+    x = ident.face_w * np.cos(theta) * (1 - ident.jaw * down**2)
+    y = _B * np.sin(theta) * (1 + 0.04 * down)
+    return list(zip(_FCX + x, _FCY + y, strict=True))
+
+
+def _paint_face_base(ident: _Identity, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The face oval with its shading, nose and brows, without eyes and mouth: straight RGB and alpha."""
+    alpha = _polygon(_face_oval(ident), blur=0.8)
+    ys, xs = np.mgrid[0:_TEX_H, 0:_TEX_W].astype(np.float32)
+    nx, ny = (xs - _FCX) / ident.face_w, (ys - _FCY) / _B
+    shading = 1.04 - 0.35 * np.clip(np.abs(nx), 0, 1) ** 2.5 - 0.10 * np.clip(ny, 0, 1) ** 2
+    rgb = ident.skin.astype(np.float32) * (shading * (1 + 0.015 * _grain(rng, 0.7, 0.7)))[..., None]
+    for side in (-1, 1):
+        ex = _FCX + side * ident.eye_dx
+        _shade(rgb, _ellipse(ex, ident.eye_y - 0.04 * _B, 1.7 * ident.eye_w, 2.6 * ident.eye_h, blur=5), 0.6)
+        _shade(rgb, _ellipse(ex, ident.eye_y + 0.36 * _B, 0.27 * _B, 0.13 * _B, blur=6), 1.12)  # cheek
+        nose_side = [
+            (_FCX + side * 0.07 * _B, ident.eye_y + 0.08 * _B),
+            (_FCX + side * 0.9 * ident.nose_w, ident.nose_y),
+        ]
+        _shade(rgb, _polyline(nose_side, 2.0, blur=2.5), 0.82)
+        nostril = _ellipse(
+            _FCX + side * 0.45 * ident.nose_w, ident.nose_y + 0.03 * _B, 0.05 * _B, 0.025 * _B, blur=0.8
+        )
+        _shade(rgb, nostril, 0.45)
+    bridge = [(_FCX, ident.eye_y - 0.05 * _B), (_FCX, ident.nose_y - 0.06 * _B)]
+    _shade(rgb, _polyline(bridge, 0.12 * _B, blur=3), 1.18)
+    _shade(rgb, _ellipse(_FCX, ident.nose_y + 0.05 * _B, ident.nose_w, 0.05 * _B, blur=2), 0.8)
+    _shade(rgb, _ellipse(_FCX, ident.mouth_y + 0.17 * _B, 0.8 * ident.mouth_w, 0.06 * _B, blur=3), 0.9)
+    brow_colour = np.minimum(ident.hair * 0.8, ident.skin * 0.45)
+    for side in (-1, 1):
+        ex = _FCX + side * ident.eye_dx
+        brow = [
+            (
+                ex + side * k * 1.15 * ident.eye_w,  # k < 0: the inner end, which droops a little
+                ident.eye_y - ident.brow_gap - ident.brow_arch * (1 - k * k) + 0.03 * _B * max(-k, 0),
+            )
+            for k in np.linspace(-1, 1, 9)
+        ]
+        _over(rgb, None, _polyline(brow, ident.brow_thick, blur=0.8), brow_colour)
+    return rgb, alpha
+
+
+def _paint_eyes(rgb: np.ndarray, ident: _Identity, openness: float) -> None:
+    for side in (-1, 1):
+        ex, ey = _FCX + side * ident.eye_dx, ident.eye_y
+        if openness > 0:
+            white = _ellipse(ex, ey, ident.eye_w, ident.eye_h * openness, blur=0.5)
+            _over(rgb, None, white, (226, 220, 214))
+            _over(rgb, None, _ellipse(ex, ey, 0.55 * ident.eye_w, 0.55 * ident.eye_w) * white, ident.iris)
+            _over(rgb, None, _ellipse(ex, ey, 0.22 * ident.eye_w, 0.22 * ident.eye_w) * white, (12, 10, 10))
+            lid = _ellipse(ex, ey, ident.eye_w, ident.eye_h * openness, arc=(180, 360), thickness=2, blur=0.5)
+        else:
+            lid = _ellipse(
+                ex,
+                ey - 0.2 * ident.eye_h,
+                ident.eye_w,
+                0.3 * ident.eye_h,
+                arc=(0, 180),
+                thickness=2,
+                blur=0.5,
+            )
+        _over(rgb, None, lid, (30, 24, 24))
+
+
+def _paint_mouth(rgb: np.ndarray, ident: _Identity, openness: float) -> None:
+    mx, my, mw = _FCX, ident.mouth_y, ident.mouth_w
+    _over(rgb, None, _ellipse(mx, my, mw, (0.07 + 0.1 * openness) * _B, blur=1.0), ident.lips)
+    if openness > 0:
+        cavity = _ellipse(mx, my, 0.8 * mw, 0.1 * openness * _B, blur=0.6)
+        _over(rgb, None, cavity, (60, 22, 26))
+        teeth = cavity * _ellipse(mx, my - 0.07 * openness * _B, 0.6 * mw, 0.05 * openness * _B, blur=0.5)
+        _over(rgb, None, teeth, (215, 210, 200))
+    else:
+        line = [(mx - mw, my), (mx, my + 0.01 * _B), (mx + mw, my)]
+        _over(rgb, None, _polyline(line, 1.5, blur=0.5), ident.lips * 0.45)
+
+
+def _paint_hair(ident: _Identity, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Coverage of the hair behind the head and of the hair in front of it."""
+    ys, xs = np.mgrid[0:_TEX_H, 0:_TEX_W].astype(np.float32)
+    volume = {3: 1.03, 4: 1.25}.get(ident.hair_style, 1.1)
+    cap = _ellipse(_FCX, _FCY - 0.3 * _B, ident.face_w * volume, _B * 0.85 * volume)
+    hairline = _FCY - ident.hairline * _B + 0.3 * _B * np.clip(np.abs(xs - _FCX) / ident.face_w, 0, 1.2) ** 2
+    if ident.hair_style == 2:  # a fringe with a ragged lower edge
+        hairline += 0.04 * _B * np.sin(xs * 0.9 + rng.uniform(0, 6))
+    front = cv2.GaussianBlur(cap * np.clip(hairline - ys + 0.5, 0, 1), (0, 0), 1.0)
+    back = np.zeros_like(front)
+    if ident.hair_style == 1:
+        w0, w1 = ident.face_w * 1.3, ident.face_w * 1.45
+        back = _polygon(
+            [
+                (_FCX - w0, _FCY - 0.5 * _B),
+                (_FCX + w0, _FCY - 0.5 * _B),
+                (_FCX + w1, _FCY + 1.5 * _B),
+                (_FCX - w1, _FCY + 1.5 * _B),
+            ],
+            blur=2.0,
+        )
+        back = np.maximum(back, cap)
+    return back, front
+
+
+def _textures(ident: _Identity) -> _Textures:
+    rng = np.random.default_rng(ident.grain_seed)
+    base_rgb, face_alpha = _paint_face_base(ident, rng)
+    back, front = _paint_hair(ident, rng)
+    hair_rgb = ident.hair.astype(np.float32) * (1 + 0.1 * _grain(rng, 0.6, 5.0))[..., None]
+
+    body = np.zeros((_TEX_H, _TEX_W, 3), np.float32)
+    body_alpha = np.zeros((_TEX_H, _TEX_W), np.float32)
+    # the hair behind the head is in the head's shadow near the face
+    _over(body, body_alpha, back, hair_rgb * (1 - 0.5 * cv2.GaussianBlur(face_alpha, (0, 0), 8))[..., None])
+    neck = _polygon(
+        [
+            (_FCX - 0.32 * _B, _FCY + 0.5 * _B),
+            (_FCX + 0.32 * _B, _FCY + 0.5 * _B),
+            (_FCX + 0.36 * _B, _FCY + 1.6 * _B),
+            (_FCX - 0.36 * _B, _FCY + 1.6 * _B),
+        ],
+        blur=0.8,
+    )
+    _over(body, body_alpha, neck, ident.skin * 0.78)
+    shoulders = _polygon(
+        [
+            (_FCX - 0.55 * _B, _FCY + 1.45 * _B),
+            (_FCX + 0.55 * _B, _FCY + 1.45 * _B),
+            (_FCX + 1.6 * _B, _FCY + 1.9 * _B),
+            (_FCX + 1.7 * _B, _TEX_H),
+            (_FCX - 1.7 * _B, _TEX_H),
+            (_FCX - 1.6 * _B, _FCY + 1.9 * _B),
+        ],
+        blur=1.0,
+    )
+    _over(body, body_alpha, shoulders, ident.shirt)
+    for side in (-1, 1):
+        ear = _ellipse(_FCX + side * ident.face_w * 0.97, _FCY - 0.02 * _B, 0.13 * _B, 0.22 * _B, blur=0.8)
+        _over(body, body_alpha, ear, ident.skin * 0.85)
+    hair_shadow = np.roll(cv2.GaussianBlur(front, (0, 0), 3), 3, axis=0)  # cast on the forehead
+
+    def render(eye: float, mouth: float) -> tuple[np.ndarray, np.ndarray]:
+        rgb = base_rgb.copy()
+        _paint_eyes(rgb, ident, eye)
+        _paint_mouth(rgb, ident, mouth)
+        person, person_alpha = body.copy(), body_alpha.copy()
+        _over(person, person_alpha, face_alpha, rgb)
+        _shade(person, hair_shadow, 0.7)
+        _over(person, person_alpha, front, hair_rgb)
+        return _premultiply(person, person_alpha), _premultiply(rgb, face_alpha)
+
+    # The eyes lie above _SPLIT_Y and the mouth below it, so the eye x mouth grid of textures is
+    # assembled from one row of eye variants and one column of mouth variants.
+    eyes = [render(e, _MOUTH_LEVELS[0]) for e in _EYE_LEVELS]
+    mouths = [render(_EYE_LEVELS[0], m) for m in _MOUTH_LEVELS]
+
+    def grid(k: int) -> np.ndarray:
+        return np.stack(
+            [np.stack([np.concatenate([e[k][:_SPLIT_Y], m[k][_SPLIT_Y:]]) for m in mouths]) for e in eyes]
+        )
+
+    return _Textures(full=grid(0), face=grid(1), face_w=ident.face_w, skin_luma=float(ident.skin @ _LUMA))
+
+
+def _premultiply(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    rgba = np.concatenate([np.clip(rgb, 0, 255) * alpha[..., None], alpha[..., None] * 255], axis=-1)
+    return np.round(rgba).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Videos
+
+
+@dataclass(frozen=True)
+class _Clip:
+    """A rendered real video, kept in parts so that its fakes are made from exactly the same stream."""
+
+    clean: np.ndarray  # (T, H, W, 3) float32 RGB: background and person, lit
+    noise: np.ndarray  # (T, H, W, 3) float32 camera noise, added last
+    light: np.ndarray  # (T, H, W) float32 multiplicative lighting
+    affines: np.ndarray  # (T, 2, 3) texture -> frame
+    variants: np.ndarray  # (T, 2) eye and mouth texture levels
+    faces: np.ndarray  # (T, 3) face centre x, y and face height, frame pixels
+
+    def frames(self) -> np.ndarray:
+        return _to_uint8(self.clean + self.noise)
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    return np.clip(x + 0.5, 0, 255).astype(np.uint8)
+
+
+def _wave(rng: np.random.Generator, t: np.ndarray, amp: float, fmax: float) -> np.ndarray:
+    """A smooth random signal within [-amp, amp]: two sinusoids of random frequency up to fmax."""
+    f = rng.uniform(0.2, 1.0, 2) * fmax
+    phase = rng.uniform(0, 2 * np.pi, 2)
+    return amp * 0.5 * (np.sin(2 * np.pi * f[0] * t + phase[0]) + np.sin(2 * np.pi * f[1] * t + phase[1]))
+
+
+def _muted(rng: np.random.Generator, luma: float) -> np.ndarray:
+    return luma * rng.uniform(0.7, 1.3) * (1 + rng.uniform(-0.3, 0.3, 3))
+
+
+def _background(rng: np.random.Generator, h: int, w: int, luma: float) -> np.ndarray:
+    """A static, slightly defocused room-like background of about the given luma."""
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = (np.cos(angle) * (xs / w - 0.5) + np.sin(angle) * (ys / h - 0.5) + 0.5)[..., None]
+    bg = _muted(rng, luma) * (1 - ramp) + _muted(rng, luma) * ramp
+    blobs = 0.4 * rng.standard_normal((4, 5, 3)) + rng.standard_normal((4, 5, 1))
+    bg += 14 * cv2.resize(blobs.astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    for _ in range(rng.integers(2, 5)):  # wall panels, doors, windows, furniture
+        x0, y0 = rng.uniform(-0.1, 0.9) * w, rng.uniform(-0.1, 0.9) * h
+        x1, y1 = x0 + rng.uniform(0.1, 0.5) * w, y0 + rng.uniform(0.15, 0.8) * h
+        panel = np.zeros((h, w, 1), np.float32)
+        cv2.rectangle(panel, (int(x0), int(y0)), (int(x1), int(y1)), 0.7, -1)
+        bg = bg * (1 - panel) + _muted(rng, luma) * panel
+    return cv2.GaussianBlur(bg.astype(np.float32), (0, 0), 1.5)
+
+
+def _render_real(tex: _Textures, rng: np.random.Generator, n: int, size: tuple[int, int], fps: int) -> _Clip:
+    h, w = size
+    t = np.arange(n) / fps  # seconds
+    # A background darker than the skin, and an exposure that lifts dark faces part of the way, as a
+    # camera would: a dark face in front of a bright wall defeats Haar cascades.
+    bg = _background(rng, h, w, tex.skin_luma * rng.uniform(0.35, 0.8))
+    exposure = np.sqrt(rng.uniform(130, 170) / tex.skin_luma)
+
+    scale = rng.uniform(0.9, 1.1) * h / 240 * (1 + _wave(rng, t, 0.05, 0.4))
+    cx = w * (0.5 + rng.uniform(-0.08, 0.08)) + _wave(rng, t, rng.uniform(0.03, 0.08) * w, 0.6)
+    cy = h * (0.47 + rng.uniform(-0.03, 0.03)) + _wave(rng, t, 0.025 * h, 0.6)
+    roll = np.deg2rad(_wave(rng, t, rng.uniform(2, 5), 0.5))
+    cos, sin = scale * np.cos(roll), scale * np.sin(roll)
+    affines = np.stack(
+        [
+            np.stack([cos, -sin, cx - cos * _FCX + sin * _FCY], 1),
+            np.stack([sin, cos, cy - sin * _FCX - cos * _FCY], 1),
+        ],
+        1,
+    )
+
+    eyes = np.zeros(n, np.int64)  # index into _EYE_LEVELS, 0 = open
+    blink = rng.uniform(0, 1.6)
+    while blink * fps < n:  # a blink: half closed, closed, closed, half closed
+        start = int(blink * fps)
+        eyes[start : start + 4] = (1, 2, 2, 1)[: n - start]
+        blink += rng.uniform(1.6, 3.6)
+    talk = 0.45 + 0.55 * np.sin(2 * np.pi * rng.uniform(2, 4) * t + rng.uniform(0, 2 * np.pi))
+    talk *= _wave(rng, t, 1.0, 0.3) > -0.4  # pauses
+    mouth = np.abs(talk[:, None] - np.array(_MOUTH_LEVELS)).argmin(1)
+
+    gain = exposure * (1 + _wave(rng, t, 0.08, 0.3))
+    gx = rng.uniform(-0.15, 0.15) + _wave(rng, t, 0.06, 0.3)
+    gy = rng.uniform(-0.1, 0.1) + _wave(rng, t, 0.04, 0.3)
+    ys, xs = np.linspace(-1, 1, h)[None, :, None], np.linspace(-1, 1, w)[None, None, :]
+    light = (gain[:, None, None] * (1 + gx[:, None, None] * xs + gy[:, None, None] * ys)).astype(np.float32)
+
+    clean = np.empty((n, h, w, 3), np.float32)
+    for i in range(n):
+        layer = cv2.warpAffine(tex.full[eyes[i], mouth[i]], affines[i], (w, h), flags=cv2.INTER_LINEAR)
+        alpha = layer[..., 3:].astype(np.float32) / 255
+        clean[i] = (bg * (1 - alpha) + layer[..., :3]) * light[i, ..., None]
+    noise = _NORMAL_LUT[rng.integers(0, 256, (n, h, w, 3), np.uint8)] * np.float32(rng.uniform(2.0, 4.0))
+    faces = np.stack([cx, cy, 2 * _B * scale], 1)
+    return _Clip(clean, noise, light, affines, np.stack([eyes, mouth], 1), faces)
+
+
+def _swap_mask(target: _Textures, source: _Textures, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """The blending mask in texture coordinates, within the source face oval: a rounded shape from above
+    the brows to below the mouth, whose edge gets sharper and wobblier with strength."""
+    theta = np.linspace(0, 2 * np.pi, 96, endpoint=False)
+    cos, sin = np.cos(theta), np.sin(theta)
+    up = sin < 0  # image y grows downwards
+    power = np.where(up, 4.0, 2.5)  # squarer over the brows, rounder at the chin
+    harmonics = np.arange(2, 6)[:, None] * theta + rng.uniform(0, 2 * np.pi, (4, 1))
+    wobble = 1 + 0.03 * strength * (rng.uniform(-1, 1, (4, 1)) * np.sin(harmonics)).sum(0)
+    x = 0.92 * min(target.face_w, source.face_w) * np.sign(cos) * np.abs(cos) ** (2 / power)
+    y = _B * np.where(up, 0.62, 0.88) * np.sign(sin) * np.abs(sin) ** (2 / power)
+    shape = _polygon(
+        list(zip(_FCX + x * wobble, _FCY + y * wobble, strict=True)), blur=5 / (1 + 2 * strength)
+    )
+    return shape * source.face[0, 0, ..., 3].astype(np.float32) / 255
+
+
+def _swap_face(
+    clip: _Clip, target: _Textures, source: _Textures, rng: np.random.Generator, strength: float
+) -> np.ndarray:
+    """The frames of ``clip`` with ``source``'s face pasted over the target's, traces scaled by strength."""
+    n, h, w = clip.clean.shape[:3]
+    mask_tex = _swap_mask(target, source, rng, strength)
+    ys, xs = np.nonzero(mask_tex)
+    mask_corners = np.array(
+        [
+            [xs.min(), xs.max() + 1, xs.min(), xs.max() + 1],
+            [ys.min(), ys.min(), ys.max() + 1, ys.max() + 1],
+            [1, 1, 1, 1],
+        ],
+        np.float64,
+    )
+    low = 1 / (1 + 1.5 * strength)  # the swapped face is rendered at this resolution, then upscaled
+    upscale = np.array([[1 / low, 0, 0], [0, 1 / low, 0]])
+    tone = 1 + strength * rng.uniform(0.02, 0.05, 3) * rng.choice([-1, 1], 3)
+    flicker = 1 + strength * 0.03 * rng.standard_normal(n)
+    jitter = strength * 0.8 * rng.standard_normal((n, 2))
+    drop_noise = min(strength, 1.0)  # the generated face lacks the camera noise
+
+    out = clip.frames()
+    for i in range(n):
+        affine = clip.affines[i].copy()
+        affine[:, 2] += jitter[i]
+        corners = affine @ mask_corners
+        x0, y0 = np.maximum(np.floor(corners.min(1)).astype(int) - 1, 0)
+        x1, y1 = np.minimum(np.ceil(corners.max(1)).astype(int) + 1, (w, h))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        affine[:, 2] -= (x0, y0)  # work inside the box around the mask only
+        size = (x1 - x0, y1 - y0)
+        small = cv2.warpAffine(
+            source.face[tuple(clip.variants[i])],
+            affine * low,
+            (int(size[0] * low) + 2, int(size[1] * low) + 2),
+            flags=cv2.INTER_LINEAR,
+        )
+        layer = cv2.warpAffine(small, upscale, size, flags=cv2.INTER_LINEAR).astype(np.float32)
+        face = layer[..., :3] * (255 / np.maximum(layer[..., 3:], 1)) * clip.light[i, y0:y1, x0:x1, None]
+        m = cv2.warpAffine(mask_tex, affine, size, flags=cv2.INTER_LINEAR)
+        clean, noise = clip.clean[i, y0:y1, x0:x1], clip.noise[i, y0:y1, x0:x1]
+        # colour transfer to the target skin, then the imperfections: tone shift and flicker
+        weight = m.sum() + 1e-6
+        target_mean = np.einsum("hw,hwc->c", m, clean) / weight
+        source_mean = np.einsum("hw,hwc->c", m, face) / weight
+        face *= (target_mean / np.maximum(source_mean, 1e-3) * tone * flicker[i]).astype(np.float32)
+        m = m[..., None]
+        out[i, y0:y1, x0:x1] = _to_uint8(clean + noise + m * (face - clean - drop_noise * noise))
+    return out

@@ -1,0 +1,202 @@
+"""The embedded synthetic Celeb-DF generator: layout, decoding, determinism, idempotence, fakes, faces."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import cv2
+import decord
+import numpy as np
+import pytest
+
+from src.data.synthetic import MARKER, TEST_LIST, generate_synthetic_celebdf
+
+SMALL = dict(seed=0, num_identities=4, real_per_identity=2, fakes_per_real=2, youtube_real=2, num_frames=24)
+TINY = dict(num_identities=2, real_per_identity=1, fakes_per_real=1, youtube_real=0, num_frames=6)
+NAMES = {
+    "Celeb-real": re.compile(r"id(\d+)_(\d{4})\.mp4"),
+    "Celeb-synthesis": re.compile(r"id(\d+)_id(\d+)_(\d{4})\.mp4"),
+    "YouTube-real": re.compile(r"\d{5}\.mp4"),
+}
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    return generate_synthetic_celebdf(tmp_path_factory.mktemp("small") / "celebdf", **SMALL)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """TINY at seed 0 and artifact strength 1, 0 (and seed 1) — generated lazily, once each."""
+    made = {}
+
+    def get(seed: int = 0, strength: float = 1.0) -> Path:
+        if (seed, strength) not in made:
+            root = tmp_path_factory.mktemp(f"tiny-{seed}-{strength}") / "celebdf"
+            made[seed, strength] = generate_synthetic_celebdf(
+                root, seed=seed, artifact_strength=strength, **TINY
+            )
+        return made[seed, strength]
+
+    return get
+
+
+def frames(path: Path) -> np.ndarray:
+    reader = decord.VideoReader(str(path))
+    return reader.get_batch(list(range(len(reader)))).asnumpy()
+
+
+def face_tracks(root: Path) -> dict[str, list[list[float]]]:
+    return json.loads((root / MARKER).read_text())["faces"]
+
+
+def videos(root: Path, folder: str) -> list[str]:
+    return sorted(p.name for p in (root / folder).iterdir())
+
+
+def face_box(track: list[list[float]], scale: float, shape: tuple[int, int]) -> np.ndarray:
+    """Per frame, a boolean (H, W) mask of the square of side scale x face height around the face centre."""
+    ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]]
+    return np.stack(
+        [(np.abs(xs - cx) < scale * h / 2) & (np.abs(ys - cy) < scale * h / 2) for cx, cy, h in track]
+    )
+
+
+def test_layout_and_names(small):
+    for folder, pattern in NAMES.items():
+        names = videos(small, folder)
+        assert names and all(pattern.fullmatch(n) for n in names), (folder, names)
+    real = videos(small, "Celeb-real")
+    fakes = videos(small, "Celeb-synthesis")
+    assert len(real) == 4 * 2 and len(fakes) == 4 * 2 * 2 and len(videos(small, "YouTube-real")) == 2
+    assert "id3_0001.mp4" in real and "00001.mp4" in videos(small, "YouTube-real")
+    for name in fakes:
+        target, source, number = NAMES["Celeb-synthesis"].fullmatch(name).groups()
+        assert target != source
+        assert f"id{target}_{number}.mp4" in real  # every fake is made from an existing real video
+    reals = len(real) + len(videos(small, "YouTube-real"))
+    assert 1.2 <= len(fakes) / reals <= 2.5  # about Celeb-DF v1's two fakes per real video
+
+
+def test_test_list(small):
+    lines = (small / TEST_LIST).read_text().splitlines()
+    assert lines
+    listed = {}
+    for line in lines:
+        match = re.fullmatch(r"([01]) (Celeb-real|Celeb-synthesis|YouTube-real)/(\S+\.mp4)", line)
+        assert match, line
+        label, folder, name = match.groups()
+        assert (small / folder / name).is_file(), line
+        assert label == ("0" if folder == "Celeb-synthesis" else "1")  # Celeb-DF's list: 1 = real
+        listed.setdefault(folder, set()).add(name)
+    for folder in NAMES:
+        fraction = len(listed.get(folder, ())) / len(videos(small, folder))
+        assert 0 < fraction <= 0.5, (folder, fraction)
+    # the test identities are whole: their real videos and all fakes made from them
+    test_ids = {NAMES["Celeb-real"].fullmatch(n).group(1) for n in listed["Celeb-real"]}
+    for name in videos(small, "Celeb-real"):
+        assert (name in listed["Celeb-real"]) == (NAMES["Celeb-real"].fullmatch(name).group(1) in test_ids)
+    for name in videos(small, "Celeb-synthesis"):
+        target = NAMES["Celeb-synthesis"].fullmatch(name).group(1)
+        assert (name in listed["Celeb-synthesis"]) == (target in test_ids)
+
+
+def test_decord_reads_every_video(small):
+    paths = sorted(small.glob("*/*.mp4"))
+    assert len(paths) == 8 + 16 + 2
+    for path in paths:
+        reader = decord.VideoReader(str(path))
+        assert len(reader) == SMALL["num_frames"], path
+        assert reader[len(reader) - 1].shape == (240, 320, 3)
+    assert set(face_tracks(small)) == {p.relative_to(small).as_posix() for p in paths}
+
+
+def test_deterministic_for_a_seed(tiny, tmp_path):
+    again = generate_synthetic_celebdf(tmp_path / "again", seed=0, **TINY)
+    for rel in ("Celeb-real/id0_0000.mp4", "Celeb-synthesis/id0_id1_0000.mp4"):
+        assert np.array_equal(frames(tiny() / rel), frames(again / rel)), rel
+        assert not np.array_equal(frames(tiny() / rel), frames(tiny(seed=1) / rel)), rel
+    assert (tiny() / TEST_LIST).read_text() == (again / TEST_LIST).read_text()
+
+
+def test_idempotent_and_guarded(small, tmp_path):
+    before = {p: p.stat().st_mtime_ns for p in small.rglob("*")}
+    start = time.perf_counter()
+    assert generate_synthetic_celebdf(small, **SMALL) == small
+    assert time.perf_counter() - start < 1.0
+    assert {p: p.stat().st_mtime_ns for p in small.rglob("*")} == before
+    assert [p.name for p in small.parent.iterdir()] == [small.name]  # no staging folder left behind
+
+    with pytest.raises(ValueError, match="other parameters"):
+        generate_synthetic_celebdf(small, **{**SMALL, "seed": 1})
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("not a dataset")
+    with pytest.raises(FileExistsError):
+        generate_synthetic_celebdf(foreign, **TINY)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    generate_synthetic_celebdf(empty, **TINY)
+    assert (empty / MARKER).is_file() and len(list(empty.glob("*/*.mp4"))) == 4
+
+
+def test_invalid_parameters(tmp_path):
+    with pytest.raises(ValueError, match="fakes_per_real"):
+        generate_synthetic_celebdf(tmp_path / "x", **{**TINY, "fakes_per_real": 2})
+    with pytest.raises(ValueError, match="test_fraction"):
+        generate_synthetic_celebdf(tmp_path / "x", test_fraction=1.0, **TINY)
+    assert not (tmp_path / "x").exists()
+
+
+def test_fakes_swap_the_face_only(small):
+    tracks = face_tracks(small)
+    for name in videos(small, "Celeb-synthesis")[::3]:
+        target, _, number = NAMES["Celeb-synthesis"].fullmatch(name).groups()
+        real_rel = f"Celeb-real/id{target}_{number}.mp4"
+        fake, real = frames(small / "Celeb-synthesis" / name), frames(small / real_rel)
+        diff = np.abs(fake.astype(np.int16) - real).mean(-1)
+        inner = face_box(tracks[real_rel], 0.5, real.shape[1:3])
+        outside = ~face_box(tracks[real_rel], 1.4, real.shape[1:3])
+        assert diff[inner].mean() > 5, name  # another face
+        assert diff[outside].mean() < 1.0, name  # same background, body, motion and lighting
+
+
+def test_artifact_strength_changes_only_the_fake_face(tiny):
+    clean, traced = tiny(strength=0.0), tiny(strength=1.0)
+    real = "Celeb-real/id0_0000.mp4"
+    assert np.array_equal(frames(clean / real), frames(traced / real))
+    fake = "Celeb-synthesis/id0_id1_0000.mp4"
+    a, b = frames(clean / fake), frames(traced / fake)
+    inner = face_box(face_tracks(clean)[fake], 0.6, a.shape[1:3])
+    assert np.abs(a.astype(np.int16) - b).mean(-1)[inner].mean() > 2
+
+    def sharpness(video: np.ndarray) -> float:  # high-frequency energy inside the face
+        return np.mean(
+            [
+                cv2.Laplacian(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), cv2.CV_32F)[m].var()
+                for f, m in zip(video, inner, strict=True)
+            ]
+        )
+
+    assert sharpness(b) < 0.8 * sharpness(a)  # the traced face was rendered at lower resolution
+
+
+def test_haar_detects_the_faces(small):
+    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    tracks = face_tracks(small)
+    hits = {"real": [], "fake": []}
+    for rel, track in sorted(tracks.items()):
+        for i, frame in zip(range(0, 24, 4), frames(small / rel)[::4], strict=True):
+            gray = cv2.equalizeHist(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY))
+            boxes = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(48, 48))
+            cx, cy, height = track[i]
+            on_face = any(
+                abs(x + w / 2 - cx) < 0.2 * height and abs(y + h / 2 - cy) < 0.2 * height
+                for x, y, w, h in boxes
+            )
+            hits["fake" if rel.startswith("Celeb-synthesis") else "real"].append(on_face)
+    for kind, found in hits.items():
+        assert np.mean(found) >= 0.9, (kind, np.mean(found))

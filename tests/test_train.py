@@ -1,0 +1,107 @@
+"""train.py end to end on the small embedded dataset, against a temporary MLflow store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+import yaml
+
+from tests.conftest import compose_config, data_overrides, run_script
+
+FAST = ["trainer.max_epochs=2", "trainer.log_every_n_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def trained_mesonet(small_dataset, small_cache, tmp_path_factory):
+    """One real training run of MesoInception4 (from scratch) in its own store."""
+    store = tmp_path_factory.mktemp("train-store")
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db", "DEEPFAKE_NUM_WORKERS": "0"}
+    checkpoints = store / "checkpoints"
+    run_script(
+        "train.py",
+        ["weights=scratch", f"paths.checkpoint_dir={checkpoints}", *FAST, *data_overrides(small_dataset, small_cache)],
+        env,
+    )
+    return env, checkpoints
+
+
+def _train_runs(env):
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("train")
+    return client, client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
+
+
+def test_training_run_is_tracked_with_tags_config_metrics_and_checkpoint(trained_mesonet, tmp_path):
+    env, _ = trained_mesonet
+    client, runs = _train_runs(env)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert {k: run.data.tags[k] for k in ("model", "weights", "augment", "data")} == {
+        "model": "mesonet", "weights": "scratch", "augment": "none", "data": "synthetic"}
+    for key in ("val/video_auc", "val/frame_auc", "val/video_eer", "test/video_auc", "test/frame_ap", "train/loss_epoch"):
+        assert key in run.data.metrics, key
+    assert len(client.get_metric_history(run.info.run_id, "val/video_auc")) == 2  # per epoch
+    assert run.data.metrics["data/skipped_videos"] == 0
+
+    local = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=str(tmp_path),
+                                                     tracking_uri=env["MLFLOW_TRACKING_URI"]))
+    config = yaml.safe_load((local / "config.yaml").read_text())
+    assert config["model"]["name"] == "mesonet" and config["model"]["input"]["size"] == 256
+    checkpoint = torch.load(local / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert any(k.startswith("net.") for k in checkpoint["state_dict"])
+    assert (local / "data_report.json").is_file()
+
+
+def test_model_selection_monitors_validation_never_test():
+    cfg = compose_config("train")
+    monitored = [c.monitor for c in cfg.callbacks.values() if "monitor" in c]
+    assert monitored and all(m.startswith("val/") for m in monitored)
+
+
+def test_finetuned_weights_are_found_from_a_new_process(trained_mesonet, small_dataset, small_cache):
+    env, _ = trained_mesonet
+    _, runs = _train_runs(env)
+    result = run_script(
+        "evaluate.py", ["weights=finetuned", *data_overrides(small_dataset, small_cache)], env
+    )
+    assert "best.ckpt" in result.stdout + result.stderr
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    evaluate = client.get_experiment_by_name("evaluate")
+    run = client.search_runs([evaluate.experiment_id])[0]
+    assert run.data.tags["initial_weights"].endswith("best.ckpt")
+    # the evaluation scores the checkpoint's test videos as training's own test did
+    assert run.data.metrics["test/video_auc"] == pytest.approx(runs[0].data.metrics["test/video_auc"], abs=1e-6)
+
+
+def test_resume_continues_the_same_mlflow_run(trained_mesonet, small_dataset, small_cache):
+    env, checkpoints = trained_mesonet
+    _, before = _train_runs(env)
+    run_script(
+        "train.py",
+        ["weights=scratch", "ckpt_path=last", f"paths.checkpoint_dir={checkpoints}", "trainer.max_epochs=3",
+         *data_overrides(small_dataset, small_cache)],
+        env,
+    )
+    client, after = _train_runs(env)
+    assert len(after) == len(before) == 1, "resuming must not create a new run"
+    history = client.get_metric_history(after[0].info.run_id, "val/video_auc")
+    assert len(history) == 3 and after[0].info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("model", ["meso4", "resnet_lstm"])
+def test_each_model_trains_a_step(model, small_dataset, small_cache, tmp_path):
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "DEEPFAKE_NUM_WORKERS": "0"}
+    extra = ["model.input.frames_per_clip=4", "model.freeze_backbone=true"] if model == "resnet_lstm" else []
+    run_script(
+        "train.py",
+        [f"model={model}", "weights=scratch", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+         "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", f"paths.checkpoint_dir={tmp_path}/ckpt",
+         *extra, *data_overrides(small_dataset, small_cache)],
+        env,
+    )
+    _, runs = _train_runs(env)
+    assert runs[0].data.tags["model"] == model and "val/video_auc" in runs[0].data.metrics
