@@ -57,9 +57,12 @@ def run_script(script: str, overrides: list[str], env: dict[str, str], timeout: 
     """Run train.py / evaluate.py as a user would, in a subprocess; fail with its output."""
     import subprocess
     import sys
+    import tempfile
 
+    outputs = Path(env.get("HYDRA_OUTPUTS") or tempfile.mkdtemp(prefix="hydra-"))
+    hydra_dirs = [f"hydra.run.dir={outputs}/run", f"hydra.sweep.dir={outputs}/multirun"]
     result = subprocess.run(
-        [sys.executable, script, *overrides],
+        [sys.executable, script, *overrides, *hydra_dirs],
         cwd=PROJECT_ROOT,
         env={**os.environ, "HYDRA_FULL_ERROR": "1", **env},
         capture_output=True,
@@ -69,3 +72,19 @@ def run_script(script: str, overrides: list[str], env: dict[str, str], timeout: 
     if result.returncode != 0:
         raise AssertionError(f"{script} {' '.join(overrides)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return result
+
+
+@pytest.fixture(scope="session")
+def trained_mesonet(small_dataset, small_cache, tmp_path_factory):
+    """One real training run of MesoInception4 (from scratch, 2 epochs) in its own MLflow store:
+    (environment pointing at the store, checkpoint folder)."""
+    store = tmp_path_factory.mktemp("train-store")
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db", "DEEPFAKE_NUM_WORKERS": "0"}
+    checkpoints = store / "checkpoints"
+    run_script(
+        "train.py",
+        ["weights=scratch", f"paths.checkpoint_dir={checkpoints}", "trainer.max_epochs=2",
+         "trainer.log_every_n_steps=1", *data_overrides(small_dataset, small_cache)],
+        env,
+    )
+    return env, checkpoints

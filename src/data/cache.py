@@ -17,7 +17,7 @@ import os
 import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_all_start_methods, get_context
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +28,9 @@ from src.data.video import VideoDecodeError, read_frames
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
-# fork: workers need only cv2 and decord, and forking skips re-importing torch in every worker
-_START_METHOD = "fork" if "fork" in get_all_start_methods() else "spawn"
+# spawn, not fork: forking a process whose torch/OpenMP threads hold locks can deadlock the
+# children; spawned workers import only this module's light dependencies (cv2, decord, numpy)
+_START_METHOD = "spawn"
 
 
 @dataclass(frozen=True)

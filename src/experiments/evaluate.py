@@ -53,12 +53,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float] | dict:
 
 
 def _evaluate_into(client, run_id: str, cfg: DictConfig) -> dict[str, float]:
-    datamodule = hydra.utils.instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("test")
     module = hydra.utils.instantiate(cfg.model)
     origin = apply_weights(module, cfg)
     client.set_tag(run_id, "initial_weights", origin)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("test")
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
     outputs = trainer.predict(module, datamodule=datamodule)
     video_probs = torch.cat([o["video_prob"] for o in outputs]).float()

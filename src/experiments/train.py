@@ -64,12 +64,12 @@ def make_logger(cfg: DictConfig, folder: Path):
 def train(cfg: DictConfig) -> dict[str, float]:
     check_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
+    module = hydra.utils.instantiate(cfg.model)
+    origin = apply_weights(module, cfg)  # before the data, so missing weights fail at once
+    log.info("initial weights of %s: %s", cfg.model.name, origin)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    module = hydra.utils.instantiate(cfg.model)
-    origin = apply_weights(module, cfg)
-    log.info("initial weights of %s: %s", cfg.model.name, origin)
     if cfg.model.pos_weight == "auto":
         counts = datamodule.class_counts()
         module.set_pos_weight(counts["train_real"] / max(counts["train_fake"], 1))

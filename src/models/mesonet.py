@@ -96,6 +96,14 @@ class _MesoNet(nn.Module):
         """Weighted modules in the order their Keras counterparts appear in a weights file."""
         raise NotImplementedError
 
+    def load_pretrained(self, cfg) -> str:
+        """The original Keras weights named by `model.pretrained` (the weights cache, else downloaded)."""
+        from src.models.weights import fetch_keras_weights
+
+        path = fetch_keras_weights(cfg.model.pretrained.file, cfg.model.pretrained.url, cfg.paths.weights_dir)
+        load_keras_weights(self, path)
+        return str(path)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dropout(self.features(x).flatten(1))
         x = self.dropout(self.leaky_relu(self.dense1(x)))

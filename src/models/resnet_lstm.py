@@ -52,6 +52,14 @@ class ResNetLSTM(nn.Module):
         outputs, _ = self.lstm(features.float())
         return self.head(outputs[:, -1]).squeeze(-1)
 
+    def load_pretrained(self, cfg) -> str:
+        """torchvision's ImageNet ResNet50 (TORCH_HOME cache, else downloaded) into the backbone."""
+        from src.models.weights import torchvision_state_dict
+
+        member = cfg.model.pretrained.torchvision_weights
+        self.load_imagenet_backbone(torchvision_state_dict(member))
+        return f"torchvision ResNet50_Weights.{member}"
+
     def load_imagenet_backbone(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Load a torchvision ResNet50 state dict (fc.* ignored) into the backbone, strictly."""
         trunk = resnet50(weights=None)

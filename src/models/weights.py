@@ -41,19 +41,10 @@ def apply_weights(module, cfg: DictConfig) -> str:
 
 # -- pretrained -------------------------------------------------------------------------------
 def load_pretrained(net, cfg: DictConfig) -> str:
-    from src.models.mesonet import Meso4, MesoInception4, load_keras_weights
-    from src.models.resnet_lstm import ResNetLSTM
-
-    if isinstance(net, MesoInception4 | Meso4):
-        path = fetch_keras_weights(cfg.model.pretrained.file, cfg.model.pretrained.url, cfg.paths.weights_dir)
-        load_keras_weights(net, path)
-        return str(path)
-    if isinstance(net, ResNetLSTM):
-        net.load_imagenet_backbone(torchvision_state_dict(cfg.model.pretrained.torchvision_weights))
-        return f"torchvision ResNet50_Weights.{cfg.model.pretrained.torchvision_weights}"
-    if hasattr(net, "load_pretrained"):
-        return net.load_pretrained(cfg)
-    raise ValueError(f"{type(net).__name__} has no pretrained weights; use weights=scratch")
+    """Every network knows its own pretrained weights (`net.load_pretrained(cfg)`)."""
+    if not hasattr(net, "load_pretrained"):
+        raise ValueError(f"{type(net).__name__} has no pretrained weights; use weights=scratch")
+    return net.load_pretrained(cfg)
 
 
 def fetch_keras_weights(file_name: str, url: str, weights_dir: str | Path) -> Path:

@@ -1,0 +1,118 @@
+"""evaluate.py: sweeps as Hydra multiruns into MLflow, the joblib launcher, failures, single videos."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from hydra import compose, initialize_config_dir
+
+from src.experiments.config import CONFIG_DIR, PROJECT_ROOT
+from tests.conftest import data_overrides, run_script
+
+
+def _best_checkpoint(checkpoints: Path) -> Path:
+    return next(checkpoints.glob("*/run-*/best-*.ckpt"))
+
+
+def _evaluate_runs(env, status=None):
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("evaluate")
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    return client, [r for r in runs if status is None or r.info.status == status]
+
+
+@pytest.fixture(scope="module")
+def augmentation_sweep(trained_mesonet, small_dataset, small_cache, tmp_path_factory):
+    """`python evaluate.py -m augment=none,flip,heavy` on the finetuned MesoNet, in a fresh store copy."""
+    env, _ = trained_mesonet
+    result = run_script("evaluate.py", ["-m", "augment=none,flip,heavy", *data_overrides(small_dataset, small_cache)], env)
+    return env, result
+
+
+def test_augmentation_sweep_logs_one_tagged_run_per_level(augmentation_sweep, tmp_path):
+    env, _ = augmentation_sweep
+    client, runs = _evaluate_runs(env, "FINISHED")
+    by_level = {r.data.tags["augment"]: r for r in runs if r.data.tags.get("sweep_id")}
+    assert set(by_level) == {"none", "flip", "heavy"}
+    assert len({r.data.tags["sweep_id"] for r in by_level.values()}) == 1
+    for level, run in by_level.items():
+        assert run.data.tags["model"] == "mesonet" and run.data.tags["weights"] == "finetuned"
+        assert run.data.tags["data"] == "synthetic"
+        for key in ("auc", "ap", "acc", "loss", "eer"):
+            assert f"test/video_{key}" in run.data.metrics and f"test/frame_{key}" in run.data.metrics
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"config.yaml", "roc_curve.png", "video_scores.csv", "data_report.json"} <= artifacts, level
+
+    def scores(level):
+        folder = mlflow.artifacts.download_artifacts(run_id=by_level[level].info.run_id, artifact_path="video_scores.csv",
+                                                     dst_path=str(tmp_path / level), tracking_uri=env["MLFLOW_TRACKING_URI"])
+        rows = list(csv.DictReader(open(folder)))
+        return {row["video"]: float(row["fake_probability"]) for row in rows}
+
+    none, heavy = scores("none"), scores("heavy")
+    assert none.keys() == heavy.keys() and len(none) >= 4
+    assert sum(abs(none[v] - heavy[v]) for v in none) / len(none) > 0.01, "heavy perturbation changed nothing"
+
+
+def test_report_prints_the_seed_tables_from_the_sweep(augmentation_sweep, monkeypatch, capsys):
+    from src.experiments import report
+
+    env, _ = augmentation_sweep
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    assert report.main(["--no-log"]) == 0
+    out = capsys.readouterr().out
+    for title in ("no augmentation", "rotation/flip", "heavy augmentation"):
+        assert title in out
+    assert "| MesoNet (finetuned) |" in out.replace("  ", " ") or "MesoNet (finetuned)" in out
+
+
+def test_a_failing_job_is_reported_and_the_others_still_log(trained_mesonet, small_dataset, small_cache, tmp_path):
+    env, checkpoints = trained_mesonet
+    store = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    good = _best_checkpoint(checkpoints)
+    result = subprocess.run(
+        [sys.executable, "evaluate.py", "-m", f"hydra.sweep.dir={tmp_path}/sweep",
+         f"weights.path={tmp_path}/missing.ckpt,{good}", *data_overrides(small_dataset, small_cache)],
+        cwd=PROJECT_ROOT, env={**__import__("os").environ, **env, **store}, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0
+    assert "missing.ckpt" in result.stderr
+    _, runs = _evaluate_runs(store)
+    statuses = sorted(r.info.status for r in runs)
+    assert statuses == ["FAILED", "FINISHED"]
+    failed = next(r for r in runs if r.info.status == "FAILED")
+    assert "missing.ckpt" in failed.data.tags["error"]
+
+
+def test_joblib_launcher_runs_parallel_jobs_into_one_sqlite_store(trained_mesonet, small_dataset, small_cache, tmp_path):
+    env, checkpoints = trained_mesonet
+    store = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "DEEPFAKE_NUM_WORKERS": "0"}
+    weights = f"weights.path={_best_checkpoint(checkpoints)}"
+    run_script("evaluate.py", ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", weights,
+                               "augment=none,flip", *data_overrides(small_dataset, small_cache)], {**env, **store})
+    client, runs = _evaluate_runs(store)
+    assert sorted(r.data.tags["augment"] for r in runs) == ["flip", "none"]
+    assert all(r.info.status == "FINISHED" and len(r.data.metrics) >= 10 for r in runs)
+
+
+def test_single_video_prediction_prints_probability_and_face_count(small_dataset, small_cache):
+    if not (PROJECT_ROOT.parent / "shared" / "mesonet").is_dir():
+        pytest.skip("../shared/mesonet is absent: no original MesoNet weights to predict with")
+    video = next((small_dataset / "Celeb-synthesis").glob("*.mp4"))
+    result = run_script("evaluate.py", ["weights=pretrained", f"video={video}", *data_overrides(small_dataset, small_cache)],
+                        {"DEEPFAKE_WEIGHTS_DIR": str(PROJECT_ROOT.parent / "shared" / "mesonet" / "weights")})
+    assert f"{video}: P(fake) = " in result.stdout
+    assert "faces detected in" in result.stdout and "of 20 frames" in result.stdout
+    assert len(result.stdout.split("per-frame P(fake):")[1].split()) == 20
+
+
+def test_slurm_launcher_config_composes():
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("evaluate", overrides=["hydra/launcher=submitit_slurm"], return_hydra_config=True)
+    assert "SlurmLauncher" in cfg.hydra.launcher._target_
+    assert cfg.hydra.launcher.timeout_min > 0
