@@ -79,7 +79,7 @@ def test_resume_continues_the_same_mlflow_run(trained_mesonet, small_dataset, sm
 @pytest.mark.parametrize("model", ["meso4", "resnet_lstm"])
 def test_each_model_trains_a_step(model, small_dataset, small_cache, tmp_path):
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "DEEPFAKE_NUM_WORKERS": "0"}
-    extra = ["model.input.frames_per_clip=4", "model.freeze_backbone=true"] if model == "resnet_lstm" else []
+    extra = ["model.input.frames_per_clip=2", "model.input.size=112", "model.freeze_backbone=true"] if model == "resnet_lstm" else []
     run_script(
         "train.py",
         [f"model={model}", "weights=scratch", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
@@ -89,3 +89,19 @@ def test_each_model_trains_a_step(model, small_dataset, small_cache, tmp_path):
     )
     _, runs = _train_runs(env)
     assert runs[0].data.tags["model"] == model and "val/video_auc" in runs[0].data.metrics
+
+
+def test_ddp_on_cpu_runs_two_processes_into_one_run(small_dataset, small_cache, tmp_path):
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "DEEPFAKE_NUM_WORKERS": "0"}
+    result = run_script(
+        "train.py",
+        ["trainer=ddp", "weights=scratch", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+         "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", f"paths.checkpoint_dir={tmp_path}/ckpt",
+         *data_overrides(small_dataset, small_cache)],
+        env,
+    )
+    log = result.stdout + result.stderr
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in log
+    _, runs = _train_runs(env)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED" and "test/video_auc" in runs[0].data.metrics
+    assert len(list((tmp_path / "ckpt").glob("*/run-*"))) == 1

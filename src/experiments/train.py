@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import hydra
 import lightning as L
 import mlflow
 from lightning.pytorch.loggers import CSVLogger, MLFlowLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from src.experiments.config import check_config, selected_options
@@ -37,17 +40,29 @@ def run_folder(cfg: DictConfig) -> Path:
         if not candidates:
             raise FileNotFoundError(f"ckpt_path=last: no last.ckpt of this configuration under {family}")
         return candidates[-1].parent
-    folder = family / time.strftime("run-%Y%m%d-%H%M%S")
-    while folder.exists():  # two jobs started in the same second
-        folder = folder.with_name(folder.name + "x")
-    return folder
+    return family / f"run-{_run_stamp()}"
+
+
+def _run_stamp() -> str:
+    """The Hydra job's output folder (a timestamp, plus the job number in a sweep): the same in every
+    DDP process of one run, since Lightning relaunches them with the same hydra.run.dir."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    output = Path(HydraConfig.get().runtime.output_dir).resolve()
+    digest = hashlib.sha1(str(output).encode()).hexdigest()[:6]
+    return f"{output.parent.name}-{output.name}-{digest}"
 
 
 def make_logger(cfg: DictConfig, folder: Path):
     if cfg.logger.name == "csv":
         return CSVLogger(cfg.logger.save_dir, name=cfg.logger.experiment_name)
     run_id_file = folder / RUN_ID_FILE
-    run_id = run_id_file.read_text().strip() if run_id_file.is_file() else None
+    # only a resumed run continues the MLflow run recorded next to its checkpoints
+    run_id = run_id_file.read_text().strip() if cfg.ckpt_path and run_id_file.is_file() else None
+    if rank_zero_only.rank != 0:  # DDP workers log nothing themselves; Lightning routes it via rank 0
+        return MLFlowLogger(experiment_name=cfg.logger.experiment_name or TRAIN_EXPERIMENT, run_id=run_id)
     uri, name = tracking_uri(cfg), cfg.logger.experiment_name or TRAIN_EXPERIMENT
     experiment_id(mlflow.MlflowClient(uri), uri, name)  # created with its artifacts next to the store
     logger = MLFlowLogger(
