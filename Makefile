@@ -47,7 +47,7 @@ bench: install  ## benchmarks (QUICK=1 for a few minutes)
 	MLFLOW_TRACKING_URI="$(TRACKING_URI)" $(PY) -m benchmarks.run $(if $(QUICK),--quick,)
 
 ui: install  ## the MLflow UI on 127.0.0.1:$(PORT)
-	$(VENV)/bin/mlflow ui --backend-store-uri "$(TRACKING_URI)" --host 127.0.0.1 --port $(PORT)
+	$(VENV)/bin/mlflow ui --backend-store-uri "$(TRACKING_URI)" --host 127.0.0.1 --port $(PORT) --workers 1
 
 clean-cache:  ## remove the generated dataset and face-crop caches
 	rm -rf data/synthetic-celebdf

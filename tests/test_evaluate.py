@@ -116,3 +116,41 @@ def test_slurm_launcher_config_composes():
         cfg = compose("evaluate", overrides=["hydra/launcher=submitit_slurm"], return_hydra_config=True)
     assert "SlurmLauncher" in cfg.hydra.launcher._target_
     assert cfg.hydra.launcher.timeout_min > 0
+
+
+def test_make_ui_serves_the_runs_over_the_rest_api(augmentation_sweep):
+    """`make ui` on the sweep's store: the MLflow REST API on 127.0.0.1 lists the evaluate runs."""
+    import json
+    import os
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    env, _ = augmentation_sweep
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(["make", "ui", f"PORT={port}"], cwd=PROJECT_ROOT, env={**os.environ, **env},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    experiment = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"]).get_experiment_by_name("evaluate").experiment_id
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search",
+        data=json.dumps({"experiment_ids": [experiment]}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                runs = json.loads(urllib.request.urlopen(request, timeout=5).read())["runs"]
+                break
+            except OSError:
+                assert server.poll() is None, "make ui exited"
+                assert time.monotonic() < deadline, "the MLflow UI did not answer within 120 s"
+                time.sleep(1)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    levels = {tag["value"] for run in runs for tag in run["data"]["tags"] if tag["key"] == "augment"}
+    assert {"none", "flip", "heavy"} <= levels
