@@ -154,3 +154,44 @@ def test_make_ui_serves_the_runs_over_the_rest_api(augmentation_sweep):
         server.wait(timeout=30)
     levels = {tag["value"] for run in runs for tag in run["data"]["tags"] if tag["key"] == "augment"}
     assert {"none", "flip", "heavy"} <= levels
+
+
+def test_seed_grid_preset_sweeps_the_seed_study():
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("evaluate", overrides=["experiment=seed_grid"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    grid = [set(params[k].split(",")) for k in ("model", "weights", "augment")]
+    assert grid == [{"mesonet", "resnet_lstm"}, {"pretrained", "finetuned"}, {"none", "flip", "heavy"}]
+
+
+@pytest.mark.slow
+def test_full_grid_logs_twelve_runs(trained_mesonet, small_dataset, small_cache, tmp_path):
+    """The seed grid end to end: pretrained MesoNet from the weights cache, pretrained ResNetLSTM from
+    torchvision's cache (a state dict the test puts there), finetuned from training runs."""
+    from torchvision.models import ResNet50_Weights, resnet50
+
+    shared = PROJECT_ROOT.parent / "shared" / "mesonet" / "weights"
+    if not shared.is_dir():
+        pytest.skip("../shared/mesonet is absent: no original MesoNet weights")
+    env, _ = trained_mesonet
+    torch_home = tmp_path / "torch"
+    target = torch_home / "hub" / "checkpoints" / ResNet50_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[1]
+    target.parent.mkdir(parents=True)
+    __import__("torch").save(resnet50(weights=None).state_dict(), target)
+    env = {**env, "TORCH_HOME": str(torch_home), "DEEPFAKE_WEIGHTS_DIR": str(shared)}
+    clip = ["model.input.frames_per_clip=2", "model.input.size=112"]
+    run_script("train.py", ["model=resnet_lstm", "weights=pretrained", "model.freeze_backbone=true",
+                            "trainer.max_epochs=1", f"paths.checkpoint_dir={tmp_path}/ckpt", *clip,
+                            *data_overrides(small_dataset, small_cache)], env, timeout=600)
+    run_script("evaluate.py", ["experiment=seed_grid", *data_overrides(small_dataset, small_cache)], env, timeout=1200)
+    _, runs = _evaluate_runs(env, "FINISHED")
+    sweeps: dict[str, list] = {}
+    for run in runs:
+        sweeps.setdefault(run.data.tags.get("sweep_id", ""), []).append(run)
+    sweep = max(sweeps.values(), key=len)
+    cells = {(r.data.tags["model"], r.data.tags["weights"], r.data.tags["augment"]) for r in sweep}
+    assert len(cells) == 12
+    origins = {r.data.tags["model"] + "/" + r.data.tags["weights"]: r.data.tags["initial_weights"] for r in sweep}
+    assert origins["mesonet/pretrained"].endswith("MesoInception_DF.h5")
+    assert "IMAGENET1K_V1" in origins["resnet_lstm/pretrained"]
