@@ -161,12 +161,9 @@ class CelebDFDataModule(L.LightningDataModule):
         self.build_report: BuildReport | None = None
         self.splits: dict[str, list[VideoRecord]] = {}
         self.frame_counts: dict[str, int] = {}
-        self.register_buffer_stats()
-
-    def register_buffer_stats(self) -> None:
-        hp = self.hparams
-        self.mean = torch.tensor(hp.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(hp.std, dtype=torch.float32).view(1, 3, 1, 1) * 255
+        # the model's normalization, applied to uint8 pixels after the transfer to the device
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255
 
     # -- preparation ----------------------------------------------------------------------------
     def prepare_data(self) -> None:
