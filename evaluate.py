@@ -3,14 +3,16 @@
 import hydra
 from omegaconf import DictConfig
 
-from src.experiments.config import CONFIG_DIR
+from src.experiments.config import CONFIG_DIR, check_config, clean_user_errors
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
 def main(cfg: DictConfig) -> float | None:
-    from src.experiments.evaluate import evaluate
+    with clean_user_errors():
+        check_config(cfg)
+        from src.experiments.evaluate import evaluate
 
-    result = evaluate(cfg)
+        result = evaluate(cfg)
     return result.get("test/video_auc")
 
 

@@ -3,14 +3,16 @@
 import hydra
 from omegaconf import DictConfig
 
-from src.experiments.config import CONFIG_DIR
+from src.experiments.config import CONFIG_DIR, check_config, clean_user_errors
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from src.experiments.train import train
+    with clean_user_errors():
+        check_config(cfg)  # before the heavy imports: clashing values fail in a second
+        from src.experiments.train import train
 
-    metrics = train(cfg)
+        metrics = train(cfg)
     return metrics.get("val/video_auc")
 
 

@@ -26,7 +26,7 @@ from src.data.index import CelebDFIndex, VideoRecord, index_celebdf, split_folds
 log = logging.getLogger(__name__)
 
 
-class TooManyBadVideos(RuntimeError):
+class TooManyBadVideos(ValueError):
     pass
 
 

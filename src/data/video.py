@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
+
+# "[02:40:10] /github/workspace/src/video/video_reader.cc:486: " in front of decord's messages
+_DECORD_LOCATION = re.compile(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ")
 
 
 class VideoDecodeError(RuntimeError):
@@ -35,6 +39,11 @@ def read_frames(path: str | Path, num_frames: int) -> tuple[np.ndarray, np.ndarr
         raise VideoDecodeError(f"{path}: empty file (0 bytes)")
     try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+    except Exception as error:  # RuntimeError "Error reading <path>...": no container/stream ffmpeg can open
+        raise VideoDecodeError(
+            f"{path}: cannot open as a video (truncated, damaged or not a video file; {_reason(error)})"
+        ) from error
+    try:
         total = len(reader)
         indices = evenly_spaced_indices(total, num_frames)
         if len(indices) == 0:
@@ -43,7 +52,14 @@ def read_frames(path: str | Path, num_frames: int) -> tuple[np.ndarray, np.ndarr
     except VideoDecodeError:
         raise
     except Exception as error:  # decord raises its own DECORDError and RuntimeErrors for bad streams
-        raise VideoDecodeError(f"{path}: cannot decode ({type(error).__name__}: {error})") from error
+        reason = f"cannot decode its frames (damaged stream; {_reason(error)})"
+        raise VideoDecodeError(f"{path}: {reason}") from error
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise VideoDecodeError(f"{path}: unexpected frame array shape {frames.shape}")
     return np.ascontiguousarray(frames), indices
+
+
+def _reason(error: Exception) -> str:
+    """decord's message without its timestamps and C++ source locations."""
+    text = " ".join(_DECORD_LOCATION.sub("", str(error)).split())
+    return f"{type(error).__name__}: {text[:300]}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -41,3 +43,18 @@ def check_config(cfg: DictConfig) -> None:
             f"model.input.size={model.input.size}: {model.name} has a fixed {fixed_size}x{fixed_size} input "
             "(its dense layer is sized for it)"
         )
+
+
+@contextmanager
+def clean_user_errors():
+    """In a single run, end on a user's data, weights or config error with its message and exit code 1
+    instead of a traceback. In a sweep the error propagates, so Hydra reports the job and goes on."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        yield
+    except (FileNotFoundError, ValueError) as error:  # includes bad weights and too many bad videos
+        if HydraConfig.initialized() and str(HydraConfig.get().mode) == "RunMode.MULTIRUN":
+            raise
+        print(f"Error: {type(error).__name__}: {error}", file=sys.stderr)
+        raise SystemExit(1) from error

@@ -70,6 +70,8 @@ def _evaluate_into(client, run_id: str, cfg: DictConfig) -> dict[str, float]:
     client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, v, 0, 0) for k, v in metrics.items()])
     summary = datamodule.data_report()["summary"]
     client.log_metric(run_id, "data/skipped_videos", summary["failed_videos"])
+    client.log_metric(run_id, "data/degraded_videos", summary["degraded_videos"])
+    client.log_metric(run_id, "data/centre_fallback_videos", summary["centre_fallback_videos"])
     client.log_metric(run_id, "data/frame_detection_rate", summary["frame_detection_rate"])
     records = datamodule.splits["test"]
     with tempfile.TemporaryDirectory() as tmp:

@@ -109,6 +109,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         client.log_artifact(run_id, str(report))
         summary = datamodule.data_report()["summary"]
         client.log_metric(run_id, "data/skipped_videos", summary["failed_videos"])
+        client.log_metric(run_id, "data/degraded_videos", summary["degraded_videos"])
         client.log_metric(run_id, "data/centre_fallback_videos", summary["centre_fallback_videos"])
         client.log_metric(run_id, "data/frame_detection_rate", summary["frame_detection_rate"])
         if not resuming:
