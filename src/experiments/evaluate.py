@@ -124,16 +124,19 @@ def _run_name(cfg: DictConfig) -> str:
 
 def predict_video(cfg: DictConfig, video: Path) -> dict:
     """Score one video file: probability of fake, per-frame scores and face detections."""
-    from src.data.cache import CropSettings, extract_face_crops
+    from src.data.cache import CropSettings, FaceCropCache
     from src.data.datamodule import VideoDataset
-    from src.data.faces import build_detector
 
     data = cfg.data
     settings = CropSettings(
         data.frames_per_video, data.face_margin, data.crop_size, data.face_detector, data.detect_max_side, data.yunet_model
     )
-    detector = build_detector(settings.detector, settings.detect_max_side, settings.yunet_model)
-    crops, meta = extract_face_crops(video, settings, detector)
+    # through the cache: decoding runs isolated in a worker, and a second prediction is instant
+    cache = FaceCropCache(Path(data.cache_dir).expanduser(), settings)
+    (report,) = cache.build([video], workers=1, progress=False).videos
+    if not report.ok:
+        raise ValueError(f"cannot score {video}: {report.reason}")
+    crops, _ = cache.load(video)
     datamodule = hydra.utils.instantiate(cfg.data)
     frames = data.frames_per_video if cfg.model.input.kind == "frame" else cfg.model.input.frames_per_clip
     item = VideoDataset.prepare(crops, frames, datamodule.eval_transform(cfg.augment.level), cfg.seed)
@@ -143,17 +146,16 @@ def predict_video(cfg: DictConfig, video: Path) -> dict:
     module.eval()
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.trainer.precision == "bf16-mixed"):
         video_prob, frame_probs = module.video_scores(batch[0])
-    report = meta["report"]
     result = {
         "video": str(video),
         "weights": origin,
         "fake_probability": float(video_prob[0]),
         "frame_probabilities": [round(float(p), 4) for p in frame_probs[0]],
-        "frames": report["num_frames"],
-        "frames_with_face": report["num_detected"],
+        "frames": report.num_frames,
+        "frames_with_face": report.num_detected,
     }
     print(f"{video}: P(fake) = {result['fake_probability']:.4f}  ({cfg.model.name}, {origin})")
     print(f"faces detected in {result['frames_with_face']} of {result['frames']} frames"
-          + ("; no face found: centre crops" if report["centre_fallback"] else ""))
+          + ("; no face found: centre crops" if report.centre_fallback else ""))
     print("per-frame P(fake):", " ".join(f"{p:.3f}" for p in result["frame_probabilities"]))
     return result
