@@ -1,0 +1,198 @@
+"""The evaluation grid: a 6-job `evaluate.py -m` sweep in a subprocess against 6x the pure model inference
+of one job, and the per-job fixed costs around the inference."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+
+from benchmarks.common import Measurement, compose, fresh_dir, median, ratio, release, rnd
+from src.experiments.config import PROJECT_ROOT
+
+LEVELS = "none,flip,heavy,none,flip,heavy"
+
+
+def _import_seconds() -> float:
+    code = ("import time; t = time.perf_counter(); import torch, lightning, mlflow, hydra; "
+            "import src.experiments.evaluate; print(time.perf_counter() - t)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _collate(items):
+    return (torch.stack([x for x, _, _ in items]), torch.tensor([y for _, y, _ in items]),
+            torch.tensor([v for _, _, v in items]))
+
+
+def pure_inference(cfg, dm, batch_videos: int, passes: int = 3) -> dict:
+    """Seconds of forward passes alone over the prepared test crops (no decoding, no loader)."""
+    module = instantiate(cfg.model)
+    module.eval()
+    dataset = dm.eval_dataset("test", "none")
+    items = [dataset[i] for i in range(len(dataset))]
+    batches = [dm.on_after_batch_transfer(_collate(items[i:i + batch_videos]), 0)
+               for i in range(0, len(items), batch_videos)]
+    bf16 = cfg.trainer.precision == "bf16-mixed"
+    times = []
+    for _ in range(passes + 1):  # the first pass creates the oneDNN primitives
+        start = time.perf_counter()
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            for x, _, _ in batches:
+                module.video_scores(x)
+        times.append(time.perf_counter() - start)
+    frames = sum(x.shape[0] * x.shape[1] for x, _, _ in batches)
+    return {"warm_s": median(times[1:]), "first_s": times[0], "frames": frames, "videos": len(items),
+            "frames_per_s": frames / median(times[1:])}
+
+
+def first_batch_seconds(dm) -> tuple[float, float]:
+    """(seconds to the first batch of a fresh predict DataLoader, seconds for the whole pass)."""
+    start = time.perf_counter()
+    loader = dm.predict_dataloader()
+    first = None
+    for _ in loader:
+        if first is None:
+            first = time.perf_counter() - start
+    total = time.perf_counter() - start
+    del loader
+    release()
+    return first, total
+
+
+def mlflow_run_seconds(uri: str, cfg, artifacts: Path) -> float:
+    """One evaluate run's MLflow bookkeeping (create, config, params, metrics, artifacts, terminate)."""
+    import mlflow
+
+    from src.experiments.tracking import experiment_id, flat_params, log_config
+
+    client = mlflow.MlflowClient(uri)
+    experiment = experiment_id(client, uri, "bench-eval")
+    start = time.perf_counter()
+    run_id = client.create_run(experiment).info.run_id
+    log_config(client, run_id, cfg)
+    client.log_batch(run_id, params=[mlflow.entities.Param(k, v) for k, v in flat_params(cfg).items()])
+    client.log_batch(run_id, metrics=[mlflow.entities.Metric(f"test/m{i}", 0.5, 0, 0) for i in range(10)])
+    client.log_artifacts(run_id, str(artifacts))
+    client.set_terminated(run_id, "FINISHED")
+    return time.perf_counter() - start
+
+
+def roc_seconds(folder: Path) -> float:
+    from src.experiments.evaluate import plot_roc
+
+    start = time.perf_counter()
+    plot_roc(torch.rand(20), torch.arange(20) % 2, folder / "roc.png", "bench")
+    return time.perf_counter() - start
+
+
+def prepare_seconds(cfg) -> float:
+    """A fresh DataModule's prepare_data + setup on the already built cache (what every job repeats)."""
+    start = time.perf_counter()
+    dm = instantiate(cfg.data)
+    dm.prepare_data()
+    dm.setup("test")
+    return time.perf_counter() - start
+
+
+def predict_seconds(cfg, level: str) -> float:
+    """`Trainer.predict` as evaluate.py runs it (DataLoader workers, test-time augmentation, inference)."""
+    cfg = cfg.copy()
+    cfg.data.test_augment = level
+    dm = instantiate(cfg.data)
+    dm.prepare_data()
+    dm.setup("test")
+    module = instantiate(cfg.model)
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False,
+                          enable_progress_bar=False, enable_model_summary=False)
+    start = time.perf_counter()
+    trainer.predict(module, datamodule=dm)
+    seconds = time.perf_counter() - start
+    del trainer, dm
+    release()
+    return seconds
+
+
+def bench_eval_grid(work: Path, overrides: list[str], passes: int) -> list[Measurement]:
+    import mlflow
+
+    from src.experiments.tracking import experiment_id
+
+    scratch = fresh_dir(work / "scratch" / "eval")
+    uri = f"sqlite:///{scratch / 'mlflow.db'}"
+    start = time.perf_counter()
+    experiment_id(mlflow.MlflowClient(uri), uri, "evaluate")  # an existing store, as after train.py
+    store_s = time.perf_counter() - start
+
+    cfg = compose([*overrides, "weights=scratch"], "evaluate")
+    dm = instantiate(cfg.data)
+    dm.prepare_data()  # the sweep reuses this cache, as it would reuse the one train.py built
+    dm.setup("test")
+
+    command = [sys.executable, "evaluate.py", "-m", f"augment={LEVELS}", "weights=scratch", *overrides,
+               f"hydra.sweep.dir={scratch / 'multirun'}"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HYDRA_FULL_ERROR": "1"}
+    launched = time.time()
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+    sweep_s = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"evaluate sweep failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    runs = mlflow.MlflowClient(uri).search_runs([experiment_id(mlflow.MlflowClient(uri), uri, "evaluate")])
+    runs = sorted(runs, key=lambda r: r.info.start_time)
+    spans = [((r.info.start_time / 1e3) - launched, (r.info.end_time / 1e3) - launched) for r in runs]
+
+    batch_videos = dm._eval_batch_size()
+    infer = pure_inference(cfg, dm, batch_videos, passes)
+    bigger = {n: pure_inference(cfg, dm, n, passes=1)["frames_per_s"] for n in sorted({1, 4} - {batch_videos})}
+    first, loader_pass = first_batch_seconds(dm)
+    prepare_s = prepare_seconds(cfg)
+    predict_s = {level: predict_seconds(cfg, level) for level in ("none", "heavy")}
+    mlflow_s = mlflow_run_seconds(uri, cfg, scratch / "multirun")
+    roc_s = roc_seconds(scratch)
+    imports = _import_seconds()
+    release()
+
+    durations = [b - a for a, b in spans]
+    gaps = [spans[i + 1][0] - spans[i][1] for i in range(len(spans) - 1)]
+    baseline = 6 * infer["warm_s"]
+    r = ratio(sweep_s, baseline)
+    fixed = {
+        "imports_torch_lightning_mlflow_hydra_s": imports,
+        "launch_to_first_run_start_s": spans[0][0] if spans else None,
+        "run_durations_s": durations,
+        "between_runs_s": gaps,
+        "last_run_end_to_exit_s": sweep_s - spans[-1][1] if spans else None,
+        "predict_loader_first_batch_s": first,
+        "predict_loader_full_pass_s": loader_pass,
+        "mlflow_bookkeeping_per_run_s": mlflow_s,
+        "roc_plot_s_first_call": roc_s,
+        "store_creation_s_not_counted": store_s,
+        "pure_inference_first_pass_s": infer["first_s"],
+        "datamodule_prepare_setup_s": prepare_s,
+        "trainer_predict_none_s": predict_s["none"],
+        "trainer_predict_heavy_s": predict_s["heavy"],
+    }
+    inside = median(durations) - infer["warm_s"] if durations else float("nan")
+    notes = (f"mesonet weights=scratch, augment={LEVELS}, basic launcher (jobs in one process); test set "
+             f"{infer['videos']} videos x {infer['frames'] // max(infer['videos'], 1)} frames, eval batch "
+             f"{batch_videos} video(s); pure inference {infer['warm_s']:.2f} s/job "
+             f"({infer['frames_per_s']:.0f} frames/s); per-job fixed costs: imports {imports:.1f} s (once), "
+             f"launch->first run {fixed['launch_to_first_run_start_s']:.1f} s, median run {median(durations):.1f} s "
+             f"of which ~{inside:.1f} s is not inference (DataModule prepare+setup {prepare_s:.2f} s, predict loader "
+             f"first batch {first:.2f} s, Trainer.predict {predict_s['none']:.2f} s for augment=none and "
+             f"{predict_s['heavy']:.2f} s for heavy vs {infer['warm_s']:.2f} s of forward passes, MLflow bookkeeping "
+             f"{mlflow_s:.2f} s, ROC plot {roc_s:.2f} s), gaps between runs {median(gaps):.2f} s; "
+             f"inference frames/s at other eval batch sizes (videos/batch): "
+             + ", ".join(f"{n}: {v:.0f}" for n, v in bigger.items()))
+    del dm
+    return [Measurement("evaluation grid: 6-job sweep vs 6x pure inference", rnd(sweep_s, 2), "s", rnd(baseline, 2),
+                        rnd(r), "<= 1.5x", r <= 1.5, notes, "6 evaluation grid",
+                        {k: ([rnd(x) for x in v] if isinstance(v, list) else rnd(v)) for k, v in fixed.items()}
+                        | {"eval_batch_frames_per_s": {str(batch_videos): rnd(infer["frames_per_s"], 1),
+                                                       **{str(n): rnd(v, 1) for n, v in bigger.items()}}})]

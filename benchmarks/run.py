@@ -1,0 +1,170 @@
+"""Run the benchmarks: `python -m benchmarks.run [--quick] [--out benchmarks/results.json] [--work DIR]`.
+
+Prints a Markdown table (and notes) and writes the results as JSON. Every ratio is taken within this run,
+baseline and candidate interleaved where possible, so a busy machine slows both alike. See README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from benchmarks.common import (
+    FULL,
+    QUICK,
+    Measurement,
+    compose,
+    data_overrides,
+    dataset_name,
+    loadavg,
+    make_dataset,
+)
+
+HERE = Path(__file__).resolve().parent
+SECTIONS = ("cache", "loading", "loop", "precision", "eval", "scaling", "profile")
+
+
+def _log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')} load {loadavg()[0]:.1f}] {message}", file=sys.stderr, flush=True)
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, bool):
+        return "yes" if x else "**no**"
+    if isinstance(x, float):
+        return f"{x:.3g}" if abs(x) < 1000 else f"{x:.0f}"
+    return str(x)
+
+
+def markdown(rows: list[Measurement]) -> str:
+    lines = ["| # | measurement | value | unit | baseline | ratio | target | met |",
+             "|---|---|---|---|---|---|---|---|"]
+    for i, m in enumerate(rows, 1):
+        lines.append(f"| {i} | {m.name} | {_fmt(m.value)} | {m.unit} | {_fmt(m.baseline)} | {_fmt(m.ratio)} | "
+                     f"{m.target} | {_fmt(m.met)} |")
+    lines.append("")
+    lines += [f"{i}. {m.notes}" for i, m in enumerate(rows, 1) if m.notes]
+    return "\n".join(lines)
+
+
+def profile_markdown(profile: dict) -> str:
+    lines = []
+    for name, prof in profile.items():
+        if "seconds_per_video" not in prof:
+            continue
+        lines += [f"\nProfile of one video's cache build, {name} ({prof['videos']} videos, 1 thread):", "",
+                  "| stage | ms/video (mean) | ms/video (median) | faces found | hits vs rendered face |",
+                  "|---|---|---|---|---|"]
+        for stage, seconds in prof["seconds_per_video"].items():
+            detection = prof["detection"].get(stage.removeprefix("detect: "), {})
+            lines.append(f"| {stage} | {seconds * 1e3:.1f} | {prof['median_seconds_per_video'][stage] * 1e3:.1f} | "
+                         f"{_fmt(detection.get('found_rate'))} | {_fmt(detection.get('hit_rate'))} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a smaller dataset and fewer steps (a few minutes)")
+    parser.add_argument("--out", type=Path, default=HERE / "results.json", help="where to write the JSON results")
+    parser.add_argument("--work", type=Path, default=HERE / "work", help="datasets, caches and scratch files")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    args = parser.parse_args(argv)
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(only) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+
+    plan = QUICK if args.quick else FULL
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    started, load_start = time.perf_counter(), loadavg()
+    _log(f"{'quick' if plan.quick else 'full'} mode, work dir {work}")
+
+    import torch
+
+    from benchmarks.cache_bench import bench_cache_build, bench_cache_hires, crop_settings, profile_build
+    from benchmarks.evaluation import bench_eval_grid
+    from benchmarks.loading import bench_loading
+    from benchmarks.scaling import bench_scaling
+    from benchmarks.training import bench_loop, bench_precision
+
+    start = time.perf_counter()
+    root = make_dataset(work, plan.data)
+    generate_s = time.perf_counter() - start
+    overrides = data_overrides(root, work / "cache" / dataset_name(plan.data), plan.data, plan.folds)
+    cfg = compose(overrides)
+    profile: dict = {}
+
+    def profile_section() -> list[Measurement]:
+        settings = crop_settings(cfg)
+        count = 3 if plan.quick else 6
+        profile["main dataset"] = profile_build(root, count, settings, work / "scratch" / "profile")
+        profile["960x540 dataset"] = profile_build(make_dataset(work, plan.hires), min(count, 4), settings,
+                                                   work / "scratch" / "profile")
+        return []
+
+    sections = {
+        "cache": lambda: bench_cache_build(plan, work, root, cfg) + bench_cache_hires(plan, work, cfg),
+        "loading": lambda: bench_loading(plan, work, overrides),
+        "loop": lambda: bench_loop(plan, work, overrides),
+        "precision": lambda: bench_precision(plan, overrides),
+        "eval": lambda: bench_eval_grid(work, overrides, plan.eval_passes),
+        "scaling": lambda: bench_scaling(plan, work, cfg),
+        "profile": profile_section,
+    }
+    rows: list[Measurement] = []
+    timings = {}
+    for name in SECTIONS:
+        if name not in only:
+            continue
+        _log(f"section {name}")
+        start, load_before = time.perf_counter(), loadavg()
+        try:
+            rows += sections[name]()
+        except Exception as error:  # one broken section must not hide the others' numbers
+            traceback.print_exc()
+            rows.append(Measurement(f"{name}: FAILED", None, "", None, None, "runs", False,
+                                    f"{type(error).__name__}: {error}"[:500], name))
+        timings[name] = {"seconds": round(time.perf_counter() - start, 1), "loadavg_before": load_before,
+                         "loadavg_after": loadavg()}
+        _log(f"section {name} took {timings[name]['seconds']:.0f} s")
+
+    wall = time.perf_counter() - started
+    load_end = loadavg()
+    result = {
+        "mode": "quick" if plan.quick else "full",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "wall_s": round(wall, 1),
+        "loadavg_start": load_start,
+        "loadavg_end": load_end,
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+                    "torch": torch.__version__, "platform": platform.platform()},
+        "dataset": {"root": str(root), "params": plan.data or "embedded default", "folds": plan.folds,
+                    "generate_s": round(generate_s, 1)},
+        "config": {"num_workers": cfg.data.num_workers, "build_workers": cfg.data.build_workers,
+                   "precision": cfg.trainer.precision, "detect_max_side": cfg.data.detect_max_side},
+        "sections": timings,
+        "measurements": [m.as_dict() for m in rows],
+        "profile": profile,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, default=str))
+    print(f"\n## Benchmarks ({result['mode']}, {wall / 60:.1f} min, load average {load_start} -> {load_end}, "
+          f"{os.cpu_count()} CPUs)\n")
+    print(markdown(rows))
+    if profile:
+        print(profile_markdown(profile))
+    print(f"\nresults: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
