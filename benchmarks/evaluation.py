@@ -30,25 +30,27 @@ def _collate(items):
             torch.tensor([v for _, _, v in items]))
 
 
-def pure_inference(cfg, dm, batch_videos: int, passes: int = 3) -> dict:
-    """Seconds of forward passes alone over the prepared test crops (no decoding, no loader)."""
+def pure_inference(cfg, dm, batch_sizes: list[int], passes: int) -> dict[int, dict]:
+    """Seconds of forward passes alone over the prepared test crops (no decoding, no loader), for each
+    eval batch size (videos per batch), passes interleaved across the sizes."""
     module = instantiate(cfg.model)
     module.eval()
     dataset = dm.eval_dataset("test", "none")
     items = [dataset[i] for i in range(len(dataset))]
-    batches = [dm.on_after_batch_transfer(_collate(items[i:i + batch_videos]), 0)
-               for i in range(0, len(items), batch_videos)]
+    batched = {n: [dm.on_after_batch_transfer(_collate(items[i:i + n]), 0) for i in range(0, len(items), n)]
+               for n in batch_sizes}
     bf16 = cfg.trainer.precision == "bf16-mixed"
-    times = []
-    for _ in range(passes + 1):  # the first pass creates the oneDNN primitives
-        start = time.perf_counter()
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            for x, _, _ in batches:
-                module.video_scores(x)
-        times.append(time.perf_counter() - start)
-    frames = sum(x.shape[0] * x.shape[1] for x, _, _ in batches)
-    return {"warm_s": median(times[1:]), "first_s": times[0], "frames": frames, "videos": len(items),
-            "frames_per_s": frames / median(times[1:])}
+    times: dict[int, list[float]] = {n: [] for n in batch_sizes}
+    for r in range(passes + 1):  # pass 0 creates the oneDNN primitives
+        for n in batch_sizes if r % 2 == 0 else batch_sizes[::-1]:
+            start = time.perf_counter()
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                for x, _, _ in batched[n]:
+                    module.video_scores(x)
+            times[n].append(time.perf_counter() - start)
+    frames = sum(x.shape[0] * x.shape[1] for x, _, _ in batched[batch_sizes[0]])
+    return {n: {"warm_s": median(t[1:]), "first_s": t[0], "frames": frames, "videos": len(items),
+                "frames_per_s": frames / median(t[1:])} for n, t in times.items()}
 
 
 def first_batch_seconds(dm) -> tuple[float, float]:
@@ -148,8 +150,10 @@ def bench_eval_grid(work: Path, overrides: list[str], passes: int) -> list[Measu
     spans = [((r.info.start_time / 1e3) - launched, (r.info.end_time / 1e3) - launched) for r in runs]
 
     batch_videos = dm._eval_batch_size()
-    infer = pure_inference(cfg, dm, batch_videos, passes)
-    bigger = {n: pure_inference(cfg, dm, n, passes=1)["frames_per_s"] for n in sorted({1, 4} - {batch_videos})}
+    sizes = [batch_videos, *sorted({1, 4} - {batch_videos})]
+    inference = pure_inference(cfg, dm, sizes, passes)
+    infer = inference[batch_videos]
+    bigger = {n: inference[n]["frames_per_s"] for n in sizes[1:]}
     first, loader_pass = first_batch_seconds(dm)
     prepare_s = prepare_seconds(cfg)
     predict_s = {level: predict_seconds(cfg, level) for level in ("none", "heavy")}
@@ -188,7 +192,7 @@ def bench_eval_grid(work: Path, overrides: list[str], passes: int) -> list[Measu
              f"first batch {first:.2f} s, Trainer.predict {predict_s['none']:.2f} s for augment=none and "
              f"{predict_s['heavy']:.2f} s for heavy vs {infer['warm_s']:.2f} s of forward passes, MLflow bookkeeping "
              f"{mlflow_s:.2f} s, ROC plot {roc_s:.2f} s), gaps between runs {median(gaps):.2f} s; "
-             f"inference frames/s at other eval batch sizes (videos/batch): "
+             f"inference frames/s at other eval batch sizes (videos/batch, interleaved passes): "
              + ", ".join(f"{n}: {v:.0f}" for n, v in bigger.items()))
     del dm
     return [Measurement("evaluation grid: 6-job sweep vs 6x pure inference", rnd(sweep_s, 2), "s", rnd(baseline, 2),
