@@ -82,7 +82,7 @@ QUICK = Plan(
     auc_epochs=1,
     eval_passes=2,
     scaling=tuple({**SCALING_BASE, "num_identities": n, "youtube_real": 0} for n in (3, 5, 8)),
-    scaling_train_frames=8,
+    scaling_train_frames=16,
 )
 
 FULL = Plan(
@@ -104,7 +104,7 @@ FULL = Plan(
     auc_epochs=2,
     eval_passes=2,
     scaling=tuple({**SCALING_BASE, "num_identities": n} for n in (4, 8, 16)),
-    scaling_train_frames=10,
+    scaling_train_frames=16,
 )
 
 

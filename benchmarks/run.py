@@ -58,6 +58,10 @@ def markdown(rows: list[Measurement]) -> str:
 def profile_markdown(profile: dict) -> str:
     lines = []
     for name, prof in profile.items():
+        if "median_ms" in prof:
+            lines += [f"\nProfile of {name} ({prof['batch']}; same values: {prof['same_values_atol_1e-6']}):", "",
+                      "| variant | ms (median) |", "|---|---|"]
+            lines += [f"| {variant} | {ms} |" for variant, ms in prof["median_ms"].items()]
         if "seconds_per_video" not in prof:
             continue
         lines += [f"\nProfile of one video's cache build, {name} ({prof['videos']} videos, 1 thread):", "",
@@ -90,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from benchmarks.batch_prep import profile_batch_prep
     from benchmarks.cache_bench import bench_cache_build, bench_cache_hires, crop_settings, profile_build
     from benchmarks.evaluation import bench_eval_grid
     from benchmarks.loading import bench_loading
@@ -109,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         profile["main dataset"] = profile_build(root, count, settings, work / "scratch" / "profile")
         profile["960x540 dataset"] = profile_build(make_dataset(work, plan.hires), min(count, 4), settings,
                                                    work / "scratch" / "profile")
+        profile["batch preparation"] = profile_batch_prep(overrides)
         return []
 
     sections = {

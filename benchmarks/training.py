@@ -87,6 +87,7 @@ class StepTimer(Callback):
     def __init__(self):
         self.starts, self.ends, self.val_auc, self.samples, self.epoch_starts = [], [], [], [], []
         self.cpu_ends, self.val_loss, self.epoch_cpu_starts = [], [], []
+        self.epoch_seconds, self.epoch_cpu_seconds = [], []
         self.fit_start = self.train_start = None
 
     def on_fit_start(self, trainer, pl_module):
@@ -108,6 +109,8 @@ class StepTimer(Callback):
         self.cpu_ends.append(time.process_time())
 
     def on_train_epoch_end(self, trainer, pl_module):
+        self.epoch_seconds.append(time.perf_counter() - self.epoch_starts[-1])
+        self.epoch_cpu_seconds.append(time.process_time() - self.epoch_cpu_starts[-1])
         metrics = trainer.callback_metrics
         if "val/video_auc" in metrics:
             self.val_auc.append(float(metrics["val/video_auc"]))
@@ -455,3 +458,4 @@ def bench_precision(plan: Plan, overrides: list[str]) -> list[Measurement]:
         f"{fits[fp32]['train_samples_per_s']:.1f} samples/s (Lightning, incl. epoch-boundary waits)",
         "4 precision", {k: _rounded(v) for k, v in fits.items()}))
     return rows
+
