@@ -167,31 +167,29 @@ def test_seed_grid_preset_sweeps_the_seed_study():
 
 @pytest.mark.slow
 def test_full_grid_logs_twelve_runs(trained_mesonet, small_dataset, small_cache, tmp_path):
-    """The seed grid end to end: pretrained MesoNet from the weights cache, pretrained ResNetLSTM from
-    torchvision's cache (a state dict the test puts there), finetuned from training runs."""
-    from torchvision.models import ResNet50_Weights, resnet50
+    """The seed grid end to end: pretrained MesoNet from the weights cache, pretrained ResNetLSTM from a
+    local ImageNet file (a state dict the test makes), finetuned from training runs."""
+    from torchvision.models import resnet50
 
     shared = PROJECT_ROOT.parent / "shared" / "mesonet" / "weights"
     if not shared.is_dir():
         pytest.skip("../shared/mesonet is absent: no original MesoNet weights")
     env, _ = trained_mesonet
-    torch_home = tmp_path / "torch"
-    target = torch_home / "hub" / "checkpoints" / ResNet50_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[1]
-    target.parent.mkdir(parents=True)
-    __import__("torch").save(resnet50(weights=None).state_dict(), target)
-    env = {**env, "TORCH_HOME": str(torch_home), "DEEPFAKE_WEIGHTS_DIR": str(shared)}
+    imagenet = tmp_path / "resnet50-imagenet.pth"
+    __import__("torch").save(resnet50(weights=None).state_dict(), imagenet)
+    env = {**env, "DEEPFAKE_WEIGHTS_DIR": str(shared)}
     clip = ["model.input.frames_per_clip=2", "model.input.size=112"]
-    run_script("train.py", ["model=resnet_lstm", "weights=pretrained", "model.freeze_backbone=true",
+    run_script("train.py", ["model=resnet_lstm", "weights=pretrained", f"model.pretrained.file={imagenet}", "model.freeze_backbone=true",
                             "trainer.max_epochs=1", f"paths.checkpoint_dir={tmp_path}/ckpt", *clip,
                             *data_overrides(small_dataset, small_cache)], env, timeout=600)
-    run_script("evaluate.py", ["experiment=seed_grid", *data_overrides(small_dataset, small_cache)], env, timeout=1200)
-    _, runs = _evaluate_runs(env, "FINISHED")
-    sweeps: dict[str, list] = {}
-    for run in runs:
-        sweeps.setdefault(run.data.tags.get("sweep_id", ""), []).append(run)
-    sweep = max(sweeps.values(), key=len)
+    # one sweep per model: model.pretrained.file means the ImageNet file only to resnet_lstm
+    grid = ["experiment=seed_grid", *data_overrides(small_dataset, small_cache)]
+    run_script("evaluate.py", [*grid, "hydra.sweeper.params.model=mesonet"], env, timeout=1200)
+    run_script("evaluate.py", [*grid, "hydra.sweeper.params.model=resnet_lstm", f"model.pretrained.file={imagenet}"],
+               env, timeout=1200)
+    _, sweep = _evaluate_runs(env, "FINISHED")
     cells = {(r.data.tags["model"], r.data.tags["weights"], r.data.tags["augment"]) for r in sweep}
     assert len(cells) == 12
     origins = {r.data.tags["model"] + "/" + r.data.tags["weights"]: r.data.tags["initial_weights"] for r in sweep}
-    assert origins["mesonet/pretrained"].endswith("MesoInception_DF.h5")
-    assert "IMAGENET1K_V1" in origins["resnet_lstm/pretrained"]
+    assert "MesoInception_DF.h5 sha256=234586d4" in origins["mesonet/pretrained"]
+    assert origins["resnet_lstm/pretrained"].startswith(f"{imagenet} sha256=")

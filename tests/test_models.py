@@ -71,9 +71,12 @@ def test_metrics_match_an_independent_computation():
     assert float(values["test/video_eer"]) == pytest.approx((fpr[i] + 1 - tpr[i]) / 2, abs=1e-3)
 
 
-def test_imagenet_weights_load_through_torchvision_cache(tmp_path, monkeypatch):
-    """A state dict put where torchvision looks (TORCH_HOME) is what the backbone gets."""
+def test_imagenet_weights_load_through_torchvision_cache_only_with_the_published_hash(tmp_path, monkeypatch):
+    """A file put where torchvision looks (TORCH_HOME) is used only if its SHA-256 has the prefix in its name;
+    the same state dict given as model.pretrained.file is what the backbone gets."""
     from torchvision.models import ResNet50_Weights, resnet50
+
+    from src.models.weights import apply_weights
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     reference = resnet50(weights=None)
@@ -83,11 +86,13 @@ def test_imagenet_weights_load_through_torchvision_cache(tmp_path, monkeypatch):
     torch.save(reference.state_dict(), target)
 
     cfg = compose_config("train", ["model=resnet_lstm", "weights=pretrained"])
-    module = hydra.utils.instantiate(cfg.model)
-    from src.models.weights import apply_weights
+    with pytest.raises(IncompatibleWeights, match="does not match the published 0676ba61"):
+        apply_weights(hydra.utils.instantiate(cfg.model), cfg)
 
+    cfg = compose_config("train", ["model=resnet_lstm", "weights=pretrained", f"model.pretrained.file={target}"])
+    module = hydra.utils.instantiate(cfg.model)
     origin = apply_weights(module, cfg)
-    assert "IMAGENET1K_V1" in origin
+    assert origin.startswith(f"{target} sha256=")
     torch.testing.assert_close(module.net.backbone[0].weight, reference.conv1.weight)
     torch.testing.assert_close(module.net.backbone[7][2].conv3.weight, reference.layer4[2].conv3.weight)
 

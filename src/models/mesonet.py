@@ -24,6 +24,15 @@ _INPUT_SIZE = 256
 _FEATURE_SHAPE = (16, 8, 8)  # (C, H, W) after the last pooling: 256 / (2 * 2 * 2 * 4) = 8
 
 
+# SHA-256 of the original files in DariusAf/MesoNet (weights/): a download must match them
+ORIGINAL_SHA256 = {
+    "Meso4_DF.h5": "036ed30d04ffd9c7506f825b97c86aa64915f5818931da96817b169aad790af5",
+    "Meso4_F2F.h5": "bcfda015d217b9f8d6557693edbdf9f4e79cfd22672541968dd0e2954462b5d7",
+    "MesoInception_DF.h5": "234586d40058e76ef8b6f27ca4b63c06e31c2a5a69c0d8ba6f30b1468ab7bafa",
+    "MesoInception_F2F.h5": "d4533ac8a3197dc35c47405d23d99e888c1d0135e267e03540c7451feaccff3f",
+}
+
+
 class WeightsError(ValueError):
     """A Keras weights file that does not fit the net (not HDF5, missing/extra layers, bad shapes)."""
 
@@ -98,11 +107,13 @@ class _MesoNet(nn.Module):
 
     def load_pretrained(self, cfg) -> str:
         """The original Keras weights named by `model.pretrained` (the weights cache, else downloaded)."""
-        from src.models.weights import fetch_keras_weights
+        from src.models.weights import describe_file, fetch_keras_weights
 
-        path = fetch_keras_weights(cfg.model.pretrained.file, cfg.model.pretrained.url, cfg.paths.weights_dir)
+        pretrained = cfg.model.pretrained
+        sha256 = pretrained.get("sha256") or ORIGINAL_SHA256.get(pretrained.file)
+        path = fetch_keras_weights(pretrained.file, pretrained.url, cfg.paths.weights_dir, sha256)
         load_keras_weights(self, path)
-        return str(path)
+        return describe_file(path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dropout(self.features(x).flatten(1))

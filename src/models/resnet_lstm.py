@@ -56,9 +56,9 @@ class ResNetLSTM(nn.Module):
         """torchvision's ImageNet ResNet50 (TORCH_HOME cache, else downloaded) into the backbone."""
         from src.models.weights import torchvision_state_dict
 
-        member = cfg.model.pretrained.torchvision_weights
-        self.load_imagenet_backbone(torchvision_state_dict(member))
-        return f"torchvision ResNet50_Weights.{member}"
+        state, origin = torchvision_state_dict(cfg.model.pretrained.torchvision_weights, cfg.model.pretrained.get("file"))
+        self.load_imagenet_backbone(state)
+        return origin
 
     def load_imagenet_backbone(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Load a torchvision ResNet50 state dict (fc.* ignored) into the backbone, strictly."""

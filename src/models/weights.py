@@ -6,9 +6,9 @@ fit the model fails with a message naming the file and the mismatch, never a sil
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-import urllib.request
 from pathlib import Path
 
 import torch
@@ -47,41 +47,110 @@ def load_pretrained(net, cfg: DictConfig) -> str:
     return net.load_pretrained(cfg)
 
 
-def fetch_keras_weights(file_name: str, url: str, weights_dir: str | Path) -> Path:
-    """The MesoNet .h5 file from the local cache, downloaded into it when missing."""
+DOWNLOAD_TIMEOUT_S = 60.0  # a stalled connection fails instead of hanging the run
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe_file(path: str | Path) -> str:
+    """How a weights file is recorded as provenance (tag `initial_weights`): its path and SHA-256."""
+    return f"{path} sha256={sha256_of(path)}"
+
+
+def check_sha256(path: Path, expected_prefix: str | None, fix: str) -> None:
+    """Refuse a file whose SHA-256 does not start with the published `expected_prefix` (when there is one)."""
+    if not expected_prefix:
+        return
+    actual = sha256_of(path)
+    if not actual.startswith(expected_prefix.lower()):
+        raise IncompatibleWeights(
+            f"{path}: SHA-256 {actual[:16]}... does not match the published {expected_prefix} "
+            f"(a corrupt, partial or substituted file). {fix}"
+        )
+
+
+def download(url: str, path: Path, sha256_prefix: str | None = None, timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
+    """Download `url` to `path` atomically (a temporary sibling renamed into place), checking the hash
+    before the file is ever visible under its final name. A stalled transfer fails after `timeout` s."""
+    import urllib.request
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, tmp.open("wb") as out:  # noqa: S310
+            for block in iter(lambda: response.read(1 << 20), b""):
+                out.write(block)
+        check_sha256(tmp, sha256_prefix, f"Downloaded from {url}; try again later.")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def fetch_keras_weights(file_name: str, url: str, weights_dir: str | Path, sha256: str | None = None) -> Path:
+    """The MesoNet .h5 file from the local cache, downloaded into it (and hash-checked) when missing."""
     path = Path(weights_dir).expanduser() / file_name
     if path.is_file():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{file_name}.{os.getpid()}.part")
     try:
         log.info("downloading %s from %s", file_name, url)
-        urllib.request.urlretrieve(url, tmp)  # noqa: S310 - fixed https URL from the config
-        os.replace(tmp, path)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
+        return download(url, path, sha256)
+    except OSError as error:  # URLError and socket timeouts are OSErrors
         raise WeightsNotFound(
             f"MesoNet weights {file_name} are not in {path.parent} and could not be downloaded from {url} "
             f"({error}). Copy {file_name} there (e.g. `make weights WEIGHTS_SRC=<folder with the .h5 files>`), "
             "or set paths.weights_dir=<folder> / DEEPFAKE_WEIGHTS_DIR."
         ) from error
-    return path
 
 
-def torchvision_state_dict(member: str) -> dict[str, torch.Tensor]:
-    """ImageNet ResNet50 weights through torchvision's own loader and cache (TORCH_HOME)."""
-    from torch.hub import get_dir
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict of tensors from a .pth/.pt file, as data only: a pickle that carries code is refused."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # UnpicklingError for code-carrying pickles, RuntimeError for non-checkpoints
+        raise IncompatibleWeights(f"{path} is not a loadable weights file: {type(error).__name__}: {error}") from error
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise IncompatibleWeights(f"{path} holds no state dict of tensors")
+    return state
+
+
+def torchvision_state_dict(member: str, file: str | None = None) -> tuple[dict[str, torch.Tensor], str]:
+    """ImageNet ResNet50 weights and their provenance: `file` when given, else torchvision's file from its
+    cache (TORCH_HOME), downloaded there when missing. The cached file's SHA-256 must start with the prefix
+    torchvision publishes in its name (resnet50-0676ba61.pth), and every file loads as data only."""
+    from torch.hub import HASH_REGEX, get_dir
     from torchvision.models import ResNet50_Weights
 
+    if file:
+        path = Path(file).expanduser()
+        if not path.is_file():
+            raise WeightsNotFound(f"model.pretrained.file={path}: no such file")
+        return load_state_dict_file(path), describe_file(path)
     weights = ResNet50_Weights[member]
-    cached = Path(get_dir()) / "checkpoints" / Path(weights.url).name
-    try:
-        return weights.get_state_dict(progress=False, check_hash=False)
-    except OSError as error:  # URLError is an OSError: offline without a cached file
-        raise WeightsNotFound(
-            f"torchvision ResNet50 ImageNet weights ({member}) are not cached at {cached} and could not be "
-            f"downloaded from {weights.url} ({error}). Put the file there (or set TORCH_HOME), or use weights=scratch."
-        ) from error
+    path = Path(get_dir()) / "checkpoints" / Path(weights.url).name
+    published = HASH_REGEX.search(path.name).group(1)
+    if not path.is_file():
+        try:
+            log.info("downloading %s", weights.url)
+            download(weights.url, path, published)
+        except OSError as error:
+            raise WeightsNotFound(
+                f"torchvision ResNet50 ImageNet weights ({member}) are not cached at {path} and could not be "
+                f"downloaded from {weights.url} ({error}). Put the file there (or set TORCH_HOME), give your own "
+                "file with model.pretrained.file=<path>, or use weights=scratch."
+            ) from error
+    check_sha256(path, published, f"Delete it so it is downloaded again, or give your own file with "
+                 "model.pretrained.file=<path>.")
+    return load_state_dict_file(path), f"torchvision ResNet50_Weights.{member} " + describe_file(path)
 
 
 # -- finetuned --------------------------------------------------------------------------------
