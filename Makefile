@@ -9,7 +9,7 @@ WEIGHTS_SRC ?= ../shared/mesonet/weights
 WEIGHTS_DIR ?= $(or $(DEEPFAKE_WEIGHTS_DIR),$(HOME)/.cache/deepfake-detection/weights)
 TRACKING_URI := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
 
-.PHONY: help install test test-all lint weights demo report bench ui clean clean-cache
+.PHONY: help install test test-all lint weights demo report audit bench ui clean clean-cache
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,8 +40,11 @@ weights:  ## put the original MesoNet .h5 files into the weights cache (from WEI
 demo: install weights  ## the whole study on the embedded dataset: train, evaluate the grid, report
 	MLFLOW_TRACKING_URI="$(TRACKING_URI)" $(PY) -m src.experiments.demo
 
-report: install  ## the seed's tables and the robustness chart from the MLflow store
-	MLFLOW_TRACKING_URI="$(TRACKING_URI)" $(PY) -m src.experiments.report
+report: install  ## the seed's tables of the latest evaluate sweep (SWEEP=<id> for another; ARGS=... more options)
+	MLFLOW_TRACKING_URI="$(TRACKING_URI)" $(PY) -m src.experiments.report $(if $(SWEEP),--sweep-id $(SWEEP),) $(ARGS)
+
+audit: install  ## shortcut audit of a dataset's cheap features (ARGS="data=celebdf data.root=..." for another)
+	MLFLOW_TRACKING_URI="$(TRACKING_URI)" $(PY) -m src.data.audit $(ARGS)
 
 bench: install  ## benchmarks (QUICK=1 for a few minutes)
 	MLFLOW_TRACKING_URI="$(TRACKING_URI)" $(PY) -m benchmarks.run $(if $(QUICK),--quick,)

@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 import pytest
 
-from src.data.cache import CropSettings, FaceCropCache, extract_face_crops
-from src.data.faces import build_detector
+from src.data.cache import CropSettings, FaceCropCache
+from src.data.faces import build_detector, extract_face_crops
 from src.experiments.config import PROJECT_ROOT
 from tests.conftest import data_overrides, run_script
 

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from src.data.faces import build_detector, crop_faces, track_faces
-from src.data.video import VideoDecodeError, read_frames
+from src.data.faces import build_detector, extract_face_crops
+from src.data.video import VideoDecodeError
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
@@ -54,6 +54,7 @@ class CropSettings:
     detector: str = "haar"
     detect_max_side: int = 320
     yunet_model: str | None = None
+    detect_every: int = 1  # run the detector on every k-th sampled frame, interpolate boxes between
 
 
 @dataclass
@@ -218,28 +219,6 @@ class FaceCropCache:
         except OSError as error:
             log.warning("cannot record the failure of %s in the cache: %s", video, error)
         return report
-
-
-def extract_face_crops(video: Path, settings: CropSettings, detector) -> tuple[np.ndarray, dict]:
-    """Decode, detect and crop one video: (crops (N, S, S, 3) uint8, metadata with its VideoReport)."""
-    frames, indices = read_frames(video, settings.num_frames)
-    track = track_faces([detector.detect(f) for f in frames], frames.shape[1:3], settings.margin)
-    crops = crop_faces(frames, track.boxes, settings.crop_size)
-    report = VideoReport(
-        str(video), ok=True, num_frames=len(frames), num_detected=int(track.detected.sum()),
-        num_filled=track.num_filled, centre_fallback=track.centre_fallback,
-    )
-    if len(frames) < settings.num_frames:
-        report.reason = f"short video: {len(frames)} of {settings.num_frames} frames"
-    meta = {
-        "report": asdict(report),
-        "frame_indices": indices.tolist(),
-        "boxes": track.boxes.tolist(),
-        "detected": track.detected.tolist(),
-        "frame_shape": list(frames.shape[1:3]),
-        "settings": asdict(settings),
-    }
-    return crops, meta
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

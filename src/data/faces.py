@@ -150,3 +150,33 @@ def _file_digest(path: Path) -> str:
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def extract_face_crops(video: Path, settings, detector) -> tuple[np.ndarray, dict]:
+    """Decode, detect and crop one video: (crops (N, S, S, 3) uint8, metadata with its VideoReport).
+
+    `settings` is a `src.data.cache.CropSettings`.
+    """
+    from dataclasses import asdict
+
+    from src.data.cache import VideoReport
+    from src.data.video import read_frames
+
+    frames, indices = read_frames(video, settings.num_frames)
+    track = track_faces([detector.detect(f) for f in frames], frames.shape[1:3], settings.margin)
+    crops = crop_faces(frames, track.boxes, settings.crop_size)
+    report = VideoReport(
+        str(video), ok=True, num_frames=len(frames), num_detected=int(track.detected.sum()),
+        num_filled=track.num_filled, centre_fallback=track.centre_fallback,
+    )
+    if len(frames) < settings.num_frames:
+        report.reason = f"short video: {len(frames)} of {settings.num_frames} frames"
+    meta = {
+        "report": asdict(report),
+        "frame_indices": indices.tolist(),
+        "boxes": track.boxes.tolist(),
+        "detected": track.detected.tolist(),
+        "frame_shape": list(frames.shape[1:3]),
+        "settings": asdict(settings),
+    }
+    return crops, meta

@@ -148,7 +148,7 @@ def torchvision_state_dict(member: str, file: str | None = None) -> tuple[dict[s
                 f"downloaded from {weights.url} ({error}). Put the file there (or set TORCH_HOME), give your own "
                 "file with model.pretrained.file=<path>, or use weights=scratch."
             ) from error
-    check_sha256(path, published, f"Delete it so it is downloaded again, or give your own file with "
+    check_sha256(path, published, "Delete it so it is downloaded again, or give your own file with "
                  "model.pretrained.file=<path>.")
     return load_state_dict_file(path), f"torchvision ResNet50_Weights.{member} " + describe_file(path)
 
