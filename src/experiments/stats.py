@@ -1,0 +1,197 @@
+"""Uncertainty of video-level test metrics: point values, stratified (group) bootstrap intervals, paired
+differences on the same videos, and mean ± sd over replicate runs.
+
+Point values come from the same torchmetrics collection that evaluate.py logs (`test/video_*`), so they are
+equal to the logged metrics. Bootstrap resamples are represented as a count matrix (how often each video is
+drawn in each resample) and every metric is computed for all resamples at once with cumulative sums over the
+videos sorted by score, so 1000 resamples of ~500 videos take a fraction of a second.
+
+Resampling is stratified by class: each resample keeps each class's size (or, with identity groups, draws
+as many groups of each class as there are), so a resample never loses a class and never yields the
+meaningless AUC of a one-class sample.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+METRICS = ("auc", "ap", "acc", "loss", "eer")
+LOSS_CLAMP = 1e-7  # as MeanBCE in src/models/metrics.py
+
+
+def _inputs(p_fake, labels) -> tuple[np.ndarray, np.ndarray]:
+    """float32 probabilities (the precision the metrics are logged at) as float64, and 0/1 int labels."""
+    probs = np.asarray(p_fake, dtype=np.float32).astype(np.float64).ravel()
+    labels = np.asarray(labels).ravel()
+    if probs.shape != labels.shape:
+        raise ValueError(f"p_fake has {probs.size} values but labels has {labels.size}")
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError(f"labels must be 0 (real) or 1 (fake); got {sorted(set(labels.tolist()))}")
+    labels = labels.astype(np.int64)
+    real, fake = int((labels == 0).sum()), int((labels == 1).sum())
+    if real == 0 or fake == 0:
+        raise ValueError(f"video metrics need both classes; got {real} real and {fake} fake videos")
+    if np.isnan(probs).any():
+        raise ValueError("p_fake contains NaN")
+    return probs, labels
+
+
+def video_metrics(p_fake, labels) -> dict[str, float]:
+    """auc, ap, acc, loss, eer of fake probabilities, exactly as evaluate.py logs them as `test/video_*`."""
+    import torch
+
+    from src.models.metrics import detection_metrics
+
+    probs, labels = _inputs(p_fake, labels)
+    values = detection_metrics("")(torch.tensor(probs, dtype=torch.float32), torch.tensor(labels))
+    return {name: float(values[name]) for name in METRICS}
+
+
+# -- metrics of many resamples at once ------------------------------------------------------------------
+def _weighted_metrics(probs: np.ndarray, labels: np.ndarray, counts: np.ndarray, names: Sequence[str]):
+    """{metric: array (resamples,)} for count matrix `counts` (resamples, videos); the same definitions as
+    torchmetrics (ties share half credit in AUC; AP and ROC step over distinct scores; acc at p > 0.5)."""
+    counts = counts.astype(np.float64)
+    out: dict[str, np.ndarray] = {}
+    fake = labels == 1
+    if "acc" in names:
+        correct = ((probs > 0.5) == fake).astype(np.float64)
+        out["acc"] = counts @ correct / counts.sum(1)
+    if "loss" in names:
+        clamped = np.clip(probs, LOSS_CLAMP, 1 - LOSS_CLAMP)
+        bce = -np.where(fake, np.log(clamped), np.log1p(-clamped))
+        out["loss"] = counts @ bce / counts.sum(1)
+    if not {"auc", "ap", "eer"} & set(names):
+        return out
+    # distinct scores in ascending order; per resample the weight of fakes / reals at each distinct score
+    order = np.argsort(probs, kind="stable")
+    sorted_probs = probs[order]
+    starts = np.flatnonzero(np.r_[True, sorted_probs[1:] != sorted_probs[:-1]])
+    pos = np.add.reduceat(counts[:, order] * fake[order], starts, axis=1)
+    neg = np.add.reduceat(counts[:, order] * ~fake[order], starts, axis=1)
+    n_pos, n_neg = pos.sum(1), neg.sum(1)
+    if "auc" in names:
+        below = np.cumsum(neg, 1) - neg
+        out["auc"] = (pos * (below + 0.5 * neg)).sum(1) / (n_pos * n_neg)
+    # thresholds from the highest score down: true / false positives at "score >= threshold"
+    tp = np.cumsum(pos[:, ::-1], 1)
+    fp = np.cumsum(neg[:, ::-1], 1)
+    if "ap" in names:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        out["ap"] = (pos[:, ::-1] * precision).sum(1) / n_pos
+    if "eer" in names:
+        zeros = np.zeros((counts.shape[0], 1))
+        fpr = np.hstack([zeros, fp / n_neg[:, None]])
+        fnr = 1 - np.hstack([zeros, tp / n_pos[:, None]])
+        out["eer"] = _interpolated_eer(fpr, fnr)
+    return out
+
+
+def _interpolated_eer(fpr: np.ndarray, fnr: np.ndarray) -> np.ndarray:
+    """Row-wise FNR = FPR on the ROC polyline (as BinaryEER): linear between the points around the crossing."""
+    gap = fnr - fpr  # non-increasing along each row; 1 at (0, 0), -1 at (1, 1)
+    after = np.argmax(gap <= 0, axis=1)
+    before = np.maximum(after - 1, 0)
+    rows = np.arange(gap.shape[0])
+    g0, g1 = gap[rows, before], gap[rows, after]
+    f0, f1 = fpr[rows, before], fpr[rows, after]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(g0 != g1, g0 / (g0 - g1), 0.0)
+    return f0 + t * (f1 - f0)
+
+
+# -- resampling ---------------------------------------------------------------------------------------
+def _resample_counts(labels: np.ndarray, groups, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, videos) draw counts, stratified by class; with groups, whole groups are drawn within a class."""
+    rng = np.random.default_rng(seed)
+    n = labels.size
+    counts = np.zeros((n_boot, n), dtype=np.int64)
+    units = _units(labels, groups)
+    for members in units:  # one entry per class: a list of index arrays (one per group, or one per video)
+        k = len(members)
+        draws = rng.integers(0, k, size=(n_boot, k))
+        per_unit = np.zeros((n_boot, k), dtype=np.int64)
+        np.add.at(per_unit, (np.repeat(np.arange(n_boot), k), draws.ravel()), 1)
+        for unit, videos in enumerate(members):
+            counts[:, videos] += per_unit[:, unit : unit + 1]
+    return counts
+
+
+def _units(labels: np.ndarray, groups) -> list[list[np.ndarray]]:
+    units = []
+    for cls in (0, 1):
+        indices = np.flatnonzero(labels == cls)
+        if groups is None:
+            units.append([np.array([i]) for i in indices])
+            continue
+        keys = np.asarray(groups, dtype=object).ravel()
+        if keys.size != labels.size:
+            raise ValueError(f"groups has {keys.size} values but labels has {labels.size}")
+        by_group: dict = {}
+        for i in indices:
+            # a video without a known group is its own group
+            key = keys[i] if keys[i] is not None and str(keys[i]) not in ("", "nan") else ("video", i)
+            by_group.setdefault(key, []).append(i)
+        units.append([np.array(v) for v in by_group.values()])
+    return units
+
+
+def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return (math.nan, math.nan)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return (float(low), float(high))
+
+
+def _check_level(level: float, n_boot: int) -> None:
+    if not 0 < level < 1:
+        raise ValueError(f"level={level}: expected a confidence level between 0 and 1, e.g. 0.95")
+    if n_boot < 1:
+        raise ValueError(f"n_boot={n_boot}: expected at least 1 resample")
+
+
+def bootstrap_intervals(p_fake, labels, groups=None, n_boot: int = 1000, seed: int = 0,
+                        level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap interval of each video metric (auc, ap, acc, loss, eer): {metric: (low, high)}.
+
+    Stratified by class; with `groups` (an identity group per video; empty/None = its own group) whole groups
+    are resampled within each class. Deterministic for a given seed.
+    """
+    _check_level(level, n_boot)
+    probs, labels = _inputs(p_fake, labels)
+    counts = _resample_counts(labels, groups, n_boot, seed)
+    values = _weighted_metrics(probs, labels, counts, METRICS)
+    return {name: _percentiles(values[name], level) for name in METRICS}
+
+
+def paired_difference(p_a, p_b, labels, groups=None, metric: str = "auc", n_boot: int = 1000, seed: int = 0,
+                      level: float = 0.95) -> dict:
+    """metric(a) - metric(b) on the same videos, with a paired bootstrap interval (both scored on the same
+    resample of videos): {diff, low, high, excludes_zero}."""
+    if metric not in METRICS:
+        raise ValueError(f"metric={metric!r}: expected one of {', '.join(METRICS)}")
+    _check_level(level, n_boot)
+    probs_a, labels = _inputs(p_a, labels)
+    probs_b, _ = _inputs(p_b, labels)
+    if probs_a.size != probs_b.size:
+        raise ValueError(f"p_a has {probs_a.size} values but p_b has {probs_b.size}: pair them on the same videos")
+    diff = video_metrics(probs_a, labels)[metric] - video_metrics(probs_b, labels)[metric]
+    counts = _resample_counts(labels, groups, n_boot, seed)
+    resampled = (_weighted_metrics(probs_a, labels, counts, [metric])[metric]
+                 - _weighted_metrics(probs_b, labels, counts, [metric])[metric])
+    low, high = _percentiles(resampled, level)
+    return {"diff": float(diff), "low": low, "high": high, "excludes_zero": bool(low > 0 or high < 0)}
+
+
+def mean_sd(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1) of replicate values; sd is NaN for a single value."""
+    array = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    if array.size == 0:
+        return (math.nan, math.nan)
+    return (float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else math.nan)

@@ -1,0 +1,145 @@
+"""Bootstrap intervals, paired differences and replicate aggregation of video-level metrics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+
+from src.experiments import stats
+from src.models.metrics import detection_metrics
+
+
+def scores(n: int, shift: float, seed: int, fake_fraction: float = 0.5):
+    """Labels and fake probabilities: fakes' logits shifted by `shift` standard deviations."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(n) < fake_fraction).astype(int)
+    labels[:2] = [0, 1]
+    logits = rng.normal(size=n) + shift * labels
+    return labels, 1 / (1 + np.exp(-logits))
+
+
+def test_point_values_equal_the_logged_metrics():
+    labels, probs = scores(40, 1.0, seed=0)
+    probs[:6] = probs[6]  # ties
+    logged = detection_metrics("test/video_")(torch.tensor(probs, dtype=torch.float32), torch.tensor(labels))
+    values = stats.video_metrics(probs, labels)
+    assert values == {m: float(logged[f"test/video_{m}"]) for m in stats.METRICS}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_resampled_metrics_equal_torchmetrics_on_the_repeated_videos(seed):
+    """The vectorised per-resample metrics are the logged metrics of the videos repeated as drawn."""
+    labels, probs = scores(25, 0.8, seed=seed)
+    probs[:4] = probs[4]  # ties, also across classes
+    probs[5] = 0.5  # exactly at the accuracy threshold
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(0, 4, size=(3, labels.size))
+    counts[:, :2] += 1  # both classes present
+    array_probs, array_labels = stats._inputs(probs, labels)
+    resampled = stats._weighted_metrics(array_probs, array_labels, counts, stats.METRICS)
+    for row in range(counts.shape[0]):
+        repeated = np.repeat(np.arange(labels.size), counts[row])
+        expected = stats.video_metrics(probs[repeated], labels[repeated])
+        for name in stats.METRICS:
+            assert resampled[name][row] == pytest.approx(expected[name], abs=2e-6), (name, row)
+
+
+def test_intervals_are_seeded_and_contain_the_point_value():
+    labels, probs = scores(60, 1.0, seed=1)
+    groups = [f"id{i % 7}" for i in range(labels.size)]
+    first = stats.bootstrap_intervals(probs, labels, groups=groups, n_boot=300, seed=5)
+    assert first == stats.bootstrap_intervals(probs, labels, groups=groups, n_boot=300, seed=5)
+    assert first != stats.bootstrap_intervals(probs, labels, groups=groups, n_boot=300, seed=6)
+    point = stats.video_metrics(probs, labels)
+    for name, (low, high) in first.items():
+        assert low <= point[name] <= high, name
+        assert low < high, name
+
+
+def test_a_single_fake_is_in_every_resample():
+    """Stratified resampling never loses a class: with one fake scored above all reals, every resample's AUC
+    is 1.0 (an unstratified resample would miss the fake about a third of the time and give 0.0 or NaN)."""
+    labels = np.array([0] * 18 + [1])
+    probs = np.r_[np.linspace(0.1, 0.6, 18), 0.9]
+    intervals = stats.bootstrap_intervals(probs, labels, n_boot=500, seed=0)
+    assert intervals["auc"] == (1.0, 1.0)
+    assert intervals["eer"] == (0.0, 0.0)
+
+
+def test_group_resampling_draws_whole_groups_within_each_class():
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+    groups = ["a", "a", "b", "b", "a", "a", "c", "c", "c", ""]  # "" = a group of its own
+    counts = stats._resample_counts(labels, groups, n_boot=200, seed=0)
+    for same in ((0, 1), (2, 3), (4, 5), (6, 7, 8)):
+        assert (counts[:, list(same)] == counts[:, [same[0]]]).all()
+    assert (counts[:, :4].sum(1) % 2 == 0).all()  # reals: 2 groups of 2 drawn twice
+    assert not (counts[:, 4] == counts[:, 0]).all()  # group "a" is drawn separately among fakes and reals
+
+
+def test_identity_groups_widen_the_interval_when_scores_cluster_by_identity():
+    """Videos of one identity share most of their score: resampling them one by one overstates the evidence."""
+    rng = np.random.default_rng(3)
+    identities = np.repeat(np.arange(12), 8)
+    labels = np.tile([0, 1], 48)
+    logits = 0.6 * labels + rng.normal(size=12)[identities] + 0.1 * rng.normal(size=96)
+    probs = 1 / (1 + np.exp(-logits))
+    by_video = stats.bootstrap_intervals(probs, labels, n_boot=500, seed=0)["auc"]
+    by_group = stats.bootstrap_intervals(probs, labels, groups=identities, n_boot=500, seed=0)["auc"]
+    assert by_group[1] - by_group[0] > 1.5 * (by_video[1] - by_video[0])
+
+
+def test_coverage_of_the_true_auc():
+    """Across simulated test sets, the 95 % AUC interval covers the population AUC in most of them."""
+    shift = 1.0
+    true_auc = norm.cdf(shift / math.sqrt(2))
+    covered = 0
+    for seed in range(150):
+        labels, probs = scores(80, shift, seed=100 + seed)
+        low, high = stats.bootstrap_intervals(probs, labels, n_boot=300, seed=seed)["auc"]
+        covered += low <= true_auc <= high
+    assert 0.85 <= covered / 150 <= 0.99
+
+
+def test_paired_difference_marks_a_real_difference_and_not_noise():
+    labels, good = scores(60, 2.5, seed=2)
+    rng = np.random.default_rng(0)
+    useless = rng.random(labels.size)
+    clear = stats.paired_difference(good, useless, labels, n_boot=500)
+    assert clear["excludes_zero"] and clear["low"] > 0
+    assert clear["diff"] == pytest.approx(stats.video_metrics(good, labels)["auc"]
+                                          - stats.video_metrics(useless, labels)["auc"])
+    jittered = np.clip(good + rng.normal(0, 0.02, labels.size), 0, 1)
+    noise = stats.paired_difference(good, jittered, labels, n_boot=500)
+    assert not noise["excludes_zero"] and noise["low"] <= noise["diff"] <= noise["high"]
+    same = stats.paired_difference(good, good, labels, n_boot=200)  # paired: the same resamples for both
+    assert (same["diff"], same["low"], same["high"], same["excludes_zero"]) == (0.0, 0.0, 0.0, False)
+    assert stats.paired_difference(useless, good, labels, metric="eer", n_boot=200)["excludes_zero"]
+
+
+def test_bad_input_is_a_clear_error():
+    with pytest.raises(ValueError, match="both classes; got 0 real and 3 fake"):
+        stats.bootstrap_intervals([0.1, 0.2, 0.3], [1, 1, 1])
+    with pytest.raises(ValueError, match="labels must be 0"):
+        stats.video_metrics([0.1, 0.2], [0, 2])
+    with pytest.raises(ValueError, match="metric='f1'"):
+        stats.paired_difference([0.1, 0.9], [0.2, 0.8], [0, 1], metric="f1")
+    with pytest.raises(ValueError, match="level=95"):
+        stats.bootstrap_intervals([0.1, 0.9], [0, 1], level=95)
+
+
+def test_mean_sd():
+    assert stats.mean_sd([0.8, 0.9, 1.0]) == pytest.approx((0.9, 0.1))
+    mean, sd = stats.mean_sd([0.7])
+    assert mean == 0.7 and math.isnan(sd)
+
+
+def test_importing_stats_does_not_import_mlflow():
+    import subprocess
+    import sys
+
+    code = "import sys, src.experiments.stats; sys.exit('mlflow' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
