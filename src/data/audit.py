@@ -1,0 +1,480 @@
+"""Shortcut audit: can a cheap, manipulation-free feature of a video tell real from fake?
+
+    python -m src.data.audit                                  # the embedded synthetic set
+    python -m src.data.audit data=celebdf data.root=/data/Celeb-DF-v2
+    make audit ARGS="data=celebdf data.root=..."
+
+Per video it measures features that carry no manipulation evidence (container: file size, bitrate,
+duration, frame count, fps, resolution, codec; pixels of a few evenly spaced frames: brightness,
+contrast, sharpness, noise, frame-to-frame difference; the face-crop cache: face box size and position,
+face-region sharpness, detection fallbacks). For every feature and split (train, val and test as the
+data module makes them, train+val, all) it reports the real-vs-fake ROC AUC with a stratified
+bootstrap 95 % interval. A feature is flagged as a shortcut risk on a split when its AUC lies outside
+[0.35, 0.65] (``audit.band``) and its bootstrap interval at the Bonferroni level over the features
+(1 - 0.05 / number of features) excludes 0.5, so that a split of a dozen videos is not flagged for a
+chance ordering; the verdict of a feature is its flag on any split.
+
+Outputs: a table on the console, ``reports/audit/`` (``features.csv`` per video, ``auc.csv``,
+``auc.md`` and ``auc.png``) and an MLflow run in experiment ``audit``. Sharpness is the variance of
+the Laplacian of the luma; noise is Immerkaer's estimate (the deviation left by a Laplacian-difference
+kernel that cancels smooth image content).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+AUDIT_EXPERIMENT = "audit"
+SPLITS = ("train", "val", "test", "train+val", "all")
+# feature name -> what it is (the table's legend); categorical features are scored by their fake rate
+FEATURES: dict[str, str] = {
+    "file_size": "file size (bytes)",
+    "bitrate": "bits per second of video",
+    "duration": "duration (s)",
+    "frame_count": "number of frames",
+    "fps": "frames per second",
+    "width": "frame width (px)",
+    "height": "frame height (px)",
+    "codec": "codec (categorical)",
+    "brightness": "mean luma",
+    "contrast": "luma standard deviation",
+    "sharpness": "Laplacian variance of the luma, whole frame",
+    "face_sharpness": "Laplacian variance of the centre of the cached face crop",
+    "noise": "noise deviation estimate (Immerkaer), whole frame",
+    "frame_diff": "mean absolute luma difference of consecutive frames",
+    "face_size": "face box side / frame height",
+    "face_x": "face box centre x / frame width",
+    "face_y": "face box centre y / frame height",
+    "undetected_frames": "fraction of sampled frames without a face detection",
+    "centre_fallback": "no face found in any frame (centre crops)",
+}
+CATEGORICAL = {"codec"}
+_NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# AUC with a bootstrap interval
+
+
+def rank_auc(scores, labels) -> float:
+    """ROC AUC of ``scores`` for ``labels`` (1 = fake): the Mann-Whitney statistic, ties counted half.
+
+    NaN when a class is missing."""
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels).astype(bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    ranks = _average_ranks(scores[None])[0]
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _average_ranks(rows: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(rows, axis=1, method="average")
+
+
+def bootstrap_aucs(scores, labels, resamples: int = 2000, seed: int = 0) -> np.ndarray:
+    """AUCs of ``resamples`` stratified bootstrap resamples: reals and fakes are resampled separately,
+    so every resample has both classes in the original proportion (empty when a class is missing)."""
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels).astype(bool)
+    pos, neg = scores[labels], scores[~labels]
+    if len(pos) == 0 or len(neg) == 0:
+        return np.zeros(0)
+    rng = np.random.default_rng(seed)
+    pos_draw = pos[rng.integers(0, len(pos), (resamples, len(pos)))]
+    neg_draw = neg[rng.integers(0, len(neg), (resamples, len(neg)))]
+    ranks = _average_ranks(np.concatenate([pos_draw, neg_draw], axis=1))
+    n_pos, n_neg = len(pos), len(neg)
+    return (ranks[:, :n_pos].sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def percentile_interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    if len(draws) == 0:
+        return math.nan, math.nan
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_auc(
+    scores, labels, resamples: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """(AUC, interval low, interval high): the percentile interval of a stratified bootstrap."""
+    auc = rank_auc(scores, labels)
+    return (auc, *percentile_interval(bootstrap_aucs(scores, labels, resamples, seed), level))
+
+
+def categorical_scores(values: list[str], labels) -> np.ndarray:
+    """Each category scored by its fake fraction: the best ordering a classifier of the category alone
+    can reach (optimistic when there are many rare categories)."""
+    labels = np.asarray(labels, np.float64)
+    rate = {v: labels[[x == v for x in values]].mean() for v in set(values)}
+    return np.array([rate[v] for v in values])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Per-video features
+
+
+def _luma(frame: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+
+def laplacian_variance(gray: np.ndarray) -> float:
+    return float(cv2.Laplacian(gray, cv2.CV_32F).var())
+
+
+def noise_sigma(gray: np.ndarray) -> float:
+    """Immerkaer (1996): sqrt(pi / 2) / (6 (W - 2) (H - 2)) * sum |gray * N|."""
+    h, w = gray.shape
+    response = cv2.filter2D(gray, cv2.CV_32F, _NOISE_KERNEL)[1:-1, 1:-1]
+    return float(math.sqrt(math.pi / 2) * np.abs(response).sum() / (6 * (w - 2) * (h - 2)))
+
+
+def container_features(path: Path) -> dict[str, float | str]:
+    """File and stream properties: no pixel is decoded except by decord's index."""
+    import decord
+
+    reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+    frames = len(reader)
+    fps = float(reader.get_avg_fps())
+    height, width = reader[0].shape[:2] if frames else (0, 0)
+    capture = cv2.VideoCapture(str(path))
+    fourcc = int(capture.get(cv2.CAP_PROP_FOURCC))
+    capture.release()
+    codec = "".join(chr((fourcc >> 8 * i) & 0xFF) for i in range(4)).strip("\x00 ").lower() or "unknown"
+    size = path.stat().st_size
+    duration = frames / fps if fps > 0 else math.nan
+    return {
+        "file_size": float(size),
+        "bitrate": size * 8 / duration if duration and duration > 0 else math.nan,
+        "duration": duration,
+        "frame_count": float(frames),
+        "fps": fps,
+        "width": float(width),
+        "height": float(height),
+        "codec": codec,
+    }
+
+
+def pixel_features(path: Path, num_frames: int) -> dict[str, float]:
+    """Whole-frame statistics of ``num_frames`` evenly spaced frames and of the frame after each."""
+    import decord
+
+    from src.data.video import evenly_spaced_indices
+
+    reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+    total = len(reader)
+    starts = evenly_spaced_indices(max(total - 1, 1), num_frames)
+    wanted = sorted({int(i) for s in starts for i in (s, min(s + 1, total - 1))})
+    batch = reader.get_batch(wanted).asnumpy()
+    gray = {index: _luma(frame) for index, frame in zip(wanted, batch, strict=True)}
+    first = [gray[int(s)] for s in starts]
+    return {
+        "brightness": float(np.mean([g.mean() for g in first])),
+        "contrast": float(np.mean([g.std() for g in first])),
+        "sharpness": float(np.mean([laplacian_variance(g) for g in first])),
+        "noise": float(np.mean([noise_sigma(g) for g in first])),
+        "frame_diff": float(
+            np.mean([np.abs(gray[int(s)] - gray[min(int(s) + 1, total - 1)]).mean() for s in starts])
+        ),
+    }
+
+
+def face_features(crops: np.ndarray, meta: dict) -> dict[str, float]:
+    """Face box size and position, face-region sharpness and detection fallbacks from a cache entry."""
+    boxes = np.asarray(meta["boxes"], np.float64)
+    height, width = meta["frame_shape"]
+    report = meta["report"]
+    size = crops.shape[1]
+    lo, hi = size // 4, size - size // 4  # the face centre: no background, hair or margin
+    return {
+        "face_size": float(((boxes[:, 2] - boxes[:, 0]) / height).mean()),
+        "face_x": float(((boxes[:, 0] + boxes[:, 2]) / 2 / width).mean()),
+        "face_y": float(((boxes[:, 1] + boxes[:, 3]) / 2 / height).mean()),
+        "face_sharpness": float(np.mean([laplacian_variance(_luma(np.asarray(c[lo:hi, lo:hi]))) for c in crops])),
+        "undetected_frames": 1 - report["num_detected"] / max(report["num_frames"], 1),
+        "centre_fallback": float(report["centre_fallback"]),
+    }
+
+
+@dataclass
+class VideoFeatures:
+    path: str
+    label: int
+    split: str  # train | val | test
+    values: dict[str, float | str]
+
+
+def measure_videos(datamodule, num_frames: int = 8, progress: bool = True) -> list[VideoFeatures]:
+    """Features of every usable video of a prepared and set-up data module, in split order."""
+    rows = []
+    items = [(split, record) for split in ("train", "val", "test") for record in datamodule.splits[split]]
+    for split, record in tqdm(items, desc="audit", unit="video", disable=not progress):
+        path = datamodule.root / record.path
+        values: dict[str, float | str] = {}
+        try:
+            values.update(container_features(path))
+            values.update(pixel_features(path, num_frames))
+        except Exception as error:  # a video the cache could read but this cannot: reported, not fatal
+            log.warning("audit: cannot measure %s: %s", path, error)
+            continue
+        try:
+            crops, meta = datamodule.cache.load(path)
+            values.update(face_features(crops, meta))
+        except (OSError, ValueError, KeyError) as error:
+            log.warning("audit: no face-crop cache entry for %s (%s): face features missing", path, error)
+        rows.append(VideoFeatures(record.path, int(record.label), split, values))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The table
+
+
+@dataclass
+class AucRow:
+    feature: str
+    split: str
+    n_real: int
+    n_fake: int
+    auc: float
+    low: float
+    high: float
+    flagged: bool
+
+
+def split_members(split: str, video_split: str) -> bool:
+    return split == "all" or split == video_split or (split == "train+val" and video_split in ("train", "val"))
+
+
+def audit_table(
+    videos: list[VideoFeatures],
+    band: tuple[float, float] = (0.35, 0.65),
+    resamples: int = 2000,
+    seed: int = 0,
+) -> list[AucRow]:
+    """One row per feature and split: the AUC, its bootstrap interval and the shortcut flag."""
+    rows = []
+    for feature in FEATURES:
+        for split in SPLITS:
+            members = [
+                v for v in videos if split_members(split, v.split) and feature in v.values
+            ]
+            labels = np.array([v.label for v in members])
+            raw = [v.values[feature] for v in members]
+            if feature in CATEGORICAL:
+                scores = categorical_scores([str(x) for x in raw], labels)
+            else:
+                scores = np.array(raw, np.float64)
+                keep = np.isfinite(scores)
+                scores, labels = scores[keep], labels[keep]
+            auc = rank_auc(scores, labels)
+            draws = bootstrap_aucs(scores, labels, resamples, seed)
+            low, high = percentile_interval(draws, 0.95)
+            # the flag's interval is Bonferroni-widened over the features: with ~20 features a 95 %
+            # interval would exclude 0.5 for about one feature of a split by chance alone
+            flag_low, flag_high = percentile_interval(draws, 1 - 0.05 / len(FEATURES))
+            flagged = (
+                not math.isnan(auc) and not band[0] <= auc <= band[1] and not flag_low <= 0.5 <= flag_high
+            )
+            n_fake = int(labels.sum())
+            rows.append(AucRow(feature, split, len(labels) - n_fake, n_fake, auc, low, high, flagged))
+    return rows
+
+
+def flagged_features(rows: list[AucRow]) -> list[str]:
+    return sorted({r.feature for r in rows if r.flagged}, key=list(FEATURES).index)
+
+
+def _cell(row: AucRow) -> str:
+    if math.isnan(row.auc):
+        return "–"
+    mark = " **!**" if row.flagged else ""
+    return f"{row.auc:.2f} [{row.low:.2f}, {row.high:.2f}]{mark}"
+
+
+def markdown_table(rows: list[AucRow]) -> str:
+    by = {(r.feature, r.split): r for r in rows}
+    counts = {s: next(r for r in rows if r.split == s) for s in SPLITS}
+    head = [f"{s} ({counts[s].n_real}r/{counts[s].n_fake}f)" for s in SPLITS]
+    lines = [
+        "| feature | " + " | ".join(head) + " | shortcut risk |",
+        "| :-- | " + " | ".join("--:" for _ in SPLITS) + " | :-: |",
+    ]
+    for feature in FEATURES:
+        cells = [_cell(by[feature, s]) for s in SPLITS]
+        risk = "**yes**" if any(by[feature, s].flagged for s in SPLITS) else "no"
+        lines.append(f"| {feature} | " + " | ".join(cells) + f" | {risk} |")
+    return "\n".join(lines) + "\n"
+
+
+def console_table(rows: list[AucRow]) -> str:
+    by = {(r.feature, r.split): r for r in rows}
+    width = max(map(len, FEATURES)) + 2
+    out = ["feature".ljust(width) + "".join(s.rjust(20) for s in SPLITS) + "  risk"]
+    for feature in FEATURES:
+        cells = []
+        for split in SPLITS:
+            r = by[feature, split]
+            text = "-" if math.isnan(r.auc) else f"{r.auc:.2f} [{r.low:.2f},{r.high:.2f}]" + ("!" if r.flagged else " ")
+            cells.append(text.rjust(20))
+        risk = "SHORTCUT" if any(by[feature, s].flagged for s in SPLITS) else ""
+        out.append(feature.ljust(width) + "".join(cells) + "  " + risk)
+    return "\n".join(out)
+
+
+def plot(rows: list[AucRow], band: tuple[float, float], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    features = list(FEATURES)
+    fig, ax = plt.subplots(figsize=(8, 0.42 * len(features) + 1.5))
+    ax.axvspan(*band, color="0.92", zorder=0, label=f"no shortcut [{band[0]}, {band[1]}]")
+    ax.axvline(0.5, color="0.6", lw=0.8)
+    offsets = np.linspace(-0.3, 0.3, len(SPLITS))
+    for offset, split in zip(offsets, SPLITS, strict=True):
+        sel = {r.feature: r for r in rows if r.split == split}
+        ys = [len(features) - 1 - i + offset for i in range(len(features))]
+        auc = np.array([sel[f].auc for f in features])
+        err = np.array([[sel[f].auc - sel[f].low, sel[f].high - sel[f].auc] for f in features]).T
+        ax.errorbar(auc, ys, xerr=err, fmt="o", ms=3.5, lw=1, capsize=2, label=split)
+    for i, feature in enumerate(features):
+        if any(r.flagged for r in rows if r.feature == feature):
+            ax.text(1.01, len(features) - 1 - i, "shortcut", va="center", color="crimson", fontsize=8)
+    ax.set_yticks(range(len(features)), features[::-1])
+    ax.set_xlim(0, 1.12)
+    ax.set_xlabel("real-vs-fake ROC AUC (95 % bootstrap interval)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="lower left", fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_reports(
+    videos: list[VideoFeatures], rows: list[AucRow], out_dir: Path, band: tuple[float, float], title: str
+) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "features": out_dir / "features.csv",
+        "auc_csv": out_dir / "auc.csv",
+        "auc_md": out_dir / "auc.md",
+        "plot": out_dir / "auc.png",
+    }
+    with files["features"].open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "split", *FEATURES])
+        for v in videos:
+            writer.writerow([v.path, v.label, v.split, *(v.values.get(k, "") for k in FEATURES)])
+    with files["auc_csv"].open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["feature", "split", "n_real", "n_fake", "auc", "ci_low", "ci_high", "shortcut_risk"])
+        for r in rows:
+            writer.writerow([r.feature, r.split, r.n_real, r.n_fake, r.auc, r.low, r.high, int(r.flagged)])
+    flagged = flagged_features(rows)
+    legend = "\n".join(f"- `{name}`: {text}" for name, text in FEATURES.items())
+    files["auc_md"].write_text(
+        f"# Shortcut audit: {title}\n\n"
+        f"Real-vs-fake ROC AUC per feature and split, 95 % bootstrap interval; **!** = shortcut risk "
+        f"(AUC outside [{band[0]}, {band[1]}] and its Bonferroni-level interval, "
+        f"{1 - 0.05 / len(FEATURES):.4f}, excluding 0.5).\n\n"
+        + markdown_table(rows)
+        + f"\nShortcut risks: {', '.join(flagged) if flagged else 'none'}\n\nFeatures:\n{legend}\n"
+    )
+    plot(rows, band, files["plot"], title)
+    return files
+
+
+def log_to_mlflow(cfg, rows: list[AucRow], files: dict[str, Path], summary: dict) -> str:
+    """One run in experiment ``audit``: the AUCs as metrics, the flags, the files as artifacts."""
+    import mlflow
+
+    from src.experiments.tracking import experiment_id, log_config, tracking_uri
+
+    uri = tracking_uri(cfg)
+    client = mlflow.MlflowClient(uri)
+    experiment = experiment_id(client, uri, cfg.audit.experiment_name or AUDIT_EXPERIMENT)
+    name = f"audit-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = client.create_run(experiment, run_name=name, tags={"data": str(cfg.data.name)})
+    run_id, status = run.info.run_id, "FAILED"
+    try:
+        log_config(client, run_id, cfg)
+        client.log_param(run_id, "data.root", str(cfg.data.root))
+        for key, value in summary.items():
+            client.log_metric(run_id, key, float(value))
+        for r in rows:
+            if not math.isnan(r.auc):
+                key = f"auc/{r.split.replace('+', '_')}/{r.feature}"
+                client.log_metric(run_id, key, r.auc)
+                client.log_metric(run_id, key + "_ci_low", r.low)
+                client.log_metric(run_id, key + "_ci_high", r.high)
+        flagged = flagged_features(rows)
+        client.set_tag(run_id, "shortcut_risks", ",".join(flagged) or "none")
+        client.log_metric(run_id, "shortcut_risk_features", len(flagged))
+        for file in files.values():
+            client.log_artifact(run_id, str(file), "audit")
+        status = "FINISHED"
+    finally:
+        client.set_terminated(run_id, status)
+    return run_id
+
+
+def run_audit(cfg) -> list[AucRow]:
+    """Prepare the data module of ``cfg.data`` (generation and face-crop cache), measure, report."""
+    import hydra
+
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup()
+    videos = measure_videos(datamodule, cfg.audit.frames_per_video, progress=True)
+    if not videos:
+        raise ValueError(f"no video of {datamodule.root} could be measured")
+    band = (float(cfg.audit.band[0]), float(cfg.audit.band[1]))
+    rows = audit_table(videos, band, cfg.audit.bootstrap_resamples, cfg.audit.seed)
+    title = f"{cfg.data.name} ({datamodule.root}), {len(videos)} videos"
+    files = write_reports(videos, rows, Path(cfg.audit.output_dir), band, title)
+    print(f"\nShortcut audit of {title}")
+    print(console_table(rows))
+    flagged = flagged_features(rows)
+    print(f"\nShortcut risks: {', '.join(flagged) if flagged else 'none'}  (files in {cfg.audit.output_dir})")
+    summary = dict(datamodule.build_report.summary())
+    summary = {f"data/{k}": v for k, v in summary.items() if isinstance(v, int | float)}
+    summary["videos_measured"] = len(videos)
+    if cfg.audit.mlflow:
+        run_id = log_to_mlflow(cfg, rows, files, summary)
+        print(f"MLflow run {run_id} in experiment {cfg.audit.experiment_name or AUDIT_EXPERIMENT}")
+    return rows
+
+
+def main() -> None:
+    import hydra
+    from omegaconf import DictConfig
+
+    from src.experiments.config import CONFIG_DIR, clean_user_errors
+
+    @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="audit")
+    def entry(cfg: DictConfig) -> None:
+        with clean_user_errors():
+            run_audit(cfg)
+
+    entry()
+
+
+if __name__ == "__main__":
+    main()
