@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
+import cv2
+import hydra
 import numpy as np
 import pytest
 
@@ -13,11 +16,17 @@ from src.data.augment import (
     augment_clip,
     build_test_transform,
     build_train_transform,
+    heavy,
+    jpeg,
     stable_seed,
 )
+from src.experiments.config import CONFIG_DIR
+from tests.conftest import compose_config
 
 ALL_LEVELS = [("train", level) for level in TRAIN_LEVELS] + [("test", level) for level in TEST_LEVELS]
-RANDOM_LEVELS = [("train", "strong"), ("test", "flip"), ("test", "heavy")]
+RANDOM_LEVELS = [("train", "strong"), ("test", "flip"), ("test", "heavy"), ("test", "jpeg")]
+AUGMENT_YAMLS = sorted(path.stem for path in (CONFIG_DIR / "augment").glob("*.yaml"))
+MODEL_SIZES = (224, 256, 299)  # ResNet, MesoNet, Xception
 
 
 def build(kind: str, level: str, size: int):
@@ -162,3 +171,106 @@ def test_bad_size():
 def test_stable_seed():
     assert stable_seed(0, "Celeb-real/id0_0000.mp4") == stable_seed(0, "Celeb-real/id0_0000.mp4")
     assert stable_seed(0, "Celeb-real/id0_0000.mp4") != stable_seed(1, "Celeb-real/id0_0000.mp4")
+
+
+# --- strength at the model input (issue 10.6) ------------------------------------------------------
+
+NEUTRAL_HEAVY = {  # every heavy step off, so one step can be measured alone
+    "brightness_range": (1.0, 1.0), "blur_sigma_range": (0.0, 0.0), "dropout_range": (0.0, 0.0),
+    "noise_std_range": (0.0, 0.0), "contrast_range": (1.0, 1.0), "grayscale_range": (0.0, 0.0),
+    "vertical_flip_p": 0.0, "max_rotation": 0.0,
+}
+
+
+def grey_clip(size: int = 256) -> np.ndarray:
+    return np.full((2, size, size, 3), 128, np.uint8)
+
+
+@pytest.mark.parametrize("size", MODEL_SIZES)
+def test_heavy_noise_std_is_defined_at_the_model_input(size):
+    """Noise added after the resize: its std in the output is 0.1 * 255 whatever the model's input size."""
+    transform = heavy(size, **{**NEUTRAL_HEAVY, "noise_std_range": (0.1, 0.1)})
+    out = augment_clip(transform, grey_clip(), seed=0)
+    assert abs(out[0].astype(float).std() - 25.5) < 1.0
+
+
+@pytest.mark.parametrize("size", MODEL_SIZES)
+def test_heavy_dropout_rate_is_defined_at_the_model_input(size):
+    transform = heavy(size, **{**NEUTRAL_HEAVY, "dropout_range": (0.1, 0.1)})
+    out = augment_clip(transform, grey_clip(), seed=0)
+    dropped = (out[0] == 0).all(axis=-1).mean()
+    assert abs(dropped - 0.1) < 0.01
+
+
+def test_heavy_level_is_equally_strong_for_every_model_input_size():
+    """The default heavy level from a 256-pixel crop: the pixel-to-pixel noise the model sees is the same
+    at 224, 256 and 299 (perturbing before the resize gave 13, 21 and 12 here)."""
+
+    def noise_level(size: int) -> float:
+        values = []
+        for seed in range(20):
+            out = augment_clip(build_test_transform("heavy", size), grey_clip(), seed)[0].astype(float)
+            centre = out[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4, 0]  # inside rotation corners
+            values.append(np.diff(centre, axis=1).std() / np.sqrt(2))
+        return float(np.median(values))
+
+    levels = [noise_level(size) for size in MODEL_SIZES]
+    assert max(levels) / min(levels) < 1.1, dict(zip(MODEL_SIZES, levels, strict=True))
+
+
+def test_jpeg_quality_is_drawn_from_the_range_once_per_clip():
+    """Each output equals OpenCV's JPEG at exactly one quality in [30, 70], the same for every frame."""
+    clip = smooth_frames(3, 64, seed=2)
+    transform = jpeg(64, quality_range=(30, 70))
+
+    def encoded(frame: np.ndarray, quality: int) -> np.ndarray:
+        bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+        data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])[1]
+        return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+    qualities = set()
+    for seed in range(6):
+        out = augment_clip(transform, clip, seed)
+        matches = [q for q in range(1, 101) if all(np.array_equal(out[i], encoded(clip[i], q)) for i in range(3))]
+        assert len(matches) >= 1 and all(30 <= q <= 70 for q in matches), (seed, matches)
+        qualities.add(matches[0])
+    assert len(qualities) > 1  # the quality is drawn, not fixed
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: jpeg(64, quality_range=(0, 50)), "quality_range must lie within"),
+        (lambda: jpeg(64, quality_range=(70, 30)), "quality_range must be a .low, high. pair"),
+        (lambda: heavy(64, noise_std_range=(0.1,)), "noise_std_range must be a .low, high. pair"),
+        (lambda: jpeg(0), "size must be a positive integer"),
+    ],
+)
+def test_bad_level_parameters(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+# --- conf/augment: one YAML per level (issue 11) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("level", AUGMENT_YAMLS)
+def test_every_augment_yaml_builds_a_working_transform(level):
+    cfg = compose_config("evaluate", [f"augment={level}"])
+    assert cfg.augment.level == level == Path(f"{level}.yaml").stem
+    assert isinstance(cfg.augment.title, str) and cfg.augment.title
+    make = hydra.utils.instantiate(cfg.augment.transform)
+    clip = smooth_frames(2, 64)
+    for size in MODEL_SIZES:
+        out = augment_clip(make(size=size), clip, seed=3)
+        assert out.shape == (2, size, size, 3) and out.dtype == np.uint8
+    if level in TEST_LEVELS:  # the YAML and the compatibility wrapper build the same pipeline
+        assert np.array_equal(augment_clip(make(size=48), clip, 5), augment_clip(build_test_transform(level, 48), clip, 5))
+
+
+def test_augment_titles_and_axis_positions_are_unique():
+    levels = [compose_config("evaluate", [f"augment={level}"]).augment for level in AUGMENT_YAMLS]
+    assert {"none", "flip", "heavy", "jpeg"} <= {a.level for a in levels}
+    assert len({a.title for a in levels}) == len(levels)
+    assert len({a.axis for a in levels}) == len(levels) and all(isinstance(a.axis, int) for a in levels)
+    assert min(a.axis for a in levels if a.level == "none") == min(a.axis for a in levels)

@@ -2,20 +2,24 @@
 
 Inputs are uint8 RGB face crops; outputs are uint8 ``size x size`` (normalisation is the model's job).
 ``augment_clip`` applies one parameter draw to every frame of a clip, so a clip stays temporally
-consistent, and is reproducible for a seed.
+consistent, and is reproducible for a seed. With one draw per clip, random *fields* (the noise map, the
+dropout mask) are drawn once too: every frame of a video carries the same noise pattern.
+
+Test-time levels (``none``, ``flip``, ``heavy``, ``jpeg``) are plain functions ``level(size, **params)``
+built from conf/augment/<level>.yaml; each resizes to the model input first and perturbs after.
 """
 
 from __future__ import annotations
 
 import random
 import zlib
+from collections.abc import Callable, Sequence
 
 import albumentations as A
 import cv2
 import numpy as np
 
 TRAIN_LEVELS = ("weak", "strong")
-TEST_LEVELS = ("none", "flip", "heavy")
 MAX_ROTATION = 15.0  # degrees: the "small rotations" of the seed study's flip and heavy levels
 
 
@@ -86,6 +90,30 @@ class GrayscaleBlend(A.ImageOnlyTransform):
         return ("alpha_range",)
 
 
+class JpegRecompression(A.ImageOnlyTransform):
+    """JPEG encode + decode at a quality drawn per call (integers, both ends included).
+
+    ``A.ImageCompression`` (2.0.8) hands RGB arrays to OpenCV, which encodes them as BGR, so its luma and
+    chroma mix up red and blue; this one converts to BGR first, as a real RGB image would be encoded.
+    """
+
+    def __init__(self, quality_range: tuple[int, int] = (30, 70), p: float = 1.0):
+        super().__init__(p=p)
+        self.quality_range = tuple(quality_range)
+
+    def get_params(self) -> dict:
+        return {"quality": self.py_random.randint(*self.quality_range)}
+
+    def apply(self, img: np.ndarray, quality: int, **params) -> np.ndarray:
+        ok, data = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise RuntimeError(f"OpenCV could not JPEG-encode a {img.shape} {img.dtype} image")
+        return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("quality_range",)
+
+
 def _resize(size: int) -> A.Resize:
     # INTER_AREA when shrinking avoids aliasing; linear when enlarging.
     return A.Resize(size, size, area_for_downscale="image")
@@ -120,33 +148,117 @@ def build_train_transform(level: str, size: int) -> A.Compose:
     return A.Compose([*steps, _resize(size)])
 
 
+# --- test-time perturbation levels ------------------------------------------------------------------
+# One function per level, each returning the pipeline for a model input ``size``. conf/augment/<level>.yaml
+# builds it (``_target_`` + ``_partial_: true``; the data module passes ``size``) and carries its display
+# title and axis position. Every level resizes to ``size`` FIRST and perturbs afterwards, so a level's
+# strength (noise std, blur sigma, dropout rate, JPEG block grid, rotation) is defined in pixels of the
+# model's input and is the same for MesoNet (256), ResNet (224) and Xception (299).
+
+TEST_LEVEL_FUNCTIONS: dict[str, Callable[..., A.Compose]] = {}
+
+
+def _test_level(function: Callable[..., A.Compose]) -> Callable[..., A.Compose]:
+    """Registers a level function under its name for ``build_test_transform``."""
+    TEST_LEVEL_FUNCTIONS[function.__name__] = function
+    return function
+
+
+def _pair(value: Sequence[float], name: str) -> tuple[float, float]:
+    # YAML lists arrive as ListConfig; albumentations wants plain tuples.
+    pair = tuple(float(v) for v in value)
+    if len(pair) != 2 or pair[0] > pair[1]:
+        raise ValueError(f"{name} must be a [low, high] pair with low <= high, got {list(value)!r}")
+    return pair  # type: ignore[return-value]
+
+
+def _rotation(max_rotation: float) -> A.Affine:
+    # Uniform angle in [-max, max], bilinear, constant black border (imgaug Affine's defaults).
+    return A.Affine(rotate=(-float(max_rotation), float(max_rotation)), p=1.0)
+
+
+@_test_level
+def none(size: int) -> A.Compose:
+    """No perturbation: only the resize to the model input."""
+    _check_size(size)
+    return A.Compose([_resize(size)])
+
+
+@_test_level
+def flip(
+    size: int, horizontal_flip_p: float = 0.5, vertical_flip_p: float = 0.5, max_rotation: float = MAX_ROTATION
+) -> A.Compose:
+    """The seed study's "slightly rotated and/or flipped": independent horizontal and vertical flips and a
+    uniform rotation in [-max_rotation, max_rotation] degrees, one draw per clip."""
+    _check_size(size)
+    return A.Compose(
+        [
+            _resize(size),
+            A.HorizontalFlip(p=horizontal_flip_p),
+            A.VerticalFlip(p=vertical_flip_p),
+            _rotation(max_rotation),
+        ]
+    )
+
+
+@_test_level
+def heavy(
+    size: int,
+    brightness_range: Sequence[float] = (0.5, 1.5),
+    blur_sigma_range: Sequence[float] = (0.0, 3.0),
+    dropout_range: Sequence[float] = (0.0, 0.2),
+    noise_std_range: Sequence[float] = (0.0, 0.1),
+    contrast_range: Sequence[float] = (0.5, 2.0),
+    grayscale_range: Sequence[float] = (0.0, 1.0),
+    vertical_flip_p: float = 0.5,
+    max_rotation: float = MAX_ROTATION,
+) -> A.Compose:
+    """The seed study's imgaug sequence, in its order, every step always applied, at the model input:
+    Multiply(brightness), GaussianBlur(sigma, pixels), Dropout(rate), AdditiveGaussianNoise(std as a
+    fraction of 255), ContrastNormalization(alpha), Grayscale(alpha), Flipud(p), Affine(rotate)."""
+    _check_size(size)
+    low_sigma, high_sigma = _pair(blur_sigma_range, "blur_sigma_range")
+    # sigma exactly 0 divides by zero in albumentations 2.0.8's kernel; 1e-3 is already a no-op blur
+    sigma = (max(low_sigma, 1e-3), max(high_sigma, 1e-3))
+    return A.Compose(
+        [
+            _resize(size),
+            A.MultiplicativeNoise(
+                multiplier=_pair(brightness_range, "brightness_range"), per_channel=False, elementwise=False, p=1.0
+            ),
+            A.GaussianBlur(sigma_limit=sigma, blur_limit=0, p=1.0),
+            RandomDropout(rate_range=_pair(dropout_range, "dropout_range"), p=1.0),
+            A.GaussNoise(
+                std_range=_pair(noise_std_range, "noise_std_range"), mean_range=(0.0, 0.0), per_channel=False, p=1.0
+            ),
+            LinearContrast(alpha_range=_pair(contrast_range, "contrast_range"), p=1.0),
+            GrayscaleBlend(alpha_range=_pair(grayscale_range, "grayscale_range"), p=1.0),
+            A.VerticalFlip(p=vertical_flip_p),
+            _rotation(max_rotation),
+        ]
+    )
+
+
+@_test_level
+def jpeg(size: int, quality_range: Sequence[int] = (30, 70)) -> A.Compose:
+    """JPEG re-compression of the face crop at a quality drawn uniformly (integers, both ends included)
+    from ``quality_range``, once per clip; the 8x8 block grid lies on the model input."""
+    _check_size(size)
+    low, high = (int(q) for q in _pair(quality_range, "quality_range"))
+    if not 1 <= low <= high <= 100:
+        raise ValueError(f"quality_range must lie within [1, 100], got {list(quality_range)!r}")
+    return A.Compose([_resize(size), JpegRecompression(quality_range=(low, high), p=1.0)])
+
+
+TEST_LEVELS = tuple(TEST_LEVEL_FUNCTIONS)
+
+
 def build_test_transform(level: str, size: int) -> A.Compose:
-    """Test-time perturbation levels of the seed study: ``none``, ``flip`` (flips, small rotation) and
-    ``heavy`` (its imgaug sequence, every step always applied, flip with p=0.5)."""
+    """The level function of that name with its default parameters (conf/augment/<level>.yaml carries
+    the same values); kept for callers that name a level rather than instantiate its YAML."""
     _check(level, TEST_LEVELS, "test")
     _check_size(size)
-    if level == "none":
-        steps: list[A.BasicTransform] = []
-    elif level == "flip":
-        steps = [
-            A.HorizontalFlip(p=0.5),
-            A.VerticalFlip(p=0.5),
-            A.Affine(rotate=(-MAX_ROTATION, MAX_ROTATION), p=1.0),
-        ]
-    else:  # heavy: iaa.Multiply, GaussianBlur, Dropout, AdditiveGaussianNoise, ContrastNormalization,
-        # Grayscale, Flipud, Affine(rotate) in that order
-        steps = [
-            A.MultiplicativeNoise(multiplier=(0.5, 1.5), per_channel=False, elementwise=False, p=1.0),
-            # sigma 0-3; exactly 0 would divide by zero in 2.0.8's kernel, 1e-3 is already a no-op blur
-            A.GaussianBlur(sigma_limit=(1e-3, 3.0), blur_limit=0, p=1.0),
-            RandomDropout(rate_range=(0.0, 0.2), p=1.0),
-            A.GaussNoise(std_range=(0.0, 0.1), mean_range=(0.0, 0.0), per_channel=False, p=1.0),
-            LinearContrast(alpha_range=(0.5, 2.0), p=1.0),
-            GrayscaleBlend(alpha_range=(0.0, 1.0), p=1.0),
-            A.VerticalFlip(p=0.5),
-            A.Affine(rotate=(-MAX_ROTATION, MAX_ROTATION), p=1.0),
-        ]
-    return A.Compose([*steps, _resize(size)])
+    return TEST_LEVEL_FUNCTIONS[level](size)
 
 
 def augment_clip(transform: A.Compose, frames: np.ndarray, seed: int | None) -> np.ndarray:
