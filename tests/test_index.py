@@ -11,7 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src.data.index import TEST_LIST, CelebDFIndex, VideoRecord, index_celebdf, split_folds
+from src.data.index import (
+    TEST_LIST,
+    CelebDFIndex,
+    VideoRecord,
+    fold_groups,
+    identity_overlap,
+    index_celebdf,
+    split_folds,
+)
 
 N_IDS = 8
 N_YOUTUBE = 6
@@ -318,3 +326,173 @@ def test_folds_balance_classes_at_celebdf_scale():
         for name, label in (("real", 0), ("fake", 1)):
             share = sum(r.label == label for r in val) / total[name]
             assert abs(share - 0.2) < 0.02, (fold, name, share)
+
+
+# --- quarantined test-list lines (issue 10.7) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "x Celeb-real/id3_0000.mp4",  # bad label token
+        "1 Celeb-real/id3_0000.mp4 extra",  # three tokens
+        "1,Celeb-real/id3_0000.mp4",  # one token
+        "1 Celeb-real\\id3_0000.mp4",  # not a plain POSIX path
+        "1 Celeb-real/../Celeb-real/id3_0000.mp4",  # escapes (syntactically)
+        "1 /data/celebdf/Celeb-real/id3_0000.mp4",  # absolute
+        "1 celeb-real/id3_0000.mp4",  # wrong case: not found on a case-sensitive file system
+        "0 Celeb-real/id3_0000.mp4",  # label mismatch
+    ],
+)
+def test_a_rejected_line_keeps_its_video_out_of_train(tmp_path, line):
+    """Whatever made a test-list line unusable, the video it names is a test video: never train/val."""
+    make_tree(tmp_path, test_lines=[*default_test_lines(), line])
+    index = index_celebdf(tmp_path)
+    number = len(default_test_lines()) + 1
+    assert skip_reason(index, f"{TEST_LIST}:{number}:")  # the line is reported with its reason
+    assert "Celeb-real/id3_0000.mp4" not in {r.path for r in index.train_val()}
+    own = [reason for what, reason in index.skipped if what == "Celeb-real/id3_0000.mp4"]
+    assert len(own) == 1 and f"lines ({number})" in own[0] and "leakage" in own[0]
+
+
+def test_a_rejected_line_does_not_remove_a_properly_listed_video(tmp_path):
+    make_tree(tmp_path, test_lines=[*default_test_lines(), "1 Celeb-real/id0_0000.mp4 again"])
+    index = index_celebdf(tmp_path)
+    assert by_path(index)["Celeb-real/id0_0000.mp4"].is_test
+    assert [what for what, _ in index.skipped] == [f"{TEST_LIST}:6: '1 Celeb-real/id0_0000.mp4 again'"]
+
+
+# --- identities shown by a record ----------------------------------------------------------------------
+
+
+def test_records_know_target_and_swapped_in_identities(tmp_path):
+    make_tree(tmp_path)
+    records = by_path(index_celebdf(tmp_path))
+    fake = records["Celeb-synthesis/id2_id3_0001.mp4"]
+    assert (fake.identity, fake.target_identity, fake.source_identity) == ("id2", "id2", "id3")
+    assert fake.identities == ("id2", "id3")
+    assert records["Celeb-real/id2_0001.mp4"].identities == ("id2",)
+    assert records["YouTube-real/00003.mp4"].identities == ("yt:00003",)
+    # the five original positional fields still construct a record
+    old_style = VideoRecord("Celeb-real/id9_0000.mp4", 0, "id9", "Celeb-real", False)
+    assert old_style.identities == ("id9",) and old_style.source_identity is None
+
+
+# --- strict identity split -----------------------------------------------------------------------------
+
+
+def paired_records(n_pairs: int = 6, per_id: int = 2) -> list[VideoRecord]:
+    """Identities 2k and 2k+1 swap faces (fakes in both directions); nothing links two pairs."""
+    records = []
+    for i in range(2 * n_pairs):
+        partner = i + 1 if i % 2 == 0 else i - 1
+        for k in range(per_id):
+            records.append(VideoRecord(f"Celeb-real/id{i}_{k:04d}.mp4", 0, f"id{i}", "Celeb-real", False, f"id{i}"))
+            records.append(
+                VideoRecord(
+                    f"Celeb-synthesis/id{i}_id{partner}_{k:04d}.mp4", 1, f"id{i}", "Celeb-synthesis", False,
+                    f"id{i}", f"id{partner}",
+                )
+            )
+    return records
+
+
+def faces(records: list[VideoRecord]) -> set[str]:
+    return {face for r in records for face in r.identities}
+
+
+def test_official_split_lets_swapped_in_faces_cross_and_strict_does_not():
+    records = paired_records()
+    crossings = {"official": 0, "strict": 0}
+    for identity_split in crossings:
+        for seed in range(4):
+            for fold in range(3):
+                train, val = split_folds(records, 3, fold, seed, identity_split=identity_split)
+                assert sorted(r.path for r in train + val) == sorted(r.path for r in records)
+                assert not {r.identity for r in train} & {r.identity for r in val}
+                crossings[identity_split] += len(faces(train) & faces(val))
+    assert crossings["official"] > 0  # the official protocol groups by target only
+    assert crossings["strict"] == 0
+
+
+def test_strict_groups_are_the_components_linked_by_fakes():
+    groups = fold_groups(paired_records(3), "strict")
+    assert len(set(groups.values())) == 3
+    assert groups["Celeb-real/id1_0000.mp4"] == groups["Celeb-synthesis/id0_id1_0001.mp4"] == "id0"
+    # a chain a->b, b->c joins all three, whatever the order of the records
+    chain = [
+        VideoRecord("Celeb-synthesis/id5_id7_0000.mp4", 1, "id5", "Celeb-synthesis", False, "id5", "id7"),
+        VideoRecord("Celeb-synthesis/id7_id6_0000.mp4", 1, "id7", "Celeb-synthesis", False, "id7", "id6"),
+        VideoRecord("Celeb-real/id6_0000.mp4", 0, "id6", "Celeb-real", False, "id6"),
+        VideoRecord("Celeb-real/id8_0000.mp4", 0, "id8", "Celeb-real", False, "id8"),
+    ]
+    for order in (chain, chain[::-1]):
+        assert fold_groups(order, "strict") == {
+            "Celeb-synthesis/id5_id7_0000.mp4": "id5", "Celeb-synthesis/id7_id6_0000.mp4": "id5",
+            "Celeb-real/id6_0000.mp4": "id5", "Celeb-real/id8_0000.mp4": "id8",
+        }
+    assert fold_groups(chain) == {r.path: r.identity for r in chain}  # official: unchanged
+
+
+def test_unknown_identity_split(train_val):
+    with pytest.raises(ValueError, match=r"unknown data.identity_split='loose'; valid values: official, strict"):
+        split_folds(train_val, 2, 0, identity_split="loose")
+
+
+def test_strict_split_that_collapses_says_why(train_val):
+    # make_tree's fakes form a ring id0->id1->...->id7->id0: one strict group plus the YouTube videos
+    with pytest.raises(ValueError, match=r"need at least folds=10 identity groups.*identity_split=strict"):
+        split_folds(train_val, 10, 0, identity_split="strict")
+
+
+# --- identity overlap ----------------------------------------------------------------------------------
+
+
+def test_identity_overlap_counts_fakes_whose_face_appears_elsewhere():
+    train = [
+        VideoRecord("Celeb-real/id0_0000.mp4", 0, "id0", "Celeb-real", False, "id0"),
+        VideoRecord("Celeb-synthesis/id0_id2_0000.mp4", 1, "id0", "Celeb-synthesis", False, "id0", "id2"),
+        VideoRecord("Celeb-synthesis/id0_id9_0000.mp4", 1, "id0", "Celeb-synthesis", False, "id0", "id9"),
+    ]
+    test = [
+        VideoRecord("Celeb-real/id2_0000.mp4", 0, "id2", "Celeb-real", True, "id2"),
+        VideoRecord("Celeb-synthesis/id2_id0_0000.mp4", 1, "id2", "Celeb-synthesis", True, "id2", "id0"),
+        VideoRecord("Celeb-synthesis/id2_id5_0000.mp4", 1, "id2", "Celeb-synthesis", True, "id2", "id5"),
+    ]
+    overlap = identity_overlap({"train": train, "test": test})
+    assert overlap["test"] == {
+        "fakes": 2, "fakes_source_elsewhere": 1, "fakes_source_elsewhere_by_split": {"train": 1},
+        "fakes_target_elsewhere": 2, "reals": 1, "reals_identity_elsewhere": 1,
+    }
+    assert overlap["train"]["fakes_source_elsewhere"] == 1  # id2 is shown by the test videos
+    assert overlap["train"]["reals_identity_elsewhere"] == 1  # id0's face is swapped into a test fake
+
+
+def test_identity_overlap_on_the_synthetic_set(small_dataset):
+    """As in Celeb-DF v2 (234 of 340 test fakes), test fakes carry faces of train/val identities."""
+    index = index_celebdf(small_dataset)
+    train, val = split_folds(index.train_val(), 2, 0)
+    splits = {"train": train, "val": val, "test": index.test()}
+    overlap = identity_overlap(splits)
+    for name, part in splits.items():
+        others = faces([r for other, p in splits.items() if other != name for r in p])
+        fakes = [r for r in part if r.label == 1]
+        assert overlap[name]["fakes"] == len(fakes)
+        assert overlap[name]["fakes_source_elsewhere"] == sum(r.source_identity in others for r in fakes)
+    assert overlap["test"]["fakes"] > 0 and overlap["test"]["fakes_source_elsewhere"] > 0
+
+
+# --- fingerprint ---------------------------------------------------------------------------------------
+
+
+def test_fingerprint_is_stable_and_follows_root_and_test_list(tmp_path):
+    make_tree(tmp_path / "a")
+    first = index_celebdf(tmp_path / "a").fingerprint()
+    assert re.fullmatch(r"[0-9a-f]{16}", first)
+    assert index_celebdf(tmp_path / "a").fingerprint() == first
+    os.utime(tmp_path / "a" / TEST_LIST, (0, 0))  # only the content counts, not the file's times
+    assert index_celebdf(tmp_path / "a" / ".." / "a").fingerprint() == first  # the resolved root
+    make_tree(tmp_path / "b")
+    assert index_celebdf(tmp_path / "b").fingerprint() != first  # same content, other root
+    (tmp_path / "a" / TEST_LIST).write_text("\n".join([*default_test_lines(), "1 Celeb-real/id5_0000.mp4"]))
+    assert index_celebdf(tmp_path / "a").fingerprint() != first
