@@ -75,12 +75,13 @@ def test_square_box_scales_by_margin_and_stays_in_frame():
     assert square_box((10, 10, 300, 300), 2.0, 100, 200) == (100, 0, 200, 100)
 
 
-def test_missing_detections_take_the_nearest_box_and_none_falls_back_to_centre():
+def test_missing_detections_are_interpolated_and_none_falls_back_to_centre():
     a, b = (10, 10, 50, 50), (100, 20, 140, 60)
     track = track_faces([a, None, None, b, None], (200, 200), 1.0)
     assert track.detected.tolist() == [True, False, False, True, False]
     assert track.num_filled == 3 and not track.centre_fallback
-    assert track.boxes[1].tolist() == list(a) and track.boxes[2].tolist() == list(b)
+    # between two detections: linear; after the last one: its box
+    assert track.boxes[1].tolist() == [40, 13, 80, 53] and track.boxes[2].tolist() == [70, 17, 110, 57]
     assert track.boxes[4].tolist() == list(b)
     centre = track_faces([None, None], (100, 200), 1.3)
     assert centre.centre_fallback and centre.boxes[0].tolist() == [50, 0, 150, 100]
@@ -156,7 +157,7 @@ def test_yunet_without_model_file_is_a_clear_error(tmp_path):
         build_detector("yunet")
     with pytest.raises(FileNotFoundError, match="missing.onnx"):
         build_detector("yunet", yunet_model=str(tmp_path / "missing.onnx"))
-    with pytest.raises(ValueError, match="haar or yunet"):
-        build_detector("mtcnn")
+    with pytest.raises(ValueError, match="unknown data.face_detector='no-such-detector'"):
+        build_detector("no-such-detector")
 
 

@@ -2,9 +2,17 @@
 
 An entry is `<key>.npy` (the (N, S, S, 3) uint8 crops, memory-mappable) plus `<key>.json`
 (frame indices, boxes, which frames had a detection). The key hashes everything that changes
-the pixels: detector, margin, frame count, crop size and the video file's path, size and mtime.
+the pixels: detector, margin, frame count, crop size and the video file's canonical path, size and
+mtime. The canonical path is the resolved path relative to the dataset root when the video lies
+inside it (the absolute resolved path otherwise), so every spelling of a path (`../ds/x.mp4`,
+`/data/ds/x.mp4`, a symlinked folder) finds the same entry, and a dataset moved with its times kept
+(rsync -a) keeps its cache.
+
 Both files are written to temporary names and renamed into place, JSON last, so a killed build
-leaves no entry that looks complete, and concurrent builders of one entry cannot corrupt it.
+leaves no entry that looks complete, and concurrent builders of one entry cannot corrupt it; the
+temporary files are removed on any failure. A write that fails (disk full, read-only or unwritable
+cache folder) stops the build with `CacheWriteError`: it is never blamed on the video. An entry that
+does not read back (a truncated `.npy`, bad JSON) is rebuilt on lookup.
 Videos that fail to decode get a `<key>.error.json` entry, so they are reported, not retried.
 
 Decoding runs in spawned worker processes, never in the caller: decord's native code can crash the
@@ -15,6 +23,7 @@ video that fails to decode (so the next build does not crash or wait on it again
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -26,27 +35,43 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from src.data.faces import build_detector, extract_face_crops
-from src.data.video import VideoDecodeError
+from src.data.video import VideoDecodeError, not_a_video_file
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = 1
+# 2: the key holds the canonical (root-relative) path; reports carry their entry's key
+CACHE_FORMAT = 2
 # spawn, not fork: forking a process whose torch/OpenMP threads hold locks can deadlock the
 # children; spawned workers import only this module's light dependencies (cv2, decord, numpy)
 _START_METHOD = "spawn"
 # a video normally decodes and detects in well under a second; a worker past this is presumed hung
 VIDEO_TIMEOUT_S = 300.0
 _STARTUP_S = 120.0  # allowed on top for a new worker to import its modules and load the detector
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+class CacheError(ValueError):
+    """A problem of the cache itself, not of a video. A ValueError, so runs end on its one-line message."""
+
+
+class CacheWriteError(CacheError):
+    """The cache folder cannot take an entry (disk full, read-only, no permission): the build stops."""
+
+
+class CacheEntryError(CacheError):
+    """A cache entry that a run pinned no longer reads back; the message names the video and the file."""
 
 
 @dataclass(frozen=True)
 class CropSettings:
-    """Everything that changes the pixels of a cached crop."""
+    """Everything that changes the pixels of a cached crop. Values are checked on construction, so a bad
+    configuration fails before any video is touched (the message names the `data.*` key)."""
 
     num_frames: int = 20
     margin: float = 1.3
@@ -55,6 +80,22 @@ class CropSettings:
     detect_max_side: int = 320
     yunet_model: str | None = None
     detect_every: int = 1  # run the detector on every k-th sampled frame, interpolate boxes between
+
+    def __post_init__(self):
+        for name, key, minimum in (
+            ("num_frames", "data.frames_per_video", 1),
+            ("crop_size", "data.crop_size", 16),
+            ("detect_max_side", "data.detect_max_side", 32),  # None: the detector's own choice
+            ("detect_every", "data.detect_every", 1),
+        ):
+            value = getattr(self, name)
+            if value is None and name == "detect_max_side":
+                continue
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+                raise ValueError(f"{key}={value!r}: must be an integer >= {minimum}")
+        margin = self.margin
+        if isinstance(margin, bool) or not isinstance(margin, Real) or not margin > 0:
+            raise ValueError(f"data.face_margin={margin!r}: must be a number > 0 (the crop side / the face box side)")
 
 
 @dataclass
@@ -68,6 +109,8 @@ class VideoReport:
     num_filled: int = 0
     centre_fallback: bool = False
     reason: str = ""
+    num_searched: int = 0  # frames the detector ran on (data.detect_every > 1 skips some)
+    key: str = ""  # the cache entry it was read from or written to ("" when the video was never keyed)
 
     @property
     def degraded(self) -> str:
@@ -79,9 +122,50 @@ class VideoReport:
         return ""
 
 
+@dataclass(frozen=True)
+class CacheEntry:
+    """The files of one built entry, fixed when a run looked it up: it stays readable for the whole run,
+    even if the video is touched (which changes the key) meanwhile. Picklable, for DataLoader workers."""
+
+    video: str
+    crops_file: Path
+    meta_file: Path
+
+    def load(self) -> tuple[np.ndarray, dict]:
+        """(crops (N, S, S, 3) uint8, memory-mapped; metadata). CacheEntryError names video and file."""
+        try:
+            meta = json.loads(self.meta_file.read_text())
+            frames = len(meta["frame_indices"])
+        except FileNotFoundError:
+            raise CacheEntryError(
+                f"the cache entry {self.meta_file} of {self.video} is gone (deleted while in use?); "
+                "rerun to rebuild it"
+            ) from None
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise self._corrupt(self.meta_file, error) from None
+        try:
+            crops = np.load(self.crops_file, mmap_mode="r")
+        except FileNotFoundError:
+            raise CacheEntryError(
+                f"the cache entry {self.crops_file} of {self.video} is gone (deleted while in use?); "
+                "rerun to rebuild it"
+            ) from None
+        except (OSError, ValueError, EOFError) as error:  # a truncated .npy: "mmap length is greater ..."
+            raise self._corrupt(self.crops_file, error) from None
+        if crops.ndim != 4 or crops.shape[0] != frames or crops.shape[-1] != 3 or crops.dtype != np.uint8:
+            raise self._corrupt(self.crops_file, f"{crops.dtype} {crops.shape} for {frames} frames")
+        return crops, meta
+
+    def _corrupt(self, file: Path, error) -> CacheEntryError:
+        reason = f"{type(error).__name__}: {error}" if isinstance(error, Exception) else error
+        return CacheEntryError(
+            f"the cache entry {file} of {self.video} is corrupt ({reason}); delete it and rerun to rebuild it"
+        )
+
+
 @dataclass
 class BuildReport:
-    videos: list[VideoReport] = field(default_factory=list)
+    videos: list[VideoReport] = field(default_factory=list)  # one per video asked for, in that order
     num_built: int = 0
     num_reused: int = 0
 
@@ -110,11 +194,20 @@ class BuildReport:
 
 
 class FaceCropCache:
-    def __init__(self, cache_dir: str | Path, settings: CropSettings, video_timeout: float = VIDEO_TIMEOUT_S):
-        self.cache_dir = Path(cache_dir)
+    def __init__(
+        self,
+        cache_dir: str | Path,
+        settings: CropSettings,
+        video_timeout: float = VIDEO_TIMEOUT_S,
+        root: str | Path | None = None,
+    ):
+        """`root`: the dataset root; videos inside it are keyed by their path relative to it."""
+        self.cache_dir = Path(cache_dir).expanduser()
         self.settings = settings
         self.video_timeout = video_timeout
+        self.root = None if root is None else Path(root).expanduser()
         self._detector_key: str | None = None
+        check_cache_dir(self.cache_dir)
 
     # -- keys and paths -------------------------------------------------------------------------
     def detector_key(self) -> str:
@@ -123,15 +216,24 @@ class FaceCropCache:
             self._detector_key = build_detector(s.detector, s.detect_max_side, s.yunet_model).cache_key
         return self._detector_key
 
+    def canonical_path(self, video: Path) -> str:
+        """The one name of a video: resolved, relative (POSIX) to the resolved root when inside it."""
+        resolved = Path(video).resolve()
+        if self.root is not None:
+            root = self.root.resolve()
+            if resolved.is_relative_to(root):
+                return resolved.relative_to(root).as_posix()
+        return resolved.as_posix()
+
     def key(self, video: Path) -> str:
-        stat = video.stat()
+        stat_result = Path(video).stat()
         fields = {
             "format": CACHE_FORMAT,
             "settings": asdict(self.settings),
             "detector": self.detector_key(),
-            "video": str(video.resolve()),
-            "size": stat.st_size,
-            "mtime_ns": stat.st_mtime_ns,
+            "video": self.canonical_path(video),
+            "size": stat_result.st_size,
+            "mtime_ns": stat_result.st_mtime_ns,
         }
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -139,81 +241,153 @@ class FaceCropCache:
         folder = self.cache_dir / key[:2]
         return folder / f"{key}.npy", folder / f"{key}.json", folder / f"{key}.error.json"
 
+    def entry(self, video: Path, key: str | None = None) -> CacheEntry:
+        """The entry files of `video`: of `key` (pinned by an earlier lookup or build) or of its current stat."""
+        crops_file, meta_file, _ = self._paths(key or self.key(video))
+        return CacheEntry(str(video), crops_file, meta_file)
+
     # -- reading --------------------------------------------------------------------------------
     def lookup(self, video: Path) -> VideoReport | None:
-        """The stored report of a video, or None if it has no complete entry."""
-        crops_file, meta_file, error_file = self._paths(self.key(video))
-        for file in (meta_file, error_file):
-            if file.is_file():
-                try:
-                    report = json.loads(file.read_text())["report"]
-                except (OSError, ValueError, KeyError):
-                    return None  # unreadable entry: rebuilt
-                if report["ok"] and not crops_file.is_file():
-                    return None
-                return VideoReport(**report)
-        return None
+        """The stored report of a video (its path as spelled here), or None if it has no complete, readable
+        entry: a missing, half-written or corrupt entry is (re)built."""
+        key = self.key(video)
+        crops_file, meta_file, error_file = self._paths(key)
+        if meta_file.is_file():
+            entry = CacheEntry(str(video), crops_file, meta_file)
+            try:
+                _, meta = entry.load()
+                report = meta["report"]
+            except (CacheEntryError, KeyError) as error:
+                log.warning("%s; rebuilding it", error)
+                return None
+        elif error_file.is_file():
+            try:
+                report = json.loads(error_file.read_text())["report"]
+            except (OSError, ValueError, KeyError):
+                return None  # unreadable error entry: the video is tried again
+        else:
+            return None
+        try:
+            stored = VideoReport(**report)
+        except TypeError:
+            return None
+        return self._respelled(stored, video, key)
 
-    def load(self, video: Path) -> tuple[np.ndarray, dict]:
-        """(crops (N, S, S, 3) uint8, memory-mapped; metadata) of a built video."""
-        crops_file, meta_file, _ = self._paths(self.key(video))
-        meta = json.loads(meta_file.read_text())
-        crops = np.load(crops_file, mmap_mode="r")
-        if crops.shape[0] != len(meta["frame_indices"]):
-            raise ValueError(f"cache entry {crops_file} for {video} is inconsistent: rebuild with make clean-cache")
-        return crops, meta
+    @staticmethod
+    def _respelled(report: VideoReport, video: Path, key: str) -> VideoReport:
+        """A stored report under the spelling asked for now (a reason starting with the old one too)."""
+        old, new = report.path, str(video)
+        if old != new and report.reason.startswith(old):
+            report.reason = new + report.reason[len(old) :]
+        report.path, report.key = new, key
+        return report
+
+    def load(self, video: Path | CacheEntry) -> tuple[np.ndarray, dict]:
+        """(crops (N, S, S, 3) uint8, memory-mapped; metadata) of a built video or of a pinned entry."""
+        entry = video if isinstance(video, CacheEntry) else self.entry(Path(video))
+        return entry.load()
 
     # -- building -------------------------------------------------------------------------------
     def build(self, videos: Iterable[Path], workers: int = 1, progress: bool = True) -> BuildReport:
-        """Build the missing entries (in parallel over videos) and report on every video."""
+        """Build the missing entries (in parallel over videos) and report on every video, one report per
+        video in the order given (matched by position, never by how a path is spelled).
+
+        Raises CacheWriteError (and removes its partial files) when an entry cannot be written.
+        """
         videos = [Path(v) for v in videos]
+        reports: list[VideoReport | None] = [None] * len(videos)
         report = BuildReport()
-        todo = []
-        for video in videos:
-            stored = self.lookup(video) if video.is_file() else None
+        todo: list[int] = []
+        for position, video in enumerate(videos):
+            problem = not_a_video_file(video)
+            if problem:  # missing, a FIFO, a device, a folder: reported, never opened, never recorded
+                reports[position] = VideoReport(str(video), ok=False, reason=f"{video}: {problem}")
+                continue
+            stored = self.lookup(video)
             if stored is None:
-                todo.append(video)
+                todo.append(position)
             else:
-                report.videos.append(stored)
+                reports[position] = stored
                 report.num_reused += 1
         if todo:
             self.detector_key()  # fail early (e.g. a missing YuNet file), before starting workers
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            self._make_cache_dir()
             bar = tqdm(total=len(todo), desc="face crops", unit="video", disable=not progress)
-            for result in _build_isolated(self, todo, max(1, min(workers, len(todo)))):
-                report.videos.append(result)
+            jobs = [(position, videos[position]) for position in todo]
+            for position, result in _build_isolated(self, jobs, max(1, min(workers, len(todo)))):
+                result.path = str(videos[position])
+                reports[position] = result
                 bar.update()
             bar.close()
             report.num_built = len(todo)
-        order = {str(v): i for i, v in enumerate(videos)}
-        report.videos.sort(key=lambda v: order.get(v.path, len(order)))
+        report.videos = reports
         return report
 
     def build_one(self, video: Path, detector) -> VideoReport:
         try:
             key = self.key(video)
         except OSError as error:
-            return VideoReport(str(video), ok=False, reason=f"cannot stat: {error}")
+            return VideoReport(str(video), ok=False, reason=f"{video}: cannot stat: {error}")
         crops_file, meta_file, error_file = self._paths(key)
-        crops_file.parent.mkdir(parents=True, exist_ok=True)
         try:
             crops, meta = extract_face_crops(video, self.settings, detector)
         except VideoDecodeError as error:
-            return self.record_failure(video, str(error))
+            return self.record_failure(video, str(error), key)
         report = VideoReport(**meta["report"])
-        tmp = crops_file.with_name(f".{crops_file.stem}.{os.getpid()}.{uuid.uuid4().hex}.npy")
-        np.save(tmp, crops)
-        os.replace(tmp, crops_file)
-        _atomic_write_text(meta_file, json.dumps(meta))
+        report.key = key
+        meta["report"] = asdict(report)
+        self._write_entry(video, crops_file, meta_file, crops, json.dumps(meta))
         if error_file.exists():
             error_file.unlink(missing_ok=True)
         return report
 
-    def record_failure(self, video: Path, reason: str) -> VideoReport:
+    def _write_entry(self, video: Path, crops_file: Path, meta_file: Path, crops: np.ndarray, meta: str) -> None:
+        """Crops, then metadata, each via a temporary file renamed into place; the temporary files go on any
+        failure. A failed write is the cache folder's problem (CacheWriteError), not the video's."""
+        tag = f"{os.getpid()}.{uuid.uuid4().hex}"
+        tmp_crops = crops_file.with_name(f".{crops_file.stem}.{tag}.npy")
+        tmp_meta = meta_file.with_name(f".{meta_file.name}.{tag}")
+        try:
+            crops_file.parent.mkdir(parents=True, exist_ok=True)
+            np.save(tmp_crops, crops)
+            os.replace(tmp_crops, crops_file)
+            tmp_meta.write_text(meta)
+            os.replace(tmp_meta, meta_file)
+        except OSError as error:
+            raise self._write_error(video, error) from error
+        finally:
+            for tmp in (tmp_crops, tmp_meta):
+                try:
+                    tmp.unlink(missing_ok=True)
+                except OSError:
+                    pass
+
+    def _write_error(self, video: Path, error: OSError) -> CacheWriteError:
+        if error.errno in _DISK_FULL:
+            return CacheWriteError(
+                f"disk full: no space left to write the face crops of {video} into the cache {self.cache_dir} "
+                f"({error.strerror or error}); free some space or set data.cache_dir to another disk"
+            )
+        return CacheWriteError(
+            f"cannot write the face crops of {video} into the cache {self.cache_dir} "
+            f"({type(error).__name__}: {error}); make it writable or set data.cache_dir to another folder"
+        )
+
+    def _make_cache_dir(self) -> None:
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise CacheWriteError(
+                f"cannot create the face-crop cache folder data.cache_dir={self.cache_dir} "
+                f"({type(error).__name__}: {error}); set data.cache_dir to a writable folder"
+            ) from error
+
+    def record_failure(self, video: Path, reason: str, key: str | None = None) -> VideoReport:
         """Store a failed video's report as its entry: later builds report it instead of retrying it."""
         report = VideoReport(str(video), ok=False, reason=reason)
         try:
-            _, _, error_file = self._paths(self.key(video))
+            report.key = key or self.key(video)
+            _, _, error_file = self._paths(report.key)
             error_file.parent.mkdir(parents=True, exist_ok=True)
             _atomic_write_text(error_file, json.dumps({"report": asdict(report)}))
         except OSError as error:
@@ -221,10 +395,32 @@ class FaceCropCache:
         return report
 
 
+def check_cache_dir(cache_dir: Path) -> None:
+    """A one-line error when the cache folder, or the nearest existing folder above it, is not a folder."""
+    for path in (cache_dir, *cache_dir.parents):
+        if path.exists() or path.is_symlink():
+            if not path.is_dir():
+                what = "is" if path == cache_dir else f"is under {path}, which is"
+                raise CacheError(
+                    f"data.cache_dir={cache_dir} {what} not a folder; set data.cache_dir to a folder"
+                )
+            return
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class _Fatal:
+    """A worker's message that the build cannot go on (the cache folder cannot be written)."""
+
+    message: str
 
 
 def _worker_main(cache: FaceCropCache, conn) -> None:
@@ -241,7 +437,9 @@ def _worker_main(cache: FaceCropCache, conn) -> None:
             video = conn.recv()
             try:
                 report = cache.build_one(video, detector)
-            except Exception as error:  # e.g. a detector or write error: this video fails, not the build
+            except CacheWriteError as error:  # the cache's problem, not the video's: the build stops
+                report = _Fatal(str(error))
+            except Exception as error:  # e.g. a detector error: this video fails, not the build
                 report = VideoReport(str(video), ok=False, reason=f"{video}: {type(error).__name__}: {error}")
             conn.send(report)
     except (EOFError, OSError):  # the parent closed the pipe (done) or is gone (killed)
@@ -259,12 +457,14 @@ class _Worker:
         self.timeout = cache.video_timeout
         self.ready = False
         self.video: Path | None = None
+        self.position = -1
         self.deadline = 0.0
 
-    def submit(self, video: Path) -> None:
+    def submit(self, position: int, video: Path) -> None:
         self.conn.send(video)
         # the clock starts once the worker has started up (imports, detector)
         self.video, self.deadline = video, time.monotonic() + self.timeout + (0 if self.ready else _STARTUP_S)
+        self.position = position
 
     def receive(self) -> VideoReport | None:
         """The report of the current video, or None for the start-up message."""
@@ -273,6 +473,8 @@ class _Worker:
             self.ready, self.deadline = True, time.monotonic() + self.timeout
             return None
         self.video = None
+        if isinstance(message, _Fatal):
+            raise CacheWriteError(message.message)
         return message
 
     def stop(self) -> None:
@@ -294,11 +496,15 @@ def _death(process) -> str:
     return f"exit code {code}"
 
 
-def _build_isolated(cache: FaceCropCache, videos: list[Path], workers: int) -> Iterator[VideoReport]:
-    """Build `videos` in `workers` spawned processes; yields one report per video, as they complete.
+def _build_isolated(
+    cache: FaceCropCache, jobs: list[tuple[int, Path]], workers: int
+) -> Iterator[tuple[int, VideoReport]]:
+    """Build the (position, video) `jobs` in `workers` spawned processes; yields (position, report) per
+    video, as they complete.
 
     A worker that dies (e.g. a segfault in the decoder) or overruns `cache.video_timeout` fails only
-    its video, which is recorded as failed, and is replaced; the build goes on.
+    its video, which is recorded as failed, and is replaced; the build goes on. A CacheWriteError
+    stops it.
     """
     if multiprocessing.current_process().daemon:  # a daemonic process may not start children
         log.warning("building face crops in-process (inside a daemonic process): a decoder crash is fatal")
@@ -307,24 +513,24 @@ def _build_isolated(cache: FaceCropCache, videos: list[Path], workers: int) -> I
         cv2.setNumThreads(1)
         s = cache.settings
         detector = build_detector(s.detector, s.detect_max_side, s.yunet_model)
-        yield from (cache.build_one(video, detector) for video in videos)
+        yield from ((position, cache.build_one(video, detector)) for position, video in jobs)
         return
     context = multiprocessing.get_context(_START_METHOD)
-    pending = list(reversed(videos))
+    pending = list(reversed(jobs))
     pool: list[_Worker] = []
     try:
         while pending or any(w.video is not None for w in pool):
             for worker in pool:
                 if worker.video is None and pending:
-                    worker.submit(pending.pop())
+                    worker.submit(*pending.pop())
             while pending and len(pool) < workers:
                 pool.append(_Worker(context, cache))
-                pool[-1].submit(pending.pop())
+                pool[-1].submit(*pending.pop())
             busy = [w for w in pool if w.video is not None]
             timeout = max(0.0, min(w.deadline for w in busy) - time.monotonic())
             ready = multiprocessing.connection.wait([w.conn for w in busy], timeout=timeout)
             for worker in busy:
-                video = worker.video
+                video, position = worker.video, worker.position
                 if worker.conn in ready:
                     try:
                         report = worker.receive()
@@ -337,7 +543,7 @@ def _build_isolated(cache: FaceCropCache, videos: list[Path], workers: int) -> I
                         failure = f"the build process died while decoding it ({_death(worker.process)})"
                     else:
                         if report is not None:
-                            yield report
+                            yield position, report
                         continue
                 elif time.monotonic() > worker.deadline:
                     failure = f"decoding did not finish within {worker.timeout:g} s (a hung decoder?)"
@@ -345,8 +551,20 @@ def _build_isolated(cache: FaceCropCache, videos: list[Path], workers: int) -> I
                     continue
                 log.error("%s: %s; going on in a new process", video, failure)
                 worker.stop()
+                _remove_temporary_files(cache.cache_dir, worker.process.pid)
                 pool.remove(worker)
-                yield cache.record_failure(video, f"{video}: {failure}")
+                yield position, cache.record_failure(video, f"{video}: {failure}")
     finally:
         for worker in pool:
+            busy = worker.video is not None
             worker.stop()
+            if busy:  # killed mid-video: it may have left a half-written temporary file
+                _remove_temporary_files(cache.cache_dir, worker.process.pid)
+
+
+def _remove_temporary_files(cache_dir: Path, pid: int | None) -> None:
+    """The temporary files of a killed build process (their names carry its pid)."""
+    if pid is None:
+        return
+    for tmp in cache_dir.glob(f"*/.*.{pid}.*"):
+        tmp.unlink(missing_ok=True)

@@ -1,17 +1,24 @@
 """CelebDFDataModule: a Celeb-DF folder (real or the embedded synthetic one) as batches of face crops.
 
 Frame mode (MesoNet): training items are single crops. Clip mode (LSTM models): items are
-`clip_frames` crops of one video in order. Validation and test items are always whole videos
-(every sampled frame, or the clip), so video-level scores come straight out of a batch.
+`clip_frames` crops of one video in order. Validation, test and prediction items are always whole
+videos (every sampled frame, or the clip), so video-level scores come straight out of a batch.
 Batches carry uint8 HWC pixels; they are normalized after the transfer to the device, which
 moves 4x fewer bytes through worker queues and lands in channels_last layout for free.
+
+Every indexed video is either used or reported as skipped with its reason (per split), matched to
+its cache report by position, never by how its path is spelled. The cache entries a run looked up
+are pinned for the whole run: touching a video mid-run does not make its crops unreadable.
+`setup_predict(videos)` scores arbitrary video files through the same datasets and transforms.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict
+from numbers import Integral, Real
 from pathlib import Path
 
 import lightning as L
@@ -19,11 +26,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from src.data.augment import augment_clip, build_test_transform, build_train_transform
-from src.data.cache import BuildReport, CropSettings, FaceCropCache
+from src.data.augment import augment_clip, build_test_transform, build_train_transform, stable_seed
+from src.data.cache import BuildReport, CacheEntry, CropSettings, FaceCropCache, VideoReport
 from src.data.index import CelebDFIndex, VideoRecord, index_celebdf, split_folds
 
 log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+UNKNOWN_LABEL = -1  # the label of a predicted video file outside any index
+MOSTLY_UNDETECTED = 0.5  # a video with a face detected in fewer of its frames is flagged in the data report
+IDENTITY_SPLITS = ("official", "strict")
+# the splits a stage needs, each with both classes (None: every split)
+_STAGE_SPLITS = {"fit": SPLITS, "validate": ("val",), "test": ("test",), "predict": ("test",), None: SPLITS}
 
 
 class TooManyBadVideos(ValueError):
@@ -31,15 +44,17 @@ class TooManyBadVideos(ValueError):
 
 
 class _CachedVideos(Dataset):
-    """Base: opens the cached crops of `records` lazily, once per worker process."""
+    """Base: the pinned cache entries of `records`, opened lazily, once per worker process."""
 
-    def __init__(self, cache: FaceCropCache, root: Path, records: list[VideoRecord]):
-        self.cache, self.root, self.records = cache, root, records
+    def __init__(self, entries: list[CacheEntry], records: list[VideoRecord]):
+        if len(entries) != len(records):
+            raise ValueError(f"{len(entries)} cache entries for {len(records)} videos")
+        self.entries, self.records = entries, records
         self._crops: dict[int, np.ndarray] = {}
 
     def crops(self, video_index: int) -> np.ndarray:
         if video_index not in self._crops:
-            self._crops[video_index] = self.cache.load(self.root / self.records[video_index].path)[0]
+            self._crops[video_index] = self.entries[video_index].load()[0]
         return self._crops[video_index]
 
     def labels(self) -> np.ndarray:
@@ -54,8 +69,8 @@ class FrameDataset(_CachedVideos):
     epochs see more variety per second of compute than every frame every epoch.
     """
 
-    def __init__(self, cache, root, records, frame_counts: list[int], transform, frames_per_epoch: int | None):
-        super().__init__(cache, root, records)
+    def __init__(self, entries, records, frame_counts: list[int], transform, frames_per_epoch: int | None):
+        super().__init__(entries, records)
         self.transform, self.frame_counts = transform, frame_counts
         self.per_video = frames_per_epoch
         if frames_per_epoch is None:
@@ -79,23 +94,30 @@ class FrameDataset(_CachedVideos):
 
 
 class VideoDataset(_CachedVideos):
-    """Whole videos: (crops (T, S, S, 3) uint8, label, video index), `num_frames` evenly spaced.
+    """Whole videos: (crops (T, S, S, 3) uint8, label, id), `num_frames` evenly spaced; the id is the
+    video's position in `records` unless `ids` are given.
 
     Every frame of a video gets the same augmentation parameters; with `seed` set they depend only
-    on (seed, video), so every job of a sweep perturbs a video identically.
+    on (seed, the video's path relative to the dataset root), so every job of a sweep perturbs a video
+    identically, whatever other videos are in the list (a video that fails to decode changes nothing).
     """
 
-    def __init__(self, cache, root, records, num_frames: int, transform, seed: int | None):
-        super().__init__(cache, root, records)
+    def __init__(self, entries, records, num_frames: int, transform, seed: int | None, ids: list[int] | None = None):
+        super().__init__(entries, records)
         self.num_frames, self.transform, self.seed = num_frames, transform, seed
+        self.ids = list(range(len(records))) if ids is None else list(ids)
 
     def __len__(self) -> int:
         return len(self.records)
 
+    def video_seed(self, video: int) -> int | None:
+        return None if self.seed is None else stable_seed(self.seed, self.records[video].path)
+
     def __getitem__(self, video: int):
-        seed = int(torch.randint(2**31 - 1, ())) if self.seed is None else self.seed * 1_000_003 + video
+        seed = self.video_seed(video)
+        seed = int(torch.randint(2**31 - 1, ())) if seed is None else seed
         pixels = self.prepare(self.crops(video), self.num_frames, self.transform, seed)
-        return pixels, self.records[video].label, video
+        return pixels, self.records[video].label, self.ids[video]
 
     @staticmethod
     def prepare(crops: np.ndarray, num_frames: int, transform, seed: int | None) -> torch.Tensor:
@@ -110,23 +132,34 @@ class VideoDataset(_CachedVideos):
         return self.labels()
 
 
+def _require(condition: bool, key: str, value, rule: str) -> None:
+    if not condition:
+        raise ValueError(f"{key}={value!r}: {rule}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
 class CelebDFDataModule(L.LightningDataModule):
     def __init__(
         self,
-        root: str,
+        root: str | None,
         cache_dir: str,
         name: str = "celebdf",
         synthetic: dict | None = None,
         folds: int = 5,
         fold: int = 0,
         split_seed: int = 0,
+        identity_split: str = "official",
         frames_per_video: int = 20,
         train_frames_per_video: int | None = None,
         face_detector: str = "haar",
         yunet_model: str | None = None,
         face_margin: float = 1.3,
         crop_size: int = 256,
-        detect_max_side: int = 320,
+        detect_max_side: int | None = 320,
+        detect_every: int = 1,
         build_workers: int = 2,
         num_workers: int = 2,
         batch_size: int = 32,
@@ -141,45 +174,84 @@ class CelebDFDataModule(L.LightningDataModule):
         test_augment: str = "none",
         augment_seed: int = 0,
     ):
+        """`root` may be None for prediction only (`setup_predict`). Every value is checked here, before
+        any video is touched; a bad one is a ValueError naming its `data.*` / `model.*` key."""
         super().__init__()
         if input_kind not in ("frame", "clip"):
             raise ValueError(f"model.input.kind={input_kind!r}: must be frame or clip")
-        if input_kind == "clip" and clip_frames > frames_per_video:
+        _require(_is_int(clip_frames) and clip_frames >= 1, "model.input.frames_per_clip", clip_frames, "must be >= 1")
+        if input_kind == "clip" and _is_int(frames_per_video) and clip_frames > frames_per_video:
             raise ValueError(
                 f"model.input.frames_per_clip={clip_frames} exceeds data.frames_per_video={frames_per_video}: "
                 "a clip cannot have more frames than are cached per video"
             )
-        if input_size > 2 * crop_size or input_size < 16:
+        if _is_int(crop_size) and (input_size > 2 * crop_size or input_size < 16):
             raise ValueError(f"model.input.size={input_size} does not fit data.crop_size={crop_size}")
-        self.save_hyperparameters(logger=False)
-        self.root = Path(root).expanduser()
-        self.cache = FaceCropCache(
-            Path(cache_dir).expanduser(),
-            CropSettings(frames_per_video, face_margin, crop_size, face_detector, detect_max_side, yunet_model),
+        _require(_is_int(folds) and folds >= 2, "data.folds", folds, "k-fold cross-validation needs an integer >= 2")
+        _require(_is_int(fold) and 0 <= fold < folds, "data.fold", fold, f"must be an integer in 0..{folds - 1}")
+        _require(_is_int(split_seed), "data.split_seed", split_seed, "must be an integer")
+        _require(identity_split in IDENTITY_SPLITS, "data.identity_split", identity_split, "choose official or strict")
+        _require(
+            train_frames_per_video is None or (_is_int(train_frames_per_video) and train_frames_per_video >= 1),
+            "data.train_frames_per_video", train_frames_per_video, "must be null (all) or an integer >= 1",
         )
+        _require(_is_int(build_workers) and build_workers >= 1, "data.build_workers", build_workers, "must be >= 1")
+        _require(_is_int(num_workers) and num_workers >= 0, "data.num_workers", num_workers, "must be >= 0")
+        _require(_is_int(batch_size) and batch_size >= 1, "data.batch_size", batch_size, "must be >= 1")
+        _require(
+            isinstance(max_bad_fraction, Real) and 0 <= max_bad_fraction <= 1,
+            "data.max_bad_fraction", max_bad_fraction, "must be a fraction in [0, 1]",
+        )
+        self.save_hyperparameters(logger=False)
+        self.root = None if root in (None, "") else Path(root).expanduser()
+        settings = CropSettings(
+            frames_per_video, face_margin, crop_size, face_detector, detect_max_side, yunet_model, detect_every
+        )
+        self.cache = FaceCropCache(cache_dir, settings, root=self.root)
         self.index: CelebDFIndex | None = None
         self.build_report: BuildReport | None = None
-        self.splits: dict[str, list[VideoRecord]] = {}
+        self.splits: dict[str, list[VideoRecord]] = {}  # the videos each split uses
+        self.indexed_splits: dict[str, list[VideoRecord]] = {}  # ... and the skipped ones too
+        self.video_reports: dict[str, VideoReport] = {}  # record path -> its cache report
+        self.entries: dict[str, CacheEntry] = {}  # record path -> its cache entry, pinned for the run
         self.frame_counts: dict[str, int] = {}
+        self.predict_reports: list[VideoReport] | None = None  # set by setup_predict, one per video given
+        self._predict: tuple[list[CacheEntry], list[VideoRecord], list[int]] | None = None
         # the model's normalization, applied to uint8 pixels after the transfer to the device
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255
 
+    def _require_root(self) -> Path:
+        if self.root is None:
+            raise ValueError(
+                "data.root is not set: point it at a Celeb-DF folder (data.root=/path/to/Celeb-DF-v2); "
+                "scoring single video files (evaluate.py video=...) works without it"
+            )
+        return self.root
+
     # -- preparation ----------------------------------------------------------------------------
     def prepare_data(self) -> None:
         """Generate the synthetic set if needed, index it and build the face-crop cache."""
-        if self.build_report is not None:
+        if self.build_report is not None or self._predict is not None:
             return
+        root = self._require_root()
         if self.hparams.synthetic is not None:
             from src.data.synthetic import generate_synthetic_celebdf
 
-            generate_synthetic_celebdf(self.root, **dict(self.hparams.synthetic))
-        index = index_celebdf(self.root)
-        self._build(index)
+            generate_synthetic_celebdf(root, **dict(self.hparams.synthetic))
+        self._build(index_celebdf(root))
 
     def _build(self, index: CelebDFIndex) -> BuildReport:
         report = self.cache.build([index.root / r.path for r in index.records], self.hparams.build_workers)
+        if len(report.videos) != len(index.records):  # one report per video, by position
+            raise RuntimeError(f"the cache reported {len(report.videos)} videos for {len(index.records)} indexed")
         self.index, self.build_report = index, report
+        self.video_reports = {r.path: v for r, v in zip(index.records, report.videos, strict=True)}
+        self.entries = {
+            r.path: self.cache.entry(index.root / r.path, key=v.key or None)
+            for r, v in zip(index.records, report.videos, strict=True)
+            if v.ok
+        }
         for video in report.failed:
             log.warning("skipped video %s: %s", video.path, video.reason)
         for video in report.videos:
@@ -189,29 +261,75 @@ class CelebDFDataModule(L.LightningDataModule):
         bad = len(report.failed) / max(len(report.videos), 1)
         if bad > self.hparams.max_bad_fraction:
             raise TooManyBadVideos(
-                f"{len(report.failed)} of {len(report.videos)} videos under {self.root} could not be decoded "
+                f"{len(report.failed)} of {len(report.videos)} videos under {index.root} could not be decoded "
                 f"({bad:.0%} > data.max_bad_fraction={self.hparams.max_bad_fraction}); first: "
                 + "; ".join(f"{v.path}: {v.reason}" for v in report.failed[:3])
             )
         return report
 
     def setup(self, stage: str | None = None) -> None:
+        if stage == "predict" and self._predict is not None:
+            return  # video files given to setup_predict: no index needed
         if self.splits:
             return
-        report = self.build_report or self._build(index_celebdf(self.root))
-        usable = {v.path: v for v in report.videos if v.ok}
-        index = self.index
-        records = [r for r in index.records if str(index.root / r.path) in usable]
-        self.frame_counts = {r.path: usable[str(index.root / r.path)].num_frames for r in records}
-        train_val = [r for r in records if not r.is_test]
-        train, val = split_folds(train_val, self.hparams.folds, self.hparams.fold, self.hparams.split_seed)
-        self.splits = {"train": train, "val": val, "test": [r for r in records if r.is_test]}
+        if self.build_report is None:
+            self._build(index_celebdf(self._require_root()))
+        hp, index = self.hparams, self.index
+        usable = {path for path, report in self.video_reports.items() if report.ok}
+        self.frame_counts = {path: self.video_reports[path].num_frames for path in usable}
+        # folds come from every indexed video, so a video that fails to decode moves no other video
+        train, val = split_folds(index.train_val(), hp.folds, hp.fold, hp.split_seed, identity_split=hp.identity_split)
+        self.indexed_splits = {"train": train, "val": val, "test": index.test()}
+        self.splits = {name: [r for r in part if r.path in usable] for name, part in self.indexed_splits.items()}
         for split, items in self.splits.items():
             fake = sum(r.label for r in items)
-            log.info("%s split: %d videos (%d real, %d fake)", split, len(items), len(items) - fake, fake)
-        for split in ("train", "val", "test"):
-            if not self.splits[split]:
-                raise ValueError(f"the {split} split of {self.root} is empty")
+            skipped = len(self.indexed_splits[split]) - len(items)
+            log.info("%s split: %d videos (%d real, %d fake), %d skipped", split, len(items), len(items) - fake, fake,
+                     skipped)
+        for split in _STAGE_SPLITS.get(stage, SPLITS):
+            self._check_both_classes(split)
+
+    def _check_both_classes(self, split: str) -> None:
+        """A split without both classes is an error here, not a silent AUC of 0.0 (or nan) later."""
+        items, hp = self.splits[split], self.hparams
+        real = sum(r.label == 0 for r in items)
+        fake = len(items) - real
+        if real and fake:
+            return
+        skipped = len(self.indexed_splits[split]) - len(items)
+        counts = f"{real} real and {fake} fake videos" + (f" ({skipped} more skipped)" if skipped else "")
+        why = "AUC is undefined" if split != "train" else "a detector cannot be trained on it"
+        if split == "test":
+            fix = f"the test list of {self.index.root} must name usable videos of both classes"
+            where = f"the test split of {self.index.root}"
+        else:
+            fix = "choose another data.fold/data.folds or data.split_seed"
+            where = f"the {split} split of fold {hp.fold} (data.folds={hp.folds}, data.split_seed={hp.split_seed})"
+        raise ValueError(f"{where} has {counts}: {why}; {fix}")
+
+    def setup_predict(self, videos: Sequence[str | Path]) -> list[VideoReport]:
+        """Build or reuse the cache entries of arbitrary video files (no index or data.root needed);
+        `predict_dataloader()` then yields the usable ones as whole-video items, with the test
+        transform, frame choice and batch transfer of test evaluation, each item's id being the video's
+        position in `videos`. Returns one report per video, in order (`ok`, `reason`, `num_frames`,
+        `num_detected`, `centre_fallback`), also kept as `predict_reports`."""
+        videos = [Path(v).expanduser() for v in videos]
+        if not videos:
+            raise ValueError("no video files to score")
+        report = self.cache.build(videos, self.hparams.build_workers, progress=len(videos) > 1)
+        entries, records, ids = [], [], []
+        for position, (video, result) in enumerate(zip(videos, report.videos, strict=True)):
+            if not result.ok:
+                log.warning("cannot score %s", result.reason)
+                continue
+            entries.append(self.cache.entry(video, key=result.key or None))
+            # seeded by the canonical path: a video inside data.root is perturbed as in test evaluation
+            path = self.cache.canonical_path(video)
+            records.append(VideoRecord(path, UNKNOWN_LABEL, identity="", source="", is_test=True))
+            ids.append(position)
+        self.predict_reports = report.videos
+        self._predict = (entries, records, ids)
+        return report.videos
 
     def class_counts(self) -> dict[str, int]:
         return {
@@ -221,40 +339,105 @@ class CelebDFDataModule(L.LightningDataModule):
         }
 
     def data_report(self) -> dict:
-        """Counts and per-video problems, for the tracker."""
+        """Counts and per-video problems, for the tracker: per split and class, the indexed, used and
+        skipped videos, their frames (detected, filled from a neighbour, centre-crop fallbacks), the
+        identity overlap between splits, and the videos whose faces were mostly not found."""
         report = self.build_report
+        split_of = {r.path: split for split, part in self.indexed_splits.items() for r in part}
+        skipped = [
+            {"path": v.path, "video": path, "split": split_of.get(path, ""), "reason": v.reason}
+            for path, v in self.video_reports.items()
+            if not v.ok
+        ]
+        per_split = {
+            split: {name: self._split_stats([r for r in part if r.label == label]) for name, label in
+                    (("real", 0), ("fake", 1))}
+            for split, part in self.indexed_splits.items()
+        }
+        mostly_undetected = [
+            {"path": v.path, "video": path, "split": split_of.get(path, ""), "frames": v.num_frames,
+             "frames_detected": v.num_detected, "centre_fallback": v.centre_fallback}
+            for path, v in self.video_reports.items()
+            if v.ok and v.num_detected < MOSTLY_UNDETECTED * v.num_frames
+        ]
+        summary = {**report.summary(), "indexed_videos": len(self.video_reports), "skipped_videos": len(skipped),
+                   "mostly_undetected_videos": len(mostly_undetected)}
         return {
-            "summary": report.summary(),
-            "skipped_videos": [{"path": v.path, "reason": v.reason} for v in report.failed],
+            "summary": summary,
+            "splits": per_split,
+            "identity_split": self.hparams.identity_split,
+            "identity_overlap": self._identity_overlap(),
+            "skipped_videos": skipped,
             "degraded_videos": [
                 {"path": v.path, "reason": "; ".join(filter(None, [v.reason, v.degraded]))}
                 for v in report.videos
                 if v.ok and (v.reason or v.degraded)
             ],
+            "mostly_undetected_videos": mostly_undetected,
             "skipped_index_entries": [{"entry": e, "reason": r} for e, r in self.index.skipped],
             "class_counts": self.class_counts(),
         }
+
+    def _split_stats(self, records: list[VideoRecord]) -> dict[str, int]:
+        reports = [self.video_reports[r.path] for r in records]
+        used = [v for v in reports if v.ok]
+        return {
+            "indexed": len(reports),
+            "used": len(used),
+            "skipped": len(reports) - len(used),
+            "frames": sum(v.num_frames for v in used),
+            "frames_detected": sum(v.num_detected for v in used),
+            "frames_filled": sum(v.num_filled for v in used),  # took a box from neighbouring detections
+            "centre_fallback_videos": sum(v.centre_fallback for v in used),
+            "centre_fallback_frames": sum(v.num_frames for v in used if v.centre_fallback),
+            "mostly_undetected_videos": sum(v.num_detected < MOSTLY_UNDETECTED * v.num_frames for v in used),
+        }
+
+    def _identity_overlap(self) -> dict:
+        # imported here: index.py gains it in the same round of changes
+        from src.data.index import identity_overlap
+
+        return identity_overlap(self.splits)
 
     def write_data_report(self, path: Path) -> Path:
         path.write_text(json.dumps(self.data_report(), indent=2))
         return path
 
     # -- loaders --------------------------------------------------------------------------------
+    def _entries(self, records: list[VideoRecord]) -> list[CacheEntry]:
+        return [self.entries[r.path] for r in records]
+
     def train_dataset(self) -> Dataset:
         hp, records = self.hparams, self.splits["train"]
         transform = build_train_transform(hp.train_augment, hp.input_size)
         if hp.input_kind == "frame":
             counts = [self.frame_counts[r.path] for r in records]
-            return FrameDataset(self.cache, self.root, records, counts, transform, hp.train_frames_per_video)
-        return VideoDataset(self.cache, self.root, records, hp.clip_frames, transform, seed=None)
+            return FrameDataset(self._entries(records), records, counts, transform, hp.train_frames_per_video)
+        return VideoDataset(self._entries(records), records, hp.clip_frames, transform, seed=None)
 
     def eval_transform(self, level: str = "none"):
         return build_test_transform(level, self.hparams.input_size)
 
-    def eval_dataset(self, split: str, level: str = "none") -> VideoDataset:
+    def _eval_frames(self) -> int:
         hp = self.hparams
-        frames = hp.frames_per_video if hp.input_kind == "frame" else hp.clip_frames
-        return VideoDataset(self.cache, self.root, self.splits[split], frames, self.eval_transform(level), hp.augment_seed)
+        return hp.frames_per_video if hp.input_kind == "frame" else hp.clip_frames
+
+    def eval_dataset(self, split: str, level: str = "none") -> VideoDataset:
+        records = self.splits[split]
+        return VideoDataset(
+            self._entries(records), records, self._eval_frames(), self.eval_transform(level), self.hparams.augment_seed
+        )
+
+    def predict_dataset(self) -> VideoDataset:
+        """The usable videos given to setup_predict, under the test-time augmentation."""
+        if self._predict is None:
+            raise RuntimeError("setup_predict(videos) was not called")
+        entries, records, ids = self._predict
+        if not records:
+            reasons = "; ".join(v.reason for v in self.predict_reports[:3])
+            raise ValueError(f"none of the {len(self.predict_reports)} video files can be scored: {reasons}")
+        transform = self.eval_transform(self.hparams.test_augment)
+        return VideoDataset(entries, records, self._eval_frames(), transform, self.hparams.augment_seed, ids=ids)
 
     def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
         sampler = None
@@ -290,8 +473,11 @@ class CelebDFDataModule(L.LightningDataModule):
         return self._loader(self.eval_dataset("test", self.hparams.test_augment), self._eval_batch_size(), False)
 
     def predict_dataloader(self) -> DataLoader:
-        """The test list under the test-time augmentation: what evaluate.py scores."""
-        return self.test_dataloader()
+        """The video files given to setup_predict; without it, the test list under the test-time
+        augmentation (what evaluate.py scores)."""
+        if self._predict is None:
+            return self.test_dataloader()
+        return self._loader(self.predict_dataset(), self._eval_batch_size(), train=False)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """uint8 (..., S, S, 3) -> normalized float (..., 3, S, S), channels_last for frame batches."""

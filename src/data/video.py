@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,30 @@ def evenly_spaced_indices(num_total: int, num_wanted: int) -> np.ndarray:
     return np.floor((np.arange(num_wanted) + 0.5) * num_total / num_wanted).astype(np.int64)
 
 
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def not_a_video_file(path: str | Path) -> str:
+    """Why `path` cannot be a video file ("" if it is a regular file), found without opening it: opening a
+    FIFO blocks until a writer comes, and a device such as /dev/zero never ends."""
+    try:
+        mode = Path(path).stat().st_mode
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as error:
+        return f"cannot stat: {error.strerror or error}"
+    if stat.S_ISREG(mode):
+        return ""
+    kind = next((name for test, name in _KINDS if test(mode)), "not a file")
+    return f"not a regular file ({kind})"
+
+
 def read_frames(path: str | Path, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
     """Decode `num_frames` evenly spaced RGB frames: (frames (N, H, W, 3) uint8, frame indices).
 
@@ -33,8 +58,9 @@ def read_frames(path: str | Path, num_frames: int) -> tuple[np.ndarray, np.ndarr
     import decord  # imported here: worker processes pay for it only when they decode
 
     path = Path(path)
-    if not path.is_file():
-        raise VideoDecodeError(f"{path}: no such file")
+    problem = not_a_video_file(path)
+    if problem:
+        raise VideoDecodeError(f"{path}: {problem}")
     if path.stat().st_size == 0:
         raise VideoDecodeError(f"{path}: empty file (0 bytes)")
     try:
