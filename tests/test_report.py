@@ -1,16 +1,19 @@
-"""`python -m src.experiments.report` against a throwaway MLflow store filled with fake evaluate runs:
-the tables must show exactly what was logged (newest run per cell, sweep and data filters, "–" for holes)."""
+"""`python -m src.experiments.report` against throwaway MLflow stores filled with evaluate-like runs (tags,
+metrics, video_scores.csv artifacts written here; no training): the report of one sweep must show exactly
+what was logged, with intervals, replicates, lineage flags and paired comparisons."""
 
 from __future__ import annotations
 
+import csv
 import random
 import re
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 
-from src.experiments import report
+from src.experiments import report, stats
 from src.experiments.report import collect_results, main, plot_robustness, render_tables
 
 SEED_HEADER = ["MesoNet", "MesoNet (finetuned)", "ResNetLSTM", "ResNetLSTM (finetuned)"]
@@ -21,58 +24,88 @@ T0 = 1_700_000_000_000  # ms; explicit start times make "newest" unambiguous
 
 
 class FakeStore:
-    """Logs evaluate-like runs (tags + test/* metrics) and remembers what it logged, per cell."""
+    """Logs evaluate-like runs (tags, test/* metrics, optionally video_scores.csv) and returns what it logged."""
 
-    def __init__(self, uri: str):
-        self.uri = uri
+    def __init__(self, uri: str, tmp: Path):
+        self.uri, self.tmp = uri, tmp
         self.client = mlflow.MlflowClient(uri)
-        self.experiment_id = self.client.create_experiment("evaluate", artifact_location=self._artifacts(uri))
+        self.experiments: dict[str, str] = {}
         self.rng = random.Random(0)
         self.clock = T0
 
-    @staticmethod
-    def _artifacts(uri: str) -> str:
-        return (Path(uri.removeprefix("sqlite:///")).parent / "mlruns").as_uri()
+    def experiment(self, name: str) -> str:
+        if name not in self.experiments:
+            location = (Path(self.uri.removeprefix("sqlite:///")).parent / "mlruns").as_uri()
+            self.experiments[name] = self.client.create_experiment(name, artifact_location=location)
+        return self.experiments[name]
 
-    def log(self, model, weights, augment, data="synthetic", sweep=None, status="FINISHED") -> dict[str, float]:
+    def log(self, model, weights, augment, data="synthetic", sweep=None, status="FINISHED", tags=None,
+            scores=None, experiment="evaluate", intervals=True) -> dict:
+        """Random metrics (in (0.05, 0.95): a rounded real value is never "0.000"), or for `scores`
+        (rows path, label, p_fake, group) the metrics and intervals stats computes from them."""
         self.clock += 1000
-        tags = {"model": model, "weights": weights, "augment": augment, "data": data}
+        all_tags = {"model": model, "weights": weights, "augment": augment, "data": data, **(tags or {})}
         if sweep:
-            tags["sweep_id"] = sweep
-        run = self.client.create_run(self.experiment_id, start_time=self.clock, tags=tags)
-        # values in (0.05, 0.95): a rounded real value is never "0.000", so "0.000" can only mean a bogus zero
-        metrics = {f"test/{lvl}_{m}": self.rng.uniform(0.05, 0.95)
-                   for lvl in ("video", "frame") for m in ("auc", "ap", "acc", "loss", "eer")}
-        self.client.log_batch(run.info.run_id, metrics=[
-            mlflow.entities.Metric(k, v, self.clock, 0) for k, v in metrics.items()])
-        self.client.set_terminated(run.info.run_id, status, end_time=self.clock + 500)
-        return metrics
+            all_tags["sweep_id"] = sweep
+        run = self.client.create_run(self.experiment(experiment), start_time=self.clock, tags=all_tags)
+        run_id = run.info.run_id
+        if scores is None:
+            metrics = {f"test/{lvl}_{m}": self.rng.uniform(0.05, 0.95)
+                       for lvl in ("video", "frame") for m in stats.METRICS}
+            if intervals:
+                for m in stats.METRICS:
+                    value = metrics[f"test/video_{m}"]
+                    metrics[f"test/video_{m}_ci_low"] = value - self.rng.uniform(0.01, 0.04)
+                    metrics[f"test/video_{m}_ci_high"] = value + self.rng.uniform(0.01, 0.04)
+        else:
+            probs, labels = [r[2] for r in scores], [r[1] for r in scores]
+            values = stats.video_metrics(probs, labels)
+            ci = stats.bootstrap_intervals(probs, labels, groups=[r[3] for r in scores], n_boot=200)
+            metrics = {f"test/video_{m}": v for m, v in values.items()}
+            metrics.update({f"test/video_{m}_ci_low": ci[m][0] for m in stats.METRICS})
+            metrics.update({f"test/video_{m}_ci_high": ci[m][1] for m in stats.METRICS})
+            folder = self.tmp / run_id
+            folder.mkdir(parents=True)
+            with (folder / "video_scores.csv").open("w", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["path", "label", "logit", "p_fake", "group"])
+                for path, label, prob, group in scores:
+                    writer.writerow([path, label, repr(float(np.log(prob / (1 - prob)))), repr(prob), group])
+            self.client.log_artifact(run_id, str(folder / "video_scores.csv"))
+        self.client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, v, self.clock, 0) for k, v in metrics.items()])
+        self.client.set_terminated(run_id, status, end_time=self.clock + 500)
+        return {"run_id": run_id, **metrics}
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """One populated store for the module (creating a sqlite store costs seconds, so share it).
 
-    sweep-a: the seed grid minus ResNetLSTM (finetuned) under heavy augmentation.
-    sweep-b (newer): MesoNet none again, and Meso4 none/flip (an extra model).
-    single runs: a MesoNet scratch run, a celebdf run, and a newer FAILED run that must be ignored.
+    sweep-a (older): the seed grid minus ResNetLSTM (finetuned) under heavy augmentation, with intervals.
+    sweep-b (newer, the latest): MesoNet none, Meso4 none/flip (an extra model), a celebdf run; no intervals.
+    single runs (no sweep): a MesoNet scratch run and a newer FAILED run, which no sweep report shows.
+    experiment evaluate-single: runs outside any sweep only (the fallback).
     """
-    uri = f"sqlite:///{tmp_path_factory.mktemp('report-store')}/mlflow.db"
-    fake = FakeStore(uri)
-    logged: dict[str, dict] = {"sweep-a": {}, "sweep-b": {}, "latest": {}}
+    folder = tmp_path_factory.mktemp("report-store")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    fake = FakeStore(uri, folder / "files")
+    logged: dict[str, dict] = {"sweep-a": {}, "sweep-b": {}, "single": {}}
     for model in ("mesonet", "resnet_lstm"):
         for weights in ("pretrained", "finetuned"):
             for augment in ("none", "flip", "heavy"):
                 if (model, weights, augment) == ("resnet_lstm", "finetuned", "heavy"):
                     continue
                 logged["sweep-a"][(model, weights, augment)] = fake.log(model, weights, augment, sweep="sweep-a")
-    logged["latest"].update(logged["sweep-a"])
     for cell in (("mesonet", "pretrained", "none"), ("meso4", "pretrained", "none"), ("meso4", "pretrained", "flip")):
-        logged["sweep-b"][cell] = fake.log(*cell, sweep="sweep-b")
-    logged["latest"].update(logged["sweep-b"])
-    logged["latest"][("mesonet", "scratch", "heavy")] = fake.log("mesonet", "scratch", "heavy")
-    logged["celebdf"] = {("mesonet", "pretrained", "none"): fake.log("mesonet", "pretrained", "none", data="celebdf")}
-    fake.log("mesonet", "finetuned", "none", status="FAILED")  # newest of its cell, but not finished
+        logged["sweep-b"][cell] = fake.log(*cell, sweep="sweep-b", intervals=False)
+    logged["celebdf"] = {("mesonet", "pretrained", "none"): fake.log("mesonet", "pretrained", "none", data="celebdf",
+                                                                    sweep="sweep-b", intervals=False)}
+    fake.log("mesonet", "scratch", "heavy")
+    fake.log("mesonet", "finetuned", "none", sweep="sweep-b", status="FAILED")  # newest, but not finished
+    for augment in ("none", "flip"):
+        fake.log("mesonet", "pretrained", augment, experiment="evaluate-single")
+        logged["single"][("mesonet", "pretrained", augment)] = fake.log(
+            "mesonet", "pretrained", augment, experiment="evaluate-single")  # re-run: replaces the first
     return uri, logged
 
 
@@ -84,14 +117,17 @@ def use_store(store, monkeypatch):
 
 
 def parse_report(markdown: str) -> dict[str, dict[str, tuple[list[str], dict[str, dict[str, str]]]]]:
-    """{data: {table title: (column names, {row: {column: cell}})}}, checking the rows' order on the way."""
+    """{data: {table title: (column names, {row: {column: cell}})}} of the metric tables (the `## Data:`
+    sections; other sections are skipped), checking the rows' order on the way."""
     parsed: dict = {}
     data = title = None
     for line in markdown.splitlines():
-        if line.startswith("## Data: "):
-            data = line.removeprefix("## Data: ").strip()
-            parsed[data] = {}
-        elif line.startswith("### "):
+        if line.startswith("## "):
+            data = line.removeprefix("## Data: ").strip() if line.startswith("## Data: ") else None
+            title = None
+            if data is not None:
+                parsed[data] = {}
+        elif line.startswith("### ") and data is not None:
             title = line.removeprefix("### ").strip()
             parsed[data][title] = ([], {})
         elif line.startswith("|") and title is not None:
@@ -107,110 +143,114 @@ def parse_report(markdown: str) -> dict[str, dict[str, tuple[list[str], dict[str
     return parsed
 
 
-def expected_cell(metrics: dict[str, float] | None, row: str, level: str = "video") -> str:
-    return "–" if metrics is None else f"{metrics[f'test/{level}_{METRIC_OF_ROW[row]}']:.3f}"
+def expected_cell(metrics: dict | None, row: str, level: str = "video") -> str:
+    if metrics is None:
+        return "–"
+    key = f"test/{level}_{METRIC_OF_ROW[row]}"
+    text = f"{metrics[key]:.3f}"
+    if f"{key}_ci_low" in metrics:
+        text += f" [{metrics[f'{key}_ci_low']:.2f}, {metrics[f'{key}_ci_high']:.2f}]"
+    return text
 
 
 def check_table(table, cells: dict, augment: str, columns: dict[str, tuple[str, str]], level: str = "video"):
-    """Every cell of the table equals the logged metric rounded to 3 decimals, or "–" where nothing was logged."""
+    """Every cell equals the logged metric to 3 decimals with its interval to 2, or "–" where nothing was logged."""
     header, rows = table
     for name, (model, weights) in columns.items():
         metrics = cells.get((model, weights, augment))
         for row in ROW_ORDER:
             assert rows[row][name] == expected_cell(metrics, row, level), (augment, name, row)
-            if metrics is not None:
-                assert float(rows[row][name]) == pytest.approx(
-                    round(metrics[f"test/{level}_{METRIC_OF_ROW[row]}"], 3), abs=1e-9)
 
 
 ALL_COLUMNS = {
     "MesoNet": ("mesonet", "pretrained"), "MesoNet (finetuned)": ("mesonet", "finetuned"),
     "ResNetLSTM": ("resnet_lstm", "pretrained"), "ResNetLSTM (finetuned)": ("resnet_lstm", "finetuned"),
-    "MesoNet (scratch)": ("mesonet", "scratch"), "Meso4": ("meso4", "pretrained"),
+    "MesoNet (untrained)": ("mesonet", "scratch"), "Meso4": ("meso4", "pretrained"),
 }
 
 
-def test_latest_run_per_cell(store):
-    """Without a sweep the newest finished run of each cell wins; extra models and scratch get columns."""
+def test_cells_print_the_value_and_its_interval(store):
+    """`0.893 [0.71, 1.00]` from test/video_<m> and its _ci_low/_ci_high; the seed's columns stay when empty."""
     uri, logged = store
-    results = collect_results(uri, data="synthetic")
-    assert {(r["model"], r["weights"], r["augment"]) for r in results} == set(logged["latest"])
-    parsed = parse_report(render_tables(results))
-    assert list(parsed) == ["synthetic"]
-    assert list(parsed["synthetic"]) == TITLES
-    for title, augment in zip(TITLES, ("none", "flip", "heavy"), strict=True):
-        table = parsed["synthetic"][title]
-        assert table[0] == SEED_HEADER + ["MesoNet (scratch)", "Meso4"]
-        check_table(table, logged["latest"], augment, ALL_COLUMNS)
-    # sweep-b's MesoNet run replaced sweep-a's; the FAILED newer run did not replace anything
-    mesonet_none = parsed["synthetic"][TITLES[0]][1]["AUC"]["MesoNet"]
-    assert mesonet_none == f"{logged['sweep-b'][('mesonet', 'pretrained', 'none')]['test/video_auc']:.3f}"
-    assert parsed["synthetic"][TITLES[2]][1]["AUC"]["ResNetLSTM (finetuned)"] == "–"
-
-
-def test_sweep_filter(store):
-    """--sweep-id keeps one multirun's runs only; the seed's four columns stay even when empty."""
-    uri, logged = store
-    parsed = parse_report(render_tables(collect_results(uri, sweep_id="sweep-a")))
-    for title, augment in zip(TITLES, ("none", "flip", "heavy"), strict=True):
-        table = parsed["synthetic"][title]
-        assert table[0] == SEED_HEADER  # no Meso4 or scratch column: those runs are not in sweep-a
-        check_table(table, logged["sweep-a"], augment, {k: ALL_COLUMNS[k] for k in SEED_HEADER})
-
-    markdown = render_tables(collect_results(uri, sweep_id="sweep-b"))
+    markdown = render_tables(collect_results(uri, sweep_id="sweep-a"))
+    assert re.search(r"\| \d\.\d{3} \[\d\.\d\d, \d\.\d\d\] \|", markdown)
     parsed = parse_report(markdown)
     for title, augment in zip(TITLES, ("none", "flip", "heavy"), strict=True):
         table = parsed["synthetic"][title]
-        assert table[0] == SEED_HEADER + ["Meso4"]
-        check_table(table, logged["sweep-b"], augment, {k: ALL_COLUMNS[k] for k in SEED_HEADER + ["Meso4"]})
-    assert "0.000" not in markdown  # missing cells are never rendered as zeros
+        assert table[0] == SEED_HEADER
+        check_table(table, logged["sweep-a"], augment, {k: ALL_COLUMNS[k] for k in SEED_HEADER})
+    assert parsed["synthetic"][TITLES[2]][1]["AUC"]["ResNetLSTM (finetuned)"] == "–"
+    # frame level has no intervals: bare values
+    frame = parse_report(render_tables(collect_results(uri, sweep_id="sweep-a"), level="frame"))
+    check_table(frame["synthetic"][TITLES[0]], logged["sweep-a"], "none", {k: ALL_COLUMNS[k] for k in SEED_HEADER},
+                level="frame")
+    assert "[" not in frame["synthetic"][TITLES[0]][1]["AUC"]["MesoNet"]
 
 
-def test_data_sections_and_frame_level(store):
-    """Several data tags give one section each; --level frame reads test/frame_* metrics."""
+def test_default_is_the_latest_sweep_only(store):
+    """Without a sweep id: the sweep of the newest finished sweep run; older sweeps and single runs stay out."""
     uri, logged = store
+    assert report.latest_sweep(uri) == "sweep-b"
     results = collect_results(uri)
-    parsed = parse_report(render_tables(results, level="frame"))
+    assert {r["sweep_id"] for r in results} == {"sweep-b"}
+    assert {(r["model"], r["weights"], r["augment"]) for r in results if r["data"] == "synthetic"} == set(logged["sweep-b"])
+    parsed = parse_report(render_tables(results))
     assert list(parsed) == ["celebdf", "synthetic"]
-    check_table(parsed["celebdf"][TITLES[0]], logged["celebdf"], "none",
-                {k: ALL_COLUMNS[k] for k in SEED_HEADER}, level="frame")
-    assert parsed["celebdf"][TITLES[0]][0] == SEED_HEADER
-    check_table(parsed["synthetic"][TITLES[1]], logged["latest"], "flip", ALL_COLUMNS, level="frame")
-    with pytest.raises(ValueError, match="level"):
-        render_tables(results, level="clip")
+    for title, augment in zip(TITLES, ("none", "flip", "heavy"), strict=True):
+        table = parsed["synthetic"][title]
+        assert table[0] == SEED_HEADER + ["Meso4"]  # no scratch column: that run is not in the sweep
+        check_table(table, logged["sweep-b"], augment, {k: ALL_COLUMNS[k] for k in SEED_HEADER + ["Meso4"]})
+    check_table(parsed["celebdf"][TITLES[0]], logged["celebdf"], "none", {k: ALL_COLUMNS[k] for k in SEED_HEADER})
+    # the newer FAILED run of sweep-b did not make a MesoNet (finetuned) cell
+    assert parsed["synthetic"][TITLES[0]][1]["AUC"]["MesoNet (finetuned)"] == "–"
+    assert report.latest_sweep(uri, data="celebdf") == "sweep-b"
 
 
-def test_robustness_chart_is_png(store, tmp_path):
-    """The chart is a real PNG image, also when several data values need several panels."""
-    uri, _ = store
-    for name, results in (("one.png", collect_results(uri, data="synthetic")), ("all.png", collect_results(uri))):
-        path = plot_robustness(results, tmp_path / name)
-        content = path.read_bytes()
-        assert content[:8] == b"\x89PNG\r\n\x1a\n"
-        assert len(content) > 1024
+def test_without_sweeps_the_latest_run_per_cell_is_reported(store):
+    uri, logged = store
+    results = collect_results(uri, experiment="evaluate-single")
+    assert len(results) == 2 and all(len(r["runs"]) == 1 and r["sweep_id"] is None for r in results)
+    parsed = parse_report(render_tables(results))
+    check_table(parsed["synthetic"][TITLES[1]], logged["single"], "flip", {"MesoNet": ("mesonet", "pretrained")})
 
 
-def test_main_writes_prints_and_logs(use_store, tmp_path, capsys):
-    """main() writes both files, prints the tables, and logs them as a `report` run next to the store."""
+def test_main_writes_reports_folder_of_the_sweep_prints_and_logs(use_store, tmp_path, monkeypatch, capsys):
+    """Default: reports/<latest sweep>/ under the project root with report.md, report.html (chart embedded,
+    for MLflow's artifact viewer) and robustness.png; the same files logged as a `report` run."""
     uri, logged = use_store
-    out = tmp_path / "out"
-    assert main(["--sweep-id", "sweep-a", "--out", str(out)]) == 0
+    monkeypatch.setattr(report, "PROJECT_ROOT", tmp_path)
+    assert main([]) == 0
     printed = capsys.readouterr().out
-    assert "### Test metrics, no augmentation" in printed
+    out = tmp_path / "reports" / "sweep-b"
+    assert f"Wrote {out / 'report.md'}" in printed and "### Test metrics, no augmentation" in printed
     markdown = (out / "report.md").read_text(encoding="utf-8")
-    check_table(parse_report(markdown)["synthetic"][TITLES[1]], logged["sweep-a"], "flip",
-                {k: ALL_COLUMNS[k] for k in SEED_HEADER})
+    assert "sweep-b" in markdown.splitlines()[0]
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "<table>" in page and "data:image/png;base64," in page and "![" not in page
     assert (out / "robustness.png").read_bytes()[:4] == b"\x89PNG"
 
     run_id = re.search(r"Logged MLflow run (\w+)", printed).group(1)
     client = mlflow.MlflowClient(uri)
     run = client.get_run(run_id)
     assert client.get_experiment(run.info.experiment_id).name == "report"
-    assert run.data.tags["kind"] == "report" and run.data.tags["sweep_id"] == "sweep-a"
+    assert run.data.tags["kind"] == "report" and run.data.tags["sweep_id"] == "sweep-b"
     assert run.info.status == "FINISHED"
-    assert {"report.md", "robustness.png"} <= {a.path for a in client.list_artifacts(run_id)}
+    assert {"report.md", "report.html", "robustness.png"} <= {a.path for a in client.list_artifacts(run_id)}
     store_dir = Path(uri.removeprefix("sqlite:///")).parent
     assert run.info.artifact_uri.startswith(store_dir.as_uri())  # not into the working directory
+
+
+def test_sweep_option_picks_another_sweep(use_store, tmp_path, monkeypatch, capsys):
+    """--sweep-id (make report SWEEP=...) reports that sweep into reports/<id>/; --out overrides the folder."""
+    uri, logged = use_store
+    monkeypatch.setattr(report, "PROJECT_ROOT", tmp_path)
+    assert main(["--sweep-id", "sweep-a", "--no-log"]) == 0
+    markdown = (tmp_path / "reports" / "sweep-a" / "report.md").read_text(encoding="utf-8")
+    check_table(parse_report(markdown)["synthetic"][TITLES[1]], logged["sweep-a"], "flip",
+                {k: ALL_COLUMNS[k] for k in SEED_HEADER})
+    assert "Logged MLflow run" not in capsys.readouterr().out
+    assert main(["--sweep-id", "sweep-a", "--no-log", "--out", str(tmp_path / "elsewhere")]) == 0
+    assert (tmp_path / "elsewhere" / "report.html").exists()
 
 
 def test_no_log_and_data_filter(use_store, tmp_path, capsys):
@@ -224,6 +264,17 @@ def test_no_log_and_data_filter(use_store, tmp_path, capsys):
     assert "Logged MLflow run" not in capsys.readouterr().out
     experiment = client.get_experiment_by_name("report")
     assert (len(client.search_runs([experiment.experiment_id])) if experiment else 0) == before
+
+
+def test_robustness_chart_is_png_with_a_title_naming_data_and_sweep(store, tmp_path):
+    uri, _ = store
+    for name, results in (("one.png", collect_results(uri, sweep_id="sweep-a")), ("all.png", collect_results(uri))):
+        path = plot_robustness(results, tmp_path / name, sweep_id="sweep-a")
+        content = path.read_bytes()
+        assert content[:8] == b"\x89PNG\r\n\x1a\n"
+        assert len(content) > 1024
+    title = report.chart_title("video", "celebdf", "2024-05-01_12-00-00")
+    assert "celebdf" in title and "2024-05-01_12-00-00" in title
 
 
 def test_unknown_sweep_exits_1_with_hint(use_store, capsys):
@@ -248,9 +299,155 @@ def test_empty_store_exits_1(tmp_path, monkeypatch, capsys):
 
 def test_column_names_and_order():
     """Seed columns first, then the seed models' scratch runs, then other models; unknown names kept."""
-    results = [{"model": m, "weights": w, "augment": "none", "data": "d", "run_id": "x", "metrics": {}}
+    results = [{"model": m, "weights": w, "augment": "none", "data": "d", "run_id": "x", "metrics": {}, "runs": []}
                for m, w in (("mystery", "pretrained"), ("efficientnet_lstm", "finetuned"), ("xception", "pretrained"),
                             ("resnet_lstm", "scratch"), ("meso4", "scratch"))]
-    names = [report.column_name(*c) for c in report.columns(results)]
-    assert names == SEED_HEADER + ["ResNetLSTM (scratch)", "Meso4 (scratch)", "Xception",
+    names = [report.column_name(*c, results) for c in report.columns(results)]
+    assert names == SEED_HEADER + ["ResNetLSTM (untrained)", "Meso4 (untrained)", "Xception",
                                    "EfficientNet-B1+LSTM (finetuned)", "mystery"]
+
+
+# -- one study sweep with scores: replicates, lineage, titles from tags, paired comparisons ---------------------
+N_VIDEOS = 40
+AUGMENT_TAGS = {"none": ("none", "0"), "flip": ("rotation/flip", "1"), "jpeg": ("JPEG q=30", "1.5"),
+                "heavy": ("heavy", "2")}
+
+
+def video_rows(probs) -> list[tuple[str, int, float, str]]:
+    """(path, label, p_fake, group): 20 real then 20 fake videos of 8 identities."""
+    rows = []
+    for i, prob in enumerate(probs):
+        label = int(i >= N_VIDEOS // 2)
+        path = f"Celeb-synthesis/id{i % 8}_id{(i + 3) % 8}_{i:04d}.mp4" if label else f"Celeb-real/id{i % 8}_{i:04d}.mp4"
+        rows.append((path, label, float(prob), f"id{i % 8}"))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """Sweep `study`: MesoNet pretrained (none, flip, jpeg, heavy: heavy destroys it), MesoNet finetuned in three
+    train_seed replicates (robust to heavy), ResNetLSTM pretrained (chance), ResNetLSTM trained from scratch whose
+    none and flip runs scored different checkpoints, Meso4 untrained titled by a model_title tag."""
+    folder = tmp_path_factory.mktemp("study-store")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    fake = FakeStore(uri, folder / "files")
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], N_VIDEOS // 2)
+    strong = 1 / (1 + np.exp(-(rng.normal(size=N_VIDEOS) + 2.5 * labels)))
+    chance = rng.random(N_VIDEOS)
+
+    def jitter(probs, seed):
+        return np.clip(probs + np.random.default_rng(seed).normal(0, 0.01, probs.size), 1e-4, 1 - 1e-4)
+
+    logged: dict = {}
+
+    def log(model, weights, augment, probs, **tags):
+        title, axis = AUGMENT_TAGS[augment]
+        run = fake.log(model, weights, augment, sweep="study", scores=video_rows(probs),
+                       tags={"augment_title": title, "augment_axis": axis, **tags})
+        logged.setdefault((model, weights, augment), []).append(run)
+
+    weights_file = {"initial_weights": "MesoInception_DF.h5 sha256:abc"}
+    for augment, probs in (("none", strong), ("flip", jitter(strong, 1)), ("jpeg", jitter(strong, 2)), ("heavy", chance)):
+        log("mesonet", "pretrained", augment, probs, **weights_file)
+    for seed in (1, 2, 3):
+        for augment in ("none", "flip", "heavy"):
+            log("mesonet", "finetuned", augment, jitter(strong, 10 * seed + len(augment)), train_seed=str(seed),
+                source_run_id=f"train-{seed}", source_weights="pretrained")
+    log("resnet_lstm", "pretrained", "none", chance, initial_weights="torchvision resnet50 sha256:def")
+    log("resnet_lstm", "pretrained", "flip", jitter(chance, 3), initial_weights="torchvision resnet50 sha256:def")
+    log("resnet_lstm", "finetuned", "none", strong, source_run_id="train-x", source_weights="scratch")
+    log("resnet_lstm", "finetuned", "flip", strong, source_run_id="train-y", source_weights="scratch")
+    log("meso4", "scratch", "none", chance, model_title="Meso-4")
+    results = collect_results(uri)
+    return uri, logged, results
+
+
+def test_titles_and_level_order_come_from_the_runs_tags(study):
+    uri, logged, results = study
+    parsed = parse_report(render_tables(results))["synthetic"]
+    assert list(parsed) == ["Test metrics, no augmentation", "Test metrics, rotation/flip", "Test metrics, JPEG q=30",
+                            "Test metrics, heavy"]
+    header = parsed["Test metrics, no augmentation"][0]
+    assert header == ["MesoNet", "MesoNet (finetuned)", "ResNetLSTM", "ResNetLSTM (trained from scratch) ⚠",
+                      "Meso-4 (untrained)"]
+    assert [report.augment_axis_title(a, results) for a in report.augment_levels(results)] == [
+        "none", "rotation/flip", "JPEG q=30", "heavy"]
+
+
+def test_replicates_are_aggregated_as_mean_and_sd(study):
+    uri, logged, results = study
+    parsed = parse_report(render_tables(results))["synthetic"]
+    for row, metric in METRIC_OF_ROW.items():
+        values = [run[f"test/video_{metric}"] for run in logged[("mesonet", "finetuned", "flip")]]
+        mean, sd = stats.mean_sd(values)
+        assert parsed["Test metrics, rotation/flip"][1][row]["MesoNet (finetuned)"] == f"{mean:.3f} ± {sd:.3f} (n=3)"
+    # a single run keeps its interval
+    single = logged[("mesonet", "pretrained", "flip")][0]
+    assert parsed["Test metrics, rotation/flip"][1]["AUC"]["MesoNet"] == expected_cell(single, "AUC")
+
+
+def test_a_column_scored_with_different_checkpoints_is_flagged(study, tmp_path):
+    uri, logged, results = study
+    flags = report.lineage_flags(results)
+    assert [(f["model"], f["weights"]) for f in flags] == [("resnet_lstm", "finetuned")]
+    assert main(["--tracking-uri", uri, "--sweep-id", "study", "--no-log", "--out", str(tmp_path)]) == 0
+    markdown = (tmp_path / "report.md").read_text(encoding="utf-8")
+    checks = markdown.split("## Checks", 1)[1].split("## Data:", 1)[0]
+    note = next(line for line in checks.splitlines() if "ResNetLSTM (trained from scratch)" in line)
+    for augment, source in (("none", "train-x"), ("flip", "train-y")):
+        assert logged[("resnet_lstm", "finetuned", augment)][0]["run_id"] in note and source in note
+    assert "MesoNet" not in checks  # replicates with their own checkpoints, the same at every level: no flag
+
+
+def comparison(rows, column, label):
+    (row,) = [r for r in rows if r["column"] == column and r["comparison"] == label]
+    return row["result"]
+
+
+def test_paired_comparisons_mark_only_differences_beyond_noise(study, tmp_path):
+    uri, logged, results = study
+    rows = report.paired_comparisons(results, report.ScoreFiles(uri, tmp_path))
+    heavy = comparison(rows, "MesoNet", "heavy − none")
+    expected = (logged[("mesonet", "pretrained", "heavy")][0]["test/video_auc"]
+                - logged[("mesonet", "pretrained", "none")][0]["test/video_auc"])
+    assert heavy["diff"] == pytest.approx(expected, abs=1e-9) and heavy["videos"] == N_VIDEOS
+    assert heavy["excludes_zero"] and heavy["high"] < 0
+    for label in ("rotation/flip − none", "JPEG q=30 − none"):
+        assert not comparison(rows, "MesoNet", label)["excludes_zero"]
+    for seed in (1, 2, 3):
+        assert not comparison(rows, "MesoNet (finetuned)", f"heavy − none (train_seed={seed})")["excludes_zero"]
+        robust = comparison(rows, "MesoNet (finetuned)", f"finetuned − pretrained, heavy (train_seed={seed})")
+        assert robust["excludes_zero"] and robust["low"] > 0
+        assert not comparison(rows, "MesoNet (finetuned)",
+                              f"finetuned − pretrained, none (train_seed={seed})")["excludes_zero"]
+    assert comparison(rows, "ResNetLSTM (trained from scratch)", "finetuned − pretrained, none")["excludes_zero"]
+    assert "different checkpoints" in comparison(rows, "ResNetLSTM (trained from scratch)", "rotation/flip − none")
+
+    markdown = report.render_comparisons(rows)
+    table = {tuple(cells[:2]): cells[2:] for cells in
+             ([c.strip() for c in line.strip().strip("|").split("|")] for line in markdown.splitlines()
+              if line.startswith("|"))}
+    assert table[("MesoNet", "heavy − none")] == [f"{heavy['diff']:+.3f} [{heavy['low']:+.2f}, {heavy['high']:+.2f}] *",
+                                                  "40"]
+    assert not table[("MesoNet", "rotation/flip − none")][0].endswith("*")
+    assert table[("ResNetLSTM (trained from scratch)", "rotation/flip − none")][0] == "–"
+    assert "*: the interval excludes 0" in markdown
+
+
+def test_comparisons_join_on_path_and_say_when_scores_are_missing(study, tmp_path):
+    """Only videos scored by both runs are paired; a run without video_scores.csv gives a reason, not a number."""
+    uri = study[0]
+    fake = FakeStore(uri, tmp_path / "files")
+    rng = np.random.default_rng(1)
+    rows = video_rows(rng.random(N_VIDEOS))
+    fake.log("mesonet", "pretrained", "none", sweep="s", scores=rows, experiment="evaluate-join")
+    fake.log("mesonet", "pretrained", "flip", sweep="s", scores=list(reversed(rows[1:-1])),  # 38, another order
+             experiment="evaluate-join")
+    fake.log("resnet_lstm", "pretrained", "none", sweep="s", experiment="evaluate-join")
+    fake.log("resnet_lstm", "pretrained", "flip", sweep="s", experiment="evaluate-join")
+    results = collect_results(uri, experiment="evaluate-join")
+    compared = report.paired_comparisons(results, report.ScoreFiles(uri, tmp_path / "dl"))
+    same = comparison(compared, "MesoNet", "rotation/flip − none")
+    assert same["videos"] == N_VIDEOS - 2 and same["diff"] == 0.0
+    assert "no video_scores.csv" in comparison(compared, "ResNetLSTM", "rotation/flip − none")
