@@ -52,7 +52,19 @@ from statistics import NormalDist
 import cv2
 import numpy as np
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # of the default preset; written into every marker, so an older folder is not reused
+_VERSIONS = {"v1": 1, "v2": GENERATOR_VERSION}
+DEFAULT_PRESET = "v2"
+PRESETS: dict[str, dict[str, int | float]] = {
+    "v1": dict(
+        num_identities=10, real_per_identity=3, fakes_per_real=2, youtube_real=6, num_frames=48,
+        width=320, height=240, fps=25, artifact_strength=1.0, test_fraction=0.2,
+    ),
+    "v2": dict(
+        num_identities=10, real_per_identity=3, fakes_per_real=2, youtube_real=6, num_frames=48,
+        width=448, height=256, fps=30, artifact_strength=1.0, test_fraction=0.2,
+    ),
+}
 MARKER = ".synthetic.json"
 TEST_LIST = "List_of_testing_videos.txt"
 
@@ -91,37 +103,25 @@ _NORMAL_LUT = np.array([NormalDist().inv_cdf((k + 0.5) / 256) for k in range(256
 _TAG_IDENTITY, _TAG_REAL, _TAG_FAKE, _TAG_SPLIT, _TAG_SOURCES, _TAG_YT_IDENTITY, _TAG_YT_VIDEO = range(7)
 
 
-def generate_synthetic_celebdf(
-    root,
-    *,
-    seed: int = 0,
-    num_identities: int = 10,
-    real_per_identity: int = 3,
-    fakes_per_real: int = 2,
-    youtube_real: int = 6,
-    num_frames: int = 48,
-    width: int = 320,
-    height: int = 240,
-    fps: int = 25,
-    artifact_strength: float = 1.0,
-    test_fraction: float = 0.2,
-) -> Path:
-    """Generate the synthetic Celeb-DF set into ``root`` (or reuse the one there) and return ``root``."""
+def generate_synthetic_celebdf(root, *, preset: str = DEFAULT_PRESET, seed: int = 0, **knobs) -> Path:
+    """Generate the synthetic Celeb-DF set into ``root`` (or reuse the one there) and return ``root``.
+
+    ``preset`` picks the generator (``v2``, the default, or ``v1``, the first one) and its default
+    knobs (``PRESETS``); ``knobs`` override them.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown synthetic preset {preset!r} (data.synthetic.preset); choose one of {sorted(PRESETS)}")
+    unknown = sorted(set(knobs) - set(PRESETS[preset]))
+    if unknown:
+        raise ValueError(
+            f"unknown synthetic dataset parameters {unknown} for preset {preset}; known: {sorted(PRESETS[preset])}"
+        )
+    params = {"generator_version": _VERSIONS[preset], "seed": int(seed)}
+    if preset != "v1":  # v1 markers have no preset key: v1 folders made before presets existed are reused
+        params["preset"] = preset
+    for key, default in PRESETS[preset].items():
+        params[key] = type(default)(knobs.get(key, default))
     root = Path(root).expanduser()
-    params = {
-        "generator_version": GENERATOR_VERSION,
-        "seed": int(seed),
-        "num_identities": int(num_identities),
-        "real_per_identity": int(real_per_identity),
-        "fakes_per_real": int(fakes_per_real),
-        "youtube_real": int(youtube_real),
-        "num_frames": int(num_frames),
-        "width": int(width),
-        "height": int(height),
-        "fps": int(fps),
-        "artifact_strength": float(artifact_strength),
-        "test_fraction": float(test_fraction),
-    }
     _validate(params)
     if _existing_params(root, params):
         return root
@@ -133,7 +133,7 @@ def generate_synthetic_celebdf(
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = root.parent / f".{root.name}.partial-{uuid.uuid4().hex[:8]}"
     try:
-        _write_dataset(staging, params)
+        (_write_dataset if preset == "v1" else _write_dataset_v2)(staging, params)
         try:
             if root.is_dir() and not any(root.iterdir()):
                 root.rmdir()  # POSIX renames onto an empty folder, Windows does not
@@ -158,6 +158,8 @@ def _validate(p: dict) -> None:
         problems.append("fakes_per_real must be <= num_identities - 1 (each fake swaps in another identity)")
     if p["width"] < 160 or p["height"] < 120:
         problems.append("width x height must be at least 160 x 120 to hold a detectable face")
+    if p["generator_version"] >= 2 and (p["width"] % 2 or p["height"] % 2):
+        problems.append("width and height must be even (H.264 stores colour at half resolution)")
     if p["artifact_strength"] < 0:
         problems.append("artifact_strength must be >= 0")
     if not 0 <= p["test_fraction"] < 1:
@@ -705,3 +707,343 @@ def _swap_face(
         m = m[..., None]
         out[i, y0:y1, x0:x1] = _to_uint8(clean + noise + m * (face - clean - drop_noise * noise))
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Preset v2: camera variation on every video, head turns, occlusion, two manipulation methods whose traces
+# are local (blend boundary, colour seam, resolution mismatch, flicker), H.264 when PyAV can encode it.
+
+_SWAP, _REENACT = "swap", "reenact"
+
+
+def video_codec() -> str:
+    """The codec v2 videos are written with: H.264 (libx264 through PyAV) when available, else MPEG-4 Part 2."""
+    try:
+        import av
+
+        av.codec.Codec("libx264", "w")
+        return "h264"
+    except Exception:  # PyAV missing, or built without libx264
+        return "mpeg4"
+
+
+def _encode(path: Path, frames: np.ndarray, fps: int, crf: int, codec: str) -> None:
+    """Write RGB frames; ``crf`` (x264's constant rate factor) sets the compression of H.264 videos."""
+    if codec == "mpeg4":
+        _write_mp4(path, frames, fps)
+        return
+    import av
+
+    height, width = frames.shape[1:3]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        # one thread: generation runs one video per core; the options make the file depend only on the frames
+        stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+@dataclass(frozen=True)
+class _Camera:
+    blur: float  # defocus, Gaussian sigma in pixels
+    noise: float  # sensor noise deviation, grey levels
+    crf: int  # compression
+
+
+def _camera(rng: np.random.Generator) -> _Camera:
+    return _Camera(blur=rng.uniform(0.0, 1.1), noise=rng.uniform(1.0, 5.0), crf=int(rng.integers(16, 29)))
+
+
+@dataclass(frozen=True)
+class _ClipV2:
+    """A rendered real video before and after its camera, kept for the fakes made from it."""
+
+    clean: np.ndarray  # (T, H, W, 3) float32: the lit scene, occluder included
+    shot: np.ndarray  # (T, H, W, 3) float32: clean through the camera's blur, plus its noise
+    noise: np.ndarray  # (T, H, W, 3) float32
+    light: np.ndarray  # (T, H, W) float32 multiplicative lighting
+    occluder: np.ndarray  # (T, H, W) float32 coverage of whatever is in front of the face
+    affines: np.ndarray  # (T, 2, 3) texture -> frame
+    yaw: np.ndarray  # (T,) head turn, radians
+    variants: np.ndarray  # (T, 2) eye and mouth texture levels
+    faces: np.ndarray  # (T, 3) face centre x, y and face height, frame pixels
+    camera: _Camera
+
+
+def _yaw_map(
+    u: np.ndarray, v: np.ndarray, yaw: float, radius: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Texture coordinates seen on a head turned by ``yaw``: the head is a vertical cylinder of
+    ``radius`` around the face centre; the neck and shoulders turn less, the body not at all."""
+    d = np.clip((u - _FCX) / radius, -1, 1)
+    phi = np.clip(np.arcsin(d) - yaw, -np.pi / 2, np.pi / 2)
+    inside = _FCX + radius * np.sin(phi)
+    outside = u - np.sign(u - _FCX) * radius * (1 - np.cos(yaw))  # continuous at the cylinder's edge
+    turned = np.where(np.abs(u - _FCX) < radius, inside, outside)
+    weight = np.clip((_FCY + 1.6 * _B - v) / (0.8 * _B), 0, 1)
+    return (u + weight * (turned - u)).astype(np.float32), v.astype(np.float32)
+
+
+def _warp(
+    texture: np.ndarray, affine: np.ndarray, yaw: float, radius: float, box: tuple[int, int, int, int]
+) -> np.ndarray:
+    """``texture`` (texture pixels) drawn into the frame box x0, y0, x1, y1 through the affine and the turn."""
+    x0, y0, x1, y1 = box
+    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    inverse = cv2.invertAffineTransform(affine)
+    u = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
+    v = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
+    map_x, map_y = _yaw_map(u, v, yaw, radius)
+    return cv2.remap(texture, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def _texture_box(affine: np.ndarray, top: float, bottom: float, half_w: float, size: tuple[int, int]):
+    """Frame box around the texture region rows top..bottom, columns _FCX +- half_w (clipped)."""
+    h, w = size
+    corners = np.array([[_FCX - half_w, _FCX + half_w, _FCX - half_w, _FCX + half_w], [top, top, bottom, bottom]])
+    frame = affine[:, :2] @ corners + affine[:, 2:]
+    x0, y0 = np.maximum(np.floor(frame.min(1)).astype(int) - 2, 0)
+    x1, y1 = np.minimum(np.ceil(frame.max(1)).astype(int) + 2, (w, h))
+    return int(x0), int(y0), int(x1), int(y1)
+
+
+def _pores(tex: _Textures, rng: np.random.Generator) -> _Textures:
+    """Adds fine skin texture inside the face: detail that a low-resolution paste loses."""
+    grain = 1 + rng.uniform(0.03, 0.06) * _grain(rng, 0.5, 0.5)
+
+    def apply(rgba: np.ndarray) -> np.ndarray:
+        out = rgba.astype(np.float32)
+        out[..., :3] *= grain[..., None]
+        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+    return _Textures(apply(tex.full), apply(tex.face), tex.face_w, tex.skin_luma)
+
+
+def _occluder(rng: np.random.Generator, n: int, size: tuple[int, int], faces: np.ndarray, skin: np.ndarray):
+    """(coverage (T, H, W), colour) of a hand or a microphone in front of the lower face for a while, or None."""
+    if rng.uniform() > 0.3:
+        return None
+    h, w = size
+    coverage = np.zeros((n, h, w), np.float32)
+    start = int(rng.integers(0, max(1, n // 2)))
+    stop = int(min(n, start + rng.integers(n // 3, n + 1)))
+    hand = rng.uniform() < 0.5
+    colour = skin * rng.uniform(0.8, 1.0) if hand else np.full(3, rng.uniform(15, 50), np.float32)
+    side = rng.choice([-1, 1])
+    for i in range(start, stop):
+        cx, cy, fh = faces[i]
+        ramp = min(1.0, (i - start + 1) / 4, (stop - i) / 4)  # moves in and out over a few frames
+        layer = np.zeros((h, w), np.uint8)
+        if hand:  # a hand raised to the chin from below
+            centre = (int(cx + side * 0.3 * fh), int(cy + fh * (1.05 - 0.3 * ramp)))
+            cv2.ellipse(layer, centre, (int(0.2 * fh), int(0.26 * fh)), side * 20, 0, 360, 255, -1, cv2.LINE_AA)
+        else:  # a microphone: a dark head on a stick, below the mouth
+            head = (int(cx + side * 0.15 * fh), int(cy + fh * (0.95 - 0.25 * ramp)))
+            cv2.circle(layer, head, int(0.1 * fh), 255, -1, cv2.LINE_AA)
+            cv2.line(layer, head, (head[0] + side * int(0.2 * fh), h), 255, max(2, int(0.05 * fh)), cv2.LINE_AA)
+        coverage[i] = cv2.GaussianBlur(layer.astype(np.float32) / 255, (0, 0), 0.8)
+    return coverage, colour.astype(np.float32)
+
+
+def _render_real_v2(
+    tex: _Textures, rng: np.random.Generator, n: int, size: tuple[int, int], fps: int, camera: _Camera
+) -> _ClipV2:
+    h, w = size
+    t = np.arange(n) / fps
+    bg = _background(rng, h, w, tex.skin_luma * rng.uniform(0.35, 0.8))
+    exposure = np.sqrt(rng.uniform(110, 185) / tex.skin_luma)
+
+    face_height = rng.uniform(0.36, 0.56) * h  # 2 * _B * scale
+    scale = face_height / (2 * _B) * (1 + _wave(rng, t, 0.05, 0.4))
+    motion = rng.uniform(0.2, 1.0)  # how much this speaker moves
+    cx = w * (0.5 + rng.uniform(-0.15, 0.15)) + _wave(rng, t, motion * 0.06 * w, 0.6)
+    cy = h * (0.46 + rng.uniform(-0.03, 0.03)) + _wave(rng, t, motion * 0.025 * h, 0.6)
+    roll = np.deg2rad(_wave(rng, t, rng.uniform(1, 5) * motion, 0.5))
+    max_yaw = np.deg2rad(rng.uniform(3, 30))
+    yaw = np.clip(max_yaw * (rng.uniform(-0.6, 0.6) + _wave(rng, t, 1.0, 0.35)), -max_yaw, max_yaw)
+    cos, sin = scale * np.cos(roll), scale * np.sin(roll)
+    affines = np.stack(
+        [
+            np.stack([cos, -sin, cx - cos * _FCX + sin * _FCY], 1),
+            np.stack([sin, cos, cy - sin * _FCX - cos * _FCY], 1),
+        ],
+        1,
+    )
+    eyes = np.zeros(n, np.int64)
+    blink = rng.uniform(0, 1.6)
+    while blink * fps < n:
+        start = int(blink * fps)
+        eyes[start : start + 4] = (1, 2, 2, 1)[: n - start]
+        blink += rng.uniform(1.6, 3.6)
+    mouth = _talk(rng, t)
+
+    gain = exposure * (1 + _wave(rng, t, 0.06, 0.3))
+    gx = rng.uniform(-0.2, 0.2) + _wave(rng, t, 0.05, 0.3)
+    gy = rng.uniform(-0.1, 0.1) + _wave(rng, t, 0.04, 0.3)
+    ys, xs = np.linspace(-1, 1, h)[None, :, None], np.linspace(-1, 1, w)[None, None, :]
+    light = (gain[:, None, None] * (1 + gx[:, None, None] * xs + gy[:, None, None] * ys)).astype(np.float32)
+    faces = np.stack([cx, cy, 2 * _B * scale], 1)
+    occluder = _occluder(rng, n, size, faces, tex.full[0, 0, round(_FCY), round(_FCX), :3].astype(np.float32))
+
+    clean = np.empty((n, h, w, 3), np.float32)
+    radius = 1.05 * tex.face_w
+    for i in range(n):
+        frame = bg.copy()
+        box = _texture_box(affines[i], 0, _TEX_H, _TEX_W / 2, size)
+        layer = _warp(tex.full[eyes[i], mouth[i]], affines[i], yaw[i], radius, box).astype(np.float32)
+        x0, y0, x1, y1 = box
+        frame[y0:y1, x0:x1] = frame[y0:y1, x0:x1] * (1 - layer[..., 3:] / 255) + layer[..., :3]
+        if occluder is not None:
+            a = occluder[0][i][..., None]
+            frame = frame * (1 - a) + a * occluder[1]
+        clean[i] = frame * light[i, ..., None]
+    noise = _NORMAL_LUT[rng.integers(0, 256, (n, h, w, 3), np.uint8)] * np.float32(camera.noise)
+    shot = np.empty_like(clean)
+    for i in range(n):
+        shot[i] = _defocus(clean[i], camera.blur) + noise[i]
+    coverage = occluder[0] if occluder is not None else np.zeros((n, h, w), np.float32)
+    return _ClipV2(clean, shot, noise, light, coverage, affines, yaw, np.stack([eyes, mouth], 1), faces, camera)
+
+
+def _defocus(image: np.ndarray, sigma: float) -> np.ndarray:
+    return cv2.GaussianBlur(image, (0, 0), sigma) if sigma > 0.05 else image
+
+
+def _talk(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
+    """Mouth texture levels of a talking speaker with pauses."""
+    talk = 0.45 + 0.55 * np.sin(2 * np.pi * rng.uniform(2, 4) * t + rng.uniform(0, 2 * np.pi))
+    talk *= _wave(rng, t, 1.0, 0.3) > -0.4
+    return np.abs(talk[:, None] - np.array(_MOUTH_LEVELS)).argmin(1)
+
+
+def _mouth_mask(target: _Textures, rng: np.random.Generator, strength: float, mouth_y: float) -> np.ndarray:
+    """Blending mask of a mouth reenactment, in texture coordinates: from below the nose to the chin."""
+    half_w = target.face_w * rng.uniform(0.45, 0.6)
+    shape = _ellipse(_FCX, mouth_y + 0.08 * _B, half_w, 0.3 * _B, blur=4 / (1 + 2 * strength))
+    return shape * target.face[0, 0, ..., 3].astype(np.float32) / 255
+
+
+@dataclass(frozen=True)
+class _Manipulation:
+    method: str
+    strength: float
+    low: float  # resolution of the pasted face (1 = full)
+    sharpen: float  # unsharp-mask amount on the upscaled face (the paste can come out softer or crisper)
+    noise_gain: float  # camera noise over the pasted face, relative to the rest of the frame
+    tone: np.ndarray  # per-channel colour mismatch
+    flicker: np.ndarray  # (T,) per-frame brightness of the paste
+    jitter: np.ndarray  # (T, 2) per-frame position of the paste, pixels
+
+
+def _manipulation(rng: np.random.Generator, n: int, artifact_strength: float) -> _Manipulation:
+    s = artifact_strength * rng.uniform(0.35, 1.0)
+    method = _SWAP if rng.uniform() < 0.6 else _REENACT
+    tone_size = (0.02 if method == _SWAP else 0.012) + rng.uniform(0, 0.03)
+    return _Manipulation(
+        method=method,
+        strength=s,
+        low=1 / (1 + 1.3 * s),
+        sharpen=s * rng.uniform(0.0, 1.6),
+        noise_gain=1 + s * rng.uniform(-0.45, 0.3),
+        tone=1 + s * tone_size * rng.choice([-1, 1], 3) * rng.uniform(0.5, 1, 3),
+        flicker=1 + s * 0.025 * rng.standard_normal(n),
+        jitter=s * 0.6 * rng.standard_normal((n, 2)),
+    )
+
+
+def _fake_v2(
+    clip: _ClipV2, target: _Textures, source: _Textures, source_mouth: np.ndarray, manip: _Manipulation,
+    rng: np.random.Generator, mouth_y: float,
+) -> np.ndarray:
+    """``clip`` with a pasted face (swap) or mouth (reenactment), through the same camera."""
+    n, h, w = clip.clean.shape[:3]
+    if manip.method == _SWAP:
+        mask_tex = _swap_mask(target, source, rng, manip.strength)
+        paste_tex, rows = source.face, (_FCY - 0.75 * _B, _FCY + 1.0 * _B)
+    else:
+        mask_tex = _mouth_mask(target, rng, manip.strength, mouth_y)
+        paste_tex, rows = target.face, (mouth_y - 0.4 * _B, _FCY + 1.1 * _B)
+    radius = 1.05 * target.face_w
+    pad = int(np.ceil(3 * clip.camera.blur)) + 2
+    out = clip.shot.copy()
+    for i in range(n):
+        affine = clip.affines[i].copy()
+        affine[:, 2] += manip.jitter[i]
+        x0, y0, x1, y1 = _texture_box(affine, rows[0], rows[1], target.face_w * 1.1, (h, w))
+        x0, y0, x1, y1 = max(x0 - pad, 0), max(y0 - pad, 0), min(x1 + pad, w), min(y1 + pad, h)
+        if x1 - x0 < 4 or y1 - y0 < 4:
+            continue
+        eye, mouth = clip.variants[i]
+        if manip.method == _REENACT:
+            mouth = source_mouth[i]
+        layer = _warp(paste_tex[eye, mouth], affine, clip.yaw[i], radius, (x0, y0, x1, y1)).astype(np.float32)
+        m = _warp(mask_tex, affine, clip.yaw[i], radius, (x0, y0, x1, y1))
+        size = (x1 - x0, y1 - y0)
+        small = (max(2, round(size[0] * manip.low)), max(2, round(size[1] * manip.low)))
+        layer = cv2.resize(cv2.resize(layer, small, interpolation=cv2.INTER_AREA), size, interpolation=cv2.INTER_LINEAR)
+        face = layer[..., :3] * (255 / np.maximum(layer[..., 3:], 1))
+        if manip.sharpen > 0:
+            face = face + manip.sharpen * (face - cv2.GaussianBlur(face, (0, 0), 1.0))
+        clean = clip.clean[i, y0:y1, x0:x1]
+        face = face * clip.light[i, y0:y1, x0:x1, None]
+        m = m * (1 - clip.occluder[i, y0:y1, x0:x1])  # the hand or microphone stays in front
+        weight = m.sum() + 1e-6
+        target_mean = np.einsum("hw,hwc->c", m, clean) / weight
+        source_mean = np.einsum("hw,hwc->c", m, face) / weight
+        face *= (target_mean / np.maximum(source_mean, 1e-3) * manip.tone * manip.flicker[i]).astype(np.float32)
+        m3 = m[..., None]
+        delta = _defocus(m3 * (face - clean), clip.camera.blur)
+        soft = _defocus(m, clip.camera.blur)[..., None]
+        out[i, y0:y1, x0:x1] += delta + (manip.noise_gain - 1) * soft * clip.noise[i, y0:y1, x0:x1]
+    return _to_uint8(out)
+
+
+def _write_dataset_v2(out: Path, p: dict) -> None:
+    seed, n_ids = p["seed"], p["num_identities"]
+    size, n, fps = (p["height"], p["width"]), p["num_frames"], p["fps"]
+    codec = video_codec()
+    for folder in ("Celeb-real", "Celeb-synthesis", "YouTube-real"):
+        (out / folder).mkdir(parents=True)
+    split = _rng(seed, _TAG_SPLIT)
+    test_ids = _test_subset(split, n_ids, p["test_fraction"])
+    test_youtube = _test_subset(split, p["youtube_real"], p["test_fraction"])
+    identities = [_identity(_rng(seed, _TAG_IDENTITY, i)) for i in range(n_ids)]
+    textures = [_pores(_textures(ident), _rng(seed, _TAG_IDENTITY, i, 1)) for i, ident in enumerate(identities)]
+    test_lines, faces, methods = [], {}, {}
+
+    def write(rel: str, frames: np.ndarray, clip: _ClipV2, crf: int, is_test: bool, real: bool) -> None:
+        _encode(out / rel, frames, fps, crf, codec)
+        faces[rel] = np.round(clip.faces, 1).tolist()
+        if is_test:
+            test_lines.append(f"{int(real)} {rel}")
+
+    for i in range(n_ids):
+        for v in range(p["real_per_identity"]):
+            rng = _rng(seed, _TAG_REAL, i, v)
+            camera = _camera(rng)
+            clip = _render_real_v2(textures[i], rng, n, size, fps, camera)
+            write(f"Celeb-real/id{i}_{v:04d}.mp4", _to_uint8(clip.shot), clip, camera.crf, i in test_ids, True)
+            others = [m for m in range(n_ids) if m != i]
+            sources = _rng(seed, _TAG_SOURCES, i, v).choice(others, p["fakes_per_real"], replace=False)
+            for m in sorted(sources.tolist()):
+                rng = _rng(seed, _TAG_FAKE, i, v, m)
+                manip = _manipulation(rng, n, p["artifact_strength"])
+                driver = _talk(rng, np.arange(n) / fps)  # the reenactment's mouth follows another speaker
+                fake = _fake_v2(clip, textures[i], textures[m], driver, manip, rng, identities[i].mouth_y)
+                rel = f"Celeb-synthesis/id{i}_id{m}_{v:04d}.mp4"
+                write(rel, fake, clip, _camera(rng).crf, i in test_ids, False)  # encoded anew, like a real fake
+                methods[rel] = {"method": manip.method, "strength": round(manip.strength, 3)}
+    for k in range(p["youtube_real"]):
+        rng = _rng(seed, _TAG_YT_VIDEO, k)
+        camera = _camera(rng)
+        tex = _pores(_textures(_identity(_rng(seed, _TAG_YT_IDENTITY, k))), _rng(seed, _TAG_YT_IDENTITY, k, 1))
+        clip = _render_real_v2(tex, rng, n, size, fps, camera)
+        write(f"YouTube-real/{k:05d}.mp4", _to_uint8(clip.shot), clip, camera.crf, k in test_youtube, True)
+
+    (out / TEST_LIST).write_text("".join(line + "\n" for line in sorted(test_lines)))
+    marker = {"params": p, "codec": codec, "fakes": methods, "faces": faces}
+    (out / MARKER).write_text(json.dumps(marker, separators=(",", ":")))
