@@ -268,6 +268,22 @@ def test_every_augment_yaml_builds_a_working_transform(level):
         assert np.array_equal(augment_clip(make(size=48), clip, 5), augment_clip(build_test_transform(level, 48), clip, 5))
 
 
+def test_a_level_of_albumentations_steps_needs_no_function():
+    from omegaconf import OmegaConf
+
+    spec = OmegaConf.create(
+        {
+            "_target_": "src.data.augment.at_model_input",
+            "_partial_": True,
+            "steps": [{"_target_": "albumentations.Posterize", "num_bits": 2, "p": 1.0}],
+        }
+    )
+    make = hydra.utils.instantiate(spec)
+    out = augment_clip(make(size=40), smooth_frames(2, 64), seed=0)
+    assert out.shape == (2, 40, 40, 3)
+    assert set(np.unique(out)) <= {0, 64, 128, 192}  # 2 bits per channel, applied after the resize
+
+
 def test_augment_titles_and_axis_positions_are_unique():
     levels = [compose_config("evaluate", [f"augment={level}"]).augment for level in AUGMENT_YAMLS]
     assert {"none", "flip", "heavy", "jpeg"} <= {a.level for a in levels}

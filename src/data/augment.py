@@ -250,6 +250,14 @@ def jpeg(size: int, quality_range: Sequence[int] = (30, 70)) -> A.Compose:
     return A.Compose([_resize(size), JpegRecompression(quality_range=(low, high), p=1.0)])
 
 
+def at_model_input(size: int, steps: Sequence[A.BasicTransform] = ()) -> A.Compose:
+    """Any albumentations steps after the resize to the model input: a level written in YAML alone, e.g.
+    ``transform: {_target_: src.data.augment.at_model_input, _partial_: true, steps: [{_target_:
+    albumentations.Posterize, num_bits: 4, p: 1.0}]}``."""
+    _check_size(size)
+    return A.Compose([_resize(size), *steps])
+
+
 TEST_LEVELS = tuple(TEST_LEVEL_FUNCTIONS)
 
 
