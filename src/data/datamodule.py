@@ -177,15 +177,18 @@ class CelebDFDataModule(L.LightningDataModule):
         """`root` may be None for prediction only (`setup_predict`). Every value is checked here, before
         any video is touched; a bad one is a ValueError naming its `data.*` / `model.*` key."""
         super().__init__()
+        settings = CropSettings(
+            frames_per_video, face_margin, crop_size, face_detector, detect_max_side, yunet_model, detect_every
+        )
         if input_kind not in ("frame", "clip"):
             raise ValueError(f"model.input.kind={input_kind!r}: must be frame or clip")
         _require(_is_int(clip_frames) and clip_frames >= 1, "model.input.frames_per_clip", clip_frames, "must be >= 1")
-        if input_kind == "clip" and _is_int(frames_per_video) and clip_frames > frames_per_video:
+        if input_kind == "clip" and clip_frames > frames_per_video:
             raise ValueError(
                 f"model.input.frames_per_clip={clip_frames} exceeds data.frames_per_video={frames_per_video}: "
                 "a clip cannot have more frames than are cached per video"
             )
-        if _is_int(crop_size) and (input_size > 2 * crop_size or input_size < 16):
+        if input_size > 2 * crop_size or input_size < 16:
             raise ValueError(f"model.input.size={input_size} does not fit data.crop_size={crop_size}")
         _require(_is_int(folds) and folds >= 2, "data.folds", folds, "k-fold cross-validation needs an integer >= 2")
         _require(_is_int(fold) and 0 <= fold < folds, "data.fold", fold, f"must be an integer in 0..{folds - 1}")
@@ -204,9 +207,6 @@ class CelebDFDataModule(L.LightningDataModule):
         )
         self.save_hyperparameters(logger=False)
         self.root = None if root in (None, "") else Path(root).expanduser()
-        settings = CropSettings(
-            frames_per_video, face_margin, crop_size, face_detector, detect_max_side, yunet_model, detect_every
-        )
         self.cache = FaceCropCache(cache_dir, settings, root=self.root)
         self.index: CelebDFIndex | None = None
         self.build_report: BuildReport | None = None
