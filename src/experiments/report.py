@@ -370,15 +370,17 @@ def _notes(results: Sequence[dict], flags: Sequence[dict]) -> list[str]:
 
 
 # -- tables ---------------------------------------------------------------------------------------
-def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], first_width: int = 8) -> list[str]:
-    widths = [max(first_width, *(len(r[0]) for r in rows))] + [max(len(h), 5) for h in header[1:]]
-    lines = ["| " + " | ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths,
-                                                                                                  strict=True))) + " |",
-             "| :" + "-" * (widths[0] - 1) + " | " + " | ".join("-" * (w - 1) + ":" for w in widths[1:]) + " |"]
-    for row in rows:
-        lines.append("| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                                       for i, (c, w) in enumerate(zip(row, widths, strict=True))) + " |")
-    return lines
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], text_columns: int = 1) -> list[str]:
+    """A pipe table, aligned in plain text too: the first `text_columns` left, the others (numbers) right."""
+    widths = [max(5, len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) if i < text_columns else c.rjust(w)
+                                 for i, (c, w) in enumerate(zip(cells, widths, strict=True))) + " |"
+
+    rule = ["-" * w if i < text_columns else "-" * (w - 1) + ":" for i, w in enumerate(widths)]
+    rule[0] = ":" + rule[0][1:]
+    return [line(header), "| " + " | ".join(rule) + " |"] + [line(row) for row in rows]
 
 
 def _table(cells: dict[tuple[str, str], dict], cols: list[tuple[str, str]], level: str, results: Sequence[dict],
@@ -506,7 +508,7 @@ def paired_comparisons(results: Sequence[dict], scores: ScoreFiles) -> list[dict
                         continue
                     comparison = f"{augment_axis_title(augment, subset)} − {augment_axis_title(BASELINE_AUGMENT, subset)}"
                     if (data, *col) in flagged:
-                        result = f"not compared: the column's levels scored different checkpoints ({FLAG})"
+                        result = f"not compared: mixed checkpoints {FLAG}"
                     else:
                         result = _paired(scores.get(run["run_id"]), scores.get(base_run["run_id"]))
                     rows.append({"data": data, "column": title, "comparison": comparison + suffix, "result": result})
@@ -552,11 +554,12 @@ def render_comparisons(rows: Sequence[dict]) -> str:
         for row in (r for r in rows if r["data"] == data):
             result = row["result"]
             if isinstance(result, str):
-                table_rows.append([row["column"], row["comparison"], MISSING, result])
+                table_rows.append([row["column"], row["comparison"], f"{MISSING} ({result})", MISSING])
             else:
                 table_rows.append([row["column"], row["comparison"], _format_difference(result), str(result["videos"])])
         out += [f"### Data: {data}", ""]
-        out += _markdown_table(["Column", "Comparison", "Δ AUC [95 % CI]", "Videos"], table_rows) + [""]
+        out += _markdown_table(["Column", "Comparison", "Δ AUC [95 % CI]", "Videos"], table_rows, text_columns=2)
+        out += [""]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -574,7 +577,8 @@ def plot_robustness(results: Sequence[dict], path: str | Path, level: str = "vid
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data_values = _data_values(results) or ["(no runs)"]
-    figure = Figure(figsize=(7.5 * len(data_values), 4.8))
+    most_levels = max(len(augment_levels([r for r in results if r["data"] == d])) for d in data_values)
+    figure = Figure(figsize=((max(4.5, 1.4 * most_levels) + 3.5) * len(data_values), 4.8))
     FigureCanvasAgg(figure)
     axes_list = figure.subplots(1, len(data_values), squeeze=False)[0]
     all_columns = columns(results)
@@ -609,7 +613,7 @@ def plot_robustness(results: Sequence[dict], path: str | Path, level: str = "vid
         if not plotted:
             axes.text(0.5, 0.75, "no runs", ha="center", transform=axes.transAxes, color="grey")
         axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False,
-                    title="bars: 95 % CI, or ± sd (n>1)", title_fontsize="small")
+                    title="error bars: 95 % bootstrap CI,\nor ± sd over replicates", title_fontsize="small", alignment="left")
     figure.tight_layout()
     figure.savefig(path, dpi=100, bbox_inches="tight")
     return path
