@@ -45,30 +45,51 @@ def test_augmentation_sweep_logs_one_tagged_run_per_level(augmentation_sweep, tm
         assert run.data.tags["data"] == "synthetic"
         for key in ("auc", "ap", "acc", "loss", "eer"):
             assert f"test/video_{key}" in run.data.metrics and f"test/frame_{key}" in run.data.metrics
+            low, high = run.data.metrics[f"test/video_{key}_ci_low"], run.data.metrics[f"test/video_{key}_ci_high"]
+            assert low <= run.data.metrics[f"test/video_{key}"] <= high, (key, low, high)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"config.yaml", "roc_curve.png", "video_scores.csv", "data_report.json"} <= artifacts, level
+        assert {"config.yaml", "roc_curve.png", "precision_recall.png", "confusion_matrix.png", "worst_videos.png",
+                "video_scores.csv", "data_report.json"} <= artifacts, level
+        assert run.data.tags["initial_weights"].startswith("runs:/") and run.data.tags["source_run_id"]
+        assert run.data.tags["source_weights"] == "scratch"
+        assert run.info.run_name.startswith(f"mesonet-finetuned-synthetic-{level}-f0-s42-")
+
+    def rows(level):
+        path = mlflow.artifacts.download_artifacts(run_id=by_level[level].info.run_id, artifact_path="video_scores.csv",
+                                                   dst_path=str(tmp_path / level), tracking_uri=env["MLFLOW_TRACKING_URI"])
+        return list(csv.DictReader(open(path)))
 
     def scores(level):
-        folder = mlflow.artifacts.download_artifacts(run_id=by_level[level].info.run_id, artifact_path="video_scores.csv",
-                                                     dst_path=str(tmp_path / level), tracking_uri=env["MLFLOW_TRACKING_URI"])
-        rows = list(csv.DictReader(open(folder)))
-        return {row["video"]: float(row["fake_probability"]) for row in rows}
+        return {row["path"]: float(row["p_fake"]) for row in rows(level)}
+
+    # the artifact holds what was scored: metrics recomputed from it are the logged ones, exactly
+    from src.experiments.stats import video_metrics
+
+    for level, run in by_level.items():
+        table = rows(level)
+        assert set(table[0]) >= {"path", "label", "logit", "p_fake"}
+        labels = [int(row["label"]) for row in table]
+        recomputed = video_metrics([float(row["p_fake"]) for row in table], labels)
+        for key, value in recomputed.items():
+            assert value == pytest.approx(run.data.metrics[f"test/video_{key}"], abs=1e-6), (level, key)
+        assert run.data.metrics["data/scored_videos"] == len(table)
 
     none, heavy = scores("none"), scores("heavy")
     assert none.keys() == heavy.keys() and len(none) >= 4
     assert sum(abs(none[v] - heavy[v]) for v in none) / len(none) > 0.01, "heavy perturbation changed nothing"
 
 
-def test_report_prints_the_seed_tables_from_the_sweep(augmentation_sweep, monkeypatch, capsys):
+def test_report_prints_the_seed_tables_from_the_sweep(augmentation_sweep, monkeypatch, capsys, tmp_path):
     from src.experiments import report
 
     env, _ = augmentation_sweep
     monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
-    assert report.main(["--no-log"]) == 0
+    assert report.main(["--no-log", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     for title in ("no augmentation", "rotation/flip", "heavy augmentation"):
         assert title in out
-    assert "| MesoNet (finetuned) |" in out.replace("  ", " ") or "MesoNet (finetuned)" in out
+    assert "MesoNet (trained from scratch)" in out  # the fixture's model was trained from scratch
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "report.html").is_file()
 
 
 def test_a_failing_job_is_reported_and_the_others_still_log(trained_mesonet, small_dataset, small_cache, tmp_path):

@@ -52,11 +52,12 @@ def test_finetuned_weights_are_found_from_a_new_process(trained_mesonet, small_d
     result = run_script(
         "evaluate.py", ["weights=finetuned", *data_overrides(small_dataset, small_cache)], env
     )
-    assert "best.ckpt" in result.stdout + result.stderr
+    assert f"weights=finetuned: run {runs[0].info.run_id}" in result.stdout + result.stderr  # the choice is printed
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     evaluate = client.get_experiment_by_name("evaluate")
     run = client.search_runs([evaluate.experiment_id])[0]
-    assert run.data.tags["initial_weights"].endswith("best.ckpt")
+    assert run.data.tags["initial_weights"].startswith(f"runs:/{runs[0].info.run_id}/checkpoints/best.ckpt sha256=")
+    assert run.data.tags["source_run_id"] == runs[0].info.run_id
     # the evaluation scores the checkpoint's test videos as training's own test did
     assert run.data.metrics["test/video_auc"] == pytest.approx(runs[0].data.metrics["test/video_auc"], abs=1e-6)
 

@@ -15,6 +15,10 @@ if not OmegaConf.has_resolver("project_root"):
     OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
 
 
+class UserError(Exception):
+    """A problem the user fixes with a value, a file or the environment: reported in one line."""
+
+
 def selected_options(cfg: DictConfig) -> dict[str, str]:
     """The chosen option of each tagged config group: model, weights, augment, data."""
     return {
@@ -25,13 +29,43 @@ def selected_options(cfg: DictConfig) -> dict[str, str]:
     }
 
 
+PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine")
+# keys users type numbers into: (key, type, minimum)
+NUMBERS = (
+    ("seed", int, None), ("data.folds", int, 2), ("data.fold", int, 0), ("data.split_seed", int, None),
+    ("data.frames_per_video", int, 1), ("data.crop_size", int, 16), ("data.face_margin", float, 1e-6),
+    ("data.detect_max_side", int, 16), ("data.batch_size", int, 1), ("data.max_bad_fraction", float, 0.0),
+    ("trainer.max_epochs", int, 1), ("trainer.min_epochs", int, 0), ("trainer.log_every_n_steps", int, 1),
+    ("model.batch_size", int, 1), ("model.input.size", int, 16), ("model.input.frames_per_clip", int, 1),
+)
+
+
+def _number(cfg: DictConfig, key: str, kind: type, minimum) -> None:
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(cfg, key, default=None)
+    if value is None:
+        return
+    valid = isinstance(value, int | float) and not isinstance(value, bool) and (kind is float or isinstance(value, int))
+    if not valid:
+        raise ValueError(f"{key}={value!r}: expected {'an integer' if kind is int else 'a number'}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{key}={value!r}: must be at least {minimum:g}")
+
+
 def check_config(cfg: DictConfig) -> None:
-    """Fail early, naming the values, on combinations that cannot work together."""
+    """Fail early, with one line naming the key, on values of the wrong type or range and on combinations
+    that cannot work together: before any run starts, data is touched or weights are loaded."""
+    for key, kind, minimum in NUMBERS:
+        _number(cfg, key, kind, minimum)
     data, model = cfg.data, cfg.model
-    if data.folds < 2:
-        raise ValueError(f"data.folds={data.folds}: k-fold cross-validation needs at least 2 folds")
     if not 0 <= data.fold < data.folds:
         raise ValueError(f"data.fold={data.fold} is out of range for data.folds={data.folds} (0..{data.folds - 1})")
+    precision = str(cfg.trainer.get("precision"))
+    if precision not in PRECISIONS:
+        raise ValueError(f"trainer.precision={precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if model.input.kind not in ("frame", "clip"):
+        raise ValueError(f"model.input.kind={model.input.kind!r}: must be frame or clip")
     if model.input.kind == "clip" and model.input.frames_per_clip > data.frames_per_video:
         raise ValueError(
             f"model.input.frames_per_clip={model.input.frames_per_clip} > data.frames_per_video="
@@ -53,7 +87,7 @@ def clean_user_errors():
 
     try:
         yield
-    except (FileNotFoundError, ValueError) as error:  # includes bad weights and too many bad videos
+    except (FileNotFoundError, ValueError, UserError) as error:  # bad values, weights, data or store
         if HydraConfig.initialized() and str(HydraConfig.get().mode) == "RunMode.MULTIRUN":
             raise
         print(f"Error: {type(error).__name__}: {error}", file=sys.stderr)

@@ -66,9 +66,12 @@ def main() -> None:
     meso_grid = "pretrained,finetuned" if meso_weights == "pretrained" else "finetuned"
     resnet_grid = "pretrained,finetuned" if resnet_weights == "pretrained" else "finetuned"
     levels = "augment=none,flip,heavy"
-    failures = run(["evaluate.py", "-m", "model=mesonet", f"weights={meso_grid}", levels], check=False)
-    failures += run(["evaluate.py", "-m", "model=resnet_lstm", f"weights={resnet_grid}", levels, RESNET_CPU[0]],
-                    check=False)
+    # one sweep folder (one sweep id) for both grids, so the report shows them side by side
+    sweep = f"hydra.sweep.dir=multirun/evaluate/demo-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    failures = run(["evaluate.py", "-m", "model=mesonet", f"weights={meso_grid}", levels, sweep,
+                    "hydra.sweep.subdir=mesonet-${hydra.job.num}"], check=False)
+    failures += run(["evaluate.py", "-m", "model=resnet_lstm", f"weights={resnet_grid}", levels, RESNET_CPU[0], sweep,
+                     "hydra.sweep.subdir=resnet-${hydra.job.num}"], check=False)
     run(["-m", "src.experiments.report"])
     print(f"\nDemo finished in {(time.perf_counter() - start) / 60:.1f} min"
           + (" (some evaluation jobs failed: see above)" if failures else ""))

@@ -1,5 +1,9 @@
 """What `python evaluate.py` runs: a model with its weights on the test list under a test-time
-perturbation, logged as one MLflow run; or, with `video=<file>`, the score of a single video."""
+perturbation, logged as one MLflow run; or, with `video=<file>`, the score of a single video.
+
+Scores are computed in fp32 and kept in float64 from the logits on, so the metrics recomputed from the
+`video_scores.csv` artifact are exactly the logged ones.
+"""
 
 from __future__ import annotations
 
@@ -11,22 +15,33 @@ from pathlib import Path
 import hydra
 import lightning as L
 import mlflow
+import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from src.experiments import plots
 from src.experiments.config import check_config
 from src.experiments.tracking import (
     EVALUATE_EXPERIMENT,
+    check_tracking_store,
+    data_fingerprint,
     experiment_id,
     flat_params,
     log_config,
+    log_data_report,
+    run_name,
+    run_state,
     run_tags,
+    run_url,
     tracking_uri,
 )
 from src.models.metrics import detection_metrics
-from src.models.weights import apply_weights
+from src.models.weights import Finetuned, Lineage, WeightsNotFound, input_contract, weight_source
 
 log = logging.getLogger(__name__)
+METRICS = ("auc", "ap", "acc", "loss", "eer")
+GALLERY_VIDEOS = 4  # worst false positives and false negatives each
+GALLERY_FRAMES = 6
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float] | dict:
@@ -34,92 +49,123 @@ def evaluate(cfg: DictConfig) -> dict[str, float] | dict:
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("video"):
         return predict_video(cfg, Path(cfg.video))
-    client = mlflow.MlflowClient(tracking_uri(cfg))
-    experiment_name = cfg.logger.get("experiment_name") or EVALUATE_EXPERIMENT
-    experiment = experiment_id(client, tracking_uri(cfg), experiment_name)
-    run = client.create_run(experiment, tags=run_tags(cfg), run_name=_run_name(cfg))
+    uri = tracking_uri(cfg)
+    check_tracking_store(uri)
+    client = mlflow.MlflowClient(uri)
+    experiment = experiment_id(client, uri, cfg.logger.get("experiment_name") or EVALUATE_EXPERIMENT)
+    run = client.create_run(experiment, tags=run_tags(cfg), run_name=run_name(cfg))
     run_id = run.info.run_id
-    try:
+    with run_state(client, run_id):
         log_config(client, run_id, cfg)
         client.log_batch(run_id, params=[mlflow.entities.Param(k, v) for k, v in flat_params(cfg).items()])
         metrics = _evaluate_into(client, run_id, cfg)
-    except BaseException as error:
-        client.set_tag(run_id, "error", f"{type(error).__name__}: {error}"[:5000])
-        client.set_terminated(run_id, "FAILED")
-        raise
-    client.set_terminated(run_id, "FINISHED")
-    log.info("evaluate run %s: %s", run_id, {k: round(v, 4) for k, v in metrics.items() if "video" in k})
+    _print_summary(cfg, run, uri, metrics)
     return metrics
 
 
 def _evaluate_into(client, run_id: str, cfg: DictConfig) -> dict[str, float]:
     module = hydra.utils.instantiate(cfg.model)
-    origin = apply_weights(module, cfg)
-    client.set_tag(run_id, "initial_weights", origin)
+    source = weight_source(cfg)
+    if isinstance(source, Finetuned) and not (source.path or source.run_id) and not source.candidates(cfg.model.name):
+        # before any data work: there is nothing to score with at all
+        raise WeightsNotFound(source._nothing_matches([], source.requirements(_lineage(cfg, None))))
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("test")
+    fingerprint = data_fingerprint(datamodule)
+    if fingerprint:
+        client.set_tag(run_id, "data_fingerprint", fingerprint)
+    provenance = source(module, cfg, _lineage(cfg, fingerprint))
+    for key, value in provenance.tags().items():
+        client.set_tag(run_id, key, value)
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
     outputs = trainer.predict(module, datamodule=datamodule)
-    video_probs = torch.cat([o["video_prob"] for o in outputs]).float()
-    frame_probs = torch.cat([o["frame_probs"] for o in outputs]).float()
-    labels = torch.cat([o["label"] for o in outputs]).long()
     videos = torch.cat([o["video"] for o in outputs]).tolist()
+    labels = torch.cat([o["label"] for o in outputs]).long().numpy()
+    frame_logits = torch.cat([o["frame_logits"] for o in outputs]).double()
+    video_logits = torch.cat([o["video_logit"] for o in outputs]).double()
+    if module.input_kind == "frame":  # float64 from here on: p_fake in the CSV is exactly what was scored
+        video_logits = module.video_logit_from_frames(frame_logits)
+    p_fake = torch.sigmoid(video_logits).numpy()
+    frame_probs = torch.sigmoid(frame_logits).numpy() if module.input_kind == "frame" else None
 
-    metrics = score(video_probs, frame_probs, labels)
+    records = [datamodule.splits["test"][v] for v in videos]
+    groups = [r.identity for r in records]
+    metrics = score(p_fake, labels, frame_probs, groups, seed=cfg.seed)
+    metrics["data/scored_videos"] = float(len(records))
     client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, v, 0, 0) for k, v in metrics.items()])
-    summary = datamodule.data_report()["summary"]
-    client.log_metric(run_id, "data/skipped_videos", summary["failed_videos"])
-    client.log_metric(run_id, "data/degraded_videos", summary["degraded_videos"])
-    client.log_metric(run_id, "data/centre_fallback_videos", summary["centre_fallback_videos"])
-    client.log_metric(run_id, "data/frame_detection_rate", summary["frame_detection_rate"])
-    records = datamodule.splits["test"]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        _write_scores_csv(folder / "video_scores.csv", [records[v].path for v in videos], labels, video_probs, frame_probs)
-        plot_roc(video_probs, labels, folder / "roc_curve.png", title=f"{cfg.model.name} {cfg.weights.source} {cfg.augment.level}")
-        datamodule.write_data_report(folder / "data_report.json")
+        write_scores_csv(folder / "video_scores.csv", records, labels, video_logits.numpy(), p_fake, frame_probs)
+        title = (f"{cfg.model.name} ({cfg.weights.source} weights) on {cfg.data.name} test, "
+                 f"perturbation: {cfg.augment.get('title') or cfg.augment.level}")
+        interval = (metrics["test/video_auc_ci_low"], metrics["test/video_auc_ci_high"])
+        plots.plot_roc(p_fake, labels, folder / "roc_curve.png", title, metrics["test/video_auc"], interval)
+        plots.plot_precision_recall(p_fake, labels, folder / "precision_recall.png", title, metrics["test/video_ap"])
+        plots.plot_confusion(p_fake, labels, folder / "confusion_matrix.png", title)
+        dataset = datamodule.predict_dataloader().dataset
+        strips = []
+        for i, kind in plots.worst_videos(p_fake, labels, GALLERY_VIDEOS):
+            pixels = np.asarray(dataset[videos[i]][0])
+            picks = np.linspace(0, len(pixels) - 1, min(GALLERY_FRAMES, len(pixels))).round().astype(int)
+            strips.append((pixels[picks], f"{kind}: P(fake) = {p_fake[i]:.3f}  {records[i].path}"))
+        plots.plot_gallery(strips, folder / "worst_videos.png", f"Most confident mistakes: {title}")
         client.log_artifacts(run_id, str(folder))
+        log_data_report(client, run_id, datamodule, folder)
     return metrics
 
 
-def score(video_probs: torch.Tensor, frame_probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """test/video_* and test/frame_* metrics of fake probabilities."""
-    video = detection_metrics("test/video_")(video_probs, labels)
-    frame = detection_metrics("test/frame_")(frame_probs.flatten(), labels[:, None].expand_as(frame_probs).flatten())
-    return {k: float(v) for k, v in {**video, **frame}.items()}
+def _lineage(cfg: DictConfig, fingerprint: str | None) -> Lineage:
+    return Lineage(str(cfg.model.name), str(cfg.data.name), int(cfg.data.fold), input_contract(cfg.model.input),
+                   fingerprint)
 
 
-def plot_roc(probs: torch.Tensor, labels: torch.Tensor, path: Path, title: str) -> Path:
-    import matplotlib
+def score(p_fake: np.ndarray, labels: np.ndarray, frame_probs: np.ndarray | None = None,
+          groups: list[str] | None = None, seed: int = 0) -> dict[str, float]:
+    """test/video_* metrics with their 95 % bootstrap intervals (test/video_<m>_ci_low/_ci_high), and
+    test/frame_* for frame models."""
+    from src.experiments.stats import bootstrap_intervals
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from torchmetrics.functional.classification import binary_auroc, binary_roc
-
-    fpr, tpr, _ = binary_roc(probs, labels)
-    auc = float(binary_auroc(probs, labels))
-    figure, axes = plt.subplots(figsize=(4.5, 4.5))
-    axes.plot(fpr.numpy(), tpr.numpy(), label=f"video AUC {auc:.3f}")
-    axes.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
-    axes.set(xlabel="false positive rate", ylabel="true positive rate", title=title, xlim=(0, 1), ylim=(0, 1.01))
-    axes.legend(loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    video = detection_metrics("test/video_")(torch.as_tensor(p_fake), torch.as_tensor(labels).long())
+    metrics = {k: float(v) for k, v in video.items()}
+    for name, (low, high) in bootstrap_intervals(p_fake, labels, groups, seed=seed).items():
+        metrics[f"test/video_{name}_ci_low"], metrics[f"test/video_{name}_ci_high"] = float(low), float(high)
+    if frame_probs is not None:
+        frame_labels = np.repeat(labels[:, None], frame_probs.shape[1], axis=1)
+        frame = detection_metrics("test/frame_")(torch.as_tensor(frame_probs.ravel()),
+                                                 torch.as_tensor(frame_labels.ravel()).long())
+        metrics.update({k: float(v) for k, v in frame.items()})
+    return metrics
 
 
-def _write_scores_csv(path: Path, names: list[str], labels, video_probs, frame_probs) -> None:
+def write_scores_csv(path: Path, records, labels, logits, p_fake, frame_probs) -> None:
+    """One row per scored video: path (relative to the dataset root), label (1 = fake), logit, p_fake,
+    identity group, and the frames' P(fake); floats at full precision (repr round-trips exactly)."""
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["video", "label", "fake_probability", "frame_probabilities"])
-        for name, label, prob, frames in zip(names, labels.tolist(), video_probs.tolist(), frame_probs.tolist(), strict=True):
-            writer.writerow([name, label, f"{prob:.6f}", " ".join(f"{p:.4f}" for p in frames)])
+        writer.writerow(["path", "label", "logit", "p_fake", "group", "frame_p_fake"])
+        for i, record in enumerate(records):
+            frames = "" if frame_probs is None else " ".join(repr(float(p)) for p in frame_probs[i])
+            writer.writerow([record.path, int(labels[i]), repr(float(logits[i])), repr(float(p_fake[i])),
+                             record.identity, frames])
 
 
-def _run_name(cfg: DictConfig) -> str:
-    return f"{cfg.model.name}-{cfg.weights.source}-{cfg.augment.level}"
+def _print_summary(cfg: DictConfig, run, uri: str, metrics: dict[str, float]) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    def interval(m: str) -> str:
+        return (f"{metrics[f'test/video_{m}']:.4g} [{metrics[f'test/video_{m}_ci_low']:.3g}, "
+                f"{metrics[f'test/video_{m}_ci_high']:.3g}]")
+
+    output = HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else "-"
+    lines = [
+        f"evaluate run {run.info.run_name} ({run.info.run_id}) finished",
+        f"  test video AUC {interval('auc')}, AP {interval('ap')}, EER {interval('eer')} "
+        f"on {int(metrics['data/scored_videos'])} videos",
+        f"  MLflow: {run_url(uri, run.info.experiment_id, run.info.run_id)}  (make ui)",
+        f"  output: {output}",
+    ]
+    print("\n".join(lines))
 
 
 def predict_video(cfg: DictConfig, video: Path) -> dict:
@@ -142,9 +188,9 @@ def predict_video(cfg: DictConfig, video: Path) -> dict:
     item = VideoDataset.prepare(crops, frames, datamodule.eval_transform(cfg.augment.level), cfg.seed)
     batch = datamodule.on_after_batch_transfer((item[None], torch.zeros(1), torch.zeros(1)), 0)
     module = hydra.utils.instantiate(cfg.model)
-    origin = apply_weights(module, cfg)
+    origin = weight_source(cfg)(module, cfg, _lineage(cfg, None)).initial_weights
     module.eval()
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.trainer.precision == "bf16-mixed"):
+    with torch.inference_mode():  # fp32, as every evaluation
         video_prob, frame_probs = module.video_scores(batch[0])
     result = {
         "video": str(video),

@@ -1,17 +1,38 @@
-"""MLflow tracking: store location, run tags, the resolved config and artifacts."""
+"""MLflow tracking: store location and health, experiments, run names and tags, run states, artifacts."""
 
 from __future__ import annotations
 
+import logging
 import os
+import secrets
+import signal
+import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from src.experiments.config import PROJECT_ROOT, selected_options
+from src.experiments.config import PROJECT_ROOT, UserError, selected_options
+
+log = logging.getLogger(__name__)
 
 TRAIN_EXPERIMENT = "train"
 EVALUATE_EXPERIMENT = "evaluate"
+# shown in the MLflow UI's experiment header
+DESCRIPTIONS = {
+    "train": "Training runs (train.py): per-epoch val/* metrics, test/* of the best checkpoint, "
+    "checkpoints/best.ckpt. Tags: model, weights, data, fold, seed, data_fingerprint.",
+    "evaluate": "Evaluation runs (evaluate.py): test/video_* metrics with 95 % bootstrap intervals "
+    "(_ci_low/_ci_high), per-video scores, ROC. Filter a sweep with tags.sweep_id = '...'.",
+    "report": "The seed study's tables and robustness chart for one evaluate sweep (make report).",
+    "audit": "Shortcut audits (make audit): real-vs-fake AUC of cheap features per dataset.",
+}
+STORE_TIMEOUT_S = 5.0
+
+
+class TrackingStoreError(UserError):
+    """The MLflow store cannot be used: raised before any work starts."""
 
 
 def default_tracking_uri() -> str:
@@ -38,11 +59,139 @@ def sweep_id() -> str | None:
 
 
 def run_tags(cfg: DictConfig) -> dict[str, str]:
+    """Tags every run carries: the chosen group options, fold, seed, the model's input contract and
+    display titles (the report reads titles and order from the runs), and the sweep."""
+    from src.models.weights import input_contract
+
     tags = selected_options(cfg)
     tags["fold"] = str(cfg.data.fold)
+    tags["seed"] = str(cfg.seed)
+    tags["input_contract"] = input_contract(cfg.model.input)
+    for key in ("title", "axis"):
+        if cfg.augment.get(key) is not None:
+            tags[f"augment_{key}"] = str(cfg.augment[key])
+    if cfg.model.get("title"):
+        tags["model_title"] = str(cfg.model.title)
     if sweep := sweep_id():
         tags["sweep_id"] = sweep
     return tags
+
+
+def run_name(cfg: DictConfig) -> str:
+    """<model>-<weights>-<data>-<augment>-f<fold>-s<seed>-<4 random hex>: readable and unique (MLflow's own
+    random names come from the seeded RNG, so every seeded run got the same one)."""
+    o = selected_options(cfg)
+    return f"{o['model']}-{o['weights']}-{o['data']}-{o['augment']}-f{cfg.data.fold}-s{cfg.seed}-{secrets.token_hex(2)}"
+
+
+def run_url(uri: str, experiment_id: str, run_id: str, port: int | None = None) -> str:
+    """The run's page in the MLflow UI: the server itself for http stores, else `make ui` on 127.0.0.1."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{port or os.environ.get('PORT', 5000)}"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+# -- the store ------------------------------------------------------------------------------------
+def check_tracking_store(uri: str, timeout: float = STORE_TIMEOUT_S) -> None:
+    """Fail in seconds with one line, before any data or weights are touched, when the store cannot be
+    used: an unreachable server, a corrupt or read-only SQLite file, an unwritable folder."""
+    import sqlite3
+    import urllib.error
+    import urllib.request
+
+    fix = "set MLFLOW_TRACKING_URI (or logger.tracking_uri=) to a store that works"
+    if uri.startswith(("http://", "https://")):
+        url = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout):  # noqa: S310 - the user's tracking server
+                return
+        except urllib.error.HTTPError as error:
+            if error.code < 500:  # the server answers (e.g. auth): let MLflow report the details
+                return
+            raise TrackingStoreError(f"MLflow tracking server {uri} answered HTTP {error.code}; {fix}") from None
+        except OSError as error:
+            reason = getattr(error, "reason", error)
+            raise TrackingStoreError(f"MLflow tracking server {uri} is unreachable ({reason}); start it "
+                                     f"(make ui) or {fix}") from None
+    db = sqlite_file(uri)
+    if db is not None:
+        folder = db.resolve().parent
+        if not folder.is_dir():
+            raise TrackingStoreError(f"MLflow store {uri}: folder {folder} does not exist; {fix}")
+        if db.exists():
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=timeout) as connection:
+                    connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            except sqlite3.DatabaseError as error:
+                raise TrackingStoreError(f"MLflow store {db} is not a usable SQLite database ({error}); "
+                                         f"move it away or {fix}") from None
+            if not os.access(db, os.W_OK):
+                raise TrackingStoreError(f"MLflow store {db} is read-only; {fix}")
+        if not os.access(folder, os.W_OK):
+            raise TrackingStoreError(f"MLflow store {uri}: folder {folder} is not writable; {fix}")
+        return
+    if uri.startswith("file:") or "://" not in uri:
+        folder = Path(uri.removeprefix("file://").removeprefix("file:")).expanduser()
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if existing is None or not os.access(existing, os.W_OK):
+            raise TrackingStoreError(f"MLflow store {uri} is not writable; {fix}")
+
+
+# -- run states -----------------------------------------------------------------------------------
+class RunInterrupted(KeyboardInterrupt):
+    """SIGTERM or SIGINT: the run ends as KILLED, the process with 128 + the signal number."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def interruptible():
+    """Turn SIGTERM (and SIGINT) into RunInterrupted in the main thread, so that every layer unwinds
+    (Lightning chains this handler after its own); the previous handlers come back afterwards."""
+    received: list[int] = []
+
+    def handler(signum, frame):
+        if not received:  # the first signal interrupts; a repeat while unwinding is ignored
+            received.append(signum)
+            raise RunInterrupted(signum)
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextmanager
+def run_state(client, run_id: str):
+    """End the MLflow run in the state it reached, whatever happens: FINISHED, FAILED with an `error` tag,
+    or KILLED on SIGTERM/SIGINT (then the process exits with 128 + signal). Never left RUNNING."""
+    with interruptible() as received:
+        try:
+            yield
+        except BaseException as error:
+            signum = received[0] if received else (signal.SIGINT if isinstance(error, KeyboardInterrupt) else None)
+            status = "KILLED" if signum is not None else "FAILED"
+            message = f"interrupted by {signal.Signals(signum).name}" if signum else f"{type(error).__name__}: {error}"
+            _terminate(client, run_id, status, message)
+            if signum is not None:
+                print(f"Run {run_id} {message}: marked KILLED", file=sys.stderr)
+                raise SystemExit(128 + signum) from None
+            raise
+    _terminate(client, run_id, "FINISHED")
+
+
+def _terminate(client, run_id: str, status: str, error: str | None = None) -> None:
+    try:
+        if error:
+            client.set_tag(run_id, "error", error[:5000])
+        client.set_terminated(run_id, status)
+    except Exception as problem:  # the store itself failed: say so, keep the original error
+        log.error("could not mark MLflow run %s %s: %s", run_id, status, problem)
 
 
 def flat_params(cfg: DictConfig) -> dict[str, str]:
@@ -96,7 +245,34 @@ def experiment_id(client, uri: str, name: str) -> str:
         return experiment.experiment_id
     db = sqlite_file(uri)
     location = (db.resolve().parent / "mlruns").as_uri() if db is not None else None
+    # a classic ML experiment opens on its runs table in the UI, not on the GenAI traces page
+    tags = {"mlflow.experimentKind": "custom_model_development"}
+    if name in DESCRIPTIONS:
+        tags["mlflow.note.content"] = DESCRIPTIONS[name]
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags=tags)
     except mlflow.exceptions.MlflowException:  # a parallel job created it first
         return client.get_experiment_by_name(name).experiment_id
+
+
+def data_fingerprint(datamodule) -> str | None:
+    """The index fingerprint (root and split files) of a prepared datamodule, for lineage tags."""
+    fingerprint = getattr(getattr(datamodule, "index", None), "fingerprint", None)
+    return fingerprint() if callable(fingerprint) else None
+
+
+def log_data_report(client, run_id: str, datamodule, folder: Path) -> dict:
+    """The datamodule's data report as `data_report.json` and its headline counts as `data/*` metrics."""
+    import json
+
+    report = datamodule.data_report()
+    path = Path(folder) / "data_report.json"
+    path.write_text(json.dumps(report, indent=2, default=str))
+    client.log_artifact(run_id, str(path))
+    summary = report["summary"]
+    for metric, key in (("skipped_videos", "failed_videos"), ("degraded_videos", "degraded_videos"),
+                        ("centre_fallback_videos", "centre_fallback_videos"),
+                        ("frame_detection_rate", "frame_detection_rate")):
+        if key in summary:
+            client.log_metric(run_id, f"data/{metric}", float(summary[key]))
+    return report

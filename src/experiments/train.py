@@ -1,131 +1,230 @@
-"""What `python train.py` runs: data, model, weights, callbacks and MLflow logger; fit, then test."""
+"""What `python train.py` runs: data, model, weights, callbacks and MLflow logger; fit, then test.
+
+Every run gets its own checkpoint folder `<checkpoint_dir>/<model>-<weights>-<data>-fold<k>/run-<stamp>-<id>`
+holding `run.json` (its MLflow run and the configuration it trains). `ckpt_path=last` resumes the newest
+folder whose recorded configuration is this one, into its MLflow run; a folder of another configuration
+is refused with the differences named.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import json
 import logging
 import os
 import time
+import uuid
 from pathlib import Path
 
 import hydra
 import lightning as L
 import mlflow
-from lightning.pytorch.loggers import CSVLogger, MLFlowLogger
+import torch
+from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from src.experiments.checkpointing import AtomicCheckpointIO
 from src.experiments.config import check_config, selected_options
 from src.experiments.tracking import (
     TRAIN_EXPERIMENT,
+    check_tracking_store,
+    data_fingerprint,
     experiment_id,
     flat_params,
     log_config,
+    log_data_report,
     log_file_as,
+    run_name,
+    run_state,
     run_tags,
+    run_url,
     tracking_uri,
 )
 from src.models.weights import apply_weights
 
 log = logging.getLogger(__name__)
-RUN_ID_FILE = "mlflow_run_id"
+RUN_FILE = "run.json"
+# rank 0 hands its run folder to the DDP processes Lightning starts (they inherit the environment)
+FOLDER_ENV = "DEEPFAKE_RUN_FOLDER"
+# what defines the training a checkpoint continues; everything else (trainer length, workers, where
+# outputs and weights live, logging) may change on resume
+RESUME_GROUPS = ("data", "model", "weights", "train_augment", "seed")
+NOT_RESUME_KEYS = {"data": ("build_workers", "num_workers", "cache_dir"), "weights": ("tracking_uri",)}
 
 
-def run_folder(cfg: DictConfig) -> Path:
-    """Checkpoint folder of this run: a new one, or for ckpt_path=last the latest of this configuration."""
+class ResumeMismatch(ValueError):
+    pass
+
+
+def resume_key(cfg: DictConfig) -> dict:
+    """The resolved configuration a resumed run must share with the run that wrote the checkpoint."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    key = {group: container.get(group) for group in RESUME_GROUPS}
+    for group, names in NOT_RESUME_KEYS.items():
+        if isinstance(key.get(group), dict):
+            key[group] = {k: v for k, v in key[group].items() if k not in names}
+    return json.loads(json.dumps(key, default=str))
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        name = f"{prefix}{key}"
+        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+            out += _differences(a[key], b[key], f"{name}.")
+        elif a.get(key) != b.get(key):
+            out.append(f"{name}: {b.get(key)!r} (checkpoint) vs {a.get(key)!r} (now)")
+    return out
+
+
+def run_folder(cfg: DictConfig) -> tuple[Path, dict | None]:
+    """(checkpoint folder of this run, its recorded run.json when resuming)."""
+    if rank_zero_only.rank != 0 and os.environ.get(FOLDER_ENV):
+        folder = Path(os.environ[FOLDER_ENV])
+        return folder, json.loads((folder / RUN_FILE).read_text())
     options = selected_options(cfg)
     family = Path(cfg.paths.checkpoint_dir) / f"{options['model']}-{options['weights']}-{options['data']}-fold{cfg.data.fold}"
+    if cfg.ckpt_path is None:
+        return family / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}", None
+    key = resume_key(cfg)
     if cfg.ckpt_path == "last":
-        candidates = sorted(family.glob("run-*/last.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not candidates:
-            raise FileNotFoundError(f"ckpt_path=last: no last.ckpt of this configuration under {family}")
-        return candidates[-1].parent
-    return family / f"run-{_run_stamp()}"
+        folders = sorted((p.parent for p in family.glob(f"run-*/{RUN_FILE}")), key=lambda p: p.stat().st_mtime)
+        if not folders:
+            raise FileNotFoundError(f"ckpt_path=last: no run of this configuration under {family}")
+        for folder in reversed(folders):
+            recorded = json.loads((folder / RUN_FILE).read_text())
+            if recorded.get("resume_key") == key:
+                return folder, recorded
+        recorded = json.loads((folders[-1] / RUN_FILE).read_text())
+        raise ResumeMismatch(
+            f"ckpt_path=last: no run under {family} has this configuration; the newest ({folders[-1].name}) differs in "
+            + "; ".join(_differences(key, recorded.get("resume_key", {}))[:5]))
+    folder = Path(cfg.ckpt_path).expanduser().resolve().parent
+    record = folder / RUN_FILE
+    if not record.is_file():
+        return family / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}", None  # a foreign checkpoint
+    recorded = json.loads(record.read_text())
+    if recorded.get("resume_key") != key:
+        raise ResumeMismatch(f"ckpt_path={cfg.ckpt_path}: the checkpoint's run trained another configuration: "
+                             + "; ".join(_differences(key, recorded.get("resume_key", {}))[:5]))
+    return folder, recorded
 
 
-def _run_stamp() -> str:
-    """The Hydra job's output folder (a timestamp, plus the job number in a sweep): the same in every
-    DDP process of one run, since Lightning relaunches them with the same hydra.run.dir."""
-    from hydra.core.hydra_config import HydraConfig
+def resume_checkpoint(folder: Path, wanted: Path) -> Path:
+    """`wanted`, or when it is unreadable (a kill mid-write on another filesystem, a full disk), the newest
+    checkpoint in its folder that loads, with a warning."""
+    candidates = [wanted] + sorted((p for p in folder.glob("*.ckpt") if p != wanted), key=lambda p: -p.stat().st_mtime)
+    for candidate in candidates:
+        if not candidate.is_file():
+            continue
+        try:
+            torch.load(candidate, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as error:  # truncated zip, not a checkpoint
+            log.warning("checkpoint %s is unreadable (%s: %s); trying an older one", candidate, type(error).__name__, error)
+            continue
+        if candidate != wanted:
+            log.warning("resuming from %s instead of the unreadable %s", candidate.name, wanted.name)
+        return candidate
+    raise FileNotFoundError(f"no readable checkpoint in {folder} to resume from (tried {', '.join(c.name for c in candidates)})")
 
-    if not HydraConfig.initialized():
-        return time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
-    output = Path(HydraConfig.get().runtime.output_dir).resolve()
-    digest = hashlib.sha1(str(output).encode()).hexdigest()[:6]
-    return f"{output.parent.name}-{output.name}-{digest}"
 
+def make_logger(cfg: DictConfig, folder: Path, recorded: dict | None):
+    from lightning.pytorch.loggers import CSVLogger
 
-def make_logger(cfg: DictConfig, folder: Path):
     if cfg.logger.name == "csv":
         return CSVLogger(cfg.logger.save_dir, name=cfg.logger.experiment_name)
-    run_id_file = folder / RUN_ID_FILE
-    # only a resumed run continues the MLflow run recorded next to its checkpoints
-    run_id = run_id_file.read_text().strip() if cfg.ckpt_path and run_id_file.is_file() else None
+    run_id = recorded.get("mlflow_run_id") if recorded else None
+    name = cfg.logger.experiment_name or TRAIN_EXPERIMENT
     if rank_zero_only.rank != 0:  # DDP workers log nothing themselves; Lightning routes it via rank 0
-        return MLFlowLogger(experiment_name=cfg.logger.experiment_name or TRAIN_EXPERIMENT, run_id=run_id)
-    uri, name = tracking_uri(cfg), cfg.logger.experiment_name or TRAIN_EXPERIMENT
+        return MLFlowLogger(experiment_name=name, run_id=run_id)
+    uri = tracking_uri(cfg)
     experiment_id(mlflow.MlflowClient(uri), uri, name)  # created with its artifacts next to the store
-    logger = MLFlowLogger(
-        experiment_name=name,
-        tracking_uri=uri,
-        tags=run_tags(cfg),
-        run_id=run_id,
-        log_model=False,
-    )
-    run_id_file.write_text(logger.run_id)  # creates the run now, so a resumed process finds it
+    logger = MLFlowLogger(experiment_name=name, tracking_uri=uri, tags=run_tags(cfg), run_id=run_id,
+                          run_name=None if run_id else run_name(cfg), log_model=False)
+    logger.run_id  # noqa: B018 - creates the run now, so that it is recorded before any checkpoint
     return logger
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     check_config(cfg)
+    if cfg.logger.name == "mlflow":
+        check_tracking_store(tracking_uri(cfg))  # in seconds, before any data or weights
+    folder, recorded = run_folder(cfg)
     L.seed_everything(cfg.seed, workers=True)
     module = hydra.utils.instantiate(cfg.model)
-    origin = apply_weights(module, cfg)  # before the data, so missing weights fail at once
-    log.info("initial weights of %s: %s", cfg.model.name, origin)
     datamodule = hydra.utils.instantiate(cfg.data)
+    folder.mkdir(parents=True, exist_ok=True)
+    logger = make_logger(cfg, folder, recorded)
+    if not isinstance(logger, MLFlowLogger) or not rank_zero_only.rank == 0:
+        return _train(cfg, module, datamodule, folder, recorded, logger)
+    client, run_id = logger.experiment, logger.run_id
+    if recorded is None:
+        (folder / RUN_FILE).write_text(json.dumps({"mlflow_run_id": run_id, "resume_key": resume_key(cfg)}, indent=1))
+    os.environ[FOLDER_ENV] = str(folder)
+    with run_state(client, run_id):
+        metrics = _train(cfg, module, datamodule, folder, recorded, logger)
+    _print_summary(logger, tracking_uri(cfg), metrics, folder)
+    return metrics
+
+
+def _train(cfg, module, datamodule, folder: Path, recorded: dict | None, logger) -> dict[str, float]:
+    provenance = apply_weights(module, cfg)  # before the data, so missing weights fail at once
+    log.info("initial weights of %s: %s", cfg.model.name, provenance.initial_weights)
     datamodule.prepare_data()
     datamodule.setup("fit")
     if cfg.model.pos_weight == "auto":
         counts = datamodule.class_counts()
         module.set_pos_weight(counts["train_real"] / max(counts["train_fake"], 1))
 
-    folder = run_folder(cfg)
-    folder.mkdir(parents=True, exist_ok=True)
-    logger = make_logger(cfg, folder)
     callbacks = {name: hydra.utils.instantiate(c) for name, c in cfg.callbacks.items()}
     callbacks["model_checkpoint"].dirpath = str(folder)
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=list(callbacks.values()), logger=logger)
-
-    resuming = cfg.ckpt_path is not None
-    if trainer.is_global_zero and isinstance(logger, MLFlowLogger):
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=list(callbacks.values()), logger=logger,
+                                      plugins=[AtomicCheckpointIO()])
+    resuming = recorded is not None
+    mlflow_run = trainer.is_global_zero and isinstance(logger, MLFlowLogger)
+    if mlflow_run:
         client, run_id = logger.experiment, logger.run_id
         if resuming:  # MLflow params are immutable: the resumed run keeps its first config
             client.set_tag(run_id, "resumed_from", str(cfg.ckpt_path))
         else:
             logger.log_hyperparams(flat_params(cfg))
-            client.set_tag(run_id, "initial_weights", origin)
+            for key, value in provenance.tags().items():
+                client.set_tag(run_id, key, value)
             log_config(client, run_id, cfg)
-        report = datamodule.write_data_report(folder / "data_report.json")
-        client.log_artifact(run_id, str(report))
-        summary = datamodule.data_report()["summary"]
-        client.log_metric(run_id, "data/skipped_videos", summary["failed_videos"])
-        client.log_metric(run_id, "data/degraded_videos", summary["degraded_videos"])
-        client.log_metric(run_id, "data/centre_fallback_videos", summary["centre_fallback_videos"])
-        client.log_metric(run_id, "data/frame_detection_rate", summary["frame_detection_rate"])
-        if not resuming:
             for key, value in datamodule.class_counts().items():
                 client.log_param(run_id, f"count.{key}", value)
+        if fingerprint := data_fingerprint(datamodule):
+            client.set_tag(run_id, "data_fingerprint", fingerprint)
+        log_data_report(client, run_id, datamodule, folder)
 
-    ckpt_path = str(folder / "last.ckpt") if cfg.ckpt_path == "last" else cfg.ckpt_path
+    ckpt_path = None
+    if cfg.ckpt_path is not None:
+        wanted = folder / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path).expanduser()
+        ckpt_path = str(resume_checkpoint(wanted.parent, wanted))
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    best = callbacks["model_checkpoint"].best_model_path
+    checkpoint = callbacks["model_checkpoint"]
+    best = checkpoint.best_model_path
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.test_after_fit:
         tested = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics.update(tested[0] if tested else {})
-    if trainer.is_global_zero and isinstance(logger, MLFlowLogger) and best:
+    if mlflow_run and best:
         log_file_as(logger.experiment, logger.run_id, Path(best), "checkpoints", "best.ckpt")
         logger.experiment.set_tag(logger.run_id, "best_checkpoint", best)
-        logger.experiment.set_terminated(logger.run_id, "FINISHED")
-    log.info("best checkpoint: %s", best)
+    metrics["best_model_score"] = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
+    metrics["best_checkpoint"] = best  # type: ignore[assignment]
     return metrics
+
+
+def _print_summary(logger: MLFlowLogger, uri: str, metrics: dict, folder: Path) -> None:
+    run = logger.experiment.get_run(logger.run_id)
+    best = metrics.get("best_checkpoint") or "none (no validation epoch finished)"
+    lines = [
+        f"train run {run.info.run_name} ({run.info.run_id}) finished",
+        f"  best checkpoint: {best} (val/video_auc {metrics.get('best_model_score', float('nan')):.4g})",
+    ]
+    if "test/video_auc" in metrics:
+        lines.append(f"  test video AUC of the best checkpoint: {metrics['test/video_auc']:.4g}")
+    lines += [f"  MLflow: {run_url(uri, run.info.experiment_id, run.info.run_id)}  (make ui)",
+              f"  checkpoints: {folder}"]
+    print("\n".join(lines))

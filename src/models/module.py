@@ -2,10 +2,15 @@
 
 Frame networks (`input_kind = "frame"`) train on single crops and score a video by the mean fake
 probability of its frames; clip networks (`"clip"`) take (B, T, 3, S, S) and score the clip.
+
+Only the training step may run under the Trainer's reduced-precision autocast: validation, test and
+prediction always compute in fp32 (bf16 moved MesoNet's test logits by up to 0.47), so the numbers
+that select and compare models do not depend on the training speed-up.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import lightning as L
@@ -43,11 +48,13 @@ class DeepfakeDetector(L.LightningModule):
         self.register_buffer("pos_weight", torch.tensor(1.0))
         if isinstance(pos_weight, int | float):
             self.pos_weight.fill_(float(pos_weight))
+        # a clip network has one score per clip: frame-level metrics would repeat the video metrics
+        self.levels = ("frame", "video") if self.input_kind == "frame" else ("video",)
         self.metrics = nn.ModuleDict(
             {
                 f"{stage}_{level}": detection_metrics(f"{stage}/{level}_")
                 for stage in ("val", "test")
-                for level in ("frame", "video")
+                for level in self.levels
             }
         )
 
@@ -64,13 +71,29 @@ class DeepfakeDetector(L.LightningModule):
 
     def video_scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(fake probability per video (B,), per frame (B, T)) for a batch of videos."""
-        logits = self(x)
+        video_logits, frame_logits = self.video_logits(x)
+        return torch.sigmoid(video_logits), torch.sigmoid(frame_logits)
+
+    def video_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(video logit (B,), frame logits (B, T)) in fp32, outside any autocast.
+
+        A frame network's video score is the mean fake probability of its frames; its video logit is
+        that mean's logit, computed in log space so that it stays finite where the probability underflows.
+        A clip network's frame logits repeat the clip's.
+        """
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            logits = self(x.float()).float()
         if logits.dim() == 2:
-            frame_probs = torch.sigmoid(logits)
-            return frame_probs.mean(dim=1), frame_probs
-        video_probs = torch.sigmoid(logits)
-        # a clip network scores the clip; each frame is credited with the clip's score
-        return video_probs, video_probs[:, None].expand(-1, x.shape[1])
+            return self.video_logit_from_frames(logits), logits
+        return logits, logits[:, None].expand(-1, x.shape[1])
+
+    @staticmethod
+    def video_logit_from_frames(frame_logits: torch.Tensor) -> torch.Tensor:
+        """logit(mean over frames of sigmoid(frame logit)), in the input's dtype, without under- or overflow."""
+        steps = frame_logits.shape[1]
+        log_p = torch.logsumexp(nn.functional.logsigmoid(frame_logits), dim=1) - math.log(steps)
+        log_not_p = torch.logsumexp(nn.functional.logsigmoid(-frame_logits), dim=1) - math.log(steps)
+        return log_p - log_not_p
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return nn.functional.binary_cross_entropy_with_logits(logits, labels, pos_weight=self.pos_weight)
@@ -87,7 +110,9 @@ class DeepfakeDetector(L.LightningModule):
         video_probs, frame_probs = self.video_scores(x)
         labels_int = labels.long()
         self.metrics[f"{stage}_video"].update(video_probs, labels_int)
-        self.metrics[f"{stage}_frame"].update(frame_probs.flatten(), labels_int[:, None].expand_as(frame_probs).flatten())
+        if "frame" in self.levels:
+            frames = labels_int[:, None].expand_as(frame_probs).flatten()
+            self.metrics[f"{stage}_frame"].update(frame_probs.flatten(), frames)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step("val", batch)
@@ -96,7 +121,7 @@ class DeepfakeDetector(L.LightningModule):
         self._eval_step("test", batch)
 
     def _log_epoch(self, stage: str) -> None:
-        for level in ("frame", "video"):
+        for level in self.levels:
             collection = self.metrics[f"{stage}_{level}"]
             self.log_dict(collection.compute(), prog_bar=(level == "video"), sync_dist=True)
             collection.reset()
@@ -109,8 +134,8 @@ class DeepfakeDetector(L.LightningModule):
 
     def predict_step(self, batch, batch_idx: int):
         x, labels, videos = batch
-        video_probs, frame_probs = self.video_scores(x)
-        return {"video": videos, "label": labels, "video_prob": video_probs, "frame_probs": frame_probs}
+        video_logits, frame_logits = self.video_logits(x)
+        return {"video": videos, "label": labels, "video_logit": video_logits, "frame_logits": frame_logits}
 
     # -- optimisation ---------------------------------------------------------------------------
     def set_pos_weight(self, value: float) -> None:

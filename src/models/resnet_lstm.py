@@ -7,6 +7,13 @@ from torch import nn
 from torchvision.models import resnet50
 
 
+def fp32_lstm(lstm: nn.LSTM, features: torch.Tensor):
+    """Run an LSTM in fp32 even under a reduced-precision autocast: its recurrence accumulates rounding
+    over the clip, and autocast would otherwise run it in bf16."""
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        return lstm(features.float())
+
+
 class ResNetLSTM(nn.Module):
     """Input (B, T, 3, 224, 224) ImageNet-normalized; output (B,) logit of fake.
 
@@ -49,7 +56,7 @@ class ResNetLSTM(nn.Module):
         else:
             features = self.backbone(frames)
         features = self.reduce(features).view(batch, steps, -1)
-        outputs, _ = self.lstm(features.float())
+        outputs, _ = fp32_lstm(self.lstm, features)
         return self.head(outputs[:, -1]).squeeze(-1)
 
     def load_pretrained(self, cfg) -> str:

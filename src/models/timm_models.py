@@ -21,7 +21,8 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from src.models.weights import IncompatibleWeights, WeightsNotFound
+from src.models.resnet_lstm import fp32_lstm
+from src.models.weights import IncompatibleWeights, WeightsNotFound, describe_file
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,7 @@ class EfficientNetLSTM(TimmBackbone):
                 features = self.backbone(frames)
         else:
             features = self.backbone(frames)
-        # the LSTM runs in fp32 under bf16 autocast, as in ResNetLSTM
-        outputs, _ = self.lstm(features.view(batch, steps, -1).float())
+        outputs, _ = fp32_lstm(self.lstm, features.view(batch, steps, -1))
         return self.head(outputs[:, -1]).squeeze(-1)
 
 
@@ -119,11 +119,11 @@ def timm_backbone_state(model_name: str, file: str | None = None) -> tuple[dict[
         path = Path(file).expanduser()
         if not path.is_file():
             raise WeightsNotFound(f"model.pretrained.file={path}: no such file (timm model {model_name})")
-        overlay, origin = {"file": str(path)}, str(path)
+        overlay, origin = {"file": str(path)}, describe_file(path)
     else:
         source = weight_source(model_name)
         if source.cached:  # straight from the cache: no network, no hub retries
-            overlay, origin = {"file": source.cached}, f"{source.description}, cached at {source.cached}"
+            overlay, origin = {"file": source.cached}, f"{source.description}, cached at {describe_file(source.cached)}"
         elif source.offline or not reachable(source.url):
             raise WeightsNotFound(source.missing_message(model_name, "the network is unreachable"))
         else:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -25,18 +28,182 @@ class IncompatibleWeights(ValueError):
     pass
 
 
-def apply_weights(module, cfg: DictConfig) -> str:
-    """Load the initial weights named by `cfg.weights` into the DeepfakeDetector; returns their origin."""
-    source = cfg.weights.source
-    if source == "scratch":
-        return "scratch"
-    if source == "pretrained":
-        return load_pretrained(module.net, cfg)
-    if source == "finetuned":
-        path = resolve_finetuned_checkpoint(cfg)
-        load_checkpoint(module, path)
-        return str(path)
-    raise ValueError(f"unknown weights.source={source!r}; choose scratch, pretrained or finetuned")
+@dataclass(frozen=True)
+class Lineage:
+    """What a finetuned checkpoint must have been trained on to be scored here."""
+
+    model: str
+    data: str
+    fold: int
+    input_contract: str
+    data_fingerprint: str | None = None
+
+
+@dataclass
+class Provenance:
+    """Where the initial weights came from, as run tags: `initial_weights` is a file and its SHA-256 or
+    `runs:/<id>/checkpoints/best.ckpt sha256=...`, never a temporary path."""
+
+    initial_weights: str
+    source_run_id: str | None = None
+    source_weights: str | None = None  # the training run's own initial weights: pretrained | scratch
+    train_seed: str | None = None
+
+    def tags(self) -> dict[str, str]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def input_contract(spec: Mapping) -> str:
+    """One string for a model's input contract (kind, size, normalization, clip length): checkpoints are
+    matched on it, since a model fed other pixels than it was trained on scores garbage silently."""
+    mean = ",".join(f"{float(v):g}" for v in spec["mean"])
+    std = ",".join(f"{float(v):g}" for v in spec["std"])
+    return f"{spec['kind']}/{spec['size']}px/mean={mean}/std={std}/T={spec['frames_per_clip']}"
+
+
+class Scratch:
+    """Random initialization."""
+
+    def __init__(self, source: str = "scratch"):
+        self.name = source
+
+    def __call__(self, module, cfg: DictConfig, lineage: Lineage | None = None) -> Provenance:
+        return Provenance("scratch")
+
+
+class Pretrained:
+    """The weights each network was published with (`net.load_pretrained(cfg)`): MesoNet's Keras files,
+    ImageNet for the backbones."""
+
+    def __init__(self, source: str = "pretrained"):
+        self.name = source
+
+    def __call__(self, module, cfg: DictConfig, lineage: Lineage | None = None) -> Provenance:
+        net = module.net
+        if not hasattr(net, "load_pretrained"):
+            raise ValueError(f"{type(net).__name__} has no pretrained weights; use weights=scratch")
+        return Provenance(net.load_pretrained(cfg))
+
+
+class Finetuned:
+    """A checkpoint written by train.py: `path`, or the best checkpoint of MLflow run `run_id`, or of the
+    latest finished training run whose lineage matches (same model, dataset and index fingerprint, fold and
+    input contract; `train_data` for another dataset, `train_seed` for one seed)."""
+
+    def __init__(self, tracking_uri: str, path: str | None = None, run_id: str | None = None,
+                 train_data: str | None = None, train_fold: int | None = None, train_seed: int | None = None,
+                 experiment: str = "train", source: str = "finetuned"):
+        self.name = source
+        self.tracking_uri, self.path, self.run_id = tracking_uri, path, run_id
+        self.train_data, self.train_fold, self.train_seed = train_data, train_fold, train_seed
+        self.experiment = experiment
+
+    def __call__(self, module, cfg: DictConfig, lineage: Lineage | None = None) -> Provenance:
+        if self.path:
+            path = Path(self.path).expanduser()
+            if not path.is_file():
+                raise WeightsNotFound(f"weights.path={path}: no such checkpoint file")
+            load_checkpoint(module, path)
+            return Provenance(describe_file(path))
+        run = self.find_run(lineage) if not self.run_id else self._client().get_run(self.run_id)
+        import mlflow
+
+        with tempfile.TemporaryDirectory(prefix="finetuned-") as tmp:  # no copy outlives the load
+            try:
+                local = mlflow.artifacts.download_artifacts(
+                    run_id=run.info.run_id, artifact_path="checkpoints/best.ckpt", dst_path=tmp,
+                    tracking_uri=self.tracking_uri)
+            except Exception as error:  # MlflowException for unknown runs or missing artifacts
+                raise WeightsNotFound(
+                    f"MLflow run {run.info.run_id} has no artifact checkpoints/best.ckpt ({error})") from error
+            load_checkpoint(module, local)
+            digest = sha256_of(local)
+        tags = run.data.tags
+        return Provenance(f"runs:/{run.info.run_id}/checkpoints/best.ckpt sha256={digest}", run.info.run_id,
+                          tags.get("weights"), tags.get("seed"))
+
+    def _client(self):
+        import mlflow
+
+        return mlflow.MlflowClient(self.tracking_uri)
+
+    def candidates(self, model: str) -> list:
+        """Finished training runs of `model` with a best checkpoint, newest first."""
+        client = self._client()
+        experiment = client.get_experiment_by_name(self.experiment)
+        if experiment is None:
+            return []
+        return client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.model = '{model}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.end_time DESC"],
+        )
+
+    def requirements(self, lineage: Lineage) -> dict[str, str]:
+        """The tags a matching training run must carry."""
+        data = self.train_data or lineage.data
+        wanted = {"model": lineage.model, "data": data, "input_contract": lineage.input_contract}
+        same_data = data == lineage.data
+        fold = self.train_fold if self.train_fold is not None else (lineage.fold if same_data else None)
+        if fold is not None:
+            wanted["fold"] = str(fold)
+        if same_data and lineage.data_fingerprint:
+            wanted["data_fingerprint"] = lineage.data_fingerprint
+        if self.train_seed is not None:
+            wanted["seed"] = str(self.train_seed)
+        return wanted
+
+    def find_run(self, lineage: Lineage):
+        runs = self.candidates(lineage.model)
+        wanted = self.requirements(lineage)
+        matches = [r for r in runs if all(r.data.tags.get(k) == v for k, v in wanted.items())]
+        if not matches:
+            raise WeightsNotFound(self._nothing_matches(runs, wanted))
+        run = matches[0]
+        log.warning(
+            "weights=finetuned: run %s (%s, trained on %s fold %s, seed %s, finished %s)%s", run.info.run_id,
+            run.info.run_name, run.data.tags.get("data"), run.data.tags.get("fold"), run.data.tags.get("seed"),
+            _when(run.info.end_time), f"; the latest of {len(matches)} matching" if len(matches) > 1 else "")
+        return run
+
+    def _nothing_matches(self, runs: list, wanted: dict[str, str]) -> str:
+        def describe(tags: dict) -> str:
+            text = f"{tags.get('data', '?')} fold {tags.get('fold', '?')}"
+            if tags.get("input_contract") != wanted["input_contract"]:
+                text += " (other input)"
+            elif tags.get("data") == wanted["data"] and tags.get("data_fingerprint") != wanted.get("data_fingerprint",
+                                                                                               tags.get("data_fingerprint")):
+                text += " (other index)"
+            return text
+
+        model = wanted["model"]
+        found = sorted({describe(r.data.tags) for r in runs})
+        have = f"found {model} trained on " + ", ".join(found) if found else f"found no finished {model} training run"
+        want = f"{wanted['data']}" + (f" fold {wanted['fold']}" if "fold" in wanted else "") + (
+            f" seed {wanted['seed']}" if "seed" in wanted else "")
+        index = f", index {wanted['data_fingerprint']}" if "data_fingerprint" in wanted else ""
+        return (f"weights=finetuned: {have}; none on {want} (input {wanted['input_contract']}{index}) in experiment "
+                f"'{self.experiment}' of {self.tracking_uri}. Train one (python train.py model={model} "
+                f"data={wanted['data']}" + (f" data.fold={wanted['fold']}" if "fold" in wanted else "")
+                + "), or choose with weights.run_id=<run>, weights.path=<checkpoint> or weights.train_data=<data>.")
+
+
+def _when(millis: int | None) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp((millis or 0) / 1000).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def weight_source(cfg: DictConfig):
+    """The weight source object that `cfg.weights` builds (`_target_`)."""
+    import hydra
+
+    return hydra.utils.instantiate(cfg.weights)
+
+
+def apply_weights(module, cfg: DictConfig, lineage: Lineage | None = None) -> Provenance:
+    """Load the initial weights named by `cfg.weights` into the DeepfakeDetector."""
+    return weight_source(cfg)(module, cfg, lineage)
 
 
 # -- pretrained -------------------------------------------------------------------------------
@@ -153,48 +320,7 @@ def torchvision_state_dict(member: str, file: str | None = None) -> tuple[dict[s
     return load_state_dict_file(path), f"torchvision ResNet50_Weights.{member} " + describe_file(path)
 
 
-# -- finetuned --------------------------------------------------------------------------------
-def resolve_finetuned_checkpoint(cfg: DictConfig) -> Path:
-    """weights.path, else the best checkpoint of weights.run_id, else of the latest finished train run
-    of this model in the MLflow store."""
-    if cfg.weights.get("path"):
-        path = Path(cfg.weights.path).expanduser()
-        if not path.is_file():
-            raise WeightsNotFound(f"weights.path={path}: no such checkpoint file")
-        return path
-    import mlflow
-
-    from src.experiments.tracking import TRAIN_EXPERIMENT, tracking_uri
-
-    client = mlflow.MlflowClient(tracking_uri(cfg))
-    run_id = cfg.weights.get("run_id")
-    if not run_id:
-        experiment = client.get_experiment_by_name(TRAIN_EXPERIMENT)
-        runs = []
-        if experiment is not None:
-            runs = client.search_runs(
-                [experiment.experiment_id],
-                filter_string=f"tags.model = '{cfg.model.name}' and attributes.status = 'FINISHED'",
-                order_by=["attributes.end_time DESC"],
-                max_results=1,
-            )
-        if not runs:
-            raise WeightsNotFound(
-                f"weights=finetuned: no finished training run of model={cfg.model.name} in experiment "
-                f"'{TRAIN_EXPERIMENT}' of {tracking_uri(cfg)}. Train one first (python train.py model={cfg.model.name}) "
-                "or give weights.path=<checkpoint> / weights.run_id=<run>."
-            )
-        run_id = runs[0].info.run_id
-    try:
-        local = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path="checkpoints/best.ckpt", tracking_uri=tracking_uri(cfg)
-        )
-    except Exception as error:  # MlflowException for unknown runs or missing artifacts
-        raise WeightsNotFound(f"MLflow run {run_id} has no artifact checkpoints/best.ckpt ({error})") from error
-    log.info("finetuned weights: run %s -> %s", run_id, local)
-    return Path(local)
-
-
+# -- checkpoints --------------------------------------------------------------------------------
 def load_checkpoint(module, path: str | Path) -> None:
     """Load a Lightning checkpoint (or bare state dict) written by train.py, strictly, as data only."""
     path = Path(path)

@@ -1,0 +1,115 @@
+"""The pictures each evaluate run logs: ROC, precision-recall, confusion matrix, worst-scored videos.
+
+Every figure names what it shows (dataset, perturbation, model and weights, real/fake counts) and that
+the positive class is "fake". matplotlib's object API with the Agg canvas: no GUI, no global state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height))
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _counts(labels: np.ndarray) -> str:
+    return f"{int((labels == 0).sum())} real, {int((labels == 1).sum())} fake videos"
+
+
+def plot_roc(p_fake: np.ndarray, labels: np.ndarray, path: Path, title: str, auc: float | None = None,
+             interval: tuple[float, float] | None = None) -> Path:
+    import torch
+    from torchmetrics.functional.classification import binary_roc
+
+    fpr, tpr, _ = binary_roc(torch.as_tensor(p_fake), torch.as_tensor(labels).long())
+    figure = _figure(5, 5)
+    axes = figure.subplots()
+    label = "video ROC" if auc is None else f"video AUC {auc:.3f}"
+    if interval is not None:
+        label += f" [{interval[0]:.2f}, {interval[1]:.2f}]"
+    axes.plot(fpr.numpy(), tpr.numpy(), label=label)
+    axes.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8, label="chance")
+    axes.set(xlabel="false positive rate (reals called fake)", ylabel="true positive rate (fakes caught)",
+             xlim=(0, 1), ylim=(0, 1.01))
+    axes.set_title(f"{title}\n{_counts(labels)}; positive class: fake", fontsize=9)
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def plot_precision_recall(p_fake: np.ndarray, labels: np.ndarray, path: Path, title: str,
+                          ap: float | None = None) -> Path:
+    import torch
+    from torchmetrics.functional.classification import binary_precision_recall_curve
+
+    precision, recall, _ = binary_precision_recall_curve(torch.as_tensor(p_fake), torch.as_tensor(labels).long())
+    figure = _figure(5, 5)
+    axes = figure.subplots()
+    axes.step(recall.numpy(), precision.numpy(), where="post", label="video" if ap is None else f"video AP {ap:.3f}")
+    prevalence = float(labels.mean())
+    axes.axhline(prevalence, linestyle="--", color="grey", linewidth=0.8, label=f"chance ({prevalence:.2f})")
+    axes.set(xlabel="recall (fakes caught)", ylabel="precision (called fake that are fake)", xlim=(0, 1),
+             ylim=(0, 1.01))
+    axes.set_title(f"{title}\n{_counts(labels)}; positive class: fake", fontsize=9)
+    axes.legend(loc="lower left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def plot_confusion(p_fake: np.ndarray, labels: np.ndarray, path: Path, title: str, threshold: float = 0.5) -> Path:
+    predicted = (p_fake >= threshold).astype(int)
+    matrix = np.array([[int(((labels == t) & (predicted == p)).sum()) for p in (0, 1)] for t in (0, 1)])
+    figure = _figure(4.5, 4.2)
+    axes = figure.subplots()
+    axes.imshow(matrix, cmap="Blues")
+    for t in (0, 1):
+        for p in (0, 1):
+            share = matrix[t, p] / max(matrix[t].sum(), 1)
+            axes.text(p, t, f"{matrix[t, p]}\n({share:.0%})", ha="center", va="center",
+                      color="white" if matrix[t, p] > matrix.max() / 2 else "black")
+    axes.set_xticks([0, 1], ["real", "fake"])
+    axes.set_yticks([0, 1], ["real", "fake"])
+    axes.set(xlabel=f"predicted (P(fake) >= {threshold:g})", ylabel="true")
+    axes.set_title(f"{title}\nconfusion at threshold {threshold:g}", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def worst_videos(p_fake: np.ndarray, labels: np.ndarray, count: int) -> list[tuple[int, str]]:
+    """(index, kind) of the most confident mistakes: false positives (reals with the highest P(fake)),
+    then false negatives (fakes with the lowest), at most `count` of each; only actual mistakes at 0.5."""
+    reals = [i for i in np.argsort(-p_fake) if labels[i] == 0 and p_fake[i] >= 0.5][:count]
+    fakes = [i for i in np.argsort(p_fake) if labels[i] == 1 and p_fake[i] < 0.5][:count]
+    return [(int(i), "false positive") for i in reals] + [(int(i), "false negative") for i in fakes]
+
+
+def plot_gallery(strips: Sequence[tuple[np.ndarray, str]], path: Path, title: str) -> Path:
+    """One row per video: a strip of its face crops (uint8 (T, S, S, 3)) with its caption."""
+    rows = max(len(strips), 1)
+    columns = max((len(frames) for frames, _ in strips), default=1)
+    figure = _figure(1.3 * columns, 1.6 * rows + 0.6)
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for row, (frames, caption) in enumerate(strips):
+        for column, frame in enumerate(frames):
+            axes[row, column].imshow(frame)
+        axes[row, 0].set_title(caption, fontsize=8, loc="left", x=0.0)
+    if not strips:
+        axes[0, 0].text(0.5, 0.5, "no mistakes at threshold 0.5", ha="center", va="center")
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    return path

@@ -1,0 +1,199 @@
+"""Comparisons you can trust: which checkpoint `weights=finetuned` scores, model selection under a saturated
+validation AUC, fp32 evaluation, and what a clip model logs. In-process, against temporary MLflow stores."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import hydra
+import mlflow
+import pytest
+import torch
+
+from src.models.weights import Finetuned, Lineage, WeightsNotFound, input_contract
+from tests.conftest import compose_config
+
+MESONET_CONTRACT = input_contract({"kind": "frame", "size": 256, "mean": [0, 0, 0], "std": [1, 1, 1],
+                                   "frames_per_clip": 1})
+
+
+def _mesonet():
+    return hydra.utils.instantiate(compose_config("evaluate", ["weights=scratch"]).model)
+
+
+def _train_run(client, experiment: str, tmp_path: Path, *, data: str, fold: int, fingerprint: str, seed: int = 42,
+               contract: str = MESONET_CONTRACT, weights: str = "pretrained", fill: float = 0.0) -> str:
+    """A finished train run with lineage tags and a best checkpoint whose weights are all `fill`."""
+    module = _mesonet()
+    with torch.no_grad():
+        for tensor in module.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.fill_(fill)
+    tags = {"model": "mesonet", "data": data, "fold": str(fold), "data_fingerprint": fingerprint, "seed": str(seed),
+            "input_contract": contract, "weights": weights}
+    run = client.create_run(experiment, tags=tags)
+    folder = tmp_path / run.info.run_id
+    folder.mkdir()
+    torch.save({"state_dict": module.state_dict()}, folder / "best.ckpt")
+    client.log_artifact(run.info.run_id, str(folder / "best.ckpt"), "checkpoints")
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+@pytest.fixture
+def store(tmp_path):
+    uri = f"sqlite:///{tmp_path}/lineage.db"
+    client = mlflow.MlflowClient(uri)
+    return uri, client, client.create_experiment("train", artifact_location=(tmp_path / "artifacts").as_uri())
+
+
+def _loaded_fill(module) -> float:
+    return float(module.net.dense2.weight.detach().flatten()[0])
+
+
+def test_finetuned_takes_only_a_checkpoint_of_the_same_dataset_index_and_fold(store, tmp_path, caplog):
+    uri, client, experiment = store
+    celebdf = _train_run(client, experiment, tmp_path, data="celebdf", fold=0, fingerprint="cdf-v2", fill=0.25)
+    _train_run(client, experiment, tmp_path, data="synthetic", fold=3, fingerprint="syn", fill=0.5)  # newer
+    _train_run(client, experiment, tmp_path, data="celebdf", fold=0, fingerprint="other-copy", fill=0.75)  # newest
+    module = _mesonet()
+    provenance = Finetuned(uri)(module, None, Lineage("mesonet", "celebdf", 0, MESONET_CONTRACT, "cdf-v2"))
+    assert _loaded_fill(module) == 0.25
+    assert provenance.source_run_id == celebdf and provenance.source_weights == "pretrained"
+    assert provenance.initial_weights.startswith(f"runs:/{celebdf}/checkpoints/best.ckpt sha256=")
+    assert f"weights=finetuned: run {celebdf}" in caplog.text  # the choice is printed
+
+    with pytest.raises(WeightsNotFound) as error:
+        Finetuned(uri)(_mesonet(), None, Lineage("mesonet", "celebdf", 1, MESONET_CONTRACT, "cdf-v2"))
+    message = str(error.value)
+    assert "found mesonet trained on celebdf fold 0" in message and "synthetic fold 3" in message
+    assert "none on celebdf fold 1" in message and "\n" not in message
+
+
+def test_a_sweep_over_folds_scores_each_folds_own_checkpoint(store, tmp_path):
+    uri, client, experiment = store
+    fills = {fold: 0.1 * (fold + 1) for fold in range(3)}
+    for fold, fill in fills.items():
+        _train_run(client, experiment, tmp_path, data="synthetic", fold=fold, fingerprint="syn", fill=fill)
+    for fold, fill in fills.items():
+        module = _mesonet()
+        Finetuned(uri)(module, None, Lineage("mesonet", "synthetic", fold, MESONET_CONTRACT, "syn"))
+        assert _loaded_fill(module) == pytest.approx(fill)
+
+
+def test_cross_dataset_evaluation_picks_the_named_training_data(store, tmp_path):
+    uri, client, experiment = store
+    ffpp = _train_run(client, experiment, tmp_path, data="ffpp", fold=2, fingerprint="ff", fill=0.3)
+    _train_run(client, experiment, tmp_path, data="celebdf", fold=0, fingerprint="cdf", fill=0.6)
+    module = _mesonet()
+    provenance = Finetuned(uri, train_data="ffpp")(module, None, Lineage("mesonet", "celebdf", 0, MESONET_CONTRACT, "cdf"))
+    assert provenance.source_run_id == ffpp and _loaded_fill(module) == pytest.approx(0.3)
+
+
+def test_another_input_contract_or_seed_is_not_a_match(store, tmp_path):
+    uri, client, experiment = store
+    _train_run(client, experiment, tmp_path, data="synthetic", fold=0, fingerprint="syn", contract="frame/128px/...")
+    lineage = Lineage("mesonet", "synthetic", 0, MESONET_CONTRACT, "syn")
+    with pytest.raises(WeightsNotFound, match="other input"):
+        Finetuned(uri)(_mesonet(), None, lineage)
+    seeded = _train_run(client, experiment, tmp_path, data="synthetic", fold=0, fingerprint="syn", seed=7)
+    assert Finetuned(uri, train_seed=7)(_mesonet(), None, lineage).source_run_id == seeded
+    with pytest.raises(WeightsNotFound, match="seed 8"):
+        Finetuned(uri, train_seed=8)(_mesonet(), None, lineage)
+
+
+def test_loading_a_finetuned_checkpoint_leaves_no_copy_behind(store, tmp_path, monkeypatch):
+    uri, client, experiment = store
+    _train_run(client, experiment, tmp_path, data="synthetic", fold=0, fingerprint="syn")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    Finetuned(uri)(_mesonet(), None, Lineage("mesonet", "synthetic", 0, MESONET_CONTRACT, "syn"))
+    assert list(temp.iterdir()) == []
+
+
+# -- model selection ------------------------------------------------------------------------------
+
+
+def test_a_tie_in_validation_auc_is_broken_by_the_lower_loss(tmp_path):
+    """AUC 1.0 at every epoch while the loss falls: the last epoch is selected, and early stopping
+    (patience 1) does not stop a run that still improves its loss."""
+    import lightning as L
+
+    from src.experiments.checkpointing import TieBreakingEarlyStopping, TieBreakingModelCheckpoint
+
+    class Saturated(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(1, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).sum()
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val/video_auc", 1.0)
+            self.log("val/video_loss", 1.0 / (self.current_epoch + 1))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(2, 1)), batch_size=2)
+    checkpoint = TieBreakingModelCheckpoint(dirpath=tmp_path, filename="best-{epoch:02d}", monitor="val/video_auc",
+                                            mode="max", tie_breaker="val/video_loss", save_top_k=1,
+                                            auto_insert_metric_name=False)
+    stopping = TieBreakingEarlyStopping(monitor="val/video_auc", mode="max", patience=1, tie_breaker="val/video_loss")
+    trainer = L.Trainer(max_epochs=4, callbacks=[checkpoint, stopping], logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(Saturated(), train_dataloaders=data, val_dataloaders=data)
+    assert trainer.current_epoch == 4, "early stopping fired although the loss kept improving"
+    assert Path(checkpoint.best_model_path).name == "best-03.ckpt"
+
+
+def test_train_config_selects_with_the_tie_breaker():
+    cfg = compose_config("train")
+    assert cfg.callbacks.model_checkpoint.tie_breaker == cfg.callbacks.early_stopping.tie_breaker == "val/video_loss"
+
+
+# -- numerics -------------------------------------------------------------------------------------
+def test_evaluation_runs_in_fp32_even_under_the_training_autocast():
+    cfg = compose_config("evaluate")
+    assert cfg.trainer.precision == "32-true"
+    assert compose_config("evaluate", ["trainer.precision=bf16-mixed"]).trainer.precision == "bf16-mixed"
+    torch.manual_seed(0)
+    module = _mesonet().eval()
+    x = torch.rand(2, 3, 3, 256, 256)
+    with torch.inference_mode():
+        reference = module.video_logits(x)[1]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = module.video_logits(x)[1]
+    assert autocast.dtype == torch.float32
+    torch.testing.assert_close(autocast, reference, rtol=0, atol=0)
+
+
+def test_lstms_run_in_fp32_under_autocast():
+    from src.models.resnet_lstm import ResNetLSTM
+
+    net = ResNetLSTM().eval()
+    seen = []
+    net.lstm.register_forward_hook(lambda m, inputs, output: seen.append(output[0].dtype))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        net(torch.rand(1, 2, 3, 64, 64))
+    assert seen == [torch.float32]
+
+
+def test_clip_models_log_no_frame_level_metrics():
+    module = hydra.utils.instantiate(compose_config("evaluate", ["model=resnet_lstm", "weights=scratch"]).model)
+    assert set(module.metrics) == {"val_video", "test_video"}
+    assert {"val_frame", "val_video"} <= set(_mesonet().metrics)
+
+
+def test_a_frame_models_video_logit_stays_finite_where_its_probability_underflows():
+    from src.models.module import DeepfakeDetector
+
+    frame_logits = torch.tensor([[-200.0, -210.0, -190.0]], dtype=torch.float64)
+    logit = DeepfakeDetector.video_logit_from_frames(frame_logits)
+    assert torch.isfinite(logit).all() and logit.item() == pytest.approx(-190.0 - torch.log(torch.tensor(3.0)).item(), abs=1e-6)
+    probs = torch.sigmoid(torch.tensor([[0.3, -1.2, 2.0]], dtype=torch.float64))
+    expected = probs.mean()
+    assert torch.sigmoid(DeepfakeDetector.video_logit_from_frames(torch.logit(probs))).item() == pytest.approx(expected.item())
