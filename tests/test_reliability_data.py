@@ -123,16 +123,14 @@ def test_a_corrupt_entry_is_rebuilt_and_a_pinned_one_names_video_and_file(small_
     videos = sorted(small_dataset.glob("Celeb-real/*.mp4"))[:2]
     cache = FaceCropCache(tmp_path / "cache", QUICK)
     cache.build(videos, progress=False)
-    entry = cache.entry(videos[0])
-    intact = entry.crops_file.read_bytes()
-    entry.crops_file.write_bytes(intact[: len(intact) // 2])  # truncated, e.g. by a full disk
-    entry.meta_file.with_name("unrelated").write_text("")
-    broken_meta = cache.entry(videos[1]).meta_file
-    broken_meta.write_text('{"report": ')  # bad JSON
+    crops_file, _, _ = cache._paths(cache.key(videos[0]))
+    intact = crops_file.read_bytes()
+    crops_file.write_bytes(intact[: len(intact) // 2])  # truncated, e.g. by a full disk
+    cache._paths(cache.key(videos[1]))[1].write_text('{"report": ')  # bad JSON
 
     with pytest.raises(ValueError, match="corrupt") as error:
-        entry.load()  # a run that pinned this entry: told which video and which file
-    assert str(videos[0]) in str(error.value) and str(entry.crops_file) in str(error.value)
+        cache.load(videos[0])  # as a run that pinned this entry reads it: told which video and which file
+    assert str(videos[0]) in str(error.value) and str(crops_file) in str(error.value)
 
     rebuilt = cache.build(videos, progress=False)
     assert rebuilt.num_built == 2 and not rebuilt.failed
