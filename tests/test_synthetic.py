@@ -1,4 +1,4 @@
-"""The embedded synthetic Celeb-DF generator: layout, decoding, determinism, idempotence, fakes, faces."""
+"""The embedded synthetic Celeb-DF generator: layout, decoding, determinism, idempotence, fakes, faces, presets."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import re
 import time
 from pathlib import Path
 
-import cv2
 import decord
 import numpy as np
 import pytest
 
-from src.data.synthetic import MARKER, TEST_LIST, generate_synthetic_celebdf
+from src.data.synthetic import MARKER, PRESETS, TEST_LIST, generate_synthetic_celebdf, video_codec
 
 SMALL = dict(seed=0, num_identities=4, real_per_identity=2, fakes_per_real=2, youtube_real=2, num_frames=24)
 TINY = dict(num_identities=2, real_per_identity=1, fakes_per_real=1, youtube_real=0, num_frames=6)
@@ -21,6 +20,7 @@ NAMES = {
     "Celeb-synthesis": re.compile(r"id(\d+)_id(\d+)_(\d{4})\.mp4"),
     "YouTube-real": re.compile(r"\d{5}\.mp4"),
 }
+V2_SHAPE = (PRESETS["v2"]["height"], PRESETS["v2"]["width"], 3)
 
 
 @pytest.fixture(scope="module")
@@ -49,19 +49,27 @@ def frames(path: Path) -> np.ndarray:
     return reader.get_batch(list(range(len(reader)))).asnumpy()
 
 
+def marker(root: Path) -> dict:
+    return json.loads((root / MARKER).read_text())
+
+
 def face_tracks(root: Path) -> dict[str, list[list[float]]]:
-    return json.loads((root / MARKER).read_text())["faces"]
+    return marker(root)["faces"]
 
 
 def videos(root: Path, folder: str) -> list[str]:
     return sorted(p.name for p in (root / folder).iterdir())
 
 
-def face_box(track: list[list[float]], scale: float, shape: tuple[int, int]) -> np.ndarray:
-    """Per frame, a boolean (H, W) mask of the square of side scale x face height around the face centre."""
+def face_box(track: list[list[float]], scale: float, shape: tuple[int, int], dy: float = 0.0) -> np.ndarray:
+    """Per frame, a boolean (H, W) mask of the square of side scale x face height around the face centre
+    (moved down by dy face heights)."""
     ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]]
     return np.stack(
-        [(np.abs(xs - cx) < scale * h / 2) & (np.abs(ys - cy) < scale * h / 2) for cx, cy, h in track]
+        [
+            (np.abs(xs - cx) < scale * h / 2) & (np.abs(ys - cy - dy * h) < scale * h / 2)
+            for cx, cy, h in track
+        ]
     )
 
 
@@ -104,14 +112,28 @@ def test_test_list(small):
         assert (name in listed["Celeb-synthesis"]) == (target in test_ids)
 
 
-def test_decord_reads_every_video(small):
+def test_decord_reads_every_video_at_30_fps(small):
     paths = sorted(small.glob("*/*.mp4"))
     assert len(paths) == 8 + 16 + 2
     for path in paths:
         reader = decord.VideoReader(str(path))
         assert len(reader) == SMALL["num_frames"], path
-        assert reader[len(reader) - 1].shape == (240, 320, 3)
+        assert reader[len(reader) - 1].shape == V2_SHAPE
+        assert reader.get_avg_fps() == pytest.approx(30)
     assert set(face_tracks(small)) == {p.relative_to(small).as_posix() for p in paths}
+
+
+def test_h264_when_pyav_has_libx264(small):
+    import cv2
+
+    codec = marker(small)["codec"]
+    assert codec == video_codec()
+    if codec != "h264":
+        pytest.skip("PyAV with libx264 is not installed: the videos are MPEG-4 Part 2")
+    capture = cv2.VideoCapture(str(next(small.glob("Celeb-real/*.mp4"))))
+    fourcc = int(capture.get(cv2.CAP_PROP_FOURCC))
+    capture.release()
+    assert "".join(chr((fourcc >> 8 * i) & 0xFF) for i in range(4)).lower() in ("h264", "avc1")
 
 
 def test_deterministic_for_a_seed(tiny, tmp_path):
@@ -143,25 +165,77 @@ def test_idempotent_and_guarded(small, tmp_path):
     assert (empty / MARKER).is_file() and len(list(empty.glob("*/*.mp4"))) == 4
 
 
+def test_a_folder_of_the_old_generator_is_not_reused_for_the_new_one(tiny):
+    """v1 and v2 write their generator version into the marker: asking one for the other's folder fails."""
+    old = tiny()
+    params = marker(old)["params"]
+    assert params["generator_version"] == 2 and params["preset"] == "v2"
+    with pytest.raises(ValueError, match="generator_version"):
+        generate_synthetic_celebdf(old, preset="v1", **TINY)
+
+
 def test_invalid_parameters(tmp_path):
     with pytest.raises(ValueError, match="fakes_per_real"):
         generate_synthetic_celebdf(tmp_path / "x", **{**TINY, "fakes_per_real": 2})
     with pytest.raises(ValueError, match="test_fraction"):
         generate_synthetic_celebdf(tmp_path / "x", test_fraction=1.0, **TINY)
+    with pytest.raises(ValueError, match="even"):
+        generate_synthetic_celebdf(tmp_path / "x", width=321, **TINY)
+    with pytest.raises(ValueError, match="preset"):
+        generate_synthetic_celebdf(tmp_path / "x", preset="v9", **TINY)
+    with pytest.raises(ValueError, match="num_frame"):
+        generate_synthetic_celebdf(tmp_path / "x", num_frame=6)  # a typo is named, not ignored
     assert not (tmp_path / "x").exists()
 
 
-def test_fakes_swap_the_face_only(small):
+def test_v1_preset_keeps_the_old_generator(tmp_path):
+    root = generate_synthetic_celebdf(tmp_path / "v1", preset="v1", **TINY)
+    params = marker(root)["params"]
+    assert params["generator_version"] == 1 and "preset" not in params  # the marker of v1 folders
+    assert frames(root / "Celeb-real/id0_0000.mp4").shape == (TINY["num_frames"], 240, 320, 3)
+
+
+def test_fakes_change_the_face_only(small):
+    """Outside the face and a margin the fake is its target real video, up to its own compression."""
     tracks = face_tracks(small)
     for name in videos(small, "Celeb-synthesis")[::3]:
         target, _, number = NAMES["Celeb-synthesis"].fullmatch(name).groups()
         real_rel = f"Celeb-real/id{target}_{number}.mp4"
         fake, real = frames(small / "Celeb-synthesis" / name), frames(small / real_rel)
         diff = np.abs(fake.astype(np.int16) - real).mean(-1)
-        inner = face_box(tracks[real_rel], 0.5, real.shape[1:3])
-        outside = ~face_box(tracks[real_rel], 1.4, real.shape[1:3])
-        assert diff[inner].mean() > 5, name  # another face
-        assert diff[outside].mean() < 1.0, name  # same background, body, motion and lighting
+        lower_face = face_box(tracks[real_rel], 0.35, real.shape[1:3], dy=0.2)  # mouth: both methods
+        outside = ~face_box(tracks[real_rel], 1.6, real.shape[1:3])
+        assert diff[lower_face].mean() > 2.5 * diff[outside].mean() + 1, name
+
+
+def test_both_manipulation_methods_with_varied_strength(small):
+    fakes = marker(small)["fakes"]
+    assert set(fakes) == {f"Celeb-synthesis/{n}" for n in videos(small, "Celeb-synthesis")}
+    assert {f["method"] for f in fakes.values()} == {"swap", "reenact"}
+    strengths = [f["strength"] for f in fakes.values()]
+    assert max(strengths) - min(strengths) > 0.2
+
+
+def test_reenactment_leaves_the_eyes_alone(small):
+    tracks = face_tracks(small)
+    reenacted = [rel for rel, f in marker(small)["fakes"].items() if f["method"] == "reenact"]
+    swapped = [rel for rel, f in marker(small)["fakes"].items() if f["method"] == "swap"]
+
+    def eye_and_mouth_change(rel: str) -> tuple[float, float]:
+        target, _, number = NAMES["Celeb-synthesis"].fullmatch(Path(rel).name).groups()
+        real_rel = f"Celeb-real/id{target}_{number}.mp4"
+        diff = np.abs(frames(small / rel).astype(np.int16) - frames(small / real_rel)).mean(-1)
+        shape = diff.shape[1:]
+        eyes = face_box(tracks[real_rel], 0.25, shape, dy=-0.15)
+        mouth = face_box(tracks[real_rel], 0.25, shape, dy=0.25)
+        return diff[eyes].mean(), diff[mouth].mean()
+
+    for rel in reenacted[:3]:
+        eyes, mouth = eye_and_mouth_change(rel)
+        assert mouth > 2 * eyes, (rel, eyes, mouth)
+    eyes_swapped = np.mean([eye_and_mouth_change(rel)[0] for rel in swapped[:3]])
+    eyes_reenacted = np.mean([eye_and_mouth_change(rel)[0] for rel in reenacted[:3]])
+    assert eyes_swapped > 2 * eyes_reenacted  # a swap replaces the eyes too
 
 
 def test_artifact_strength_changes_only_the_fake_face(tiny):
@@ -171,31 +245,23 @@ def test_artifact_strength_changes_only_the_fake_face(tiny):
     fake = "Celeb-synthesis/id0_id1_0000.mp4"
     a, b = frames(clean / fake), frames(traced / fake)
     inner = face_box(face_tracks(clean)[fake], 0.6, a.shape[1:3])
-    assert np.abs(a.astype(np.int16) - b).mean(-1)[inner].mean() > 2
-
-    def sharpness(video: np.ndarray) -> float:  # high-frequency energy inside the face
-        return np.mean(
-            [
-                cv2.Laplacian(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), cv2.CV_32F)[m].var()
-                for f, m in zip(video, inner, strict=True)
-            ]
-        )
-
-    assert sharpness(b) < 0.8 * sharpness(a)  # the traced face was rendered at lower resolution
+    outside = ~face_box(face_tracks(clean)[fake], 1.6, a.shape[1:3])
+    change = np.abs(a.astype(np.int16) - b).mean(-1)
+    assert change[inner].mean() > 2 * change[outside].mean()
 
 
 def test_haar_detects_the_faces(small):
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    from src.data.faces import HaarFaceDetector
+
+    detector = HaarFaceDetector(320)
     tracks = face_tracks(small)
     hits = {"real": [], "fake": []}
     for rel, track in sorted(tracks.items()):
         for i, frame in zip(range(0, 24, 4), frames(small / rel)[::4], strict=True):
-            gray = cv2.equalizeHist(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY))
-            boxes = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(48, 48))
+            box = detector.detect(frame)
             cx, cy, height = track[i]
-            on_face = any(
-                abs(x + w / 2 - cx) < 0.2 * height and abs(y + h / 2 - cy) < 0.2 * height
-                for x, y, w, h in boxes
+            on_face = box is not None and (
+                abs((box[0] + box[2]) / 2 - cx) < 0.25 * height and abs((box[1] + box[3]) / 2 - cy) < 0.25 * height
             )
             hits["fake" if rel.startswith("Celeb-synthesis") else "real"].append(on_face)
     for kind, found in hits.items():

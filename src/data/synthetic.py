@@ -740,8 +740,12 @@ def _encode(path: Path, frames: np.ndarray, fps: int, crf: int, codec: str) -> N
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         # one thread: generation runs one video per core; the options make the file depend only on the frames
         stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+        # Every frame object stays referenced, with explicit timestamps, until the encoder is flushed: x264
+        # holds frames for its lookahead, and frames freed meanwhile made the output differ from run to run.
+        planes = [av.VideoFrame.from_ndarray(cv2.cvtColor(f, cv2.COLOR_RGB2YUV_I420), format="yuv420p") for f in frames]
+        for index, plane in enumerate(planes):
+            plane.pts = index
+            for packet in stream.encode(plane):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
@@ -923,7 +927,7 @@ def _talk(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
 def _mouth_mask(target: _Textures, rng: np.random.Generator, strength: float, mouth_y: float) -> np.ndarray:
     """Blending mask of a mouth reenactment, in texture coordinates: from below the nose to the chin."""
     half_w = target.face_w * rng.uniform(0.45, 0.6)
-    shape = _ellipse(_FCX, mouth_y + 0.08 * _B, half_w, 0.3 * _B, blur=4 / (1 + 2 * strength))
+    shape = _ellipse(_FCX, mouth_y + 0.08 * _B, half_w, 0.3 * _B, blur=3 / (1 + 2 * strength))
     return shape * target.face[0, 0, ..., 3].astype(np.float32) / 255
 
 
@@ -940,17 +944,20 @@ class _Manipulation:
 
 
 def _manipulation(rng: np.random.Generator, n: int, artifact_strength: float) -> _Manipulation:
-    s = artifact_strength * rng.uniform(0.35, 1.0)
+    """A fake's method and traces. The paste is softer than the frame (0.3-0.55x resolution), but a random
+    unsharp mask and a random camera-noise level over it make the face-region sharpness go either way
+    across fakes, so only its mismatch with the surrounding skin gives it away, not its level."""
+    s = artifact_strength * rng.uniform(0.5, 1.0)
     method = _SWAP if rng.uniform() < 0.6 else _REENACT
-    tone_size = (0.02 if method == _SWAP else 0.012) + rng.uniform(0, 0.03)
+    tone_size = (0.04 if method == _SWAP else 0.03) + rng.uniform(0, 0.04)
     return _Manipulation(
         method=method,
         strength=s,
-        low=1 / (1 + 1.3 * s),
-        sharpen=s * rng.uniform(0.0, 1.6),
-        noise_gain=1 + s * rng.uniform(-0.45, 0.3),
+        low=1 / (1 + 2.2 * s),
+        sharpen=s * rng.uniform(0.0, 2.4),
+        noise_gain=1 + s * rng.uniform(-0.5, 0.5),
         tone=1 + s * tone_size * rng.choice([-1, 1], 3) * rng.uniform(0.5, 1, 3),
-        flicker=1 + s * 0.025 * rng.standard_normal(n),
+        flicker=1 + s * 0.03 * rng.standard_normal(n),
         jitter=s * 0.6 * rng.standard_normal((n, 2)),
     )
 
