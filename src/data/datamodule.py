@@ -270,8 +270,12 @@ class CelebDFDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict" and self._predict is not None:
             return  # video files given to setup_predict: no index needed
-        if self.splits:
-            return
+        if not self.splits:
+            self._make_splits()
+        for split in _STAGE_SPLITS.get(stage, SPLITS):
+            self._check_both_classes(split)
+
+    def _make_splits(self) -> None:
         if self.build_report is None:
             self._build(index_celebdf(self._require_root()))
         hp, index = self.hparams, self.index
@@ -286,8 +290,6 @@ class CelebDFDataModule(L.LightningDataModule):
             skipped = len(self.indexed_splits[split]) - len(items)
             log.info("%s split: %d videos (%d real, %d fake), %d skipped", split, len(items), len(items) - fake, fake,
                      skipped)
-        for split in _STAGE_SPLITS.get(stage, SPLITS):
-            self._check_both_classes(split)
 
     def _check_both_classes(self, split: str) -> None:
         """A split without both classes is an error here, not a silent AUC of 0.0 (or nan) later."""
