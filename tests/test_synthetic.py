@@ -179,8 +179,8 @@ def test_invalid_parameters(tmp_path):
         generate_synthetic_celebdf(tmp_path / "x", **{**TINY, "fakes_per_real": 2})
     with pytest.raises(ValueError, match="test_fraction"):
         generate_synthetic_celebdf(tmp_path / "x", test_fraction=1.0, **TINY)
-    with pytest.raises(ValueError, match="even"):
-        generate_synthetic_celebdf(tmp_path / "x", width=321, **TINY)
+    with pytest.raises(ValueError, match="multiple of 128"):
+        generate_synthetic_celebdf(tmp_path / "x", width=448, **TINY)
     with pytest.raises(ValueError, match="preset"):
         generate_synthetic_celebdf(tmp_path / "x", preset="v9", **TINY)
     with pytest.raises(ValueError, match="num_frame"):

@@ -9,31 +9,54 @@
     root/.synthetic.json                         written last: the parameters and, per video and frame,
                                                  the rendered face centre x, y and face height (pixels)
 
-How it is made:
+Two presets (``preset=``, config ``data.synthetic.preset``); the marker records the generator version,
+so a folder made by one is never reused for the other.
+
+``v2`` (default): 512x272 H.264 at 30 fps (MPEG-4 Part 2 when PyAV with libx264 is missing), built
+to pass the shortcut audit (``src.data.audit``) while its manipulation traces stay local:
+
+* People: the procedural faces below, plus fine skin texture, hair, head turns up to about 30 degrees
+  (a cylinder warp of the head), face heights of 36-56 % of the frame, speakers who move more or
+  less, and a hand or microphone in front of the lower face in about 30 % of the videos.
+* Every real video has its own camera: defocus blur, sensor noise, exposure and H.264 CRF, drawn
+  per video. A fake goes through the same camera as its target real video (blur and noise are
+  applied after the paste), then is encoded with its own CRF, so no global statistic tells the
+  classes apart.
+* Two manipulation methods, each with a per-video random strength: a face swap (another identity's
+  face inside a mask from the brows to the chin) and a mouth reenactment (the target's own mouth,
+  driven by another speaker, inside a mask around the mouth). Their traces: a blending boundary,
+  a colour mismatch at the seam, a paste rendered at 0.25-0.36x resolution with a random unsharp
+  mask and a random camera-noise level over it (so the face-region sharpness and noise go either
+  way across fakes and only the mismatch with the surrounding skin remains), and per-frame
+  brightness and position flicker of the pasted region. The marker lists each fake's method and
+  strength.
+
+``v1``: the first generator, 320x240 MPEG-4 at 25 fps, kept for comparison. Its fakes paste a face
+rendered at 0.4x resolution without camera noise: a blur detector separates them (the audit flags
+sharpness).
+
+How the faces are made (both presets):
 
 * Every identity is a procedural face (skin tone, face width and jaw, eye size, spacing and iris,
   brows, nose, mouth, hair colour and style, clothes), painted once into textures for three eye
   states x three mouth states. The faces are shaded the way OpenCV's Haar cascade expects (dark eye
   sockets and brows, a bright nose bridge and cheek band, darker face sides, hair darker than skin),
   so the framework's default detector finds them.
-* A real video moves the head smoothly (translation, a little scale and roll) in front of a static
-  background, blinks, talks, is lit by a slowly changing gain and gradient, and has camera noise.
-* A fake is made the way face-swap deepfakes are: its target real video is rendered from exactly the
-  same random stream (same background, motion, lighting and noise), and the source identity's face
-  is pasted onto it, colour-transferred to the target skin, inside a mask from the brows to the chin.
-  Its traces scale with ``artifact_strength`` (0: nothing but the identity swap; 1: clearly but not
-  grossly visible): a sharper, wobbly mask edge (blending boundary), a face rendered at 0.4x
-  resolution, upscaled and without camera noise (resolution mismatch), a per-video tone shift
-  (colour mismatch), and per-frame brightness and position jitter of the pasted face (flicker).
+* A real video moves the head smoothly in front of a static background, blinks, talks, is lit by a
+  slowly changing gain and gradient, and has camera noise.
+* A fake's target real video is rendered from exactly the same random stream (same background,
+  motion, lighting and noise), and the source identity's face (or mouth) is pasted onto it,
+  colour-transferred to the target skin.
 
 Knobs: ``num_identities`` x ``real_per_identity`` real videos; ``fakes_per_real`` fakes of each,
 with different source identities (Celeb-DF v1 has about two fakes per real video); ``youtube_real``
 extra real videos; ``num_frames``, ``width``, ``height`` and ``fps`` of every video;
-``artifact_strength``; and ``test_fraction``: the test list holds all the videos of about that
-fraction of the identities (their real videos and the fakes made from them, so no test target
-identity is in train/val; a test fake's source face may belong to a train/val identity, as in
-Celeb-DF) and about that fraction of YouTube-real. A video depends only on the seed, its name and
-the video parameters, so the same seed gives the same decoded frames.
+``artifact_strength`` (scales every trace; 0: nothing but the identity swap); and ``test_fraction``:
+the test list holds all the videos of about that fraction of the identities (their real videos and
+the fakes made from them, so no test target identity is in train/val; a test fake's source face may
+belong to a train/val identity, as in Celeb-DF) and about that fraction of YouTube-real. A video
+depends only on the seed, its name and the video parameters, so the same seed gives the same
+decoded frames.
 
 Generation is atomic (a hidden sibling folder renamed into place) and idempotent: a complete
 dataset with the same parameters is reused, one with other parameters raises ``ValueError``.
@@ -62,7 +85,7 @@ PRESETS: dict[str, dict[str, int | float]] = {
     ),
     "v2": dict(
         num_identities=10, real_per_identity=3, fakes_per_real=2, youtube_real=6, num_frames=48,
-        width=448, height=256, fps=30, artifact_strength=1.0, test_fraction=0.2,
+        width=512, height=272, fps=30, artifact_strength=1.0, test_fraction=0.2,
     ),
 }
 MARKER = ".synthetic.json"
@@ -158,8 +181,10 @@ def _validate(p: dict) -> None:
         problems.append("fakes_per_real must be <= num_identities - 1 (each fake swaps in another identity)")
     if p["width"] < 160 or p["height"] < 120:
         problems.append("width x height must be at least 160 x 120 to hold a detectable face")
-    if p["generator_version"] >= 2 and (p["width"] % 2 or p["height"] % 2):
-        problems.append("width and height must be even (H.264 stores colour at half resolution)")
+    if p["generator_version"] >= 2 and (p["width"] % 128 or p["height"] % 2):
+        # even: H.264 stores colour at half resolution; x 128: x264 through PyAV encodes other widths
+        # (chroma rows not 64-byte aligned) differently from run to run
+        problems.append("width must be a multiple of 128 and height even")
     if p["artifact_strength"] < 0:
         problems.append("artifact_strength must be >= 0")
     if not 0 <= p["test_fraction"] < 1:
@@ -742,7 +767,10 @@ def _encode(path: Path, frames: np.ndarray, fps: int, crf: int, codec: str) -> N
         stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
         # Every frame object stays referenced, with explicit timestamps, until the encoder is flushed: x264
         # holds frames for its lookahead, and frames freed meanwhile made the output differ from run to run.
-        planes = [av.VideoFrame.from_ndarray(cv2.cvtColor(f, cv2.COLOR_RGB2YUV_I420), format="yuv420p") for f in frames]
+        planes = [
+            av.VideoFrame.from_ndarray(cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
+            for frame in frames
+        ]
         for index, plane in enumerate(planes):
             plane.pts = index
             for packet in stream.encode(plane):
@@ -759,7 +787,7 @@ class _Camera:
 
 
 def _camera(rng: np.random.Generator) -> _Camera:
-    return _Camera(blur=rng.uniform(0.0, 1.1), noise=rng.uniform(1.0, 5.0), crf=int(rng.integers(16, 29)))
+    return _Camera(blur=rng.uniform(0.0, 0.8), noise=rng.uniform(1.0, 5.0), crf=int(rng.integers(16, 27)))
 
 
 @dataclass(frozen=True)
@@ -927,7 +955,7 @@ def _talk(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
 def _mouth_mask(target: _Textures, rng: np.random.Generator, strength: float, mouth_y: float) -> np.ndarray:
     """Blending mask of a mouth reenactment, in texture coordinates: from below the nose to the chin."""
     half_w = target.face_w * rng.uniform(0.45, 0.6)
-    shape = _ellipse(_FCX, mouth_y + 0.08 * _B, half_w, 0.3 * _B, blur=3 / (1 + 2 * strength))
+    shape = _ellipse(_FCX, mouth_y + 0.08 * _B, half_w, 0.3 * _B, blur=2 / (1 + 2 * strength))
     return shape * target.face[0, 0, ..., 3].astype(np.float32) / 255
 
 
@@ -944,18 +972,18 @@ class _Manipulation:
 
 
 def _manipulation(rng: np.random.Generator, n: int, artifact_strength: float) -> _Manipulation:
-    """A fake's method and traces. The paste is softer than the frame (0.3-0.55x resolution), but a random
+    """A fake's method and traces. The paste is softer than the frame (0.25-0.36x resolution), but a random
     unsharp mask and a random camera-noise level over it make the face-region sharpness go either way
     across fakes, so only its mismatch with the surrounding skin gives it away, not its level."""
-    s = artifact_strength * rng.uniform(0.5, 1.0)
+    s = artifact_strength * rng.uniform(0.6, 1.0)
     method = _SWAP if rng.uniform() < 0.6 else _REENACT
-    tone_size = (0.04 if method == _SWAP else 0.03) + rng.uniform(0, 0.04)
+    tone_size = (0.06 if method == _SWAP else 0.05) + rng.uniform(0, 0.06)
     return _Manipulation(
         method=method,
         strength=s,
-        low=1 / (1 + 2.2 * s),
-        sharpen=s * rng.uniform(0.0, 2.4),
-        noise_gain=1 + s * rng.uniform(-0.5, 0.5),
+        low=1 / (1 + 3.0 * s),
+        sharpen=s * rng.uniform(0.5, 3.5),
+        noise_gain=1 + s * rng.uniform(-0.5, 0.4),
         tone=1 + s * tone_size * rng.choice([-1, 1], 3) * rng.uniform(0.5, 1, 3),
         flicker=1 + s * 0.03 * rng.standard_normal(n),
         jitter=s * 0.6 * rng.standard_normal((n, 2)),
