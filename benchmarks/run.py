@@ -27,7 +27,7 @@ from benchmarks.common import (
 )
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("cache", "loading", "loop", "precision", "eval", "scaling", "profile")
+SECTIONS = ("cache", "detectors", "loading", "loop", "precision", "eval", "scaling", "profile")
 
 
 def _log(message: str) -> None:
@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks.batch_prep import profile_batch_prep
     from benchmarks.cache_bench import bench_cache_build, bench_cache_hires, crop_settings, profile_build
+    from benchmarks.detectors import bench_detectors
     from benchmarks.evaluation import bench_eval_grid
     from benchmarks.loading import bench_loading
     from benchmarks.scaling import bench_scaling
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sections = {
         "cache": lambda: bench_cache_build(plan, work, root, cfg) + bench_cache_hires(plan, work, cfg),
+        "detectors": lambda: bench_detectors(plan, work),
         "loading": lambda: bench_loading(plan, work, overrides),
         "loop": lambda: bench_loop(plan, work, overrides),
         "precision": lambda: bench_precision(plan, overrides),
