@@ -53,7 +53,7 @@ ui: install  ## the MLflow UI on 127.0.0.1:$(PORT)
 	$(VENV)/bin/mlflow ui --backend-store-uri "$(TRACKING_URI)" --host 127.0.0.1 --port $(PORT) --workers 1
 
 clean-cache:  ## remove the generated dataset and face-crop caches
-	rm -rf data/synthetic-celebdf
+	rm -rf data/synthetic-celebdf* data/face-cache
 
 clean:  ## remove outputs, checkpoints, caches and the virtual environment
 	rm -rf $(VENV) outputs multirun checkpoints logs data .pytest_cache .ruff_cache

@@ -51,7 +51,7 @@ def bench_scaling(plan: Plan, work: Path, cfg) -> list[Measurement]:
         videos = all_videos(root)
         cache_dir = fresh_dir(work / "scratch" / "scaling-cache")
         start, cpu = time.perf_counter(), cpu_seconds()
-        FaceCropCache(cache_dir, settings).build(videos, workers=1, progress=False)
+        FaceCropCache(cache_dir, settings, root=root).build(videos, workers=1, progress=False)
         build_s.append(time.perf_counter() - start)
         build_cpu.append(cpu_seconds() - cpu)
         sizes.append(len(videos))

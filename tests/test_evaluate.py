@@ -214,3 +214,46 @@ def test_full_grid_logs_twelve_runs(trained_mesonet, small_dataset, small_cache,
     origins = {r.data.tags["model"] + "/" + r.data.tags["weights"]: r.data.tags["initial_weights"] for r in sweep}
     assert "MesoInception_DF.h5 sha256=234586d4" in origins["mesonet/pretrained"]
     assert origins["resnet_lstm/pretrained"].startswith(f"{imagenet} sha256=")
+
+
+# -- batch prediction ------------------------------------------------------------------------------------
+def test_videos_accepts_a_folder_a_glob_or_a_list_file(tmp_path):
+    from src.experiments.evaluate import resolve_videos
+
+    folder = tmp_path / "clips"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("a.mp4", "sub/b.MP4", "notes.txt"):
+        (folder / name).write_bytes(b"x")
+    assert resolve_videos(str(folder)) == [folder / "a.mp4", folder / "sub" / "b.MP4"]
+    assert resolve_videos(f"{folder}/*.mp4") == [folder / "a.mp4"]
+    listing = tmp_path / "list.txt"
+    listing.write_text("# my videos\nclips/a.mp4\n\nclips/sub/b.MP4\n")
+    assert resolve_videos(str(listing)) == [tmp_path / "clips/a.mp4", tmp_path / "clips/sub/b.MP4"]
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        resolve_videos(str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="no video files"):
+        resolve_videos(f"{tmp_path}/*.avi")
+
+
+def test_batch_prediction_writes_a_row_per_video_failed_ones_included(small_dataset, small_cache, tmp_path):
+    from src.experiments.evaluate import predict_videos
+    from tests.conftest import compose_config
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    good = sorted(small_dataset.glob("Celeb-*/*.mp4"))[:3]
+    for video in good:
+        (folder / video.name).symlink_to(video)
+    (folder / "broken.mp4").write_bytes(b"not a video")
+    output = tmp_path / "out" / "scores.csv"
+    cfg = compose_config("evaluate", ["weights=scratch", f"videos={folder}", f"output={output}", "logger=none",
+                                      "data=celebdf", f"data.cache_dir={small_cache}"])
+    rows = predict_videos(cfg)
+    table = list(csv.DictReader(output.open()))
+    assert [Path(r["path"]).name for r in table] == sorted(p.name for p in folder.iterdir())
+    broken = next(r for r in table if r["path"].endswith("broken.mp4"))
+    assert broken["p_fake"] == "" and broken["error"]
+    scored = [r for r in table if r["p_fake"]]
+    assert len(scored) == 3 and all(0 <= float(r["p_fake"]) <= 1 and int(r["frames"]) == 20 for r in scored)
+    assert len(rows) == 4
+    assert mlflow.MlflowClient().get_experiment_by_name("predict") is None, "logger=none must not log"

@@ -164,3 +164,29 @@ def test_bad_split_files(own_copy, content, message):
 def test_layout_writer_needs_enough_pairs(small_dataset, tmp_path):
     with pytest.raises(ValueError, match=r"yields 4 pairs .* cannot give \(train, val, test\) = \(3, 1, 1\)"):
         write_ffpp_layout(small_dataset, tmp_path / "ff", split_counts=(3, 1, 1))
+
+
+def test_data_ffpp_is_one_yaml_away_from_training_and_evaluation(ffpp_root, small_cache):
+    """`data=ffpp` composes, builds its index through the datamodule (the plug-in), and yields a test split
+    with both classes; `data.methods` and `data.compression` reach the indexer."""
+    import hydra
+
+    from tests.conftest import compose_config
+
+    overrides = ["data=ffpp", f"data.root={ffpp_root}", f"data.cache_dir={small_cache}", "data.folds=2",
+                 "data.methods=[Deepfakes,FaceSwap]", "augment=jpeg"]
+    cfg = compose_config("evaluate", overrides)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    test = datamodule.splits["test"]
+    methods = {r.path.split("/")[1] for r in test if r.label == 1}
+    assert methods == {"Deepfakes", "FaceSwap"} and any(r.label == 0 for r in test)
+    assert all("/c23/" in r.path for r in test)
+    assert datamodule.index.dataset == "ffpp"
+    pixels, _, _ = datamodule.predict_dataloader().dataset[0]
+    assert tuple(pixels.shape[1:]) == (cfg.model.input.size, cfg.model.input.size, 3)
+    other = compose_config("evaluate", [*overrides[:-2], "data.compression=c40"])
+    c40 = hydra.utils.instantiate(other.data)
+    c40.prepare_data()
+    assert c40.index.fingerprint() != datamodule.index.fingerprint()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from numbers import Integral, Real
 from pathlib import Path
@@ -171,11 +171,19 @@ class CelebDFDataModule(L.LightningDataModule):
         clip_frames: int = 1,
         input_kind: str = "frame",
         train_augment: str = "weak",
-        test_augment: str = "none",
+        test_augment: str | Mapping = "none",
         augment_seed: int = 0,
+        index: Mapping | None = None,
+        **dataset_options,
     ):
         """`root` may be None for prediction only (`setup_predict`). Every value is checked here, before
-        any video is touched; a bad one is a ValueError naming its `data.*` / `model.*` key."""
+        any video is touched; a bad one is a ValueError naming its `data.*` / `model.*` key.
+
+        Plug-ins arrive as Hydra specs (plain dicts with `_target_`, so checkpoints stay loadable as data):
+        `index` builds the dataset's index (default: Celeb-DF at `root`), `test_augment` builds the
+        test-time perturbation for the model's input size (or names a built-in level). Dataset-specific
+        keys (e.g. FaceForensics++'s compression and methods) reach the index by interpolation and are
+        accepted here as `dataset_options`."""
         super().__init__()
         settings = CropSettings(
             frames_per_video, face_margin, crop_size, face_detector, detect_max_side, yunet_model, detect_every
@@ -239,7 +247,7 @@ class CelebDFDataModule(L.LightningDataModule):
             from src.data.synthetic import generate_synthetic_celebdf
 
             generate_synthetic_celebdf(root, **dict(self.hparams.synthetic))
-        self._build(index_celebdf(root))
+        self._build(self._make_index())
 
     def _build(self, index: CelebDFIndex) -> BuildReport:
         report = self.cache.build([index.root / r.path for r in index.records], self.hparams.build_workers)
@@ -277,7 +285,7 @@ class CelebDFDataModule(L.LightningDataModule):
 
     def _make_splits(self) -> None:
         if self.build_report is None:
-            self._build(index_celebdf(self._require_root()))
+            self._build(self._make_index())
         hp, index = self.hparams, self.index
         usable = {path for path, report in self.video_reports.items() if report.ok}
         self.frame_counts = {path: self.video_reports[path].num_frames for path in usable}
@@ -417,7 +425,20 @@ class CelebDFDataModule(L.LightningDataModule):
             return FrameDataset(self._entries(records), records, counts, transform, hp.train_frames_per_video)
         return VideoDataset(self._entries(records), records, hp.clip_frames, transform, seed=None)
 
-    def eval_transform(self, level: str = "none"):
+    def _make_index(self) -> CelebDFIndex:
+        root, spec = self._require_root(), self.hparams.index
+        if spec is None:
+            return index_celebdf(root)
+        import hydra
+
+        return hydra.utils.instantiate(spec)
+
+    def eval_transform(self, level: str | Mapping = "none"):
+        """A built-in level by name, or a perturbation spec (conf/augment/<level>.yaml `transform`)."""
+        if isinstance(level, Mapping):
+            import hydra
+
+            return hydra.utils.instantiate(level)(size=self.hparams.input_size)
         return build_test_transform(level, self.hparams.input_size)
 
     def _eval_frames(self) -> int:

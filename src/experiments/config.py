@@ -15,6 +15,34 @@ if not OmegaConf.has_resolver("project_root"):
     OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
 
 
+def tidy_output() -> None:
+    """Each log line once, and none of the warnings that are noise here.
+
+    Lightning gives its loggers a console handler of their own, so every line also reached Hydra's
+    root handler: printed twice. The warnings silenced are about choices this project makes on
+    purpose (its own files in the run folder, short epochs on small sets, bf16 on CPU) or about
+    library internals a user cannot act on.
+    """
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    for message in (
+        r"Checkpoint directory .* exists and is not empty",  # run.json and the data report live there
+        r"The number of training batches .* is smaller than the logging interval",
+        r".*does not have many workers which may be a bottleneck.*",  # workers are a data.num_workers choice
+        r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
+        r".*bf16.*is supported.*",
+        r".*TF32.*",
+    ):
+        warnings.filterwarnings("ignore", message=message)
+    for noisy in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 class UserError(Exception):
     """A problem the user fixes with a value, a file or the environment: reported in one line."""
 
@@ -71,7 +99,7 @@ def check_config(cfg: DictConfig) -> None:
             f"model.input.frames_per_clip={model.input.frames_per_clip} > data.frames_per_video="
             f"{data.frames_per_video}: a clip cannot have more frames than are cached per video"
         )
-    fixed_size = {"mesonet": 256, "meso4": 256}.get(model.name)
+    fixed_size = model.input.get("fixed_size")
     if fixed_size and model.input.size != fixed_size:
         raise ValueError(
             f"model.input.size={model.input.size}: {model.name} has a fixed {fixed_size}x{fixed_size} input "
@@ -84,11 +112,20 @@ def clean_user_errors():
     """In a single run, end on a user's data, weights or config error with its message and exit code 1
     instead of a traceback. In a sweep the error propagates, so Hydra reports the job and goes on."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import InstantiationException
 
-    try:
-        yield
-    except (FileNotFoundError, ValueError, UserError) as error:  # bad values, weights, data or store
+    def report(error: BaseException) -> None:
         if HydraConfig.initialized() and str(HydraConfig.get().mode) == "RunMode.MULTIRUN":
-            raise
+            raise error
         print(f"Error: {type(error).__name__}: {error}", file=sys.stderr)
         raise SystemExit(1) from error
+
+    user_errors = (FileNotFoundError, ValueError, UserError)  # bad values, weights, data or store
+    try:
+        yield
+    except InstantiationException as error:  # Hydra wraps what a constructor raised (e.g. a bad data value)
+        if not isinstance(error.__cause__, user_errors):
+            raise
+        report(error.__cause__)
+    except user_errors as error:
+        report(error)

@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig
 
 from src.experiments import plots
-from src.experiments.config import check_config
+from src.experiments.config import check_config, tidy_output
 from src.experiments.tracking import (
     EVALUATE_EXPERIMENT,
     check_tracking_store,
@@ -46,9 +46,12 @@ GALLERY_FRAMES = 6
 
 def evaluate(cfg: DictConfig) -> dict[str, float] | dict:
     check_config(cfg)
+    tidy_output()
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("video"):
         return predict_video(cfg, Path(cfg.video))
+    if cfg.get("videos"):
+        return predict_videos(cfg)
     uri = tracking_uri(cfg)
     check_tracking_store(uri)
     client = mlflow.MlflowClient(uri)
@@ -168,40 +171,125 @@ def _print_summary(cfg: DictConfig, run, uri: str, metrics: dict[str, float]) ->
     print("\n".join(lines))
 
 
-def predict_video(cfg: DictConfig, video: Path) -> dict:
-    """Score one video file: probability of fake, per-frame scores and face detections."""
-    from src.data.cache import CropSettings, FaceCropCache
-    from src.data.datamodule import VideoDataset
+# -- scoring video files ------------------------------------------------------------------------------
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+PREDICT_EXPERIMENT = "predict"
 
-    data = cfg.data
-    settings = CropSettings(
-        data.frames_per_video, data.face_margin, data.crop_size, data.face_detector, data.detect_max_side, data.yunet_model
-    )
-    # through the cache: decoding runs isolated in a worker, and a second prediction is instant
-    cache = FaceCropCache(Path(data.cache_dir).expanduser(), settings)
-    (report,) = cache.build([video], workers=1, progress=False).videos
-    if not report.ok:
-        raise ValueError(f"cannot score {video}: {report.reason}")
-    crops, _ = cache.load(video)
+
+def resolve_videos(spec: str) -> list[Path]:
+    """`videos=`: a folder (its video files, recursively), a glob pattern, or a list file (one path per
+    line, relative to the list's folder; blank lines and # comments skipped), or a single video file."""
+    import glob
+
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+        where = f"folder {path} (looked for {', '.join(VIDEO_SUFFIXES)})"
+    elif any(c in spec for c in "*?["):
+        found = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+        where = f"pattern {spec}"
+    elif path.is_file() and path.suffix.lower() not in VIDEO_SUFFIXES:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+        found = [(path.parent / line).expanduser() for line in lines if line and not line.startswith("#")]
+        where = f"list file {path}"
+    elif path.exists():
+        found, where = [path], str(path)
+    else:
+        raise FileNotFoundError(f"videos={spec}: no such folder, file or matching pattern")
+    if not found:
+        raise ValueError(f"videos={spec}: no video files in {where}")
+    return found
+
+
+def predict_files(cfg: DictConfig, videos: list[Path]) -> list[dict]:
+    """Score video files with one start-up: through the same cache, dataset, transform and batch transfer
+    as test evaluation. One row per input, failed ones included (with the reason)."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_missing(cfg.data, "root"):  # prediction needs no dataset
+        OmegaConf.update(cfg, "data.root", None)
     datamodule = hydra.utils.instantiate(cfg.data)
-    frames = data.frames_per_video if cfg.model.input.kind == "frame" else cfg.model.input.frames_per_clip
-    item = VideoDataset.prepare(crops, frames, datamodule.eval_transform(cfg.augment.level), cfg.seed)
-    batch = datamodule.on_after_batch_transfer((item[None], torch.zeros(1), torch.zeros(1)), 0)
+    reports = datamodule.setup_predict(videos)
     module = hydra.utils.instantiate(cfg.model)
-    origin = weight_source(cfg)(module, cfg, _lineage(cfg, None)).initial_weights
-    module.eval()
-    with torch.inference_mode():  # fp32, as every evaluation
-        video_prob, frame_probs = module.video_scores(batch[0])
-    result = {
-        "video": str(video),
-        "weights": origin,
-        "fake_probability": float(video_prob[0]),
-        "frame_probabilities": [round(float(p), 4) for p in frame_probs[0]],
-        "frames": report.num_frames,
-        "frames_with_face": report.num_detected,
-    }
-    print(f"{video}: P(fake) = {result['fake_probability']:.4f}  ({cfg.model.name}, {origin})")
-    print(f"faces detected in {result['frames_with_face']} of {result['frames']} frames"
-          + ("; no face found: centre crops" if report.centre_fallback else ""))
-    print("per-frame P(fake):", " ".join(f"{p:.3f}" for p in result["frame_probabilities"]))
-    return result
+    provenance = weight_source(cfg)(module, cfg, _lineage(cfg, None))
+    rows = [{"path": str(video), "p_fake": "", "logit": "", "frames": report.num_frames,
+             "frames_with_face": report.num_detected, "fallback": _fallback(report), "error": report.reason if not report.ok else "",
+             "frame_p_fake": []} for video, report in zip(videos, reports, strict=True)]
+    if any(report.ok for report in reports):
+        trainer = hydra.utils.instantiate(cfg.trainer, logger=False, enable_checkpointing=False,
+                                          callbacks=[L.pytorch.callbacks.TQDMProgressBar()])
+        for output in trainer.predict(module, datamodule=datamodule):
+            frame_logits = output["frame_logits"].double()
+            logits = (module.video_logit_from_frames(frame_logits) if module.input_kind == "frame"
+                      else output["video_logit"].double())
+            for position, logit, frames in zip(output["video"].tolist(), logits, frame_logits, strict=True):
+                row = rows[position]
+                row["logit"], row["p_fake"] = float(logit), float(torch.sigmoid(logit))
+                row["frame_p_fake"] = torch.sigmoid(frames).tolist() if module.input_kind == "frame" else []
+    for row in rows:
+        row["weights"] = provenance.initial_weights
+    return rows
+
+
+def _fallback(report) -> str:
+    if not report.ok:
+        return ""
+    if report.centre_fallback:
+        return "centre crop (no face found)"
+    return f"nearest box for {report.num_filled} frames" if report.num_filled else ""
+
+
+PREDICTION_COLUMNS = ("path", "p_fake", "logit", "frames", "frames_with_face", "fallback", "error")
+
+
+def predict_videos(cfg: DictConfig) -> list[dict]:
+    """`evaluate.py videos=<folder|glob|list> [output=<csv>]`: a CSV row per video and a summary; logged
+    to MLflow (experiment `predict`) unless logger=none."""
+    from hydra.core.hydra_config import HydraConfig
+
+    videos = resolve_videos(str(cfg.videos))
+    output = Path(cfg.get("output") or (Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized()
+                                         else Path.cwd()) / "predictions.csv").expanduser()
+    logged = (cfg.get("logger") or {}).get("name", "none") != "none"
+    if logged:
+        check_tracking_store(tracking_uri(cfg))
+    rows = predict_files(cfg, videos)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(PREDICTION_COLUMNS)
+        for row in rows:
+            writer.writerow([repr(row[c]) if isinstance(row[c], float) else row[c] for c in PREDICTION_COLUMNS])
+    scored = [r for r in rows if r["p_fake"] != ""]
+    fake = sum(r["p_fake"] >= 0.5 for r in scored)
+    summary = (f"Scored {len(scored)} of {len(rows)} videos with {cfg.model.name} ({rows[0]['weights']}): "
+               f"{fake} look fake (P(fake) >= 0.5), {len(scored) - fake} real"
+               + (f"; {len(rows) - len(scored)} could not be scored (see the error column)" if len(scored) < len(rows) else "")
+               + f"\nWrote {output}")
+    if logged:
+        uri = tracking_uri(cfg)
+        client = mlflow.MlflowClient(uri)
+        experiment = experiment_id(client, uri, PREDICT_EXPERIMENT)
+        run = client.create_run(experiment, tags={**run_tags(cfg), "videos": str(cfg.videos)[:5000]},
+                                run_name=f"predict-{cfg.model.name}-{cfg.weights.source}-{len(rows)}-videos")
+        with run_state(client, run.info.run_id):
+            client.log_artifact(run.info.run_id, str(output))
+            client.log_metric(run.info.run_id, "predict/videos", len(rows))
+            client.log_metric(run.info.run_id, "predict/scored_videos", len(scored))
+            client.log_metric(run.info.run_id, "predict/fake_videos", fake)
+        summary += f"\nMLflow: {run_url(uri, run.info.experiment_id, run.info.run_id)}  (make ui)"
+    print(summary)
+    return rows
+
+
+def predict_video(cfg: DictConfig, video: Path) -> dict:
+    """`evaluate.py video=<file>`: the score of one video, printed with its per-frame scores."""
+    (row,) = predict_files(cfg, [video])
+    if row["error"]:
+        raise ValueError(f"cannot score {video}: {row['error']}")
+    print(f"{video}: P(fake) = {row['p_fake']:.4f}  ({cfg.model.name}, {row['weights']})")
+    print(f"faces detected in {row['frames_with_face']} of {row['frames']} frames"
+          + (f"; {row['fallback']}" if row["fallback"] else ""))
+    if row["frame_p_fake"]:
+        print("per-frame P(fake):", " ".join(f"{p:.3f}" for p in row["frame_p_fake"]))
+    return row

@@ -272,7 +272,8 @@ def log_data_report(client, run_id: str, datamodule, folder: Path) -> dict:
     summary = report["summary"]
     for metric, key in (("skipped_videos", "failed_videos"), ("degraded_videos", "degraded_videos"),
                         ("centre_fallback_videos", "centre_fallback_videos"),
-                        ("frame_detection_rate", "frame_detection_rate")):
+                        ("frame_detection_rate", "frame_detection_rate"),
+                        ("mostly_undetected_videos", "mostly_undetected_videos")):
         if key in summary:
             client.log_metric(run_id, f"data/{metric}", float(summary[key]))
     return report

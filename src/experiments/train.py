@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from src.experiments.checkpointing import AtomicCheckpointIO
-from src.experiments.config import check_config, selected_options
+from src.experiments.config import check_config, selected_options, tidy_output
 from src.experiments.tracking import (
     TRAIN_EXPERIMENT,
     check_tracking_store,
@@ -147,6 +147,7 @@ def make_logger(cfg: DictConfig, folder: Path, recorded: dict | None):
 
 def train(cfg: DictConfig) -> dict[str, float]:
     check_config(cfg)
+    tidy_output()
     if cfg.logger.name == "mlflow":
         check_tracking_store(tracking_uri(cfg))  # in seconds, before any data or weights
     folder, recorded = run_folder(cfg)
@@ -206,7 +207,8 @@ def _train(cfg, module, datamodule, folder: Path, recorded: dict | None, logger)
     best = checkpoint.best_model_path
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.test_after_fit:
-        tested = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        tested = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True,
+                              verbose=False)  # the summary prints them to 4 significant digits
         metrics.update(tested[0] if tested else {})
     if mlflow_run and best:
         log_file_as(logger.experiment, logger.run_id, Path(best), "checkpoints", "best.ckpt")
@@ -223,8 +225,10 @@ def _print_summary(logger: MLFlowLogger, uri: str, metrics: dict, folder: Path) 
         f"train run {run.info.run_name} ({run.info.run_id}) finished",
         f"  best checkpoint: {best} (val/video_auc {metrics.get('best_model_score', float('nan')):.4g})",
     ]
-    if "test/video_auc" in metrics:
-        lines.append(f"  test video AUC of the best checkpoint: {metrics['test/video_auc']:.4g}")
+    tested = {k.removeprefix("test/video_"): v for k, v in metrics.items() if k.startswith("test/video_")}
+    if tested:
+        lines.append("  test (video level) of the best checkpoint: "
+                     + ", ".join(f"{k.upper()} {tested[k]:.4g}" for k in ("auc", "ap", "acc", "eer", "loss") if k in tested))
     lines += [f"  MLflow: {run_url(uri, run.info.experiment_id, run.info.run_id)}  (make ui)",
               f"  checkpoints: {folder}"]
     print("\n".join(lines))

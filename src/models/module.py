@@ -29,6 +29,7 @@ class DeepfakeDetector(L.LightningModule):
         pos_weight: float | str | None = None,
         channels_last: bool = True,
         name: str = "model",
+        title: str | None = None,
         input: dict | None = None,
         pretrained: dict | None = None,
         batch_size: int | None = None,
@@ -37,7 +38,7 @@ class DeepfakeDetector(L.LightningModule):
         super().__init__()
         # no save_hyperparameters: the resolved config goes to the tracker, and checkpoints hold
         # only tensors and primitives so they load with weights_only=True
-        self.name, self.input_contract = name, dict(input or {})
+        self.name, self.title, self.input_contract = name, title or name, dict(input or {})
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
