@@ -132,14 +132,20 @@ def test_sparse_detection_searches_every_kth_frame_in_one_batch_and_the_rest_bef
     assert detector.batches == [6, 14] and searched.all() and boxes[9] is not None
 
 
+class _EveryFrameDetector(_ScriptedDetector):
+    def detect_batch(self, frames):
+        self.batches.append(len(frames))
+        return [(10, 10, 40, 40)] * len(frames)
+
+
 def test_cache_entry_records_searched_frames_and_detections(small_dataset):
     video = sorted(small_dataset.glob("Celeb-real/*.mp4"))[0]
     settings = CropSettings(num_frames=8, crop_size=64, detect_every=4)
-    crops, meta = extract_face_crops(video, settings, build_detector("haar"))
-    assert crops.shape == (8, 64, 64, 3)
-    assert meta["searched"] == [True, False, False, False, True, False, False, True]
+    detector = _EveryFrameDetector()
+    crops, meta = extract_face_crops(video, settings, detector)
+    assert crops.shape == (8, 64, 64, 3) and detector.batches == [3]
+    assert meta["searched"] == meta["detected"] == [True, False, False, False, True, False, False, True]
     report = meta["report"]
-    assert report["num_detected"] == sum(meta["detected"]) <= 3
-    assert report["num_filled"] == 8 - report["num_detected"]
+    assert (report["num_searched"], report["num_detected"], report["num_filled"]) == (3, 3, 5)
     assert FaceCropCache("unused", settings).key(video) != FaceCropCache("unused", CropSettings(
         num_frames=8, crop_size=64)).key(video)
