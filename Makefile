@@ -1,4 +1,4 @@
-# Every target honours MLFLOW_TRACKING_URI (default: sqlite:///<project root>/mlflow.db).
+# Every target honours MLFLOW_TRACKING_URI (default: paths.tracking_uri in conf/paths/default.yaml).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,7 +7,6 @@ STAMP := $(VENV)/.installed
 # where `make weights` copies the original MesoNet .h5 files from (a download is tried when absent)
 WEIGHTS_SRC ?= ../shared/mesonet/weights
 WEIGHTS_DIR ?= $(or $(DEEPFAKE_WEIGHTS_DIR),$(HOME)/.cache/deepfake-detection/weights)
-TRACKING_URI := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
 
 .PHONY: help install test test-all lint weights demo report audit bench ui clean clean-cache
 
@@ -38,19 +37,19 @@ weights:  ## put the original MesoNet .h5 files into the weights cache (from WEI
 	else echo "$(WEIGHTS_SRC) not found: weights=pretrained will download into $(WEIGHTS_DIR)"; fi
 
 demo: install weights  ## the whole study on the embedded dataset: train, evaluate the grid, report
-	MLFLOW_TRACKING_URI="$(TRACKING_URI)" $(PY) -m src.experiments.demo
+	$(PY) -m src.experiments.demo
 
 report: install  ## the seed's tables of the latest evaluate sweep (SWEEP=<id> for another; ARGS=... more options)
-	MLFLOW_TRACKING_URI="$(TRACKING_URI)" $(PY) -m src.experiments.report $(if $(SWEEP),--sweep-id $(SWEEP),) $(ARGS)
+	$(PY) -m src.experiments.report $(if $(SWEEP),--sweep-id $(SWEEP),) $(ARGS)
 
 audit: install  ## shortcut audit of a dataset's cheap features (ARGS="data=celebdf data.root=..." for another)
-	MLFLOW_TRACKING_URI="$(TRACKING_URI)" $(PY) -m src.data.audit $(ARGS)
+	$(PY) -m src.data.audit $(ARGS)
 
 bench: install  ## benchmarks (QUICK=1 for a few minutes)
-	MLFLOW_TRACKING_URI="$(TRACKING_URI)" $(PY) -m benchmarks.run $(if $(QUICK),--quick,)
+	$(PY) -m benchmarks.run $(if $(QUICK),--quick,)
 
 ui: install  ## the MLflow UI on 127.0.0.1:$(PORT)
-	$(VENV)/bin/mlflow ui --backend-store-uri "$(TRACKING_URI)" --host 127.0.0.1 --port $(PORT) --workers 1
+	$(VENV)/bin/mlflow ui --backend-store-uri "$$($(PY) -c 'from src.experiments.tracking import default_tracking_uri as u; print(u())')" --host 127.0.0.1 --port $(PORT) --workers 1
 
 clean-cache:  ## remove the generated dataset and face-crop caches
 	rm -rf data/synthetic-celebdf* data/face-cache

@@ -53,6 +53,8 @@ def test_augmentation_sweep_logs_one_tagged_run_per_level(augmentation_sweep, tm
         assert run.data.tags["initial_weights"].startswith("runs:/") and run.data.tags["source_run_id"]
         assert run.data.tags["source_weights"] == "scratch"
         assert run.info.run_name.startswith(f"mesonet-finetuned-synthetic-{level}-f0-s42-")
+        (dataset,) = client.get_run(run.info.run_id).inputs.dataset_inputs  # the UI's Dataset column
+        assert dataset.dataset.name == "synthetic-fold0" and dataset.dataset.digest == run.data.tags["data_fingerprint"][:36]
 
     def rows(level):
         path = mlflow.artifacts.download_artifacts(run_id=by_level[level].info.run_id, artifact_path="video_scores.csv",

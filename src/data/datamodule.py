@@ -213,6 +213,10 @@ class CelebDFDataModule(L.LightningDataModule):
             isinstance(max_bad_fraction, Real) and 0 <= max_bad_fraction <= 1,
             "data.max_bad_fraction", max_bad_fraction, "must be a fraction in [0, 1]",
         )
+        unknown = sorted(set(dataset_options) - set(index or {}))
+        if unknown:  # a dataset's own keys are those its indexer takes; anything else is a typo
+            raise ValueError(f"unknown key data.{unknown[0]} (this dataset's own keys: "
+                             f"{', '.join(sorted(k for k in (index or {}) if not k.startswith('_'))) or 'none'})")
         self.save_hyperparameters(logger=False)
         self.root = None if root in (None, "") else Path(root).expanduser()
         self.cache = FaceCropCache(cache_dir, settings, root=self.root)

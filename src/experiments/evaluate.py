@@ -29,6 +29,7 @@ from src.experiments.tracking import (
     flat_params,
     log_config,
     log_data_report,
+    log_dataset,
     run_name,
     run_state,
     run_tags,
@@ -54,6 +55,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float] | dict:
         return predict_videos(cfg)
     uri = tracking_uri(cfg)
     check_tracking_store(uri)
+    datamodule = hydra.utils.instantiate(cfg.data)  # checks every data value before the run starts
     client = mlflow.MlflowClient(uri)
     experiment = experiment_id(client, uri, cfg.logger.get("experiment_name") or EVALUATE_EXPERIMENT)
     run = client.create_run(experiment, tags=run_tags(cfg), run_name=run_name(cfg))
@@ -61,23 +63,23 @@ def evaluate(cfg: DictConfig) -> dict[str, float] | dict:
     with run_state(client, run_id):
         log_config(client, run_id, cfg)
         client.log_batch(run_id, params=[mlflow.entities.Param(k, v) for k, v in flat_params(cfg).items()])
-        metrics = _evaluate_into(client, run_id, cfg)
+        metrics = _evaluate_into(client, run_id, cfg, datamodule)
     _print_summary(cfg, run, uri, metrics)
     return metrics
 
 
-def _evaluate_into(client, run_id: str, cfg: DictConfig) -> dict[str, float]:
+def _evaluate_into(client, run_id: str, cfg: DictConfig, datamodule) -> dict[str, float]:
     module = hydra.utils.instantiate(cfg.model)
     source = weight_source(cfg)
     if isinstance(source, Finetuned) and not (source.path or source.run_id) and not source.candidates(cfg.model.name):
         # before any data work: there is nothing to score with at all
         raise WeightsNotFound(source._nothing_matches([], source.requirements(_lineage(cfg, None))))
-    datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("test")
     fingerprint = data_fingerprint(datamodule)
     if fingerprint:
         client.set_tag(run_id, "data_fingerprint", fingerprint)
+    log_dataset(client, run_id, cfg, datamodule, "test")
     provenance = source(module, cfg, _lineage(cfg, fingerprint))
     for key, value in provenance.tags().items():
         client.set_tag(run_id, key, value)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from src.experiments.config import PROJECT_ROOT, UserError, selected_options
+from src.experiments.config import CONFIG_DIR, UserError, selected_options
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,10 @@ class TrackingStoreError(UserError):
 
 
 def default_tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+    """`paths.tracking_uri` of conf/paths/default.yaml, the one place the default store is defined:
+    MLFLOW_TRACKING_URI when set, else sqlite:///<project root>/mlflow.db."""
+    paths = OmegaConf.create({"paths": OmegaConf.load(CONFIG_DIR / "paths" / "default.yaml")})
+    return str(OmegaConf.select(paths, "paths.tracking_uri"))
 
 
 def tracking_uri(cfg: DictConfig | None = None) -> str:
@@ -277,3 +280,17 @@ def log_data_report(client, run_id: str, datamodule, folder: Path) -> dict:
         if key in summary:
             client.log_metric(run_id, f"data/{metric}", float(summary[key]))
     return report
+
+
+def log_dataset(client, run_id: str, cfg: DictConfig, datamodule, context: str) -> None:
+    """The dataset and fold through MLflow's dataset tracking, so the UI's Dataset column shows them:
+    name `<data>-fold<k>`, digest the index fingerprint, source the dataset root; context train / test."""
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+    from mlflow.entities import DatasetInput, InputTag
+
+    root = getattr(getattr(datamodule, "index", None), "root", None) or cfg.data.get("root") or "-"
+    dataset = MetaDataset(source=LocalArtifactDatasetSource(str(root)), name=f"{cfg.data.name}-fold{cfg.data.fold}",
+                          digest=(data_fingerprint(datamodule) or "unknown")[:36])
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(),
+                                                     tags=[InputTag("mlflow.data.context", context)])])

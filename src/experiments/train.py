@@ -33,6 +33,7 @@ from src.experiments.tracking import (
     flat_params,
     log_config,
     log_data_report,
+    log_dataset,
     log_file_as,
     run_name,
     run_state,
@@ -196,6 +197,8 @@ def _train(cfg, module, datamodule, folder: Path, recorded: dict | None, logger)
                 client.log_param(run_id, f"count.{key}", value)
         if fingerprint := data_fingerprint(datamodule):
             client.set_tag(run_id, "data_fingerprint", fingerprint)
+        if not resuming:
+            log_dataset(client, run_id, cfg, datamodule, "train")
         log_data_report(client, run_id, datamodule, folder)
 
     ckpt_path = None
