@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from src.experiments.config import CONFIG_DIR, check_config, clean_user_errors
+from src.experiments.config import CONFIG_DIR, check_config, clean_user_errors, exit_on_signals
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
@@ -17,4 +17,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    exit_on_signals()  # between a sweep's jobs too: SIGTERM/SIGINT end the process with 128 + signal
     main()

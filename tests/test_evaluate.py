@@ -123,6 +123,19 @@ def test_joblib_launcher_runs_parallel_jobs_into_one_sqlite_store(trained_mesone
     assert all(r.info.status == "FINISHED" and len(r.data.metrics) >= 10 for r in runs)
 
 
+def test_submitit_local_launcher_runs_a_real_sweep(trained_mesonet, small_dataset, small_cache, tmp_path):
+    """The same submitit code path as submitit_slurm (the documented route to a cluster), run locally."""
+    env, checkpoints = trained_mesonet
+    store = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "DEEPFAKE_NUM_WORKERS": "0"}
+    weights = f"weights.path={_best_checkpoint(checkpoints)}"
+    run_script("evaluate.py", ["-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=20", weights,
+                               "augment=none,flip", *data_overrides(small_dataset, small_cache)], {**env, **store},
+               timeout=600)
+    _, runs = _evaluate_runs(store)
+    assert sorted(r.data.tags["augment"] for r in runs) == ["flip", "none"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+
 def test_single_video_prediction_prints_probability_and_face_count(small_dataset, small_cache):
     if not (PROJECT_ROOT.parent / "shared" / "mesonet").is_dir():
         pytest.skip("../shared/mesonet is absent: no original MesoNet weights to predict with")

@@ -869,7 +869,7 @@ def test_initial_weights_record_the_file_and_its_sha256(tmp_path, monkeypatch):
     own = tmp_path / "my-resnet50.pth"
     torch.save(resnet50(weights=None).state_dict(), own)
     cfg = _resnet_cfg(f"model.pretrained.file={own}")
-    origin = apply_weights(hydra.utils.instantiate(cfg.model), cfg)
+    origin = apply_weights(hydra.utils.instantiate(cfg.model), cfg).initial_weights
     assert origin == f"{own} sha256={hashlib.sha256(own.read_bytes()).hexdigest()}"
 
 
@@ -886,6 +886,8 @@ def _signal_after(process: subprocess.Popen, condition, logs: Path, signum: int 
 def _runs_with(tmp_path: Path, experiment: str, status: str | None = None) -> list:
     import mlflow
 
+    if not (tmp_path / "mlflow.db").is_file():  # never create the store the process under test creates
+        return []
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     found = client.get_experiment_by_name(experiment)
     runs = client.search_runs([found.experiment_id]) if found else []
@@ -912,7 +914,9 @@ def test_sigterm_during_an_evaluation_sweep_stops_it_and_no_run_stays_running(tr
     process = _start("evaluate.py", ["-m", f"weights.path={best}", "augment=none,flip,heavy,jpeg",
                                      f"hydra.sweep.dir={tmp_path}/sweep", *data_overrides(small_dataset, small_cache)],
                      env, logs, start_new_session=True)
-    code = _signal_after(process, lambda: bool(_runs_with(tmp_path, "evaluate", "FINISHED")), logs)
+    # the sweep folder of job 0 exists once the store was created (before the jobs): polling it is safe then
+    code = _signal_after(process, lambda: (tmp_path / "sweep" / "0").is_dir()
+                         and bool(_runs_with(tmp_path, "evaluate", "FINISHED")), logs)
     assert code == 128 + signal.SIGTERM, (logs / "stderr").read_text()[-2000:]
     runs = _runs_with(tmp_path, "evaluate")
     assert not [r for r in runs if r.info.status == "RUNNING"]

@@ -43,6 +43,18 @@ def tidy_output() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def exit_on_signals() -> None:
+    """SIGTERM and SIGINT end the process with status 128 + signal wherever they arrive; inside a run,
+    `tracking.run_state` takes over and first marks the run KILLED."""
+    import signal
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+
+
 class UserError(Exception):
     """A problem the user fixes with a value, a file or the environment: reported in one line."""
 
