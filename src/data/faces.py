@@ -172,8 +172,7 @@ class MTCNNFaceDetector(FaceDetector):
 
     `min_face` is the smallest face searched, in pixels of the frame downscaled to `detect_max_side`
     (640 and 24: faces of 36 px and up in a 960x540 frame; as many found as at 960 and 32, in 3/4 of the
-    time). A face counts if the last stage's probability
-    reaches `confidence`. Frames go through the networks `batch_size` at a time, on `device`, with `threads`
+    time). A face counts if the last stage's probability reaches `confidence`. Frames go through the networks `batch_size` at a time, on `device`, with `threads`
     torch CPU threads (1: the cache builds one video per core; more threads per process are much slower on a
     busy machine).
     """
@@ -186,7 +185,8 @@ class MTCNNFaceDetector(FaceDetector):
         super().__init__(detect_max_side)
         self.min_face, self.confidence, self.batch_size = min_face, confidence, batch_size
         self.device, self.threads = device, threads
-        facenet = _optional_import("facenet_pytorch", "facenet-pytorch", "pip install facenet-pytorch==2.5.3 --no-deps")
+        facenet = _optional_import("facenet_pytorch", "facenet-pytorch",
+                                   "pip install facenet-pytorch==2.5.3 (a project dependency: pip install -e .)")
         self.weight_files = [Path(facenet.__file__).parent / "data" / f"{net}.pt" for net in ("pnet", "rnet", "onet")]
         missing = [str(f) for f in self.weight_files if not f.is_file()]
         if missing:
@@ -231,7 +231,8 @@ class MTCNNFaceDetector(FaceDetector):
                         raise
                     batch_boxes = [np.zeros((0, 5))] * len(chunk)
             for boxes in batch_boxes:
-                confident = [b[:4] for b in np.asarray(boxes, dtype=np.float64).reshape(-1, 5) if b[4] >= self.confidence]
+                boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 5)  # x0, y0, x1, y1, probability
+                confident = [b[:4] for b in boxes if b[4] >= self.confidence]
                 box = _largest(confident)
                 found.append(None if box is None else _clip(_scale_box(box, scale), chunk.shape[1:3]))
         return found
