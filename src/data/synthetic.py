@@ -25,9 +25,10 @@ to pass the shortcut audit (``src.data.audit``) while its manipulation traces st
 * Two manipulation methods, each with a per-video random strength: a face swap (another identity's
   face inside a mask from the brows to the chin) and a mouth reenactment (the target's own mouth,
   driven by another speaker, inside a mask around the mouth). Their traces: a blending boundary,
-  a colour mismatch at the seam, a paste rendered at 0.25-0.36x resolution with a random unsharp
-  mask and a random camera-noise level over it (so the face-region sharpness and noise go either
-  way across fakes and only the mismatch with the surrounding skin remains), and per-frame
+  a colour mismatch at the seam, a paste rendered at 0.33-0.45x resolution and sharpened back to a
+  random 0.67-1.22x of the real face's sharpness there (so the face-region sharpness goes either way
+  across fakes and only the soft, haloed texture remains), with the camera's noise over it like
+  everywhere else, and per-frame
   brightness and position flicker of the pasted region. The marker lists each fake's method and
   strength.
 
@@ -84,7 +85,7 @@ PRESETS: dict[str, dict[str, int | float]] = {
         width=320, height=240, fps=25, artifact_strength=1.0, test_fraction=0.2,
     ),
     "v2": dict(
-        num_identities=10, real_per_identity=3, fakes_per_real=2, youtube_real=6, num_frames=48,
+        num_identities=14, real_per_identity=3, fakes_per_real=2, youtube_real=8, num_frames=32,
         width=512, height=272, fps=30, artifact_strength=1.0, test_fraction=0.2,
     ),
 }
@@ -964,29 +965,28 @@ class _Manipulation:
     method: str
     strength: float
     low: float  # resolution of the pasted face (1 = full)
-    sharpen: float  # unsharp-mask amount on the upscaled face (the paste can come out softer or crisper)
-    noise_gain: float  # camera noise over the pasted face, relative to the rest of the frame
+    sharpness_ratio: float  # Laplacian variance of the paste / of the real face there (by sharpening it)
     tone: np.ndarray  # per-channel colour mismatch
     flicker: np.ndarray  # (T,) per-frame brightness of the paste
     jitter: np.ndarray  # (T, 2) per-frame position of the paste, pixels
 
 
 def _manipulation(rng: np.random.Generator, n: int, artifact_strength: float) -> _Manipulation:
-    """A fake's method and traces. The paste is softer than the frame (0.25-0.36x resolution), but a random
-    unsharp mask and a random camera-noise level over it make the face-region sharpness go either way
-    across fakes, so only its mismatch with the surrounding skin gives it away, not its level."""
+    """A fake's method and traces. The paste is rendered at 0.33-0.45x resolution, then sharpened until
+    its Laplacian variance is a random 0.67-1.22x of the real face's there (``_matching_sharpen``), so the
+    face-region sharpness goes either way across fakes: the soft, haloed texture is the trace, not its
+    level. The camera's noise is added over the paste like everywhere else."""
     s = artifact_strength * rng.uniform(0.6, 1.0)
     method = _SWAP if rng.uniform() < 0.6 else _REENACT
     tone_size = (0.06 if method == _SWAP else 0.05) + rng.uniform(0, 0.06)
     return _Manipulation(
         method=method,
         strength=s,
-        low=1 / (1 + 3.0 * s),
-        sharpen=s * rng.uniform(0.5, 3.5),
-        noise_gain=1 + s * rng.uniform(-0.5, 0.4),
+        low=1 / (1 + 2.0 * s),
+        sharpness_ratio=float(np.exp(rng.uniform(-0.4, 0.2))),
         tone=1 + s * tone_size * rng.choice([-1, 1], 3) * rng.uniform(0.5, 1, 3),
-        flicker=1 + s * 0.03 * rng.standard_normal(n),
-        jitter=s * 0.6 * rng.standard_normal((n, 2)),
+        flicker=1 + s * 0.02 * rng.standard_normal(n),
+        jitter=s * 0.4 * rng.standard_normal((n, 2)),
     )
 
 
@@ -1004,7 +1004,7 @@ def _fake_v2(
         paste_tex, rows = target.face, (mouth_y - 0.4 * _B, _FCY + 1.1 * _B)
     radius = 1.05 * target.face_w
     pad = int(np.ceil(3 * clip.camera.blur)) + 2
-    out = clip.shot.copy()
+    pastes = []  # (frame, box, mask, face, its high frequencies)
     for i in range(n):
         affine = clip.affines[i].copy()
         affine[:, 2] += manip.jitter[i]
@@ -1019,10 +1019,10 @@ def _fake_v2(
         m = _warp(mask_tex, affine, clip.yaw[i], radius, (x0, y0, x1, y1))
         size = (x1 - x0, y1 - y0)
         small = (max(2, round(size[0] * manip.low)), max(2, round(size[1] * manip.low)))
-        layer = cv2.resize(cv2.resize(layer, small, interpolation=cv2.INTER_AREA), size, interpolation=cv2.INTER_LINEAR)
+        layer = cv2.resize(
+            cv2.resize(layer, small, interpolation=cv2.INTER_AREA), size, interpolation=cv2.INTER_LINEAR
+        )
         face = layer[..., :3] * (255 / np.maximum(layer[..., 3:], 1))
-        if manip.sharpen > 0:
-            face = face + manip.sharpen * (face - cv2.GaussianBlur(face, (0, 0), 1.0))
         clean = clip.clean[i, y0:y1, x0:x1]
         face = face * clip.light[i, y0:y1, x0:x1, None]
         m = m * (1 - clip.occluder[i, y0:y1, x0:x1])  # the hand or microphone stays in front
@@ -1030,11 +1030,39 @@ def _fake_v2(
         target_mean = np.einsum("hw,hwc->c", m, clean) / weight
         source_mean = np.einsum("hw,hwc->c", m, face) / weight
         face *= (target_mean / np.maximum(source_mean, 1e-3) * manip.tone * manip.flicker[i]).astype(np.float32)
+        pastes.append((i, (x0, y0, x1, y1), m, face, face - cv2.GaussianBlur(face, (0, 0), 1.0)))
+    sharpen = _matching_sharpen(clip, pastes, manip.sharpness_ratio)
+    out = clip.shot.copy()
+    for i, (x0, y0, x1, y1), m, face, detail in pastes:
         m3 = m[..., None]
-        delta = _defocus(m3 * (face - clean), clip.camera.blur)
-        soft = _defocus(m, clip.camera.blur)[..., None]
-        out[i, y0:y1, x0:x1] += delta + (manip.noise_gain - 1) * soft * clip.noise[i, y0:y1, x0:x1]
+        clean = clip.clean[i, y0:y1, x0:x1]
+        out[i, y0:y1, x0:x1] += _defocus(m3 * (face + sharpen * detail - clean), clip.camera.blur)
     return _to_uint8(out)
+
+
+def _matching_sharpen(clip: _ClipV2, pastes: list, ratio: float) -> float:
+    """The unsharp-mask amount that gives the pasted region ``ratio`` times the Laplacian variance (of the
+    luma, before the camera, on a sample of frames) that the real face has there: the low-resolution
+    paste is sharpened back to about the real face's sharpness, so its level is no tell; the halos and
+    missing fine texture of a sharpened upscale are. var(L(a)) = vA + 2 a c + a^2 vB, solved for a >= 0."""
+    stats = []
+    for i, (x0, y0, x1, y1), m, face, detail in pastes[:: max(1, len(pastes) // 6)]:
+        inside = m > 0.6
+        if inside.sum() < 50:
+            continue
+        clean = clip.clean[i, y0:y1, x0:x1]
+        m3 = m[..., None]
+        real = cv2.Laplacian(clean @ _LUMA, cv2.CV_32F)[inside]
+        fake = cv2.Laplacian((clean + m3 * (face - clean)) @ _LUMA, cv2.CV_32F)[inside]
+        high = cv2.Laplacian((m3 * detail) @ _LUMA, cv2.CV_32F)[inside]
+        stats.append((real.var(), fake.var(), np.mean((fake - fake.mean()) * (high - high.mean())), high.var()))
+    if not stats:
+        return 0.0
+    v_real, v_a, c, v_b = np.mean(stats, axis=0)
+    discriminant = c * c - v_b * (v_a - ratio * v_real)
+    if v_b <= 1e-9 or discriminant < 0:
+        return 0.0
+    return float(np.clip((-c + np.sqrt(discriminant)) / v_b, 0.0, 8.0))
 
 
 def _write_dataset_v2(out: Path, p: dict) -> None:
