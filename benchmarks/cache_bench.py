@@ -23,7 +23,7 @@ def crop_settings(cfg) -> CropSettings:
     """The cache settings of a composed config (the framework defaults unless overridden)."""
     d = cfg.data
     return CropSettings(d.frames_per_video, d.face_margin, d.crop_size, d.face_detector, d.detect_max_side,
-                        d.yunet_model)
+                        d.yunet_model, d.detect_every)
 
 
 def all_videos(root: Path) -> list[Path]:

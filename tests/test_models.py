@@ -115,7 +115,7 @@ def test_imagenet_weights_load_through_torchvision_cache_only_with_the_published
 
     cfg = compose_config("train", ["model=resnet_lstm", "weights=pretrained", f"model.pretrained.file={target}"])
     module = hydra.utils.instantiate(cfg.model)
-    origin = apply_weights(module, cfg)
+    origin = apply_weights(module, cfg).initial_weights
     assert origin.startswith(f"{target} sha256=")
     torch.testing.assert_close(module.net.backbone[0].weight, reference.conv1.weight)
     torch.testing.assert_close(module.net.backbone[7][2].conv3.weight, reference.layer4[2].conv3.weight)

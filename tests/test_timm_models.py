@@ -135,7 +135,7 @@ def test_pretrained_backbone_loads_strictly_from_a_local_file(name, suffix, tmp_
     cfg = compose_config("train", [f"model={name}", "weights=pretrained", f"model.pretrained.file={path}"])
     module = hydra.utils.instantiate(cfg.model)
     head = {k: v.clone() for k, v in module.net.head.state_dict().items()}
-    origin = apply_weights(module, cfg)  # the dispatch train.py and evaluate.py use
+    origin = apply_weights(module, cfg).initial_weights  # the dispatch train.py and evaluate.py use
     assert str(path) in origin and TIMM_NAMES[name] in origin
     _assert_backbone_is(module.net, saved)
     assert all(torch.equal(v, head[k]) for k, v in module.net.head.state_dict().items())
@@ -157,7 +157,7 @@ def test_pretrained_backbone_loads_from_timms_cache_without_network(name, empty_
         empty_caches["torch"].mkdir(parents=True)
         torch.save(saved, empty_caches["torch"] / Path(pretrained.url).name)
     net = NETS[name]()
-    origin = net.load_pretrained(compose_config("train", [f"model={name}"]))
+    origin = net.load_pretrained(compose_config("train", [f"model={name}"]).model.pretrained)
     assert "cached at" in origin
     _assert_backbone_is(net, saved)
 
@@ -187,7 +187,7 @@ def test_hf_hub_offline_fails_without_trying_the_network(empty_caches, monkeypat
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(socket, "create_connection", no_connection_expected)
     with pytest.raises(FileNotFoundError, match="efficientnet_b1"):
-        EfficientNetLSTM().load_pretrained(compose_config("train", ["model=efficientnet_lstm"]))
+        EfficientNetLSTM().load_pretrained(compose_config("train", ["model=efficientnet_lstm"]).model.pretrained)
 
 
 def test_a_local_file_of_another_model_or_none_is_refused(tmp_path):
@@ -195,10 +195,10 @@ def test_a_local_file_of_another_model_or_none_is_refused(tmp_path):
     save_file(timm.create_model("efficientnet_b1", pretrained=False).state_dict(), path)
     cfg = compose_config("train", ["model=xception", f"model.pretrained.file={path}"])
     with pytest.raises(IncompatibleWeights, match="other.safetensors"):
-        TimmXception().load_pretrained(cfg)
+        TimmXception().load_pretrained(cfg.model.pretrained)
     cfg = compose_config("train", ["model=xception", f"model.pretrained.file={tmp_path / 'missing.pth'}"])
     with pytest.raises(WeightsNotFound, match="missing.pth"):
-        TimmXception().load_pretrained(cfg)
+        TimmXception().load_pretrained(cfg.model.pretrained)
 
 
 # -- train.py -----------------------------------------------------------------------------------------

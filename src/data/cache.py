@@ -117,9 +117,15 @@ class VideoReport:
         """Why the crops of a usable video are not all detected faces ('' if they are)."""
         if self.centre_fallback:
             return "no face detected in any frame: centre crops"
-        if self.num_filled:
-            return f"{self.num_filled} of {self.num_frames} frames without a detection took the nearest box"
+        missed = self.frames_searched - self.num_detected
+        if missed:
+            return f"no face in {missed} of {self.frames_searched} searched frames: boxes from neighbouring detections"
         return ""
+
+    @property
+    def frames_searched(self) -> int:
+        """Frames the detector ran on (data.detect_every=k searches about every k-th; older entries: all)."""
+        return self.num_searched or self.num_frames
 
 
 @dataclass(frozen=True)
@@ -175,8 +181,9 @@ class BuildReport:
 
     @property
     def frame_detection_rate(self) -> float:
-        frames = sum(v.num_frames for v in self.videos if v.ok)
-        return sum(v.num_detected for v in self.videos if v.ok) / frames if frames else 0.0
+        """Detections per frame the detector searched (not per frame: interpolated frames were not searched)."""
+        searched = sum(v.frames_searched for v in self.videos if v.ok)
+        return sum(v.num_detected for v in self.videos if v.ok) / searched if searched else 0.0
 
     def summary(self) -> dict[str, float]:
         ok = [v for v in self.videos if v.ok]
@@ -189,6 +196,7 @@ class BuildReport:
             "centre_fallback_videos": sum(v.centre_fallback for v in ok),
             "filled_frames": sum(v.num_filled for v in ok),
             "frames": sum(v.num_frames for v in ok),
+            "searched_frames": sum(v.frames_searched for v in ok),
             "frame_detection_rate": round(self.frame_detection_rate, 4),
         }
 
@@ -200,8 +208,11 @@ class FaceCropCache:
         settings: CropSettings,
         video_timeout: float = VIDEO_TIMEOUT_S,
         root: str | Path | None = None,
+        device: str = "cpu",
     ):
-        """`root`: the dataset root; videos inside it are keyed by their path relative to it."""
+        """`root`: the dataset root; videos inside it are keyed by their path relative to it. `device`: where
+        a torch detector (MTCNN) runs; it changes no pixel beyond rounding, so it is not part of the key."""
+        self.device = device
         self.cache_dir = Path(cache_dir).expanduser()
         self.settings = settings
         self.video_timeout = video_timeout
@@ -430,7 +441,7 @@ def _worker_main(cache: FaceCropCache, conn) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
     cv2.setNumThreads(1)  # one video per process; OpenCV's own threads would oversubscribe the cores
     s = cache.settings
-    detector = build_detector(s.detector, s.detect_max_side, s.yunet_model)
+    detector = build_detector(s.detector, s.detect_max_side, s.yunet_model, device=cache.device)
     try:
         conn.send(None)
         while True:
@@ -512,7 +523,7 @@ def _build_isolated(
 
         cv2.setNumThreads(1)
         s = cache.settings
-        detector = build_detector(s.detector, s.detect_max_side, s.yunet_model)
+        detector = build_detector(s.detector, s.detect_max_side, s.yunet_model, device=cache.device)
         yield from ((position, cache.build_one(video, detector)) for position, video in jobs)
         return
     context = multiprocessing.get_context(_START_METHOD)

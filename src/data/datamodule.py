@@ -132,6 +132,11 @@ class VideoDataset(_CachedVideos):
         return self.labels()
 
 
+def _torch_device(accelerator: str) -> str:
+    """The trainer's accelerator as a device for the face detector: the GPU when there is one."""
+    return "cuda" if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
+
+
 def _require(condition: bool, key: str, value, rule: str) -> None:
     if not condition:
         raise ValueError(f"{key}={value!r}: {rule}")
@@ -160,6 +165,7 @@ class CelebDFDataModule(L.LightningDataModule):
         crop_size: int = 256,
         detect_max_side: int | None = 320,
         detect_every: int = 1,
+        detect_device: str = "cpu",
         build_workers: int = 2,
         num_workers: int = 2,
         batch_size: int = 32,
@@ -219,7 +225,7 @@ class CelebDFDataModule(L.LightningDataModule):
                              f"{', '.join(sorted(k for k in (index or {}) if not k.startswith('_'))) or 'none'})")
         self.save_hyperparameters(logger=False)
         self.root = None if root in (None, "") else Path(root).expanduser()
-        self.cache = FaceCropCache(cache_dir, settings, root=self.root)
+        self.cache = FaceCropCache(cache_dir, settings, root=self.root, device=_torch_device(detect_device))
         self.index: CelebDFIndex | None = None
         self.build_report: BuildReport | None = None
         self.splits: dict[str, list[VideoRecord]] = {}  # the videos each split uses
@@ -372,7 +378,7 @@ class CelebDFDataModule(L.LightningDataModule):
             {"path": v.path, "video": path, "split": split_of.get(path, ""), "frames": v.num_frames,
              "frames_detected": v.num_detected, "centre_fallback": v.centre_fallback}
             for path, v in self.video_reports.items()
-            if v.ok and v.num_detected < MOSTLY_UNDETECTED * v.num_frames
+            if v.ok and v.num_detected < MOSTLY_UNDETECTED * v.frames_searched
         ]
         summary = {**report.summary(), "indexed_videos": len(self.video_reports), "skipped_videos": len(skipped),
                    "mostly_undetected_videos": len(mostly_undetected)}
@@ -404,7 +410,7 @@ class CelebDFDataModule(L.LightningDataModule):
             "frames_filled": sum(v.num_filled for v in used),  # took a box from neighbouring detections
             "centre_fallback_videos": sum(v.centre_fallback for v in used),
             "centre_fallback_frames": sum(v.num_frames for v in used if v.centre_fallback),
-            "mostly_undetected_videos": sum(v.num_detected < MOSTLY_UNDETECTED * v.num_frames for v in used),
+            "mostly_undetected_videos": sum(v.num_detected < MOSTLY_UNDETECTED * v.frames_searched for v in used),
         }
 
     def _identity_overlap(self) -> dict:

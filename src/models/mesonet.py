@@ -105,13 +105,13 @@ class _MesoNet(nn.Module):
         """Weighted modules in the order their Keras counterparts appear in a weights file."""
         raise NotImplementedError
 
-    def load_pretrained(self, cfg) -> str:
-        """The original Keras weights named by `model.pretrained` (the weights cache, else downloaded)."""
+    def load_pretrained(self, spec, weights_dir: str) -> str:
+        """The original Keras weights named by `spec` (model.pretrained: file, url, optional sha256) from
+        `weights_dir` (paths.weights_dir), downloaded and checked against the original's SHA-256 when missing."""
         from src.models.weights import describe_file, fetch_keras_weights
 
-        pretrained = cfg.model.pretrained
-        sha256 = pretrained.get("sha256") or ORIGINAL_SHA256.get(pretrained.file)
-        path = fetch_keras_weights(pretrained.file, pretrained.url, cfg.paths.weights_dir, sha256)
+        sha256 = spec.get("sha256") or ORIGINAL_SHA256.get(spec["file"])
+        path = fetch_keras_weights(spec["file"], spec["url"], weights_dir, sha256)
         load_keras_weights(self, path)
         return describe_file(path)
 

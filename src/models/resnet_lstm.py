@@ -59,11 +59,12 @@ class ResNetLSTM(nn.Module):
         outputs, _ = fp32_lstm(self.lstm, features)
         return self.head(outputs[:, -1]).squeeze(-1)
 
-    def load_pretrained(self, cfg) -> str:
-        """torchvision's ImageNet ResNet50 (TORCH_HOME cache, else downloaded) into the backbone."""
+    def load_pretrained(self, spec, weights_dir: str | None = None) -> str:
+        """torchvision's ImageNet ResNet50 (`spec` = model.pretrained: the torchvision_weights member from
+        TORCH_HOME, hash-checked, else downloaded; or a local `file`) into the backbone."""
         from src.models.weights import torchvision_state_dict
 
-        state, origin = torchvision_state_dict(cfg.model.pretrained.torchvision_weights, cfg.model.pretrained.get("file"))
+        state, origin = torchvision_state_dict(spec["torchvision_weights"], spec.get("file"))
         self.load_imagenet_backbone(state)
         return origin
 

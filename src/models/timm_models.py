@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import socket
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import timm
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
 from src.models.resnet_lstm import fp32_lstm
@@ -38,11 +38,10 @@ class TimmBackbone(nn.Module):
         self.model_name = model_name
         self.backbone = timm.create_model(model_name, pretrained=False, num_classes=0)
 
-    def load_pretrained(self, cfg: DictConfig) -> str:
-        """timm's pretrained weights of `model_name` (or `cfg.model.pretrained.file`) into the backbone,
-        strictly; the classifier head stays as initialised. Returns where the weights came from."""
-        pretrained = cfg.model.get("pretrained") or {}
-        state, origin = timm_backbone_state(self.model_name, pretrained.get("file"))
+    def load_pretrained(self, spec: Mapping, weights_dir: str | None = None) -> str:
+        """timm's pretrained weights of `model_name` (or the file `spec["file"]`, i.e. model.pretrained.file)
+        into the backbone, strictly; the classifier head stays as initialised. Returns where they came from."""
+        state, origin = timm_backbone_state(self.model_name, (spec or {}).get("file"))
         self.backbone.load_state_dict(state, strict=True)
         return origin
 

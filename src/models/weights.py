@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -72,17 +72,19 @@ class Scratch:
 
 
 class Pretrained:
-    """The weights each network was published with (`net.load_pretrained(cfg)`): MesoNet's Keras files,
-    ImageNet for the backbones."""
+    """The weights each network was published with: `net.load_pretrained(model.pretrained, weights_dir)`
+    (MesoNet's Keras files, ImageNet for the backbones). The net gets its own block, not the config."""
 
-    def __init__(self, source: str = "pretrained"):
-        self.name = source
+    def __init__(self, weights_dir: str, source: str = "pretrained"):
+        self.weights_dir, self.name = weights_dir, source
 
     def __call__(self, module, cfg: DictConfig, lineage: Lineage | None = None) -> Provenance:
         net = module.net
         if not hasattr(net, "load_pretrained"):
             raise ValueError(f"{type(net).__name__} has no pretrained weights; use weights=scratch")
-        return Provenance(net.load_pretrained(cfg))
+        spec = cfg.model.get("pretrained") or {}
+        spec = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else dict(spec)
+        return Provenance(net.load_pretrained(spec, self.weights_dir))
 
 
 class Finetuned:
@@ -207,13 +209,6 @@ def apply_weights(module, cfg: DictConfig, lineage: Lineage | None = None) -> Pr
 
 
 # -- pretrained -------------------------------------------------------------------------------
-def load_pretrained(net, cfg: DictConfig) -> str:
-    """Every network knows its own pretrained weights (`net.load_pretrained(cfg)`)."""
-    if not hasattr(net, "load_pretrained"):
-        raise ValueError(f"{type(net).__name__} has no pretrained weights; use weights=scratch")
-    return net.load_pretrained(cfg)
-
-
 DOWNLOAD_TIMEOUT_S = 60.0  # a stalled connection fails instead of hanging the run
 
 
