@@ -199,3 +199,19 @@ def test_a_frame_models_video_logit_stays_finite_where_its_probability_underflow
     probs = torch.sigmoid(torch.tensor([[0.3, -1.2, 2.0]], dtype=torch.float64))
     expected = probs.mean()
     assert torch.sigmoid(DeepfakeDetector.video_logit_from_frames(torch.logit(probs))).item() == pytest.approx(expected.item())
+
+
+def test_validation_metrics_update_outside_autocast(monkeypatch):
+    """CUDA autocast refuses binary_cross_entropy: trainer=gpu validation failed in MeanBCE.update (found on
+    an H100 with benchmarks/gpu_check.py). Metric updates now run with autocast off, on every device."""
+    from src.models.metrics import MeanBCE
+
+    seen = []
+    original = MeanBCE.update
+    monkeypatch.setattr(MeanBCE, "update", lambda self, p, t: (seen.append(torch.is_autocast_enabled("cpu")),
+                                                              original(self, p, t)))
+    module = _mesonet().eval()
+    batch = (torch.rand(2, 2, 3, 256, 256), torch.tensor([0.0, 1.0]), torch.arange(2))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        module.validation_step(batch, 0)
+    assert seen and not any(seen)

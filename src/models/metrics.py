@@ -45,7 +45,10 @@ class MeanBCE(Metric):
         self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
-        loss = nn.functional.binary_cross_entropy(probs.double().clamp(1e-7, 1 - 1e-7), target.double(), reduction="sum")
+        # outside autocast: CUDA autocast refuses binary_cross_entropy (trainer=gpu validation failed on it)
+        with torch.autocast(device_type=probs.device.type, enabled=False):
+            loss = nn.functional.binary_cross_entropy(probs.double().clamp(1e-7, 1 - 1e-7), target.double(),
+                                                      reduction="sum")
         self.total += loss
         self.count += target.numel()
 

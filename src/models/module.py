@@ -107,6 +107,10 @@ class DeepfakeDetector(L.LightningModule):
         return loss
 
     def _eval_step(self, stage: str, batch) -> None:
+        with torch.autocast(device_type=batch[0].device.type, enabled=False):  # metrics in fp32 too
+            self._score_into_metrics(stage, batch)
+
+    def _score_into_metrics(self, stage: str, batch) -> None:
         x, labels, _ = batch
         video_probs, frame_probs = self.video_scores(x)
         labels_int = labels.long()
