@@ -132,6 +132,27 @@ class VideoDataset(_CachedVideos):
         return self.labels()
 
 
+def _announce_synthetic(root: Path, params: dict) -> None:
+    """Say where the embedded set goes and how big it is before generating it (a mistyped data.root is
+    noticed), and refuse a folder that holds something else instead of writing next to it."""
+    from src.data.synthetic import MARKER, PRESETS
+
+    if (root / MARKER).is_file():
+        return
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        if (root / "Celeb-real").is_dir() or (root / "Celeb-synthesis").is_dir():
+            raise ValueError(f"data.root={root} holds a Celeb-DF dataset, not the embedded synthetic one: "
+                             f"use data=celebdf data.root={root}")
+        raise ValueError(f"data.root={root} exists and holds neither the embedded synthetic set nor a Celeb-DF "
+                         "layout: give data=synthetic a new folder, or use data=celebdf / data=ffpp for a real dataset")
+    knobs = {**PRESETS.get(params.get("preset", "v2"), {}), **params}
+    videos = knobs["num_identities"] * knobs["real_per_identity"] * (1 + knobs["fakes_per_real"]) + knobs["youtube_real"]
+    megabytes = videos * knobs["num_frames"] * knobs["width"] * knobs["height"] * 0.06 / 1e6  # ~0.06 B/pixel
+    log.warning("generating the embedded synthetic Celeb-DF (preset %s) into %s: %d videos of %d frames, "
+                "about %.0f MB; this happens once", knobs.get("preset", "v2"), root, videos, knobs["num_frames"],
+                megabytes)
+
+
 def _torch_device(accelerator: str) -> str:
     """The trainer's accelerator as a device for the face detector: the GPU when there is one."""
     return "cuda" if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
@@ -256,6 +277,7 @@ class CelebDFDataModule(L.LightningDataModule):
         if self.hparams.synthetic is not None:
             from src.data.synthetic import generate_synthetic_celebdf
 
+            _announce_synthetic(root, dict(self.hparams.synthetic))
             generate_synthetic_celebdf(root, **dict(self.hparams.synthetic))
         self._build(self._make_index())
 
