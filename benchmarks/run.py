@@ -27,7 +27,7 @@ from benchmarks.common import (
 )
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("cache", "detectors", "loading", "loop", "precision", "eval", "scaling", "profile")
+SECTIONS = ("cache", "detectors", "loading", "loop", "precision", "eval", "predict", "scaling", "profile")
 
 
 def _log(message: str) -> None:
@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.detectors import bench_detectors
     from benchmarks.evaluation import bench_eval_grid
     from benchmarks.loading import bench_loading
+    from benchmarks.prediction import bench_prediction
     from benchmarks.scaling import bench_scaling
     from benchmarks.training import bench_loop, bench_precision
 
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         "loop": lambda: bench_loop(plan, work, overrides),
         "precision": lambda: bench_precision(plan, overrides),
         "eval": lambda: bench_eval_grid(work, overrides, plan.eval_passes),
+        "predict": lambda: bench_prediction(root, work, 5 if plan.quick else 20),
         "scaling": lambda: bench_scaling(plan, work, cfg),
         "profile": profile_section,
     }

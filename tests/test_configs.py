@@ -54,12 +54,16 @@ def test_every_weight_source_is_an_object_hydra_builds(option):
 
 @pytest.mark.parametrize("option", _options("data"))
 def test_every_dataset_builds_its_datamodule_without_touching_data(option, tmp_path):
-    overrides = [f"data={option}", f"paths.data_dir={tmp_path}"]
+    overrides = [f"data={option}", f"paths.data_dir={tmp_path}/data"]
     if option in ("celebdf", "ffpp"):
+        with pytest.raises(Exception, match="root not found"):  # a missing root fails before any run starts
+            hydra.utils.instantiate(compose_config("train", [*overrides, f"data.root={tmp_path}/missing"]).data)
+        (tmp_path / "dataset").mkdir()
         overrides.append(f"data.root={tmp_path}/dataset")
     datamodule = hydra.utils.instantiate(compose_config("train", overrides).data)
     assert datamodule.hparams.name == option
-    assert not (tmp_path / "dataset").exists() and not any(tmp_path.iterdir())
+    assert not (tmp_path / "data").exists(), "building the datamodule generated or cached something"
+    assert not (tmp_path / "dataset").exists() or not any((tmp_path / "dataset").iterdir())
 
 
 def test_a_misspelt_data_key_is_refused_naming_it():

@@ -244,6 +244,10 @@ class CelebDFDataModule(L.LightningDataModule):
         if unknown:  # a dataset's own keys are those its indexer takes; anything else is a typo
             raise ValueError(f"unknown key data.{unknown[0]} (this dataset's own keys: "
                              f"{', '.join(sorted(k for k in (index or {}) if not k.startswith('_'))) or 'none'})")
+        if root not in (None, "") and synthetic is None and not Path(root).expanduser().is_dir():
+            title = {"celebdf": "Celeb-DF", "ffpp": "FaceForensics++"}.get(name, name)
+            raise FileNotFoundError(f"{title} root not found: {Path(root).expanduser()} (data.root); point data.root "
+                                    "at the dataset folder")
         self.save_hyperparameters(logger=False)
         self.root = None if root in (None, "") else Path(root).expanduser()
         self.cache = FaceCropCache(cache_dir, settings, root=self.root, device=_torch_device(detect_device))

@@ -23,8 +23,8 @@ LOSS_CLAMP = 1e-7  # as MeanBCE in src/models/metrics.py
 
 
 def _inputs(p_fake, labels) -> tuple[np.ndarray, np.ndarray]:
-    """float32 probabilities (the precision the metrics are logged at) as float64, and 0/1 int labels."""
-    probs = np.asarray(p_fake, dtype=np.float32).astype(np.float64).ravel()
+    """float64 probabilities (evaluate.py scores in float64 from the logits on), and 0/1 int labels."""
+    probs = np.asarray(p_fake, dtype=np.float64).ravel()
     labels = np.asarray(labels).ravel()
     if probs.shape != labels.shape:
         raise ValueError(f"p_fake has {probs.size} values but labels has {labels.size}")
@@ -46,7 +46,7 @@ def video_metrics(p_fake, labels) -> dict[str, float]:
     from src.models.metrics import detection_metrics
 
     probs, labels = _inputs(p_fake, labels)
-    values = detection_metrics("")(torch.tensor(probs, dtype=torch.float32), torch.tensor(labels))
+    values = detection_metrics("")(torch.tensor(probs, dtype=torch.float64), torch.tensor(labels))
     return {name: float(values[name]) for name in METRICS}
 
 
