@@ -64,7 +64,7 @@ class PrepareSweep(Callback):
 def sweep_summary(config: DictConfig, sweep: str) -> str:
     import mlflow
 
-    from src.experiments.tracking import tracking_uri
+    from src.experiments.tracking import experiment_url, tracking_uri
 
     uri = tracking_uri(config)
     client = mlflow.MlflowClient(uri)
@@ -80,6 +80,9 @@ def sweep_summary(config: DictConfig, sweep: str) -> str:
         if "test/video_auc_ci_low" in metrics:
             value += f" [{metrics['test/video_auc_ci_low']:.3g}, {metrics['test/video_auc_ci_high']:.3g}]"
         lines.append(f"  {cell:<48} test video AUC {value:<22} {run.info.status}")
+    if experiment is not None:
+        link = experiment_url(uri, experiment.experiment_id, f"tags.sweep_id = '{sweep}'")
+        lines.append(f"MLflow: {link}  (make ui)")
     if config.logger.experiment_name == "evaluate":
         lines.append(f"Report: make report SWEEP={sweep}")
     return "\n".join(lines)

@@ -87,10 +87,25 @@ def run_name(cfg: DictConfig) -> str:
     return f"{o['model']}-{o['weights']}-{o['data']}-{o['augment']}-f{cfg.data.fold}-s{cfg.seed}-{secrets.token_hex(2)}"
 
 
+def ui_base(uri: str, port: int | None = None) -> str:
+    """The MLflow UI of a store: the server itself for http stores, else `make ui` on 127.0.0.1."""
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{port or os.environ.get('PORT', 5000)}"
+
+
+# MLflow 3's UI opens on its GenAI pages unless the link picks the classic "Model training" view
+UI_VIEW = "workflowType=machine_learning"
+
+
 def run_url(uri: str, experiment_id: str, run_id: str, port: int | None = None) -> str:
-    """The run's page in the MLflow UI: the server itself for http stores, else `make ui` on 127.0.0.1."""
-    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{port or os.environ.get('PORT', 5000)}"
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{ui_base(uri, port)}/#/experiments/{experiment_id}/runs/{run_id}?{UI_VIEW}"
+
+
+def experiment_url(uri: str, experiment_id: str, search: str | None = None) -> str:
+    """The experiment's runs table, optionally filtered (e.g. `tags.sweep_id = '...'`)."""
+    from urllib.parse import quote
+
+    query = UI_VIEW + (f"&searchFilter={quote(search)}" if search else "")
+    return f"{ui_base(uri)}/#/experiments/{experiment_id}?{query}"
 
 
 # -- the store ------------------------------------------------------------------------------------
