@@ -403,7 +403,7 @@ def test_evaluation_scores_the_good_test_videos_and_reports_the_bad(bad_training
         dst_path=str(tmp_path),
         tracking_uri=f"sqlite:///{store}/mlflow.db",
     )
-    scored = {row["video"] for row in csv.DictReader(open(scores))}
+    scored = {row["path"] for row in csv.DictReader(open(scores))}
     original = {
         line.split()[1] for line in (small_dataset / "List_of_testing_videos.txt").read_text().splitlines()
     }

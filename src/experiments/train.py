@@ -154,26 +154,27 @@ def train(cfg: DictConfig) -> dict[str, float]:
     folder, recorded = run_folder(cfg)
     L.seed_everything(cfg.seed, workers=True)
     module = hydra.utils.instantiate(cfg.model)
+    provenance = apply_weights(module, cfg)  # before the data, so missing weights fail at once
+    log.info("initial weights of %s: %s", cfg.model.name, provenance.initial_weights)
+    # the data before the run: a dataset that cannot be used leaves no run behind, only its one-line error
     datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
     folder.mkdir(parents=True, exist_ok=True)
     logger = make_logger(cfg, folder, recorded)
     if not isinstance(logger, MLFlowLogger) or not rank_zero_only.rank == 0:
-        return _train(cfg, module, datamodule, folder, recorded, logger)
+        return _train(cfg, module, datamodule, folder, recorded, logger, provenance)
     client, run_id = logger.experiment, logger.run_id
     if recorded is None:
         (folder / RUN_FILE).write_text(json.dumps({"mlflow_run_id": run_id, "resume_key": resume_key(cfg)}, indent=1))
     os.environ[FOLDER_ENV] = str(folder)
     with run_state(client, run_id):
-        metrics = _train(cfg, module, datamodule, folder, recorded, logger)
+        metrics = _train(cfg, module, datamodule, folder, recorded, logger, provenance)
     _print_summary(logger, tracking_uri(cfg), metrics, folder)
     return metrics
 
 
-def _train(cfg, module, datamodule, folder: Path, recorded: dict | None, logger) -> dict[str, float]:
-    provenance = apply_weights(module, cfg)  # before the data, so missing weights fail at once
-    log.info("initial weights of %s: %s", cfg.model.name, provenance.initial_weights)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+def _train(cfg, module, datamodule, folder: Path, recorded: dict | None, logger, provenance) -> dict[str, float]:
     if cfg.model.pos_weight == "auto":
         counts = datamodule.class_counts()
         module.set_pos_weight(counts["train_real"] / max(counts["train_fake"], 1))
