@@ -81,8 +81,8 @@ def sweep_summary(config: DictConfig, sweep: str) -> str:
             value += f" [{metrics['test/video_auc_ci_low']:.3g}, {metrics['test/video_auc_ci_high']:.3g}]"
         lines.append(f"  {cell:<48} test video AUC {value:<22} {run.info.status}")
     if experiment is not None:
-        link = experiment_url(uri, experiment.experiment_id, f"tags.sweep_id = '{sweep}'")
-        lines.append(f"MLflow: {link}  (make ui)")
+        link = experiment_url(uri, experiment.experiment_id)
+        lines.append(f"MLflow: {link}  (make ui), search: tags.sweep_id = '{sweep}'")
     if config.logger.experiment_name == "evaluate":
         lines.append(f"Report: make report SWEEP={sweep}")
     return "\n".join(lines)

@@ -70,6 +70,8 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
     tags["fold"] = str(cfg.data.fold)
     tags["seed"] = str(cfg.seed)
     tags["input_contract"] = input_contract(cfg.model.input)
+    tags["mlflow.source.name"] = f"{cfg.get('task', 'run')}.py"  # the UI's Source column
+    tags["mlflow.source.type"] = "LOCAL"
     for key in ("title", "axis"):
         if cfg.augment.get(key) is not None:
             tags[f"augment_{key}"] = str(cfg.augment[key])
@@ -100,12 +102,9 @@ def run_url(uri: str, experiment_id: str, run_id: str, port: int | None = None) 
     return f"{ui_base(uri, port)}/#/experiments/{experiment_id}/runs/{run_id}?{UI_VIEW}"
 
 
-def experiment_url(uri: str, experiment_id: str, search: str | None = None) -> str:
-    """The experiment's runs table, optionally filtered (e.g. `tags.sweep_id = '...'`)."""
-    from urllib.parse import quote
-
-    query = UI_VIEW + (f"&searchFilter={quote(search)}" if search else "")
-    return f"{ui_base(uri)}/#/experiments/{experiment_id}?{query}"
+def experiment_url(uri: str, experiment_id: str) -> str:
+    """The experiment's runs table."""
+    return f"{ui_base(uri)}/#/experiments/{experiment_id}?{UI_VIEW}"
 
 
 # -- the store ------------------------------------------------------------------------------------
