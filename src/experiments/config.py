@@ -80,6 +80,9 @@ NUMBERS = (
 )
 
 
+WHY_MINIMUM = {"data.folds": "k-fold cross-validation needs at least 2 folds"}
+
+
 def _number(cfg: DictConfig, key: str, kind: type, minimum) -> None:
     from omegaconf import OmegaConf
 
@@ -90,7 +93,8 @@ def _number(cfg: DictConfig, key: str, kind: type, minimum) -> None:
     if not valid:
         raise ValueError(f"{key}={value!r}: expected {'an integer' if kind is int else 'a number'}")
     if minimum is not None and value < minimum:
-        raise ValueError(f"{key}={value!r}: must be at least {minimum:g}")
+        why = WHY_MINIMUM.get(key, f"must be at least {minimum:g}")
+        raise ValueError(f"{key}={value!r}: {why}")
 
 
 def check_config(cfg: DictConfig) -> None:
