@@ -25,8 +25,8 @@ to pass the shortcut audit (``src.data.audit``) while its manipulation traces st
 * Two manipulation methods, each with a per-video random strength: a face swap (another identity's
   face inside a mask from the brows to the chin) and a mouth reenactment (the target's own mouth,
   driven by another speaker, inside a mask around the mouth). Their traces: a blending boundary,
-  a colour mismatch at the seam, a paste rendered at 0.33-0.45x resolution and sharpened back to a
-  random 0.67-1.22x of the real face's sharpness there (so the face-region sharpness goes either way
+  a colour mismatch at the seam, a paste rendered at 0.25-0.29x resolution and sharpened back to a
+  random 0.52-1.0x of the real face's sharpness there (so the face-region sharpness goes either way
   across fakes and only the soft, haloed texture remains), with the camera's noise over it like
   everywhere else, and per-frame
   brightness and position flicker of the pasted region. The marker lists each fake's method and
@@ -788,7 +788,7 @@ class _Camera:
 
 
 def _camera(rng: np.random.Generator) -> _Camera:
-    return _Camera(blur=rng.uniform(0.0, 0.8), noise=rng.uniform(1.0, 5.0), crf=int(rng.integers(16, 27)))
+    return _Camera(blur=rng.uniform(0.0, 0.6), noise=rng.uniform(1.0, 4.0), crf=int(rng.integers(17, 26)))
 
 
 @dataclass(frozen=True)
@@ -955,8 +955,8 @@ def _talk(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
 
 def _mouth_mask(target: _Textures, rng: np.random.Generator, strength: float, mouth_y: float) -> np.ndarray:
     """Blending mask of a mouth reenactment, in texture coordinates: from below the nose to the chin."""
-    half_w = target.face_w * rng.uniform(0.45, 0.6)
-    shape = _ellipse(_FCX, mouth_y + 0.08 * _B, half_w, 0.3 * _B, blur=2 / (1 + 2 * strength))
+    half_w = target.face_w * rng.uniform(0.55, 0.7)
+    shape = _ellipse(_FCX, mouth_y + 0.05 * _B, half_w, 0.38 * _B, blur=2 / (1 + 2 * strength))
     return shape * target.face[0, 0, ..., 3].astype(np.float32) / 255
 
 
@@ -972,18 +972,18 @@ class _Manipulation:
 
 
 def _manipulation(rng: np.random.Generator, n: int, artifact_strength: float) -> _Manipulation:
-    """A fake's method and traces. The paste is rendered at 0.33-0.45x resolution, then sharpened until
-    its Laplacian variance is a random 0.67-1.22x of the real face's there (``_matching_sharpen``), so the
+    """A fake's method and traces. The paste is rendered at 0.25-0.29x resolution, then sharpened until
+    its Laplacian variance is a random 0.52-1.0x of the real face's there (``_matching_sharpen``), so the
     face-region sharpness goes either way across fakes: the soft, haloed texture is the trace, not its
     level. The camera's noise is added over the paste like everywhere else."""
-    s = artifact_strength * rng.uniform(0.6, 1.0)
+    s = artifact_strength * rng.uniform(0.8, 1.0)
     method = _SWAP if rng.uniform() < 0.6 else _REENACT
-    tone_size = (0.06 if method == _SWAP else 0.05) + rng.uniform(0, 0.06)
+    tone_size = 0.1 + rng.uniform(0, 0.08)
     return _Manipulation(
         method=method,
         strength=s,
-        low=1 / (1 + 2.0 * s),
-        sharpness_ratio=float(np.exp(rng.uniform(-0.4, 0.2))),
+        low=1 / (1 + 3.0 * s),
+        sharpness_ratio=float(np.exp(rng.uniform(-0.65, 0.0))),
         tone=1 + s * tone_size * rng.choice([-1, 1], 3) * rng.uniform(0.5, 1, 3),
         flicker=1 + s * 0.02 * rng.standard_normal(n),
         jitter=s * 0.4 * rng.standard_normal((n, 2)),
