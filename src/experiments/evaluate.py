@@ -102,8 +102,8 @@ def _evaluate_into(client, run_id: str, cfg: DictConfig, datamodule) -> dict[str
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_scores_csv(folder / "video_scores.csv", records, labels, video_logits.numpy(), p_fake, frame_probs)
-        title = (f"{cfg.model.name} ({cfg.weights.source} weights) on {cfg.data.name} test, "
-                 f"perturbation: {cfg.augment.get('title') or cfg.augment.level}")
+        title = (f"{cfg.model.get('title') or cfg.model.name} ({cfg.weights.source} weights)\n"
+                 f"{cfg.data.name} test, perturbation: {cfg.augment.get('title') or cfg.augment.level}")
         interval = (metrics["test/video_auc_ci_low"], metrics["test/video_auc_ci_high"])
         plots.plot_roc(p_fake, labels, folder / "roc_curve.png", title, metrics["test/video_auc"], interval)
         plots.plot_precision_recall(p_fake, labels, folder / "precision_recall.png", title, metrics["test/video_ap"])
@@ -114,7 +114,7 @@ def _evaluate_into(client, run_id: str, cfg: DictConfig, datamodule) -> dict[str
             pixels = np.asarray(dataset[videos[i]][0])
             picks = np.linspace(0, len(pixels) - 1, min(GALLERY_FRAMES, len(pixels))).round().astype(int)
             strips.append((pixels[picks], f"{kind}: P(fake) = {p_fake[i]:.3f}  {records[i].path}"))
-        plots.plot_gallery(strips, folder / "worst_videos.png", f"Most confident mistakes: {title}")
+        plots.plot_gallery(strips, folder / "worst_videos.png", f"Most confident mistakes of {title}".replace("\n", ", "))
         client.log_artifacts(run_id, str(folder))
         log_data_report(client, run_id, datamodule, folder)
     return metrics

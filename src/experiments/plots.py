@@ -55,7 +55,9 @@ def plot_precision_recall(p_fake: np.ndarray, labels: np.ndarray, path: Path, ti
     precision, recall, _ = binary_precision_recall_curve(torch.as_tensor(p_fake), torch.as_tensor(labels).long())
     figure = _figure(5, 5)
     axes = figure.subplots()
-    axes.step(recall.numpy(), precision.numpy(), where="post", label="video" if ap is None else f"video AP {ap:.3f}")
+    # as scikit-learn draws it: points from recall 1 down to 0, steps-post (AP is the area under these steps)
+    axes.plot(recall.numpy(), precision.numpy(), drawstyle="steps-post",
+              label="video" if ap is None else f"video AP {ap:.3f}")
     prevalence = float(labels.mean())
     axes.axhline(prevalence, linestyle="--", color="grey", linewidth=0.8, label=f"chance ({prevalence:.2f})")
     axes.set(xlabel="recall (fakes caught)", ylabel="precision (called fake that are fake)", xlim=(0, 1),
@@ -96,20 +98,22 @@ def worst_videos(p_fake: np.ndarray, labels: np.ndarray, count: int) -> list[tup
 
 
 def plot_gallery(strips: Sequence[tuple[np.ndarray, str]], path: Path, title: str) -> Path:
-    """One row per video: a strip of its face crops (uint8 (T, S, S, 3)) with its caption."""
+    """One row per video: a strip of its face crops (uint8 (T, S, S, 3)) with its caption above."""
     rows = max(len(strips), 1)
     columns = max((len(frames) for frames, _ in strips), default=1)
-    figure = _figure(1.3 * columns, 1.6 * rows + 0.6)
+    height = 1.55 * rows + 0.5
+    figure = _figure(1.4 * columns, height)
     axes = figure.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for row, (frames, caption) in enumerate(strips):
         for column, frame in enumerate(frames):
             axes[row, column].imshow(frame)
+        # the caption spans the row: fixed margins, not tight_layout (which would shrink the crops to fit it)
         axes[row, 0].set_title(caption, fontsize=8, loc="left", x=0.0)
     if not strips:
         axes[0, 0].text(0.5, 0.5, "no mistakes at threshold 0.5", ha="center", va="center")
     figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
+    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.65 / height, wspace=0.05, hspace=0.3)
     figure.savefig(path, dpi=80)
     return path
