@@ -112,6 +112,7 @@ def test_a_failing_job_is_reported_and_the_others_still_log(trained_mesonet, sma
     assert "missing.ckpt" in failed.data.tags["error"]
 
 
+@pytest.mark.slow  # make test runs a real sweep through submitit_local; joblib in make test-all
 def test_joblib_launcher_runs_parallel_jobs_into_one_sqlite_store(trained_mesonet, small_dataset, small_cache, tmp_path):
     env, checkpoints = trained_mesonet
     store = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "DEEPFAKE_NUM_WORKERS": "0"}

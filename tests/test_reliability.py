@@ -601,6 +601,7 @@ def _kill_group(process: subprocess.Popen) -> None:
     process.wait()
 
 
+@pytest.mark.slow  # resume is in make test through tests/test_train.py and the run-folder tests
 def test_a_run_killed_mid_training_resumes_into_the_same_mlflow_run(small_dataset, small_cache, tmp_path):
     import mlflow
 

@@ -209,6 +209,7 @@ def shared_run_dirs(tmp_path_factory) -> dict[str, Path]:
     return {"cache": root / "face-cache", "store": root / "mlflow.db", "checkpoints": root / "checkpoints"}
 
 
+@pytest.mark.slow  # a full training run per timm model: make test-all
 @pytest.mark.parametrize(
     ("name", "overrides"),
     [
