@@ -213,7 +213,7 @@ def test_both_manipulation_methods_with_varied_strength(small):
     assert set(fakes) == {f"Celeb-synthesis/{n}" for n in videos(small, "Celeb-synthesis")}
     assert {f["method"] for f in fakes.values()} == {"swap", "reenact"}
     strengths = [f["strength"] for f in fakes.values()]
-    assert max(strengths) - min(strengths) > 0.2
+    assert len(set(strengths)) == len(strengths) and max(strengths) - min(strengths) > 0.05  # per video
 
 
 def test_reenactment_leaves_the_eyes_alone(small):
