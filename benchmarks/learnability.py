@@ -9,7 +9,7 @@
    in a temporary MLflow store, and reads ``val/video_auc`` per epoch back from the store.
    Targets: the best val video AUC >= 0.85, the one after the first epoch < 0.95.
 
-Prints a small table and writes JSON (default ``benchmarks/learnability.json``). Training is
+Prints a small table and writes JSON (default ``reports/learnability.json``). Training is
 CPU-heavy (minutes); the load average before and after is recorded next to the times.
 """
 
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--root", type=Path, help="dataset folder (default: a fresh temporary one)")
-    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "benchmarks" / "learnability.json")
+    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "reports" / "learnability.json")
     parser.add_argument("--skip-train", action="store_true", help="only time generation and cache build")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for data and train.py")
     args = parser.parse_args(argv)
@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"load average before {record['load_before'][0]:.1f}, after {record['load_after'][0]:.1f}")
     for check, met in checks.items():
         print(f"{'met ' if met else 'MISSED'} {check}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2))
     print(f"written {args.out}")
     return record
