@@ -75,6 +75,7 @@ from statistics import NormalDist
 
 import cv2
 import numpy as np
+from tqdm.auto import tqdm
 
 GENERATOR_VERSION = 2  # of the default preset; written into every marker, so an older folder is not reused
 _VERSIONS = {"v1": 1, "v2": GENERATOR_VERSION}
@@ -1077,9 +1078,12 @@ def _write_dataset_v2(out: Path, p: dict) -> None:
     identities = [_identity(_rng(seed, _TAG_IDENTITY, i)) for i in range(n_ids)]
     textures = [_pores(_textures(ident), _rng(seed, _TAG_IDENTITY, i, 1)) for i, ident in enumerate(identities)]
     test_lines, faces, methods = [], {}, {}
+    total = n_ids * p["real_per_identity"] * (1 + p["fakes_per_real"]) + p["youtube_real"]
+    bar = tqdm(total=total, desc="synthetic videos", unit="video")
 
     def write(rel: str, frames: np.ndarray, clip: _ClipV2, crf: int, is_test: bool, real: bool) -> None:
         _encode(out / rel, frames, fps, crf, codec)
+        bar.update()
         faces[rel] = np.round(clip.faces, 1).tolist()
         if is_test:
             test_lines.append(f"{int(real)} {rel}")
@@ -1107,6 +1111,7 @@ def _write_dataset_v2(out: Path, p: dict) -> None:
         clip = _render_real_v2(tex, rng, n, size, fps, camera)
         write(f"YouTube-real/{k:05d}.mp4", _to_uint8(clip.shot), clip, camera.crf, k in test_youtube, True)
 
+    bar.close()
     (out / TEST_LIST).write_text("".join(line + "\n" for line in sorted(test_lines)))
     marker = {"params": p, "codec": codec, "fakes": methods, "faces": faces}
     (out / MARKER).write_text(json.dumps(marker, separators=(",", ":")))
