@@ -73,7 +73,7 @@ def _evaluate_into(client, run_id: str, cfg: DictConfig, datamodule) -> dict[str
     source = weight_source(cfg)
     if isinstance(source, Finetuned) and not (source.path or source.run_id) and not source.candidates(cfg.model.name):
         # before any data work: there is nothing to score with at all
-        raise WeightsNotFound(source._nothing_matches([], source.requirements(_lineage(cfg, None))))
+        raise WeightsNotFound(source.explain_missing([], source.requirements(_lineage(cfg, None))))
     datamodule.prepare_data()
     datamodule.setup("test")
     fingerprint = data_fingerprint(datamodule)
@@ -102,22 +102,26 @@ def _evaluate_into(client, run_id: str, cfg: DictConfig, datamodule) -> dict[str
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_scores_csv(folder / "video_scores.csv", records, labels, video_logits.numpy(), p_fake, frame_probs)
-        title = (f"{cfg.model.get('title') or cfg.model.name} ({cfg.weights.source} weights)\n"
-                 f"{cfg.data.name} test, perturbation: {cfg.augment.get('title') or cfg.augment.level}")
-        interval = (metrics["test/video_auc_ci_low"], metrics["test/video_auc_ci_high"])
-        plots.plot_roc(p_fake, labels, folder / "roc_curve.png", title, metrics["test/video_auc"], interval)
-        plots.plot_precision_recall(p_fake, labels, folder / "precision_recall.png", title, metrics["test/video_ap"])
-        plots.plot_confusion(p_fake, labels, folder / "confusion_matrix.png", title)
-        dataset = datamodule.predict_dataloader().dataset
-        strips = []
-        for i, kind in plots.worst_videos(p_fake, labels, GALLERY_VIDEOS):
-            pixels = np.asarray(dataset[videos[i]][0])
-            picks = np.linspace(0, len(pixels) - 1, min(GALLERY_FRAMES, len(pixels))).round().astype(int)
-            strips.append((pixels[picks], f"{kind}: P(fake) = {p_fake[i]:.3f}  {records[i].path}"))
-        plots.plot_gallery(strips, folder / "worst_videos.png", f"Most confident mistakes of {title}".replace("\n", ", "))
+        _draw_pictures(cfg, folder, metrics, p_fake, labels, records, videos, datamodule.predict_dataloader().dataset)
         client.log_artifacts(run_id, str(folder))
         log_data_report(client, run_id, datamodule, folder)
     return metrics
+
+
+def _draw_pictures(cfg: DictConfig, folder: Path, metrics: dict, p_fake, labels, records, videos, dataset) -> None:
+    """ROC, precision-recall, confusion matrix and the worst-scored videos (crops as the model saw them)."""
+    title = (f"{cfg.model.get('title') or cfg.model.name} ({cfg.weights.source} weights)\n"
+             f"{cfg.data.name} test, perturbation: {cfg.augment.get('title') or cfg.augment.level}")
+    interval = (metrics["test/video_auc_ci_low"], metrics["test/video_auc_ci_high"])
+    plots.plot_roc(p_fake, labels, folder / "roc_curve.png", title, metrics["test/video_auc"], interval)
+    plots.plot_precision_recall(p_fake, labels, folder / "precision_recall.png", title, metrics["test/video_ap"])
+    plots.plot_confusion(p_fake, labels, folder / "confusion_matrix.png", title)
+    strips = []
+    for i, kind in plots.worst_videos(p_fake, labels, GALLERY_VIDEOS):
+        pixels = np.asarray(dataset[videos[i]][0])
+        picks = np.linspace(0, len(pixels) - 1, min(GALLERY_FRAMES, len(pixels))).round().astype(int)
+        strips.append((pixels[picks], f"{kind}: P(fake) = {p_fake[i]:.3f}  {records[i].path}"))
+    plots.plot_gallery(strips, folder / "worst_videos.png", f"Most confident mistakes of {title}".replace("\n", ", "))
 
 
 def _lineage(cfg: DictConfig, fingerprint: str | None) -> Lineage:

@@ -160,7 +160,7 @@ class Finetuned:
         wanted = self.requirements(lineage)
         matches = [r for r in runs if all(r.data.tags.get(k) == v for k, v in wanted.items())]
         if not matches:
-            raise WeightsNotFound(self._nothing_matches(runs, wanted))
+            raise WeightsNotFound(self.explain_missing(runs, wanted))
         run = matches[0]
         log.warning(
             "weights=finetuned: run %s (%s, trained on %s fold %s, seed %s, finished %s)%s", run.info.run_id,
@@ -168,7 +168,8 @@ class Finetuned:
             _when(run.info.end_time), f"; the latest of {len(matches)} matching" if len(matches) > 1 else "")
         return run
 
-    def _nothing_matches(self, runs: list, wanted: dict[str, str]) -> str:
+    def explain_missing(self, runs: list, wanted: dict[str, str]) -> str:
+        """One line: what training runs exist, and which lineage none of them has."""
         def describe(tags: dict) -> str:
             text = f"{tags.get('data', '?')} fold {tags.get('fold', '?')}"
             if tags.get("input_contract") != wanted["input_contract"]:
