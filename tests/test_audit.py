@@ -141,6 +141,7 @@ def test_audit_of_the_embedded_set_writes_its_reports(small_dataset, small_cache
     assert "audit/auc.md" in artifacts and "audit/auc.png" in artifacts
 
 
+@pytest.mark.slow  # generates the v1 set: make test-all
 def test_audit_flags_sharpness_on_the_first_generator(tmp_path):
     """Preset v1 pastes a low-resolution face without camera noise: a blur detector separates it."""
     extra = ["data.synthetic.preset=v1", "audit.mlflow=false"]

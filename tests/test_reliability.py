@@ -929,6 +929,7 @@ def test_sigterm_during_an_evaluation_sweep_stops_it_and_no_run_stays_running(tr
     assert len(runs) < 4, "the sweep went on after SIGTERM"
 
 
+@pytest.mark.slow  # signals are in make test through training and sweeps: make test-all
 def test_sigterm_during_evaluates_cache_build_ends_the_run_killed(small_dataset, tmp_path):
     """The face-crop cache is built inside the run: a signal there must not leave it RUNNING."""
     root = tmp_path / "root"

@@ -92,6 +92,7 @@ def test_each_model_trains_a_step(model, small_dataset, small_cache, tmp_path):
     assert runs[0].data.tags["model"] == model and "val/video_auc" in runs[0].data.metrics
 
 
+@pytest.mark.slow  # two training processes: make test-all
 def test_ddp_on_cpu_runs_two_processes_into_one_run(small_dataset, small_cache, tmp_path):
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "DEEPFAKE_NUM_WORKERS": "0"}
     result = run_script(
