@@ -273,3 +273,24 @@ def test_batch_prediction_writes_a_row_per_video_failed_ones_included(small_data
     assert len(scored) == 3 and all(0 <= float(r["p_fake"]) <= 1 and int(r["frames"]) == 20 for r in scored)
     assert len(rows) == 4
     assert mlflow.MlflowClient().get_experiment_by_name("predict") is None, "logger=none must not log"
+
+
+def test_a_sweep_ends_with_its_id_its_jobs_and_the_report_line(tmp_path, monkeypatch, capsys):
+    """What PrepareSweep.on_multirun_end prints, from the config Hydra hands it (with its hydra node)."""
+    from src.experiments.callbacks import PrepareSweep
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"hydra.sweep.dir={tmp_path}/multirun/sweep-7"], return_hydra_config=True)
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("evaluate")
+    for level, auc in (("none", 0.8), ("heavy", 0.5)):
+        run = client.create_run(experiment, tags={"sweep_id": "sweep-7", "model": "mesonet", "weights": "finetuned",
+                                                  "data": "synthetic", "augment": level, "fold": "0"})
+        client.log_metric(run.info.run_id, "test/video_auc", auc)
+        client.set_terminated(run.info.run_id, "FINISHED")
+    PrepareSweep().on_multirun_end(config=cfg)
+    out = capsys.readouterr().out
+    assert "Sweep sweep-7: 2 runs" in out and "make report SWEEP=sweep-7" in out
+    assert "mesonet/finetuned/synthetic/heavy" in out and "0.5" in out and "FINISHED" in out

@@ -50,11 +50,9 @@ class PrepareSweep(Callback):
         """The sweep's id, a table of its jobs (cell, test video AUC, status) and how to report it."""
         from pathlib import Path
 
-        from hydra.core.hydra_config import HydraConfig
-
-        if (config.get("logger") or {}).get("name") != "mlflow" or not HydraConfig.initialized():
+        if (config.get("logger") or {}).get("name") != "mlflow":
             return
-        sweep = Path(HydraConfig.get().sweep.dir).name
+        sweep = Path(str(config.hydra.sweep.dir)).name  # the config Hydra passes here carries its hydra node
         try:
             print(sweep_summary(config, sweep))
         except Exception as error:  # the summary is a courtesy: never fail a finished sweep over it

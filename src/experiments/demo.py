@@ -75,7 +75,8 @@ def main() -> None:
     run(["-m", "src.experiments.report"])
     print(f"\nDemo finished in {(time.perf_counter() - start) / 60:.1f} min"
           + (" (some evaluation jobs failed: see above)" if failures else ""))
-    print(f"MLflow store: {uri}\nOpen the UI with: make ui   (then http://127.0.0.1:5000, experiment 'evaluate')")
+    print(f"MLflow store: {uri}\nOpen the UI with: make ui   (then http://127.0.0.1:5000/#/experiments/"
+          "<evaluate's id>?workflowType=machine_learning, or choose 'Model training' at the top left)")
 
 
 if __name__ == "__main__":
