@@ -222,8 +222,9 @@ def test_full_grid_logs_twelve_runs(trained_mesonet, small_dataset, small_cache,
     # one sweep per model: model.pretrained.file means the ImageNet file only to resnet_lstm
     grid = ["experiment=seed_grid", *data_overrides(small_dataset, small_cache)]
     run_script("evaluate.py", [*grid, "hydra.sweeper.params.model=mesonet"], env, timeout=1200)
-    run_script("evaluate.py", [*grid, "hydra.sweeper.params.model=resnet_lstm", f"model.pretrained.file={imagenet}"],
-               env, timeout=1200)
+    # the clip model is scored with the input contract it was trained with (lineage refuses any other)
+    run_script("evaluate.py", [*grid, "hydra.sweeper.params.model=resnet_lstm", f"model.pretrained.file={imagenet}",
+                               *clip], env, timeout=1200)
     _, sweep = _evaluate_runs(env, "FINISHED")
     cells = {(r.data.tags["model"], r.data.tags["weights"], r.data.tags["augment"]) for r in sweep}
     assert len(cells) == 12
