@@ -50,8 +50,9 @@ def detection(path: str) -> dict:
 
 
 def training_precision() -> dict:
-    import lightning as L
     from functools import partial
+
+    import lightning as L
 
     from src.models.module import DeepfakeDetector
     from src.models.resnet_lstm import ResNetLSTM
