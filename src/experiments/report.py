@@ -293,11 +293,6 @@ def cell_value(result: dict | None, level: str, suffix: str) -> dict | None:
     return {"value": float(values[0]), "low": metrics.get(f"{key}_ci_low"), "high": metrics.get(f"{key}_ci_high")}
 
 
-def _metric(result: dict | None, level: str, suffix: str) -> float | None:
-    cell = cell_value(result, level, suffix)
-    return None if cell is None else cell["value"]
-
-
 def _number(value: float, digits: int) -> str:
     return "nan" if math.isnan(value) else f"{value:.{digits}f}"
 
