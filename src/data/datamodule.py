@@ -549,3 +549,11 @@ class CelebDFDataModule(L.LightningDataModule):
 
     def __repr__(self) -> str:
         return f"CelebDFDataModule(root={self.root}, cache={self.cache.cache_dir}, {asdict(self.cache.settings)})"
+
+
+def build_datamodule(data_cfg) -> CelebDFDataModule:
+    """The data module a composed `data` config describes (the one way entry points, callbacks,
+    benchmarks and tests build it)."""
+    import hydra
+
+    return hydra.utils.instantiate(data_cfg)

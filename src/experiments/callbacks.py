@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import sys
 
-import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
@@ -23,6 +22,7 @@ class PrepareSweep(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         import mlflow
 
+        from src.data.datamodule import build_datamodule
         from src.experiments.tracking import (
             TrackingStoreError,
             check_tracking_store,
@@ -41,7 +41,7 @@ class PrepareSweep(Callback):
         if config.get("video") or config.get("videos"):
             return
         try:
-            hydra.utils.instantiate(config.data).prepare_data()
+            build_datamodule(config.data).prepare_data()
         except Exception as error:  # each job prepares its own data too, and reports the error there
             log.warning("could not prepare the data before the sweep: %s", error)
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from src.data.datamodule import build_datamodule
 from src.experiments import plots
 from src.experiments.config import check_config, tidy_output
 from src.experiments.tracking import (
@@ -55,7 +56,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float] | dict:
         return predict_videos(cfg)
     uri = tracking_uri(cfg)
     check_tracking_store(uri)
-    datamodule = hydra.utils.instantiate(cfg.data)  # checks every data value before the run starts
+    datamodule = build_datamodule(cfg.data)  # checks every data value before the run starts
     client = mlflow.MlflowClient(uri)
     experiment = experiment_id(client, uri, cfg.logger.get("experiment_name") or EVALUATE_EXPERIMENT)
     run = client.create_run(experiment, tags=run_tags(cfg), run_name=run_name(cfg))
@@ -214,7 +215,7 @@ def predict_files(cfg: DictConfig, videos: list[Path]) -> list[dict]:
 
     if OmegaConf.is_missing(cfg.data, "root"):  # prediction needs no dataset
         OmegaConf.update(cfg, "data.root", None)
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = build_datamodule(cfg.data)
     reports = datamodule.setup_predict(videos)
     module = hydra.utils.instantiate(cfg.model)
     provenance = weight_source(cfg)(module, cfg, _lineage(cfg, None))

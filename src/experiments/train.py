@@ -23,6 +23,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from src.data.datamodule import build_datamodule
 from src.experiments.checkpointing import AtomicCheckpointIO
 from src.experiments.config import check_config, selected_options, tidy_output
 from src.experiments.tracking import (
@@ -157,7 +158,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     provenance = apply_weights(module, cfg)  # before the data, so missing weights fail at once
     log.info("initial weights of %s: %s", cfg.model.name, provenance.initial_weights)
     # the data before the run: a dataset that cannot be used leaves no run behind, only its one-line error
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = build_datamodule(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
     folder.mkdir(parents=True, exist_ok=True)
