@@ -10,17 +10,17 @@ import subprocess
 import sys
 import time
 
+from src.data.datamodule import build_datamodule
 from src.experiments.config import PROJECT_ROOT
 
 
 def measure(overrides: list[str], rounds: int = 20) -> dict:
     import torch
-    from hydra.utils import instantiate
 
     from benchmarks.common import compose, median, rnd
 
     cfg = compose([*overrides, "model=mesonet"])
-    dm = instantiate(cfg.data)
+    dm = build_datamodule(cfg.data)
     size, batch = cfg.model.input.size, cfg.model.batch_size
     pixels = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8)
     batch_in = (pixels, torch.zeros(batch), torch.arange(batch))

@@ -13,6 +13,7 @@ import torch
 from hydra.utils import instantiate
 
 from benchmarks.common import Measurement, compose, fresh_dir, median, ratio, release, rnd
+from src.data.datamodule import build_datamodule
 from src.experiments.config import PROJECT_ROOT
 
 LEVELS = "none,flip,heavy,none,flip,heavy"
@@ -96,7 +97,7 @@ def roc_seconds(folder: Path) -> float:
 def prepare_seconds(cfg) -> float:
     """A fresh DataModule's prepare_data + setup on the already built cache (what every job repeats)."""
     start = time.perf_counter()
-    dm = instantiate(cfg.data)
+    dm = build_datamodule(cfg.data)
     dm.prepare_data()
     dm.setup("test")
     return time.perf_counter() - start
@@ -106,7 +107,7 @@ def predict_seconds(cfg, level: str) -> float:
     """`Trainer.predict` as evaluate.py runs it (DataLoader workers, test-time augmentation, inference)."""
     cfg = cfg.copy()
     cfg.data.test_augment = level
-    dm = instantiate(cfg.data)
+    dm = build_datamodule(cfg.data)
     dm.prepare_data()
     dm.setup("test")
     module = instantiate(cfg.model)
@@ -132,7 +133,7 @@ def bench_eval_grid(work: Path, overrides: list[str], passes: int) -> list[Measu
     store_s = time.perf_counter() - start
 
     cfg = compose([*overrides, "weights=scratch"], "evaluate")
-    dm = instantiate(cfg.data)
+    dm = build_datamodule(cfg.data)
     dm.prepare_data()  # the sweep reuses this cache, as it would reuse the one train.py built
     dm.setup("test")
 

@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from src.data.datamodule import build_datamodule
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_WEIGHTS = PROJECT_ROOT.parent / "shared" / "mesonet" / "weights"
 BUILD_TARGET_S = 120.0
@@ -42,7 +44,6 @@ def _compose(overrides: list[str]):
 
 def prepare(root: Path, data_overrides: list[str]) -> dict:
     """Generate the set and build its cache, timing each; the detection summary of the build."""
-    import hydra
 
     from src.data.synthetic import generate_synthetic_celebdf
 
@@ -50,7 +51,7 @@ def prepare(root: Path, data_overrides: list[str]) -> dict:
     start = time.perf_counter()
     generate_synthetic_celebdf(root, **dict(cfg.data.synthetic))
     generated = time.perf_counter()
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = build_datamodule(cfg.data)
     datamodule.prepare_data()
     built = time.perf_counter()
     summary = datamodule.build_report.summary()

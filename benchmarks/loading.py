@@ -10,12 +10,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.common import Measurement, Plan, compose, fresh_dir, median, ratio, release, rnd
 from benchmarks.naive import write_jpegs
 from src.data.augment import augment_clip, build_train_transform
+from src.data.datamodule import build_datamodule
 
 
 class JpegFrameDataset(Dataset):
@@ -124,7 +124,7 @@ def _augment_costs(dataset, count: int = 200) -> dict[str, float]:
 
 def bench_loading(plan: Plan, work: Path, overrides: list[str]) -> list[Measurement]:
     cfg = compose([*overrides, "model=mesonet", f"data.train_frames_per_video={plan.loader_frames_per_video}"])
-    dm = instantiate(cfg.data)
+    dm = build_datamodule(cfg.data)
     dm.prepare_data()
     dm.setup("fit")
     cached = dm.train_dataset()

@@ -25,7 +25,7 @@ from benchmarks.common import (
     release,
     rnd,
 )
-from src.data.datamodule import CelebDFDataModule
+from src.data.datamodule import CelebDFDataModule, build_datamodule
 
 BENCH_DATAMODULE = "data._target_=benchmarks.training.BenchDataModule"
 
@@ -158,7 +158,7 @@ def configure(overrides: list[str], model: str, extra: tuple[str, ...] = ()):
 
 
 def prepared_datamodule(cfg) -> BenchDataModule:
-    dm = instantiate(cfg.data)
+    dm = build_datamodule(cfg.data)
     dm.prepare_data()
     dm.setup("fit")
     return dm

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
+from src.data.datamodule import build_datamodule
 from src.experiments.config import CONFIG_DIR, check_config
 from tests.conftest import compose_config
 
@@ -57,10 +58,10 @@ def test_every_dataset_builds_its_datamodule_without_touching_data(option, tmp_p
     overrides = [f"data={option}", f"paths.data_dir={tmp_path}/data"]
     if option in ("celebdf", "ffpp"):
         with pytest.raises(Exception, match="root not found"):  # a missing root fails before any run starts
-            hydra.utils.instantiate(compose_config("train", [*overrides, f"data.root={tmp_path}/missing"]).data)
+            build_datamodule(compose_config("train", [*overrides, f"data.root={tmp_path}/missing"]).data)
         (tmp_path / "dataset").mkdir()
         overrides.append(f"data.root={tmp_path}/dataset")
-    datamodule = hydra.utils.instantiate(compose_config("train", overrides).data)
+    datamodule = build_datamodule(compose_config("train", overrides).data)
     assert datamodule.hparams.name == option
     assert not (tmp_path / "data").exists(), "building the datamodule generated or cached something"
     assert not (tmp_path / "dataset").exists() or not any((tmp_path / "dataset").iterdir())
@@ -69,7 +70,7 @@ def test_every_dataset_builds_its_datamodule_without_touching_data(option, tmp_p
 def test_a_misspelt_data_key_is_refused_naming_it():
     cfg = compose_config("train", ["+data.fols=3"])
     with pytest.raises(Exception, match=r"unknown key data\.fols"):
-        hydra.utils.instantiate(cfg.data)
+        build_datamodule(cfg.data)
 
 
 def test_the_tracking_uri_is_defined_once():

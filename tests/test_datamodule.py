@@ -8,6 +8,7 @@ import hydra
 import pytest
 import torch
 
+from src.data.datamodule import build_datamodule
 from tests.conftest import SMALL_SYNTHETIC, compose_config
 
 
@@ -20,7 +21,7 @@ def _datamodule(tmp_path, model: str, extra: list[str] | None = None):
         *(f"+data.synthetic.{k}={v}" for k, v in SMALL_SYNTHETIC.items()),
         *(extra or []),
     ]
-    return hydra.utils.instantiate(compose_config("train", overrides).data)
+    return build_datamodule(compose_config("train", overrides).data)
 
 
 def test_empty_folders_become_batches_for_frame_and_clip_models(tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from src.data.datamodule import build_datamodule
 from src.data.ffpp import FFPP_METHODS, index_ffpp, write_ffpp_layout
 from src.data.index import VideoIndex, fold_groups, identity_overlap, split_folds
 
@@ -176,7 +177,7 @@ def test_data_ffpp_is_one_yaml_away_from_training_and_evaluation(ffpp_root, smal
     overrides = ["data=ffpp", f"data.root={ffpp_root}", f"data.cache_dir={small_cache}", "data.folds=2",
                  "data.methods=[Deepfakes,FaceSwap]", "augment=jpeg"]
     cfg = compose_config("evaluate", overrides)
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = build_datamodule(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("test")
     test = datamodule.splits["test"]

@@ -14,12 +14,12 @@ import shutil
 from pathlib import Path
 
 import cv2
-import hydra
 import numpy as np
 import pytest
 import torch
 
 from src.data.cache import CropSettings, FaceCropCache
+from src.data.datamodule import build_datamodule
 from tests.conftest import compose_config, data_overrides
 
 QUICK = CropSettings(num_frames=6, crop_size=64)
@@ -30,7 +30,7 @@ def _instantiate(config):
     from hydra.errors import InstantiationException
 
     try:
-        return hydra.utils.instantiate(config.data)
+        return build_datamodule(config.data)
     except InstantiationException as error:
         raise error.__cause__ from None
 

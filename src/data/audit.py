@@ -33,6 +33,8 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from src.data.datamodule import build_datamodule
+
 log = logging.getLogger(__name__)
 
 AUDIT_EXPERIMENT = "audit"
@@ -449,9 +451,8 @@ def log_to_mlflow(cfg, rows: list[AucRow], files: dict[str, Path], summary: dict
 
 def run_audit(cfg) -> list[AucRow]:
     """Prepare the data module of ``cfg.data`` (generation and face-crop cache), measure, report."""
-    import hydra
 
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = build_datamodule(cfg.data)
     datamodule.prepare_data()
     datamodule.setup()
     videos = measure_videos(datamodule, cfg.audit.frames_per_video, progress=True)
