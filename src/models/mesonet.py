@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from src.models.contract import contract
+
 __all__ = ["Meso4", "MesoInception4", "WeightsError", "load_keras_weights"]
 
 # Keras BatchNormalization defaults: epsilon=1e-3, momentum=0.99 (torch counts momentum the other way).
@@ -83,6 +85,11 @@ class _MesoNet(nn.Module):
 
     input_kind = "frame"
     default_input_size = _INPUT_SIZE
+
+    @classmethod
+    def input_contract(cls, **net_kwargs) -> dict:
+        """RGB in [0, 1] (the Keras models' own scaling), 256x256 only: the dense layer is sized for it."""
+        return contract(cls.input_kind, _INPUT_SIZE, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), fixed_size=_INPUT_SIZE)
 
     def __init__(self) -> None:
         super().__init__()

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torchvision.models import resnet50
 
+from src.models.contract import IMAGENET_MEAN, IMAGENET_STD, contract
+
 
 def fp32_lstm(lstm: nn.LSTM, features: torch.Tensor):
     """Run an LSTM in fp32 even under a reduced-precision autocast: its recurrence accumulates rounding
@@ -23,6 +25,11 @@ class ResNetLSTM(nn.Module):
 
     input_kind = "clip"
     default_input_size = 224
+
+    @classmethod
+    def input_contract(cls, **net_kwargs) -> dict:
+        """ImageNet-normalized 224x224 crops (torchvision's ResNet50 weights), 20 per clip."""
+        return contract(cls.input_kind, cls.default_input_size, IMAGENET_MEAN, IMAGENET_STD, frames_per_clip=20)
 
     def __init__(self, hidden_size: int = 512, reduced_channels: int = 128, freeze_backbone: bool = False):
         super().__init__()

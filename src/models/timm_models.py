@@ -1,7 +1,7 @@
 """Detectors on timm backbones: Xception per frame, EfficientNet-B1 + LSTM per clip.
 
-The input contract (size, normalization) of each comes from timm's pretrained config of the pinned
-weights tag, written into conf/model/*.yaml and checked against timm by the tests. Pretrained weights
+The input contract (size, normalization) of each comes from timm's pretrained config of the model's
+weights tag (`input_contract`, read by conf/model/shared/input.yaml), without building the model. Pretrained weights
 load through timm's own loader and caches (Hugging Face hub cache under HF_HOME, torch hub cache
 under TORCH_HOME) or from a local file (`model.pretrained.file`); offline without them the load fails
 within seconds with a message saying what to provide, never with random weights.
@@ -21,6 +21,7 @@ import timm
 import torch
 from torch import nn
 
+from src.models.contract import contract, default_kwarg
 from src.models.resnet_lstm import fp32_lstm
 from src.models.weights import IncompatibleWeights, WeightsNotFound, describe_file
 
@@ -32,6 +33,20 @@ HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm asks t
 
 class TimmBackbone(nn.Module):
     """Base of the timm detectors: `self.backbone` is `model_name` without classifier (pooled features)."""
+
+    input_kind = "frame"
+    frames_per_clip = 1
+
+    @classmethod
+    def input_contract(cls, model_name: str | None = None, **net_kwargs) -> dict:
+        """Size and normalization from timm's pretrained cfg of `model_name` (name.tag); kind and clip
+        length from the class."""
+        model_name = model_name or default_kwarg(cls, "model_name")
+        pretrained = timm.get_pretrained_cfg(model_name)
+        if pretrained is None:
+            raise ValueError(f"model.net.model_name={model_name}: timm has no pretrained config of that name.tag")
+        return contract(cls.input_kind, pretrained.input_size[-1], pretrained.mean, pretrained.std,
+                        frames_per_clip=cls.frames_per_clip)
 
     def __init__(self, model_name: str):
         super().__init__()
@@ -54,7 +69,6 @@ class TimmXception(TimmBackbone):
     """
 
     input_kind = "frame"
-    default_input_size = 299
 
     def __init__(self, model_name: str = "legacy_xception.tf_in1k", drop_rate: float = 0.0):
         super().__init__(model_name)
@@ -73,7 +87,7 @@ class EfficientNetLSTM(TimmBackbone):
     """
 
     input_kind = "clip"
-    default_input_size = 240
+    frames_per_clip = 20
 
     def __init__(
         self,

@@ -1,0 +1,232 @@
+"""Structured configs: the types and keys of the config groups users type into.
+
+Each YAML of a group starts its defaults list with `- /schema/<group>@_here_: <group>`, so Hydra merges
+the YAML into the dataclass below: a value of the wrong type (`trainer.max_epochs=two`) or a misspelt key
+(`trainer.max_epoch=2`) fails while Hydra composes the config, naming the key, before any data or weights
+are touched. What a type cannot say (ranges, combinations, keys added with `+`, values `???` left
+missing) is checked by `src.experiments.config.check_config`.
+
+`register_schemas()` runs on import of `src.experiments.config`, which every entry point and compose
+helper imports for CONFIG_DIR. The data group's schema is the data package's own (`src.data.schema`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+# OmegaConf reads these annotations at run time: Optional[...] rather than `X | None`, plain typing objects.
+
+
+# -- model ------------------------------------------------------------------------------------------
+@dataclass
+class InputContract:
+    """What the network expects (conf/model/shared/input.yaml reads it from the net class): kind frame|clip,
+    square size in pixels, per-channel mean/std of RGB in [0, 1], crops per clip, and the only size that
+    works where the net has one."""
+
+    kind: str = MISSING
+    size: int = MISSING
+    mean: list[float] = MISSING
+    std: list[float] = MISSING
+    frames_per_clip: int = MISSING
+    fixed_size: Optional[int] = None
+
+
+@dataclass
+class PretrainedSpec:
+    """Where weights=pretrained finds the net's published weights (each net reads the keys it knows)."""
+
+    file: Optional[str] = None  # MesoNet's .h5 name in paths.weights_dir, or a local file for the others
+    url: Optional[str] = None  # MesoNet: where a missing .h5 is downloaded from
+    sha256: Optional[str] = None  # MesoNet: expected hash of a file not among the originals
+    torchvision_weights: Optional[str] = None  # ResNet50: torchvision's weights enum member
+
+
+@dataclass
+class ModelConfig:
+    _target_: str = "src.models.module.DeepfakeDetector"
+    _convert_: str = "all"
+    name: str = MISSING  # the option name (MLflow tag `model`, checkpoint folders)
+    title: str = MISSING  # display title (report columns)
+    net: dict[str, Any] = MISSING  # the network: _target_ and its constructor arguments
+    input: InputContract = field(default_factory=InputContract)
+    pretrained: PretrainedSpec = field(default_factory=PretrainedSpec)
+    batch_size: int = MISSING
+    freeze_backbone: bool = False
+    # optimization (conf/model/shared/optimization.yaml)
+    optimizer: dict[str, Any] = MISSING  # a partial: the module passes its parameters
+    scheduler: Optional[dict[str, Any]] = None
+    pos_weight: Any = None  # null, a positive number, or "auto" (n_real / n_fake of the training split)
+    channels_last: bool = True
+
+
+# -- trainer ----------------------------------------------------------------------------------------
+@dataclass
+class TrainerConfig:
+    """Every argument of lightning.pytorch.Trainer (2.6) with its default, typed where the type is one
+    OmegaConf knows (a test keeps this list equal to Trainer's signature). Values that are objects
+    (logger, callbacks, plugins) are passed by the entry points, not typed in."""
+
+    _target_: str = "lightning.pytorch.Trainer"
+    accelerator: Any = "auto"
+    strategy: Any = "auto"
+    devices: Any = "auto"
+    num_nodes: int = 1
+    precision: Any = None
+    logger: Any = None
+    callbacks: Any = None
+    fast_dev_run: Any = False
+    max_epochs: Optional[int] = None
+    min_epochs: Optional[int] = None
+    max_steps: int = -1
+    min_steps: Optional[int] = None
+    max_time: Any = None
+    limit_train_batches: Any = None  # an int counts batches, a float is a fraction: not coerced
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+    limit_predict_batches: Any = None
+    overfit_batches: Any = 0.0
+    val_check_interval: Any = None
+    check_val_every_n_epoch: Optional[int] = 1
+    num_sanity_val_steps: Optional[int] = None
+    log_every_n_steps: Optional[int] = None
+    enable_checkpointing: Optional[bool] = None
+    enable_progress_bar: Optional[bool] = None
+    enable_model_summary: Optional[bool] = None
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: Optional[float] = None
+    gradient_clip_algorithm: Optional[str] = None
+    deterministic: Any = None
+    benchmark: Optional[bool] = None
+    inference_mode: bool = True
+    use_distributed_sampler: bool = True
+    profiler: Any = None
+    detect_anomaly: bool = False
+    barebones: bool = False
+    plugins: Any = None
+    sync_batchnorm: bool = False
+    reload_dataloaders_every_n_epochs: int = 0
+    default_root_dir: Optional[str] = None
+    enable_autolog_hparams: bool = True
+    model_registry: Optional[str] = None
+
+
+# -- perturbations and augmentation ------------------------------------------------------------------
+@dataclass
+class AugmentConfig:
+    """A test-time perturbation level: the transform evaluate.py applies, its display title and its
+    position on the robustness axis."""
+
+    level: str = MISSING
+    title: str = MISSING
+    axis: int = MISSING
+    transform: dict[str, Any] = MISSING  # a partial (_target_, _partial_: true, parameters) called with size=
+
+
+@dataclass
+class TrainAugmentConfig:
+    level: str = MISSING  # weak | strong
+
+
+# -- weight sources -----------------------------------------------------------------------------------
+@dataclass
+class ScratchWeights:
+    _target_: str = "src.models.weights.Scratch"
+    source: str = "scratch"
+
+
+@dataclass
+class PretrainedWeights:
+    _target_: str = "src.models.weights.Pretrained"
+    source: str = "pretrained"
+    weights_dir: str = MISSING
+
+
+@dataclass
+class FinetunedWeights:
+    _target_: str = "src.models.weights.Finetuned"
+    source: str = "finetuned"
+    tracking_uri: str = MISSING
+    path: Optional[str] = None
+    run_id: Optional[str] = None
+    train_data: Optional[str] = None
+    train_fold: Optional[int] = None
+    train_seed: Optional[int] = None
+
+
+# -- the top-level configs ------------------------------------------------------------------------------
+@dataclass
+class _Groups:
+    """The groups every top-level config has; each is typed by its own schema (or is free: paths, logger)."""
+
+    paths: Any = None
+    data: Any = None
+    model: Any = None
+    train_augment: Any = None
+    augment: Any = None
+    logger: Any = None
+    task: str = MISSING
+    seed: int = 42
+
+
+@dataclass
+class TrainConfig(_Groups):
+    weights: Any = None
+    trainer: Any = None
+    callbacks: Any = None
+    ckpt_path: Optional[str] = None  # null: start fresh; "last": resume this configuration; or a checkpoint
+    test_after_fit: bool = True
+
+
+@dataclass
+class EvaluateConfig(_Groups):
+    weights: Any = None
+    trainer: Any = None
+    video: Optional[str] = None
+    videos: Optional[str] = None  # a folder, a glob pattern or a list file
+    output: Optional[str] = None
+
+
+@dataclass
+class AuditSettings:
+    frames_per_video: int = 8
+    band: list[float] = field(default_factory=lambda: [0.35, 0.65])
+    bootstrap_resamples: int = 2000
+    seed: int = 0
+    output_dir: str = MISSING
+    mlflow: bool = True
+    experiment_name: str = "audit"
+
+
+@dataclass
+class AuditConfig(_Groups):
+    audit: AuditSettings = field(default_factory=AuditSettings)
+
+
+GROUP_SCHEMAS: dict[str, dict[str, type]] = {
+    "model": {"model": ModelConfig},
+    "trainer": {"trainer": TrainerConfig},
+    "augment": {"augment": AugmentConfig},
+    "train_augment": {"train_augment": TrainAugmentConfig},
+    "weights": {"scratch": ScratchWeights, "pretrained": PretrainedWeights, "finetuned": FinetunedWeights},
+    "train": {"train": TrainConfig},
+    "evaluate": {"evaluate": EvaluateConfig},
+    "audit": {"audit": AuditConfig},
+}
+
+
+def register_schemas() -> None:
+    """Store every schema in Hydra's ConfigStore under group `schema/<group>` (the data group's from
+    `src.data.schema`). Idempotent: storing again replaces the same nodes."""
+    from hydra.core.config_store import ConfigStore
+
+    from src.data import schema as data_schema
+
+    store = ConfigStore.instance()
+    for group, nodes in GROUP_SCHEMAS.items():
+        for name, node in nodes.items():
+            store.store(group=f"schema/{group}", name=name, node=node)
+    data_schema.register(store)
