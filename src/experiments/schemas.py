@@ -13,11 +13,9 @@ helper imports for CONFIG_DIR. The data group's schema is the data package's own
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import MISSING
-
-# OmegaConf reads these annotations at run time: Optional[...] rather than `X | None`, plain typing objects.
 
 
 # -- model ------------------------------------------------------------------------------------------
@@ -32,17 +30,17 @@ class InputContract:
     mean: list[float] = MISSING
     std: list[float] = MISSING
     frames_per_clip: int = MISSING
-    fixed_size: Optional[int] = None
+    fixed_size: int | None = None
 
 
 @dataclass
 class PretrainedSpec:
     """Where weights=pretrained finds the net's published weights (each net reads the keys it knows)."""
 
-    file: Optional[str] = None  # MesoNet's .h5 name in paths.weights_dir, or a local file for the others
-    url: Optional[str] = None  # MesoNet: where a missing .h5 is downloaded from
-    sha256: Optional[str] = None  # MesoNet: expected hash of a file not among the originals
-    torchvision_weights: Optional[str] = None  # ResNet50: torchvision's weights enum member
+    file: str | None = None  # MesoNet's .h5 name in paths.weights_dir, or a local file for the others
+    url: str | None = None  # MesoNet: where a missing .h5 is downloaded from
+    sha256: str | None = None  # MesoNet: expected hash of a file not among the originals
+    torchvision_weights: str | None = None  # ResNet50: torchvision's weights enum member
 
 
 @dataclass
@@ -58,7 +56,7 @@ class ModelConfig:
     freeze_backbone: bool = False
     # optimization (conf/model/shared/optimization.yaml)
     optimizer: dict[str, Any] = MISSING  # a partial: the module passes its parameters
-    scheduler: Optional[dict[str, Any]] = None
+    scheduler: dict[str, Any] | None = None
     pos_weight: Any = None  # null, a positive number, or "auto" (n_real / n_fake of the training split)
     channels_last: bool = True
 
@@ -79,10 +77,10 @@ class TrainerConfig:
     logger: Any = None
     callbacks: Any = None
     fast_dev_run: Any = False
-    max_epochs: Optional[int] = None
-    min_epochs: Optional[int] = None
+    max_epochs: int | None = None
+    min_epochs: int | None = None
     max_steps: int = -1
-    min_steps: Optional[int] = None
+    min_steps: int | None = None
     max_time: Any = None
     limit_train_batches: Any = None  # an int counts batches, a float is a fraction: not coerced
     limit_val_batches: Any = None
@@ -90,17 +88,17 @@ class TrainerConfig:
     limit_predict_batches: Any = None
     overfit_batches: Any = 0.0
     val_check_interval: Any = None
-    check_val_every_n_epoch: Optional[int] = 1
-    num_sanity_val_steps: Optional[int] = None
-    log_every_n_steps: Optional[int] = None
-    enable_checkpointing: Optional[bool] = None
-    enable_progress_bar: Optional[bool] = None
-    enable_model_summary: Optional[bool] = None
+    check_val_every_n_epoch: int | None = 1
+    num_sanity_val_steps: int | None = None
+    log_every_n_steps: int | None = None
+    enable_checkpointing: bool | None = None
+    enable_progress_bar: bool | None = None
+    enable_model_summary: bool | None = None
     accumulate_grad_batches: int = 1
-    gradient_clip_val: Optional[float] = None
-    gradient_clip_algorithm: Optional[str] = None
+    gradient_clip_val: float | None = None
+    gradient_clip_algorithm: str | None = None
     deterministic: Any = None
-    benchmark: Optional[bool] = None
+    benchmark: bool | None = None
     inference_mode: bool = True
     use_distributed_sampler: bool = True
     profiler: Any = None
@@ -109,9 +107,9 @@ class TrainerConfig:
     plugins: Any = None
     sync_batchnorm: bool = False
     reload_dataloaders_every_n_epochs: int = 0
-    default_root_dir: Optional[str] = None
+    default_root_dir: str | None = None
     enable_autolog_hparams: bool = True
-    model_registry: Optional[str] = None
+    model_registry: str | None = None
 
 
 # -- perturbations and augmentation ------------------------------------------------------------------
@@ -150,11 +148,11 @@ class FinetunedWeights:
     _target_: str = "src.models.weights.Finetuned"
     source: str = "finetuned"
     tracking_uri: str = MISSING
-    path: Optional[str] = None
-    run_id: Optional[str] = None
-    train_data: Optional[str] = None
-    train_fold: Optional[int] = None
-    train_seed: Optional[int] = None
+    path: str | None = None
+    run_id: str | None = None
+    train_data: str | None = None
+    train_fold: int | None = None
+    train_seed: int | None = None
 
 
 # -- the top-level configs ------------------------------------------------------------------------------
@@ -177,7 +175,7 @@ class TrainConfig(_Groups):
     weights: Any = None
     trainer: Any = None
     callbacks: Any = None
-    ckpt_path: Optional[str] = None  # null: start fresh; "last": resume this configuration; or a checkpoint
+    ckpt_path: str | None = None  # null: start fresh; "last": resume this configuration; or a checkpoint
     test_after_fit: bool = True
 
 
@@ -185,9 +183,9 @@ class TrainConfig(_Groups):
 class EvaluateConfig(_Groups):
     weights: Any = None
     trainer: Any = None
-    video: Optional[str] = None
-    videos: Optional[str] = None  # a folder, a glob pattern or a list file
-    output: Optional[str] = None
+    video: str | None = None
+    videos: str | None = None  # a folder, a glob pattern or a list file
+    output: str | None = None
 
 
 @dataclass
