@@ -1,10 +1,9 @@
-"""CelebDFDataModule composed from the real configs: generation, cache, splits, batches."""
+"""The data module composed from the real configs: generation, cache, splits, batches."""
 
 from __future__ import annotations
 
 import time
 
-import hydra
 import pytest
 import torch
 
@@ -53,7 +52,7 @@ def test_empty_folders_become_batches_for_frame_and_clip_models(tmp_path):
 
 
 def test_eval_batches_are_whole_videos_and_splits_are_disjoint(small_dataset, small_cache):
-    datamodule = hydra.utils.instantiate(
+    datamodule = build_datamodule(
         compose_config("train", [f"data.root={small_dataset}", f"data.cache_dir={small_cache}", "data.folds=2",
                                  *(f"+data.synthetic.{k}={v}" for k, v in SMALL_SYNTHETIC.items())]).data
     )
@@ -64,14 +63,14 @@ def test_eval_batches_are_whole_videos_and_splits_are_disjoint(small_dataset, sm
     identities = [{r.identity for r in datamodule.splits[s]} for s in ("train", "val")]
     assert not identities[0] & identities[1]
     x, labels, videos = datamodule.on_after_batch_transfer(next(iter(datamodule.val_dataloader())), 0)
-    assert x.shape[1:] == (datamodule.hparams.frames_per_video, 3, 256, 256)
+    assert x.shape[1:] == (datamodule.crops.num_frames, 3, 256, 256)
     assert len(videos) == len(labels) == x.shape[0]
     counts = datamodule.class_counts()
     assert counts["train_real"] > 0 and counts["train_fake"] > 0 and counts["test_fake"] > 0
 
 
 def test_balanced_sampling_draws_both_classes_evenly(small_dataset, small_cache):
-    datamodule = hydra.utils.instantiate(
+    datamodule = build_datamodule(
         compose_config("train", [f"data.root={small_dataset}", f"data.cache_dir={small_cache}", "data.folds=2",
                                  "data.balanced_sampling=true",
                                  *(f"+data.synthetic.{k}={v}" for k, v in SMALL_SYNTHETIC.items())]).data

@@ -41,7 +41,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from src.data.faces import build_detector, extract_face_crops
+from src.data.faces import DETECTORS, build_detector, extract_face_crops
+from src.data.schema import check, setting
 from src.data.video import VideoDecodeError, not_a_video_file
 
 log = logging.getLogger(__name__)
@@ -70,32 +71,40 @@ class CacheEntryError(CacheError):
 
 @dataclass(frozen=True)
 class CropSettings:
-    """Everything that changes the pixels of a cached crop. Values are checked on construction, so a bad
-    configuration fails before any video is touched (the message names the `data.*` key)."""
+    """How face crops are made: everything that changes their pixels (the cache key), and the device the
+    detector runs on (which changes no pixel beyond rounding, so it is not in the key). Values are checked
+    on construction, so a bad configuration fails before any video is touched; each field names the
+    `data.*` key it is read from, and its errors name that key."""
 
-    num_frames: int = 20
-    margin: float = 1.3
-    crop_size: int = 256
-    detector: str = "haar"
-    detect_max_side: int = 320
-    yunet_model: str | None = None
-    detect_every: int = 1  # run the detector on every k-th sampled frame, interpolate boxes between
+    num_frames: int = setting("data.frames_per_video", 20)
+    margin: float = setting("data.face_margin", 1.3)
+    crop_size: int = setting("data.crop_size", 256)
+    detector: str = setting("data.face_detector", "haar")
+    detect_max_side: int | None = setting("data.detect_max_side", 320)  # None: the detector's own choice
+    yunet_model: str | None = setting("data.yunet_model", None)
+    detect_every: int = setting("data.detect_every", 1)  # detect on every k-th sampled frame, interpolate between
+    device: str = setting("data.detect_device", "cpu", compare=False)  # the trainer's accelerator name
 
     def __post_init__(self):
-        for name, key, minimum in (
-            ("num_frames", "data.frames_per_video", 1),
-            ("crop_size", "data.crop_size", 16),
-            ("detect_max_side", "data.detect_max_side", 32),  # None: the detector's own choice
-            ("detect_every", "data.detect_every", 1),
-        ):
+        for name, minimum in (("num_frames", 1), ("crop_size", 16), ("detect_max_side", 32), ("detect_every", 1)):
             value = getattr(self, name)
             if value is None and name == "detect_max_side":
                 continue
-            if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-                raise ValueError(f"{key}={value!r}: must be an integer >= {minimum}")
+            check(_is_int(value) and value >= minimum, self, name, f"must be an integer >= {minimum}")
         margin = self.margin
-        if isinstance(margin, bool) or not isinstance(margin, Real) or not margin > 0:
-            raise ValueError(f"data.face_margin={margin!r}: must be a number > 0 (the crop side / the face box side)")
+        check(isinstance(margin, Real) and not isinstance(margin, bool) and margin > 0, self, "margin",
+              "must be a number > 0 (the crop side / the face box side)")
+        if self.detector not in DETECTORS:
+            raise ValueError(f"unknown data.face_detector={self.detector!r}; choose one of {', '.join(DETECTORS)}")
+        check(isinstance(self.device, str), self, "device", "must be an accelerator name (cpu, gpu, auto)")
+
+    def pixel_settings(self) -> dict:
+        """The settings that change the crops' pixels: what the cache key hashes."""
+        return {k: v for k, v in asdict(self).items() if k != "device"}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
 
 
 @dataclass
@@ -240,7 +249,7 @@ class FaceCropCache:
         stat_result = Path(video).stat()
         fields = {
             "format": CACHE_FORMAT,
-            "settings": asdict(self.settings),
+            "settings": self.settings.pixel_settings(),
             "detector": self.detector_key(),
             "video": self.canonical_path(video),
             "size": stat_result.st_size,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, fields
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -26,9 +26,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from src.data.augment import augment_clip, build_test_transform, build_train_transform, stable_seed
+from src.data.augment import (
+    TRAIN_LEVELS,
+    augment_clip,
+    build_test_transform,
+    build_train_transform,
+    stable_seed,
+)
 from src.data.cache import BuildReport, CacheEntry, CropSettings, FaceCropCache, VideoReport
 from src.data.index import CelebDFIndex, VideoRecord, index_celebdf, split_folds
+from src.data.schema import check, key_of, setting
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -158,99 +165,178 @@ def _torch_device(accelerator: str) -> str:
     return "cuda" if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
 
 
-def _require(condition: bool, key: str, value, rule: str) -> None:
-    if not condition:
-        raise ValueError(f"{key}={value!r}: {rule}")
-
-
 def _is_int(value) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool)
 
 
-class CelebDFDataModule(L.LightningDataModule):
+# -- the settings the data module is composed from, one concern each ----------------------------------------
+# Each field names the key users type for it (`setting`): build_datamodule reads it from there, errors name it.
+@dataclass(frozen=True)
+class SplitSettings:
+    """Which train/val videos validate: fold `fold` of `folds` identity-disjoint folds."""
+
+    folds: int = setting("data.folds", 5)
+    fold: int = setting("data.fold", 0)
+    split_seed: int = setting("data.split_seed", 0)
+    identity_split: str = setting("data.identity_split", "official")
+
+    def __post_init__(self):
+        check(_is_int(self.folds) and self.folds >= 2, self, "folds", "k-fold cross-validation needs an integer >= 2")
+        check(_is_int(self.fold) and 0 <= self.fold < self.folds, self, "fold",
+              f"must be an integer in 0..{self.folds - 1}")
+        check(_is_int(self.split_seed), self, "split_seed", "must be an integer")
+        check(self.identity_split in IDENTITY_SPLITS, self, "identity_split", "choose official or strict")
+
+
+@dataclass(frozen=True)
+class LoaderSettings:
+    """How the cache is built and read: batches, worker processes, sampling, tolerated decode failures."""
+
+    batch_size: int = setting("data.batch_size", 32)
+    num_workers: int = setting("data.num_workers", 2)
+    build_workers: int = setting("data.build_workers", 2)
+    balanced_sampling: bool = setting("data.balanced_sampling", False)
+    train_frames_per_video: int | None = setting("data.train_frames_per_video", None)  # None: every cached frame
+    max_bad_fraction: float = setting("data.max_bad_fraction", 0.2)
+
+    def __post_init__(self):
+        check(self.train_frames_per_video is None or (_is_int(self.train_frames_per_video)
+                                                      and self.train_frames_per_video >= 1),
+              self, "train_frames_per_video", "must be null (all) or an integer >= 1")
+        check(_is_int(self.build_workers) and self.build_workers >= 1, self, "build_workers", "must be >= 1")
+        check(_is_int(self.num_workers) and self.num_workers >= 0, self, "num_workers", "must be >= 0")
+        check(_is_int(self.batch_size) and self.batch_size >= 1, self, "batch_size", "must be >= 1")
+        check(isinstance(self.balanced_sampling, bool), self, "balanced_sampling", "must be true or false")
+        check(isinstance(self.max_bad_fraction, Real) and not isinstance(self.max_bad_fraction, bool)
+              and 0 <= self.max_bad_fraction <= 1, self, "max_bad_fraction", "must be a fraction in [0, 1]")
+
+
+@dataclass(frozen=True)
+class InputContract:
+    """The model's input (`model.input`): frames or clips, their size, normalization and clip length."""
+
+    kind: str = setting("model.input.kind", "frame")  # frame: items are single crops; clip: frames_per_clip crops
+    size: int = setting("model.input.size", 256)
+    mean: tuple[float, ...] = setting("model.input.mean", (0.0, 0.0, 0.0))
+    std: tuple[float, ...] = setting("model.input.std", (1.0, 1.0, 1.0))
+    frames_per_clip: int = setting("model.input.frames_per_clip", 1)
+
+    def __post_init__(self):
+        if self.kind not in ("frame", "clip"):
+            raise ValueError(f"model.input.kind={self.kind!r}: must be frame or clip")
+        check(_is_int(self.frames_per_clip) and self.frames_per_clip >= 1, self, "frames_per_clip", "must be >= 1")
+        check(_is_int(self.size), self, "size", "must be an integer")
+        for name in ("mean", "std"):  # stored as tuples: the contract is a value, hashable and immutable
+            values = getattr(self, name)
+            ok = isinstance(values, Sequence) and not isinstance(values, str) and len(values) == 3
+            check(ok and all(isinstance(v, Real) for v in values), self, name, "must be 3 numbers (R, G, B)")
+            object.__setattr__(self, name, tuple(float(v) for v in values))
+        check(all(v > 0 for v in self.std), self, "std", "must be 3 numbers > 0")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping) -> InputContract:
+        """From `model.input`; its other keys (e.g. fixed_size) concern the model, not the data."""
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+
+@dataclass(frozen=True)
+class Transforms:
+    """The training augmentation level, and the test-time perturbation with the seed that makes it the same
+    for a video in every job of a sweep."""
+
+    train: str = setting("data.train_augment", "weak")  # train_augment=weak|strong
+    test: str | Mapping = setting("data.test_augment", "none")  # augment=<level>: its transform spec, or a level name
+    seed: int | None = setting("data.augment_seed", 0)
+
+    def __post_init__(self):
+        check(self.train in TRAIN_LEVELS, self, "train", f"choose one of {', '.join(TRAIN_LEVELS)}")
+        check(isinstance(self.test, str) or (isinstance(self.test, Mapping) and "_target_" in self.test), self, "test",
+              "must be a level name or a transform spec with _target_")
+        check(self.seed is None or _is_int(self.seed), self, "seed", "must be an integer or null")
+
+
+# the data module's own keys: the dataset, where it and its cache live, and the settings above
+DATASET_KEYS = ("_target_", "name", "root", "index", "cache_dir", "synthetic", "model_input")
+DATA_SETTINGS = {"split": SplitSettings, "crops": CropSettings, "loaders": LoaderSettings, "transforms": Transforms}
+
+
+def _settings_from(settings_class, data: Mapping):
+    """A settings object from the flat `data` config: each field from the `data.*` key it names."""
+    return settings_class(**{
+        f.name: data[key_of(settings_class, f.name).removeprefix("data.")]
+        for f in fields(settings_class)
+        if key_of(settings_class, f.name).removeprefix("data.") in data
+    })
+
+
+def _plain(value):
+    """Hydra/OmegaConf values as plain containers (checkpoints stay loadable with weights_only=True)."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
+def _as(settings_class, value):
+    """A settings object given as itself or as its plain fields (a checkpoint's hyperparameters)."""
+    return value if isinstance(value, settings_class) else settings_class(**value)
+
+
+class DeepfakeDataModule(L.LightningDataModule):
     def __init__(
         self,
+        name: str,
         root: str | None,
+        index: Mapping | None,
         cache_dir: str,
-        name: str = "celebdf",
-        synthetic: dict | None = None,
-        folds: int = 5,
-        fold: int = 0,
-        split_seed: int = 0,
-        identity_split: str = "official",
-        frames_per_video: int = 20,
-        train_frames_per_video: int | None = None,
-        face_detector: str = "haar",
-        yunet_model: str | None = None,
-        face_margin: float = 1.3,
-        crop_size: int = 256,
-        detect_max_side: int | None = 320,
-        detect_every: int = 1,
-        detect_device: str = "cpu",
-        build_workers: int = 2,
-        num_workers: int = 2,
-        batch_size: int = 32,
-        balanced_sampling: bool = False,
-        max_bad_fraction: float = 0.2,
-        input_size: int = 256,
-        mean: tuple[float, ...] = (0.0, 0.0, 0.0),
-        std: tuple[float, ...] = (1.0, 1.0, 1.0),
-        clip_frames: int = 1,
-        input_kind: str = "frame",
-        train_augment: str = "weak",
-        test_augment: str | Mapping = "none",
-        augment_seed: int = 0,
-        index: Mapping | None = None,
-        **dataset_options,
+        split: SplitSettings | Mapping,
+        crops: CropSettings | Mapping,
+        loaders: LoaderSettings | Mapping,
+        model_input: InputContract | Mapping,
+        transforms: Transforms | Mapping,
+        synthetic: Mapping | None = None,
     ):
-        """`root` may be None for prediction only (`setup_predict`). Every value is checked here, before
-        any video is touched; a bad one is a ValueError naming its `data.*` / `model.*` key.
+        """A dataset (`name`, its indexer spec `index`, its `root`; `synthetic`: the generator's parameters
+        for the embedded set) read as face crops cached under `cache_dir`, composed from one settings object
+        per concern: the `split`, the face `crops`, the `loaders`, the model's input contract and the two
+        `transforms`. Each may be given as its plain fields (as a checkpoint stores them);
+        `build_datamodule(cfg.data)` builds them from the flat `data.*` keys users type.
 
-        Plug-ins arrive as Hydra specs (plain dicts with `_target_`, so checkpoints stay loadable as data):
-        `index` builds the dataset's index (default: Celeb-DF at `root`), `test_augment` builds the
-        test-time perturbation for the model's input size (or names a built-in level). Dataset-specific
-        keys (e.g. FaceForensics++'s compression and methods) reach the index by interpolation and are
-        accepted here as `dataset_options`."""
+        `root` may be None for prediction only (`setup_predict`). Every value is checked here, before any
+        video is touched; a bad one is a ValueError naming its `data.*` / `model.*` key. The indexer and the
+        test-time perturbation arrive as Hydra specs (plain dicts with `_target_`) and are built on use."""
         super().__init__()
-        settings = CropSettings(
-            frames_per_video, face_margin, crop_size, face_detector, detect_max_side, yunet_model, detect_every
-        )
-        if input_kind not in ("frame", "clip"):
-            raise ValueError(f"model.input.kind={input_kind!r}: must be frame or clip")
-        _require(_is_int(clip_frames) and clip_frames >= 1, "model.input.frames_per_clip", clip_frames, "must be >= 1")
-        if input_kind == "clip" and clip_frames > frames_per_video:
+        self.split, self.crops = _as(SplitSettings, split), _as(CropSettings, crops)
+        self.loaders, self.transforms = _as(LoaderSettings, loaders), _as(Transforms, transforms)
+        self.input = _as(InputContract, model_input)
+        contract, crop_size, frames_per_video = self.input, self.crops.crop_size, self.crops.num_frames
+        if contract.kind == "clip" and contract.frames_per_clip > frames_per_video:
             raise ValueError(
-                f"model.input.frames_per_clip={clip_frames} exceeds data.frames_per_video={frames_per_video}: "
-                "a clip cannot have more frames than are cached per video"
+                f"model.input.frames_per_clip={contract.frames_per_clip} exceeds data.frames_per_video="
+                f"{frames_per_video}: a clip cannot have more frames than are cached per video"
             )
-        if input_size > 2 * crop_size or input_size < 16:
-            raise ValueError(f"model.input.size={input_size} does not fit data.crop_size={crop_size}")
-        _require(_is_int(folds) and folds >= 2, "data.folds", folds, "k-fold cross-validation needs an integer >= 2")
-        _require(_is_int(fold) and 0 <= fold < folds, "data.fold", fold, f"must be an integer in 0..{folds - 1}")
-        _require(_is_int(split_seed), "data.split_seed", split_seed, "must be an integer")
-        _require(identity_split in IDENTITY_SPLITS, "data.identity_split", identity_split, "choose official or strict")
-        _require(
-            train_frames_per_video is None or (_is_int(train_frames_per_video) and train_frames_per_video >= 1),
-            "data.train_frames_per_video", train_frames_per_video, "must be null (all) or an integer >= 1",
-        )
-        _require(_is_int(build_workers) and build_workers >= 1, "data.build_workers", build_workers, "must be >= 1")
-        _require(_is_int(num_workers) and num_workers >= 0, "data.num_workers", num_workers, "must be >= 0")
-        _require(_is_int(batch_size) and batch_size >= 1, "data.batch_size", batch_size, "must be >= 1")
-        _require(
-            isinstance(max_bad_fraction, Real) and 0 <= max_bad_fraction <= 1,
-            "data.max_bad_fraction", max_bad_fraction, "must be a fraction in [0, 1]",
-        )
-        unknown = sorted(set(dataset_options) - set(index or {}))
-        if unknown:  # a dataset's own keys are those its indexer takes; anything else is a typo
-            raise ValueError(f"unknown key data.{unknown[0]} (this dataset's own keys: "
-                             f"{', '.join(sorted(k for k in (index or {}) if not k.startswith('_'))) or 'none'})")
+        if contract.size > 2 * crop_size or contract.size < 16:
+            raise ValueError(f"model.input.size={contract.size} does not fit data.crop_size={crop_size}")
+        if index is not None and "_target_" not in index:
+            raise ValueError(f"data.index={index!r}: must be an indexer spec with _target_")
         if root not in (None, "") and synthetic is None and not Path(root).expanduser().is_dir():
             title = {"celebdf": "Celeb-DF", "ffpp": "FaceForensics++"}.get(name, name)
             raise FileNotFoundError(f"{title} root not found: {Path(root).expanduser()} (data.root); point data.root "
                                     "at the dataset folder")
-        self.save_hyperparameters(logger=False)
+        # what a checkpoint stores: plain containers only, one per settings object
+        self.save_hyperparameters(_plain({
+            "name": name, "root": root, "index": index, "cache_dir": str(cache_dir), "synthetic": synthetic,
+            "split": asdict(self.split), "crops": asdict(self.crops), "loaders": asdict(self.loaders),
+            "model_input": asdict(self.input), "transforms": asdict(self.transforms),
+        }), logger=False)
+        self.name, self.index_spec, self.synthetic = name, _plain(index), _plain(synthetic)
         self.root = None if root in (None, "") else Path(root).expanduser()
-        self.cache = FaceCropCache(cache_dir, settings, root=self.root, device=_torch_device(detect_device))
+        self.cache = FaceCropCache(cache_dir, self.crops, root=self.root, device=_torch_device(self.crops.device))
         self.index: CelebDFIndex | None = None
         self.build_report: BuildReport | None = None
         self.splits: dict[str, list[VideoRecord]] = {}  # the videos each split uses
@@ -261,8 +347,8 @@ class CelebDFDataModule(L.LightningDataModule):
         self.predict_reports: list[VideoReport] | None = None  # set by setup_predict, one per video given
         self._predict: tuple[list[CacheEntry], list[VideoRecord], list[int]] | None = None
         # the model's normalization, applied to uint8 pixels after the transfer to the device
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255
+        self.mean = torch.tensor(contract.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(contract.std, dtype=torch.float32).view(1, 3, 1, 1) * 255
 
     def _require_root(self) -> Path:
         if self.root is None:
@@ -278,15 +364,15 @@ class CelebDFDataModule(L.LightningDataModule):
         if self.build_report is not None or self._predict is not None:
             return
         root = self._require_root()
-        if self.hparams.synthetic is not None:
+        if self.synthetic is not None:
             from src.data.synthetic import generate_synthetic_celebdf
 
-            _announce_synthetic(root, dict(self.hparams.synthetic))
-            generate_synthetic_celebdf(root, **dict(self.hparams.synthetic))
+            _announce_synthetic(root, self.synthetic)
+            generate_synthetic_celebdf(root, **self.synthetic)
         self._build(self._make_index())
 
     def _build(self, index: CelebDFIndex) -> BuildReport:
-        report = self.cache.build([index.root / r.path for r in index.records], self.hparams.build_workers)
+        report = self.cache.build([index.root / r.path for r in index.records], self.loaders.build_workers)
         if len(report.videos) != len(index.records):  # one report per video, by position
             raise RuntimeError(f"the cache reported {len(report.videos)} videos for {len(index.records)} indexed")
         self.index, self.build_report = index, report
@@ -303,10 +389,10 @@ class CelebDFDataModule(L.LightningDataModule):
                 log.info("degraded video %s: %s", video.path, "; ".join(filter(None, [video.reason, video.degraded])))
         log.info("face-crop cache %s: %s", self.cache.cache_dir, report.summary())
         bad = len(report.failed) / max(len(report.videos), 1)
-        if bad > self.hparams.max_bad_fraction:
+        if bad > self.loaders.max_bad_fraction:
             raise TooManyBadVideos(
                 f"{len(report.failed)} of {len(report.videos)} videos under {index.root} could not be decoded "
-                f"({bad:.0%} > data.max_bad_fraction={self.hparams.max_bad_fraction}); first: "
+                f"({bad:.0%} > data.max_bad_fraction={self.loaders.max_bad_fraction}); first: "
                 + "; ".join(f"{v.path}: {v.reason}" for v in report.failed[:3])
             )
         return report
@@ -322,11 +408,12 @@ class CelebDFDataModule(L.LightningDataModule):
     def _make_splits(self) -> None:
         if self.build_report is None:
             self._build(self._make_index())
-        hp, index = self.hparams, self.index
+        split, index = self.split, self.index
         usable = {path for path, report in self.video_reports.items() if report.ok}
         self.frame_counts = {path: self.video_reports[path].num_frames for path in usable}
         # folds come from every indexed video, so a video that fails to decode moves no other video
-        train, val = split_folds(index.train_val(), hp.folds, hp.fold, hp.split_seed, identity_split=hp.identity_split)
+        train, val = split_folds(index.train_val(), split.folds, split.fold, split.split_seed,
+                                 identity_split=split.identity_split)
         self.indexed_splits = {"train": train, "val": val, "test": index.test()}
         self.splits = {name: [r for r in part if r.path in usable] for name, part in self.indexed_splits.items()}
         for split, items in self.splits.items():
@@ -337,7 +424,7 @@ class CelebDFDataModule(L.LightningDataModule):
 
     def _check_both_classes(self, split: str) -> None:
         """A split without both classes is an error here, not a silent AUC of 0.0 (or nan) later."""
-        items, hp = self.splits[split], self.hparams
+        items, settings = self.splits[split], self.split
         real = sum(r.label == 0 for r in items)
         fake = len(items) - real
         if real and fake:
@@ -350,7 +437,8 @@ class CelebDFDataModule(L.LightningDataModule):
             where = f"the test split of {self.index.root}"
         else:
             fix = "choose another data.fold/data.folds or data.split_seed"
-            where = f"the {split} split of fold {hp.fold} (data.folds={hp.folds}, data.split_seed={hp.split_seed})"
+            where = (f"the {split} split of fold {settings.fold} (data.folds={settings.folds}, "
+                     f"data.split_seed={settings.split_seed})")
         raise ValueError(f"{where} has {counts}: {why}; {fix}")
 
     def setup_predict(self, videos: Sequence[str | Path]) -> list[VideoReport]:
@@ -362,7 +450,7 @@ class CelebDFDataModule(L.LightningDataModule):
         videos = [Path(v).expanduser() for v in videos]
         if not videos:
             raise ValueError("no video files to score")
-        report = self.cache.build(videos, self.hparams.build_workers, progress=len(videos) > 1)
+        report = self.cache.build(videos, self.loaders.build_workers, progress=len(videos) > 1)
         entries, records, ids = [], [], []
         for position, (video, result) in enumerate(zip(videos, report.videos, strict=True)):
             if not result.ok:
@@ -411,7 +499,7 @@ class CelebDFDataModule(L.LightningDataModule):
         return {
             "summary": summary,
             "splits": per_split,
-            "identity_split": self.hparams.identity_split,
+            "identity_split": self.split.identity_split,
             "identity_overlap": self._identity_overlap(),
             "skipped_videos": skipped,
             "degraded_videos": [
@@ -454,15 +542,16 @@ class CelebDFDataModule(L.LightningDataModule):
         return [self.entries[r.path] for r in records]
 
     def train_dataset(self) -> Dataset:
-        hp, records = self.hparams, self.splits["train"]
-        transform = build_train_transform(hp.train_augment, hp.input_size)
-        if hp.input_kind == "frame":
+        records = self.splits["train"]
+        transform = build_train_transform(self.transforms.train, self.input.size)
+        if self.input.kind == "frame":
             counts = [self.frame_counts[r.path] for r in records]
-            return FrameDataset(self._entries(records), records, counts, transform, hp.train_frames_per_video)
-        return VideoDataset(self._entries(records), records, hp.clip_frames, transform, seed=None)
+            return FrameDataset(self._entries(records), records, counts, transform,
+                                self.loaders.train_frames_per_video)
+        return VideoDataset(self._entries(records), records, self.input.frames_per_clip, transform, seed=None)
 
     def _make_index(self) -> CelebDFIndex:
-        root, spec = self._require_root(), self.hparams.index
+        root, spec = self._require_root(), self.index_spec
         if spec is None:
             return index_celebdf(root)
         import hydra
@@ -474,17 +563,16 @@ class CelebDFDataModule(L.LightningDataModule):
         if isinstance(level, Mapping):
             import hydra
 
-            return hydra.utils.instantiate(level)(size=self.hparams.input_size)
-        return build_test_transform(level, self.hparams.input_size)
+            return hydra.utils.instantiate(level)(size=self.input.size)
+        return build_test_transform(level, self.input.size)
 
     def _eval_frames(self) -> int:
-        hp = self.hparams
-        return hp.frames_per_video if hp.input_kind == "frame" else hp.clip_frames
+        return self.crops.num_frames if self.input.kind == "frame" else self.input.frames_per_clip
 
     def eval_dataset(self, split: str, level: str = "none") -> VideoDataset:
         records = self.splits[split]
         return VideoDataset(
-            self._entries(records), records, self._eval_frames(), self.eval_transform(level), self.hparams.augment_seed
+            self._entries(records), records, self._eval_frames(), self.eval_transform(level), self.transforms.seed
         )
 
     def predict_dataset(self) -> VideoDataset:
@@ -495,16 +583,16 @@ class CelebDFDataModule(L.LightningDataModule):
         if not records:
             reasons = "; ".join(v.reason for v in self.predict_reports[:3])
             raise ValueError(f"none of the {len(self.predict_reports)} video files can be scored: {reasons}")
-        transform = self.eval_transform(self.hparams.test_augment)
-        return VideoDataset(entries, records, self._eval_frames(), transform, self.hparams.augment_seed, ids=ids)
+        transform = self.eval_transform(self.transforms.test)
+        return VideoDataset(entries, records, self._eval_frames(), transform, self.transforms.seed, ids=ids)
 
     def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
         sampler = None
-        if train and self.hparams.balanced_sampling:
+        if train and self.loaders.balanced_sampling:
             labels = dataset.item_labels()
             weights = 1.0 / np.bincount(labels, minlength=2)[labels]
             sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), len(labels))
-        workers = self.hparams.num_workers
+        workers = self.loaders.num_workers
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -517,19 +605,18 @@ class CelebDFDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset(), self.hparams.batch_size, train=True)
+        return self._loader(self.train_dataset(), self.loaders.batch_size, train=True)
 
     def _eval_batch_size(self) -> int:
         # eval items are whole videos: keep about batch_size frames per batch
-        hp = self.hparams
-        per_item = hp.frames_per_video if hp.input_kind == "frame" else 1
-        return max(1, hp.batch_size // per_item) if hp.input_kind == "frame" else hp.batch_size
+        batch_size = self.loaders.batch_size
+        return max(1, batch_size // self.crops.num_frames) if self.input.kind == "frame" else batch_size
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.eval_dataset("val"), self._eval_batch_size(), train=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.eval_dataset("test", self.hparams.test_augment), self._eval_batch_size(), False)
+        return self._loader(self.eval_dataset("test", self.transforms.test), self._eval_batch_size(), False)
 
     def predict_dataloader(self) -> DataLoader:
         """The video files given to setup_predict; without it, the test list under the test-time
@@ -548,12 +635,49 @@ class CelebDFDataModule(L.LightningDataModule):
         return x.reshape(*lead, *x.shape[-3:]), labels.float(), videos
 
     def __repr__(self) -> str:
-        return f"CelebDFDataModule(root={self.root}, cache={self.cache.cache_dir}, {asdict(self.cache.settings)})"
+        return f"{type(self).__name__}(name={self.name}, root={self.root}, cache={self.cache.cache_dir}, {self.crops})"
 
 
-def build_datamodule(data_cfg) -> CelebDFDataModule:
+CelebDFDataModule = DeepfakeDataModule  # the name it had when Celeb-DF was the only dataset
+
+
+def datamodule_arguments(data_cfg) -> dict:
+    """The data module's arguments from the flat `data` config users type: one settings object per concern,
+    each field read from the key it names; a key that no settings object or the dataset's indexer takes is a
+    typo, refused in one line naming it."""
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import MissingMandatoryValue
+
+    if not isinstance(data_cfg, DictConfig):
+        data_cfg = OmegaConf.create(dict(data_cfg))
+    try:
+        data = OmegaConf.to_container(data_cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as error:
+        key = f"data.{error.full_key}" if error.full_key else "a data key"
+        hint = ": point it at the dataset folder (data.root=/path/to/dataset)" if error.full_key == "root" else ""
+        raise ValueError(f"{key} is not set{hint}") from None
+    index = data.get("index")
+    taken = set(DATASET_KEYS) | {key_of(group, f.name).removeprefix("data.")
+                                 for group in DATA_SETTINGS.values() for f in fields(group)}
+    unknown = sorted(set(data) - taken - set(index or {}))
+    if unknown:  # a dataset's own keys are those its indexer takes; anything else is a typo
+        raise ValueError(f"unknown key data.{unknown[0]} (this dataset's own keys: "
+                         f"{', '.join(sorted(k for k in (index or {}) if not k.startswith('_'))) or 'none'})")
+    if "model_input" not in data:
+        raise ValueError("data.model_input is not set: the data config reads the model's input contract "
+                         "(model_input: ${model.input})")
+    return {
+        "name": data.get("name", "celebdf"), "root": data.get("root"), "index": index,
+        "cache_dir": data["cache_dir"], "synthetic": data.get("synthetic"),
+        **{name: _settings_from(group, data) for name, group in DATA_SETTINGS.items()},
+        "model_input": InputContract.from_mapping(data["model_input"]),
+    }
+
+
+def build_datamodule(data_cfg) -> DeepfakeDataModule:
     """The data module a composed `data` config describes (the one way entry points, callbacks,
-    benchmarks and tests build it)."""
+    benchmarks and tests build it): the class named by `data._target_`, composed from its settings."""
     import hydra
 
-    return hydra.utils.instantiate(data_cfg)
+    module_class = hydra.utils.get_class(data_cfg.get("_target_") or "src.data.datamodule.DeepfakeDataModule")
+    return module_class(**datamodule_arguments(data_cfg))
