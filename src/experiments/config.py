@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import sys
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = PROJECT_ROOT / "conf"
@@ -83,58 +87,168 @@ def selected_options(cfg: DictConfig) -> dict[str, str]:
     }
 
 
+class ConfigError(UserError, ValueError):
+    """A config value the schemas cannot refuse (a range, a combination, a key added with +, a value left ???)."""
+
+
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine")
-# keys users type numbers into: (key, type, minimum)
-NUMBERS = (
-    ("seed", int, None), ("data.folds", int, 2), ("data.fold", int, 0), ("data.split_seed", int, None),
-    ("data.frames_per_video", int, 1), ("data.crop_size", int, 16), ("data.face_margin", float, 1e-6),
-    ("data.detect_max_side", int, 16), ("data.batch_size", int, 1), ("data.max_bad_fraction", float, 0.0),
-    ("trainer.max_epochs", int, 1), ("trainer.min_epochs", int, 0), ("trainer.log_every_n_steps", int, 1),
-    ("model.batch_size", int, 1), ("model.input.size", int, 16), ("model.input.frames_per_clip", int, 1),
+# (key, minimum): the types are the schemas'; ranges are not
+MINIMUMS = (
+    ("data.folds", 2), ("data.fold", 0), ("data.frames_per_video", 1), ("data.crop_size", 16),
+    ("data.face_margin", 1e-6), ("data.detect_max_side", 16), ("data.batch_size", 1), ("data.max_bad_fraction", 0.0),
+    ("trainer.max_epochs", 1), ("trainer.min_epochs", 0), ("trainer.log_every_n_steps", 1),
+    ("model.batch_size", 1), ("model.input.size", 16), ("model.input.frames_per_clip", 1),
 )
-
-
 WHY_MINIMUM = {"data.folds": "k-fold cross-validation needs at least 2 folds"}
+# a missing value these configs can do without: scoring given videos needs no dataset root
+OPTIONAL_WHEN = {"data.root": ("video", "videos")}
 
 
-def _number(cfg: DictConfig, key: str, kind: type, minimum) -> None:
-    from omegaconf import OmegaConf
+def _missing_keys(node: DictConfig | ListConfig, path: str = "") -> list[str]:
+    """Keys whose value is the literal `???`, without resolving interpolations (OmegaConf.missing_keys would,
+    and fails on the first that points at a missing value)."""
+    keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
+    missing = []
+    for key in keys:
+        child = node._get_node(key)
+        if child._is_missing():
+            missing.append(f"{path}{key}")
+        elif isinstance(child, DictConfig | ListConfig) and not child._is_interpolation() and not child._is_none():
+            missing += _missing_keys(child, f"{path}{key}.")
+    return missing
 
-    value = OmegaConf.select(cfg, key, default=None)
-    if value is None:
+
+def _missing_values(cfg: DictConfig) -> None:
+    for key in _missing_keys(cfg):
+        if key.startswith("hydra.") or any(cfg.get(other) for other in OPTIONAL_WHEN.get(key, ())):
+            continue
+        raise ConfigError(f"{key} has no value and is mandatory here: add {key}=<value> to the command line")
+
+
+def _unknown_keys(node: DictConfig, path: str = "") -> None:
+    """Keys a structured config does not declare: Hydra lets `+group.key=value` add them to any node."""
+    schema = OmegaConf.get_type(node)
+    if dataclasses.is_dataclass(schema):
+        declared = [f.name for f in dataclasses.fields(schema)]
+        for key in node.keys():
+            if key not in declared and not (path == "" and key == "hydra"):
+                close = difflib.get_close_matches(str(key), declared, n=1)
+                hint = f" (did you mean {path}{close[0]}?)" if close else ""
+                raise ConfigError(f"{path}{key}: no such key in {path.rstrip('.') or 'the config'}{hint}")
+    for key in node.keys():
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_interpolation() \
+                and not child._is_none():
+            _unknown_keys(child, f"{path}{key}.")
+
+
+def _net_arguments(model: DictConfig) -> None:
+    """model.net's keys against the constructor of the class it names (imported for its input contract anyway)."""
+    import inspect
+
+    from src.models.contract import net_class
+
+    cls = net_class(str(model.net._target_))
+    parameters = inspect.signature(cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return
-    valid = isinstance(value, int | float) and not isinstance(value, bool) and (kind is float or isinstance(value, int))
-    if not valid:
-        raise ValueError(f"{key}={value!r}: expected {'an integer' if kind is int else 'a number'}")
-    if minimum is not None and value < minimum:
+    for key in model.net.keys():
+        if not str(key).startswith("_") and key not in parameters:
+            accepted = ", ".join(parameters) or "none"
+            raise ConfigError(f"model.net.{key}: {cls.__name__} takes no such argument (its arguments: {accepted})")
+
+
+def _minimum(cfg: DictConfig, key: str, minimum: float) -> None:
+    value = OmegaConf.select(cfg, key, default=None)
+    if isinstance(value, int | float) and not isinstance(value, bool) and value < minimum:
         why = WHY_MINIMUM.get(key, f"must be at least {minimum:g}")
-        raise ValueError(f"{key}={value!r}: {why}")
+        raise ConfigError(f"{key}={value!r}: {why}")
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Fail early, with one line naming the key, on values of the wrong type or range and on combinations
-    that cannot work together: before any run starts, data is touched or weights are loaded."""
-    for key, kind, minimum in NUMBERS:
-        _number(cfg, key, kind, minimum)
+    """Fail early, with one line naming the key, on what the structured configs (src/experiments/schemas.py)
+    cannot refuse at composition: mandatory values left missing, keys added with `+` that no schema
+    declares, arguments the model's network does not take, ranges and combinations. Runs before any
+    run starts, data is touched or weights are loaded."""
+    _missing_values(cfg)
+    _unknown_keys(cfg)
+    for key, minimum in MINIMUMS:
+        _minimum(cfg, key, minimum)
     data, model = cfg.data, cfg.model
     if not 0 <= data.fold < data.folds:
-        raise ValueError(f"data.fold={data.fold} is out of range for data.folds={data.folds} (0..{data.folds - 1})")
-    precision = str(cfg.trainer.get("precision"))
-    if precision not in PRECISIONS:
-        raise ValueError(f"trainer.precision={precision!r}: choose one of {', '.join(PRECISIONS)}")
-    if model.input.kind not in ("frame", "clip"):
-        raise ValueError(f"model.input.kind={model.input.kind!r}: must be frame or clip")
-    if model.input.kind == "clip" and model.input.frames_per_clip > data.frames_per_video:
-        raise ValueError(
-            f"model.input.frames_per_clip={model.input.frames_per_clip} > data.frames_per_video="
+        raise ConfigError(f"data.fold={data.fold} is out of range for data.folds={data.folds} (0..{data.folds - 1})")
+    if "trainer" in cfg:
+        precision = str(cfg.trainer.get("precision"))
+        if precision not in PRECISIONS:
+            raise ConfigError(f"trainer.precision={precision!r}: choose one of {', '.join(PRECISIONS)}")
+    pos_weight = model.get("pos_weight")
+    if not (pos_weight is None or pos_weight == "auto" or (isinstance(pos_weight, int | float) and pos_weight > 0)):
+        raise ConfigError(f"model.pos_weight={pos_weight!r}: null, a positive number, or auto")
+    _net_arguments(model)
+    contract = model.input
+    if contract.kind not in ("frame", "clip"):
+        raise ConfigError(f"model.input.kind={contract.kind!r}: must be frame or clip")
+    if contract.kind == "clip" and contract.frames_per_clip > data.frames_per_video:
+        raise ConfigError(
+            f"model.input.frames_per_clip={contract.frames_per_clip} > data.frames_per_video="
             f"{data.frames_per_video}: a clip cannot have more frames than are cached per video"
         )
-    fixed_size = model.input.get("fixed_size")
-    if fixed_size and model.input.size != fixed_size:
-        raise ValueError(
-            f"model.input.size={model.input.size}: {model.name} has a fixed {fixed_size}x{fixed_size} input "
-            "(its dense layer is sized for it)"
+    if contract.fixed_size and contract.size != contract.fixed_size:
+        raise ConfigError(
+            f"model.input.size={contract.size}: {model.name} has a fixed {contract.fixed_size}x{contract.fixed_size} "
+            "input (its dense layer is sized for it)"
         )
+
+
+def config_error_line(error: BaseException) -> str:
+    """One line for a config that does not compose: what Hydra says, with the key, the value and why.
+
+    Hydra's report spans several lines (the override, OmegaConf's message, its full_key and object_type
+    lines, a hint about HYDRA_FULL_ERROR); its `+key=value` hint is dropped where the node has a schema,
+    since a key no schema declares is refused by check_config anyway."""
+    from hydra.errors import MissingConfigException
+    from omegaconf.errors import OmegaConfBaseException
+
+    cause = error.__cause__
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if isinstance(error, MissingConfigException):  # an unknown option: name the ones there are
+        lines = lines[:1] + ([f"choose one of {', '.join(error.options)}"] if error.options else [])
+        return "; ".join(line.removeprefix("In 'train': ").removeprefix("In 'evaluate': ") for line in lines)
+    head = " ".join(lines)
+    if not isinstance(cause, OmegaConfBaseException):
+        return head
+    why = (getattr(cause, "msg", None) or str(cause)).splitlines()[0]
+    if head.startswith("Error merging override "):  # a value of the wrong type
+        return f"{head.removeprefix('Error merging override ')}: {why}"
+    schema, key = getattr(cause, "object_type", None), str(getattr(cause, "full_key", "") or "")
+    if "To append to your config use" in head and dataclasses.is_dataclass(schema) and key:
+        # a key the schema does not declare: `+key=value` would only fail later, so suggest the closest key
+        head = head[: head.index("To append to your config use")].strip().rstrip(".")
+        group, _, name = key.rpartition(".")
+        close = difflib.get_close_matches(name, [f.name for f in dataclasses.fields(schema)], n=1)
+        hint = f" (did you mean {group + '.' if group else ''}{close[0]}?)" if close else ""
+        return f"{head}: no such key in {group or 'the config'}{hint}"
+    return f"{head.rstrip('.')}: {why}"
+
+
+def run_cleanly(main: Callable[[], Any]) -> Any:
+    """Run a `@hydra.main` function so that a config that does not compose (a value of the wrong type,
+    a misspelt key or option, a malformed override) ends in one line naming the key, with exit code 1,
+    instead of Hydra's multi-line report. With HYDRA_FULL_ERROR=1 set by the user, Hydra's full report."""
+    import os
+
+    from hydra.errors import ConfigCompositionException, OverrideParseException
+
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return main()
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises instead of printing its own report
+    try:
+        return main()
+    except (ConfigCompositionException, OverrideParseException) as error:
+        print(f"Error: {config_error_line(error)}", file=sys.stderr)
+        raise SystemExit(1) from None
+    finally:
+        os.environ.pop("HYDRA_FULL_ERROR", None)
 
 
 @contextmanager
