@@ -77,6 +77,16 @@ class UserError(Exception):
     """A problem the user fixes with a value, a file or the environment: reported in one line."""
 
 
+def model_registry() -> dict[str, str]:
+    """The models there are: each conf/model/<name>.yaml's name and display title (the config group is the
+    registry: adding a model is a network file and one YAML), by name."""
+    models = {}
+    for path in sorted((CONFIG_DIR / "model").glob("*.yaml")):
+        spec = OmegaConf.load(path)
+        models[str(spec.get("name", path.stem))] = str(spec.get("title", path.stem))
+    return models
+
+
 def selected_options(cfg: DictConfig) -> dict[str, str]:
     """The chosen option of each tagged config group: model, weights, augment, data."""
     return {

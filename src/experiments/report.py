@@ -37,7 +37,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from src.experiments.config import PROJECT_ROOT
+from src.experiments.config import PROJECT_ROOT, model_registry
 from src.experiments.tracking import EVALUATE_EXPERIMENT, default_tracking_uri, experiment_id, sqlite_file
 
 REPORT_EXPERIMENT = "report"
@@ -61,18 +61,12 @@ AUGMENT_AXIS = {"none": "none", "flip": "rotation/flip", "heavy": "heavy"}
 # (table row label, metric suffix after test/<level>_)
 ROWS = (("Loss", "loss"), ("AUC", "auc"), ("AP", "ap"), ("Accuracy", "acc"), ("EER", "eer"))
 
-MODEL_NAMES = {
-    "mesonet": "MesoNet",
-    "resnet_lstm": "ResNetLSTM",
-    "meso4": "Meso4",
-    "xception": "Xception",
-    "efficientnet_lstm": "EfficientNet-B1+LSTM",
-}
+MODEL_NAMES = model_registry()  # name -> display title, from conf/model/<name>.yaml
 SEED_MODELS = ("mesonet", "resnet_lstm")
 # the seed's four columns, always shown, in the seed's order
 SEED_COLUMNS = (("mesonet", "pretrained"), ("mesonet", "finetuned"), ("resnet_lstm", "pretrained"),
                 ("resnet_lstm", "finetuned"))
-MODEL_ORDER = ("mesonet", "resnet_lstm", "meso4", "xception", "efficientnet_lstm")
+MODEL_ORDER = (*SEED_MODELS, *(name for name in MODEL_NAMES if name not in SEED_MODELS))
 WEIGHTS_ORDER = ("pretrained", "finetuned", "scratch")
 
 
