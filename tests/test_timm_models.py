@@ -70,7 +70,7 @@ def empty_caches(tmp_path, monkeypatch):
 # -- architecture -------------------------------------------------------------------------------------
 def test_xception_gives_one_logit_per_frame_at_299():
     net = TimmXception().eval()
-    assert net.input_kind == "frame" and net.default_input_size == 299
+    assert net.input_kind == "frame" and TimmXception.input_contract()["size"] == 299
     with torch.no_grad():
         out = net(torch.rand(2, 3, 299, 299))
     assert out.shape == (2,) and torch.isfinite(out).all()
@@ -112,15 +112,23 @@ def test_freeze_backbone_reaches_the_lstm_net():
 
 @pytest.mark.parametrize("name", NETS)
 def test_input_contract_is_timms_pretrained_cfg(name):
-    """The yaml's size and normalization are those the pinned timm weights were trained with."""
+    """The size and normalization are those the pinned timm weights were trained with: read from timm's
+    pretrained cfg, not written in the yaml."""
     cfg = compose_config("train", [f"model={name}"])
     assert cfg.model.net.model_name == TIMM_NAMES[name]
     pretrained = timm.get_pretrained_cfg(cfg.model.net.model_name)
-    assert cfg.model.input.size == pretrained.input_size[-1] == NETS[name].default_input_size
+    assert cfg.model.input.size == pretrained.input_size[-1]
     assert tuple(cfg.model.input.mean) == pytest.approx(pretrained.mean)
     assert tuple(cfg.model.input.std) == pytest.approx(pretrained.std)
     resolved = timm.data.resolve_data_config({}, model=hydra.utils.instantiate(cfg.model.net).backbone)
     assert resolved["input_size"][-1] == cfg.model.input.size and resolved["mean"] == pretrained.mean
+
+
+def test_another_weights_tag_brings_its_own_input_contract():
+    """model.net.model_name picks timm weights; the input contract follows them without a yaml edit."""
+    cfg = compose_config("train", ["model=efficientnet_lstm", "model.net.model_name=efficientnet_b1.ft_in1k"])
+    assert cfg.model.input.size == 224 and tuple(cfg.model.input.mean) == pytest.approx((0.485, 0.456, 0.406))
+    assert cfg.data.model_input.size == 224 and cfg.model.input.kind == "clip"
 
 
 # -- pretrained weights -------------------------------------------------------------------------------

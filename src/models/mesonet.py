@@ -84,7 +84,6 @@ class _MesoNet(nn.Module):
     """Shared head and Keras-like init; subclasses define ``features`` and ``keras_layers``."""
 
     input_kind = "frame"
-    default_input_size = _INPUT_SIZE
 
     @classmethod
     def input_contract(cls, **net_kwargs) -> dict:

@@ -24,12 +24,11 @@ class ResNetLSTM(nn.Module):
     """
 
     input_kind = "clip"
-    default_input_size = 224
 
     @classmethod
     def input_contract(cls, **net_kwargs) -> dict:
         """ImageNet-normalized 224x224 crops (torchvision's ResNet50 weights), 20 per clip."""
-        return contract(cls.input_kind, cls.default_input_size, IMAGENET_MEAN, IMAGENET_STD, frames_per_clip=20)
+        return contract(cls.input_kind, 224, IMAGENET_MEAN, IMAGENET_STD, frames_per_clip=20)
 
     def __init__(self, hidden_size: int = 512, reduced_channels: int = 128, freeze_backbone: bool = False):
         super().__init__()
