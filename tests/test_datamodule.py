@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 import torch
 
 from src.data.datamodule import build_datamodule
-from tests.conftest import SMALL_SYNTHETIC, compose_config
+from tests.conftest import SMALL_SYNTHETIC, compose_config, data_overrides
 
 
 def _datamodule(tmp_path, model: str, extra: list[str] | None = None):
@@ -121,3 +122,174 @@ def test_a_data_root_holding_something_else_is_refused_and_generation_announces_
         _announce_synthetic(tmp_path / "new", {"preset": "v2", "num_identities": 2})
     assert "generating the embedded synthetic Celeb-DF" in caplog.text and str(tmp_path / "new") in caplog.text
     assert " MB" in caplog.text and not (tmp_path / "new").exists()
+
+
+# -- the settings objects the data module is composed from ---------------------------------------------------
+BAD_SETTINGS = [  # (settings class name, field, bad value, the key users type)
+    ("SplitSettings", "folds", 1, "data.folds"),
+    ("SplitSettings", "fold", 7, "data.fold"),
+    ("SplitSettings", "split_seed", "x", "data.split_seed"),
+    ("SplitSettings", "identity_split", "loose", "data.identity_split"),
+    ("CropSettings", "num_frames", 0, "data.frames_per_video"),
+    ("CropSettings", "margin", 0, "data.face_margin"),
+    ("CropSettings", "crop_size", 8, "data.crop_size"),
+    ("CropSettings", "detector", "retina", "data.face_detector"),
+    ("CropSettings", "detect_max_side", 0, "data.detect_max_side"),
+    ("CropSettings", "detect_every", 0, "data.detect_every"),
+    ("LoaderSettings", "batch_size", 0, "data.batch_size"),
+    ("LoaderSettings", "num_workers", -1, "data.num_workers"),
+    ("LoaderSettings", "build_workers", 0, "data.build_workers"),
+    ("LoaderSettings", "balanced_sampling", "yes", "data.balanced_sampling"),
+    ("LoaderSettings", "train_frames_per_video", 0, "data.train_frames_per_video"),
+    ("LoaderSettings", "max_bad_fraction", 1.5, "data.max_bad_fraction"),
+    ("InputContract", "kind", "audio", "model.input.kind"),
+    ("InputContract", "size", 1.5, "model.input.size"),
+    ("InputContract", "mean", [0.5, 0.5], "model.input.mean"),
+    ("InputContract", "std", [0.5, 0.0, 0.5], "model.input.std"),
+    ("InputContract", "frames_per_clip", 0, "model.input.frames_per_clip"),
+    ("Transforms", "train", "medium", "data.train_augment"),
+    ("Transforms", "test", {"level": "none"}, "data.test_augment"),
+    ("Transforms", "seed", "abc", "data.augment_seed"),
+]
+
+
+def _settings_class(name: str):
+    import src.data.datamodule as datamodule
+
+    return getattr(datamodule, name)
+
+
+@pytest.mark.parametrize(("group", "name", "value", "key"), BAD_SETTINGS, ids=[k for *_, k in BAD_SETTINGS])
+def test_each_settings_object_refuses_a_bad_value_in_one_line_naming_the_users_key(group, name, value, key):
+    from src.data.schema import key_of
+
+    settings_class = _settings_class(group)
+    assert key_of(settings_class, name) == key
+    settings_class()  # the defaults are valid
+    with pytest.raises(ValueError, match=rf"{re.escape(key)}=") as error:
+        settings_class(**{name: value})
+    assert len(str(error.value).splitlines()) == 1
+
+
+def test_every_settings_field_is_a_data_key_of_the_schema_and_every_schema_key_is_read():
+    """The flat keys users type, the schema's fields and the settings objects' fields are one list."""
+    from dataclasses import fields
+
+    from src.data.datamodule import DATA_SETTINGS, DATASET_KEYS, InputContract
+    from src.data.schema import DataConfig, key_of
+
+    read = {key_of(group, f.name).removeprefix("data.") for group in DATA_SETTINGS.values() for f in fields(group)}
+    assert read | set(DATASET_KEYS) == {f.name for f in fields(DataConfig)}
+    assert {key_of(InputContract, f.name) for f in fields(InputContract)} == {
+        f"model.input.{k}" for k in ("kind", "size", "mean", "std", "frames_per_clip")}
+
+
+def test_build_datamodule_reads_each_setting_from_its_key(tmp_path):
+    overrides = ["data=celebdf", f"data.root={tmp_path}", "data.folds=3", "data.fold=2", "data.split_seed=7",
+                 "data.identity_split=strict", "data.frames_per_video=12", "data.face_detector=haar",
+                 "data.face_margin=1.5", "data.crop_size=128", "data.detect_max_side=400", "data.detect_every=3",
+                 "data.batch_size=5", "data.num_workers=0", "data.build_workers=3", "data.balanced_sampling=true",
+                 "data.train_frames_per_video=null", "data.max_bad_fraction=0.5", "train_augment=strong",
+                 "augment=flip", "seed=11", "model.input.size=112"]
+    datamodule = build_datamodule(compose_config("train", overrides).data)
+    assert (datamodule.split.folds, datamodule.split.fold, datamodule.split.split_seed,
+            datamodule.split.identity_split) == (3, 2, 7, "strict")
+    crops = datamodule.crops
+    assert (crops.num_frames, crops.detector, crops.margin, crops.crop_size, crops.detect_max_side,
+            crops.detect_every) == (12, "haar", 1.5, 128, 400, 3)
+    assert datamodule.cache.settings is crops
+    assert datamodule.loaders == _settings_class("LoaderSettings")(5, 0, 3, True, None, 0.5)
+    assert datamodule.input.size == 112 and datamodule.input.kind == "frame"
+    assert datamodule.transforms.train == "strong" and datamodule.transforms.seed == 11
+    assert datamodule.transforms.test["_target_"].endswith("flip")
+
+
+def test_the_module_uses_its_settings_objects(small_dataset, small_cache):
+    """What the loaders and datasets do comes from the settings objects the module was given."""
+    from dataclasses import replace
+
+    from src.data.datamodule import DeepfakeDataModule, datamodule_arguments
+
+    arguments = datamodule_arguments(compose_config("train", data_overrides(small_dataset, small_cache)).data)
+    arguments["loaders"] = replace(arguments["loaders"], batch_size=3, num_workers=0, train_frames_per_video=2)
+    arguments["transforms"] = replace(arguments["transforms"], seed=5)
+    datamodule = DeepfakeDataModule(**arguments)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    assert loader.batch_size == 3 and loader.num_workers == 0
+    assert len(loader.dataset) == 2 * len(datamodule.splits["train"])
+    val = datamodule.eval_dataset("val")
+    assert val.seed == 5 and val.num_frames == datamodule.crops.num_frames
+
+
+def test_checkpoint_hyperparameters_are_plain_data_that_rebuild_the_module(tmp_path):
+    """Lightning stores `dict(datamodule.hparams)` in every checkpoint (checkpoint_connector.dump_checkpoint):
+    one plain dict per settings object, loadable with weights_only=True, and enough to rebuild the module."""
+    from src.data.datamodule import CelebDFDataModule, DeepfakeDataModule
+
+    datamodule = build_datamodule(compose_config("train", ["data=ffpp", f"data.root={tmp_path}",
+                                                           "augment=jpeg"]).data)
+    torch.save({"datamodule_hyper_parameters": dict(datamodule.hparams)}, tmp_path / "x.ckpt")
+    stored = torch.load(tmp_path / "x.ckpt", weights_only=True)["datamodule_hyper_parameters"]
+
+    def plain(value):
+        if isinstance(value, dict):
+            return all(isinstance(k, str) and plain(v) for k, v in value.items())
+        if isinstance(value, list | tuple):
+            return all(plain(v) for v in value)
+        return value is None or isinstance(value, str | int | float | bool)
+
+    assert plain(stored)
+    assert set(stored) >= {"split", "crops", "loaders", "model_input", "transforms", "index"}
+    assert stored["index"]["methods"] and stored["transforms"]["test"]["_target_"].endswith("jpeg")
+    rebuilt = DeepfakeDataModule(**stored)
+    for group in ("split", "crops", "loaders", "input", "transforms"):
+        assert getattr(rebuilt, group) == getattr(datamodule, group), group
+    assert CelebDFDataModule is DeepfakeDataModule
+
+
+def test_a_missing_root_and_a_subclass_target(tmp_path):
+    with pytest.raises(ValueError, match=r"^data\.root is not set: point it at the dataset folder") as error:
+        build_datamodule(compose_config("train", ["data=celebdf"]).data)
+    assert len(str(error.value).splitlines()) == 1
+    # benchmarks time the module through a subclass named by data._target_
+    cfg = compose_config("train", ["data=celebdf", f"data.root={tmp_path}",
+                                   "data._target_=tests.test_datamodule.CountingDataModule"])
+    assert type(build_datamodule(cfg.data)).__name__ == "CountingDataModule"
+
+
+def _counting_module():
+    from src.data.datamodule import DeepfakeDataModule
+
+    class CountingDataModule(DeepfakeDataModule):
+        pass
+
+    return CountingDataModule
+
+
+CountingDataModule = _counting_module()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["data.fold=two"], ["data.flod=1"], ["data.num_workers=[2]"], ["data=celebdf", "data.compression=c23"],
+     ["data=ffpp", "data.methods=Deepfakes"]],
+    ids=["wrong type", "misspelt key", "list for an int", "another dataset's key", "a method, not a list"],
+)
+def test_the_data_schema_refuses_wrong_types_and_unknown_keys_at_composition(overrides):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match=re.escape(overrides[-1].split("=")[0])):
+        compose_config("train", overrides)
+
+
+def test_ffpp_composes_with_its_own_schema_and_keys():
+    from omegaconf import OmegaConf
+
+    from src.data.schema import DataConfig, FFppDataConfig
+
+    assert OmegaConf.get_type(compose_config("train").data) is DataConfig
+    ffpp = compose_config("train", ["data=ffpp", "data.compression=c40", "data.methods=[FaceSwap]"]).data
+    assert OmegaConf.get_type(ffpp) is FFppDataConfig
+    assert (ffpp.compression, list(ffpp.methods), ffpp.face_detector) == ("c40", ["FaceSwap"], "mtcnn")

@@ -105,6 +105,8 @@ def test_cache_build_reuse_and_invalidation(small_dataset, tmp_path):
     again = cache.build(videos, workers=1, progress=False)
     assert again.num_built == 0 and again.num_reused == 3
 
+    # the detector's device changes no pixel: same entries
+    assert FaceCropCache(tmp_path / "cache", _settings(device="gpu")).build(videos, progress=False).num_reused == 3
     # settings that change pixels get new entries; a touched file is rebuilt
     assert FaceCropCache(tmp_path / "cache", _settings(margin=1.6)).build(videos, progress=False).num_built == 3
     assert FaceCropCache(tmp_path / "cache", _settings(crop_size=32)).build(videos, progress=False).num_built == 3

@@ -650,12 +650,13 @@ def datamodule_arguments(data_cfg) -> dict:
 
     if not isinstance(data_cfg, DictConfig):
         data_cfg = OmegaConf.create(dict(data_cfg))
+    if "root" in data_cfg.keys() and OmegaConf.is_missing(data_cfg, "root"):
+        raise ValueError("data.root is not set: point it at the dataset folder (data.root=/path/to/dataset)")
     try:
         data = OmegaConf.to_container(data_cfg, resolve=True, throw_on_missing=True)
     except MissingMandatoryValue as error:
-        key = f"data.{error.full_key}" if error.full_key else "a data key"
-        hint = ": point it at the dataset folder (data.root=/path/to/dataset)" if error.full_key == "root" else ""
-        raise ValueError(f"{key} is not set{hint}") from None
+        key = error.full_key or "a value"
+        raise ValueError(f"{key if key.startswith('data.') else 'data.' + key} is not set") from None
     index = data.get("index")
     taken = set(DATASET_KEYS) | {key_of(group, f.name).removeprefix("data.")
                                  for group in DATA_SETTINGS.values() for f in fields(group)}
