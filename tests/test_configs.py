@@ -3,10 +3,13 @@ a plug-in that breaks fails here in seconds, not in a subprocess minutes later."
 
 from __future__ import annotations
 
+import re
+
 import hydra
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from src.data.datamodule import build_datamodule
 from src.experiments.config import CONFIG_DIR, check_config
@@ -81,3 +84,179 @@ def test_the_tracking_uri_is_defined_once():
     assert text.count("oc.env:MLFLOW_TRACKING_URI") == 1
     assert "sqlite:///" not in (PROJECT_ROOT / "Makefile").read_text()
     assert default_tracking_uri() == compose_config("train").paths.tracking_uri
+
+
+# -- structured configs: what fails at composition, and how it reads ----------------------------------
+def _composition_error(name: str, overrides: list[str]):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_config(name, overrides)
+    return error.value
+
+
+@pytest.mark.parametrize(
+    ("name", "override"),
+    [
+        ("train", "trainer.max_epochs=two"),
+        ("train", "seed=abc"),
+        ("train", "test_after_fit=maybe"),
+        ("train", "model.batch_size=big"),
+        ("train", "model.input.frames_per_clip=many"),
+        ("train", "model.channels_last=sometimes"),
+        ("evaluate", "augment.axis=left"),
+        ("evaluate", "weights.train_seed=first"),
+        ("audit", "audit.bootstrap_resamples=lots"),
+    ],
+)
+def test_a_value_of_the_wrong_type_fails_at_composition_in_one_line_naming_the_key(name, override):
+    from src.experiments.config import config_error_line
+
+    line = config_error_line(_composition_error(name, [override]))
+    assert line.startswith(f"{override}: Value ") and "\n" not in line
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.max_epoch=2", "Could not override 'trainer.max_epoch': no such key in trainer (did you mean "
+                                "trainer.max_epochs?)"),
+        ("model.batchsize=8", "Could not override 'model.batchsize': no such key in model (did you mean "
+                              "model.batch_size?)"),
+        ("weights.weights_dri=/w", "no such key in weights (did you mean weights.weights_dir?)"),
+        ("augment.tittle=x", "no such key in augment (did you mean augment.title?)"),
+        ("ckpt_pth=last", "Could not override 'ckpt_pth': no such key in the config (did you mean ckpt_path?)"),
+    ],
+)
+def test_a_misspelt_key_fails_at_composition_with_the_closest_key(override, message):
+    from src.experiments.config import config_error_line
+
+    line = config_error_line(_composition_error("train", [override]))
+    assert message in line and "+" not in line and "\n" not in line
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        # Hydra's own hint for a misspelt key: it composes, then failed in Lightning 13 s later
+        ("+trainer.max_epoch=2", "trainer.max_epoch: no such key in trainer (did you mean trainer.max_epochs?)"),
+        ("+model.input.frame_per_clip=2", "model.input.frame_per_clip: no such key in model.input (did you mean "
+                                          "model.input.frames_per_clip?)"),
+        ("+model.net.hidden=8", "model.net.hidden: MesoInception4 takes no such argument"),
+        ("+seeds=3", "seeds: no such key in the config (did you mean seed?)"),
+    ],
+)
+def test_a_key_added_with_plus_that_no_schema_declares_fails_the_config_check(override, message):
+    from src.experiments.config import ConfigError
+
+    cfg = compose_config("train", [override])
+    with pytest.raises(ConfigError) as error:
+        check_config(cfg)
+    assert message in str(error.value)
+
+
+def test_a_missing_mandatory_value_is_named_with_the_fix():
+    from src.experiments.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^data\.root has no value and is mandatory here: add data\.root=<value>"):
+        check_config(compose_config("train", ["data=celebdf"]))
+    # scoring given videos needs no dataset root
+    check_config(compose_config("evaluate", ["data=celebdf", "videos=/some/folder"]))
+
+
+def test_values_the_schemas_cannot_refuse_are_checked():
+    from src.experiments.config import ConfigError
+
+    for overrides, message in [
+        (["trainer.precision=99"], "trainer.precision='99': choose one of"),
+        (["model.pos_weight=-1"], "model.pos_weight=-1: null, a positive number, or auto"),
+        (["trainer.max_epochs=0"], "trainer.max_epochs=0: must be at least 1"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            check_config(compose_config("train", overrides))
+    check_config(compose_config("train", ["model.pos_weight=auto"]))
+
+
+def test_every_lightning_trainer_argument_is_typed_in_the_schema_with_its_default():
+    """trainer.<any Trainer argument>= works without `+`; the schema follows Lightning's signature."""
+    import dataclasses
+    import inspect
+
+    import lightning.pytorch as pl
+
+    from src.experiments.schemas import TrainerConfig
+
+    signature = {n: p.default for n, p in inspect.signature(pl.Trainer.__init__).parameters.items() if n != "self"}
+    schema = {f.name: f.default for f in dataclasses.fields(TrainerConfig) if f.name != "_target_"}
+    assert schema == signature
+
+
+def test_trainer_overrides_keep_lightnings_meaning():
+    cfg = compose_config("train", ["trainer.limit_train_batches=2", "trainer.limit_val_batches=0.5",
+                                   "trainer.gradient_clip_val=1", "trainer.max_epochs=3"])
+    # an int counts batches, a float is a fraction: the schema must not turn 2 into 2.0
+    assert cfg.trainer.limit_train_batches == 2 and isinstance(cfg.trainer.limit_train_batches, int)
+    assert cfg.trainer.limit_val_batches == 0.5 and cfg.trainer.gradient_clip_val == 1.0
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False,
+                                      enable_progress_bar=False, enable_model_summary=False)
+    assert trainer.max_epochs == 3 and trainer.limit_train_batches == 2 and trainer.gradient_clip_val == 1.0
+
+
+def test_composition_errors_print_one_line_from_the_command_line(monkeypatch, capsys):
+    """What `python train.py trainer.max_epochs=two` prints through run_cleanly: one line, exit code 1."""
+    import sys
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    from src.experiments.config import run_cleanly
+
+    @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+    def main(cfg):
+        raise AssertionError("the config should not have composed")
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    for override, expected in [
+        ("trainer.max_epochs=two", "Error: trainer.max_epochs=two: Value 'two' of type 'str' could not be "
+                                   "converted to Integer"),
+        ("model=mesonett", "Error: Could not find 'model/mesonett'; choose one of efficientnet_lstm, meso4, "
+                           "mesonet, resnet_lstm, xception"),
+    ]:
+        monkeypatch.setattr(sys, "argv", ["train.py", override])
+        try:
+            with pytest.raises(SystemExit) as exit:
+                run_cleanly(main)
+        finally:
+            GlobalHydra.instance().clear()
+        assert exit.value.code == 1
+        assert capsys.readouterr().err.strip().splitlines() == [expected]
+    assert "HYDRA_FULL_ERROR" not in __import__("os").environ
+
+
+# -- input contract and model registry ----------------------------------------------------------------
+@pytest.mark.parametrize("option", _options("model"))
+def test_the_input_contract_is_the_nets_own(option):
+    from src.models.contract import input_contract_of, net_class
+
+    cfg = compose_config("train", [f"model={option}"])
+    contract = OmegaConf.to_container(cfg.model.input, resolve=True)
+    assert contract == input_contract_of(cfg.model.net)
+    assert contract["kind"] == net_class(cfg.model.net._target_).input_kind
+    text = (CONFIG_DIR / "model" / f"{option}.yaml").read_text()
+    assert not re.search(r"^\s*(input|size|mean|std|frames_per_clip):", text, re.M), "the yaml repeats the contract"
+
+
+def test_one_field_of_the_contract_can_still_be_overridden():
+    cfg = compose_config("train", ["model=resnet_lstm", "model.input.frames_per_clip=8", "model.input.size=112"])
+    assert (cfg.model.input.frames_per_clip, cfg.model.input.size, cfg.model.input.kind) == (8, 112, "clip")
+    assert (cfg.data.model_input.frames_per_clip, cfg.data.model_input.size) == (8, 112)
+    assert list(cfg.model.input.mean) == pytest.approx([0.485, 0.456, 0.406])
+
+
+def test_the_model_registry_is_the_config_group():
+    from src.experiments import report
+    from src.experiments.config import model_registry
+
+    registry = model_registry()
+    assert list(registry) == _options("model")
+    assert registry["mesonet"] == "MesoNet" and registry["efficientnet_lstm"] == "EfficientNet-B1+LSTM"
+    assert report.MODEL_NAMES == registry and set(report.MODEL_ORDER) == set(registry)

@@ -138,17 +138,16 @@ def _missing_values(cfg: DictConfig) -> None:
 def _unknown_keys(node: DictConfig, path: str = "") -> None:
     """Keys a structured config does not declare: Hydra lets `+group.key=value` add them to any node."""
     schema = OmegaConf.get_type(node)
-    if dataclasses.is_dataclass(schema):
-        declared = [f.name for f in dataclasses.fields(schema)]
-        for key in node.keys():
-            if key not in declared and not (path == "" and key == "hydra"):
-                close = difflib.get_close_matches(str(key), declared, n=1)
-                hint = f" (did you mean {path}{close[0]}?)" if close else ""
-                raise ConfigError(f"{path}{key}: no such key in {path.rstrip('.') or 'the config'}{hint}")
+    declared = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else None
     for key in node.keys():
+        if path == "" and key == "hydra":  # Hydra's own node (compose(return_hydra_config=True)), its own schema
+            continue
+        if declared is not None and key not in declared:
+            close = difflib.get_close_matches(str(key), declared, n=1)
+            hint = f" (did you mean {path}{close[0]}?)" if close else ""
+            raise ConfigError(f"{path}{key}: no such key in {path.rstrip('.') or 'the config'}{hint}")
         child = node._get_node(key)
-        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_interpolation() \
-                and not child._is_none():
+        if isinstance(child, DictConfig) and not (child._is_missing() or child._is_interpolation() or child._is_none()):
             _unknown_keys(child, f"{path}{key}.")
 
 
