@@ -1,7 +1,14 @@
-"""CelebDFDataModule: a Celeb-DF folder (real or the embedded synthetic one) as batches of face crops.
+"""DeepfakeDataModule: a dataset (Celeb-DF, FaceForensics++, the embedded synthetic set) as batches of face crops.
+
+It is composed from the dataset's indexer (a Hydra spec, `data.index`) and one settings object per concern:
+`SplitSettings` (folds), `CropSettings` (how face crops are made; `src.data.cache`), `LoaderSettings`,
+`InputContract` (the model's input, `model.input`) and `Transforms` (training augmentation, test-time
+perturbation). Users type flat keys (`data.fold`, `data.face_detector`, ...); each settings field names its
+key, so `build_datamodule(cfg.data)` reads it from there and every error names it. Checkpoints store each
+settings object as a plain dict (`weights_only=True` loads them; `DeepfakeDataModule(**hparams)` rebuilds).
 
 Frame mode (MesoNet): training items are single crops. Clip mode (LSTM models): items are
-`clip_frames` crops of one video in order. Validation, test and prediction items are always whole
+`frames_per_clip` crops of one video in order. Validation, test and prediction items are always whole
 videos (every sampled frame, or the clip), so video-level scores come straight out of a batch.
 Batches carry uint8 HWC pixels; they are normalized after the transfer to the device, which
 moves 4x fewer bytes through worker queues and lands in channels_last layout for free.
@@ -11,7 +18,6 @@ its cache report by position, never by how its path is spelled. The cache entrie
 are pinned for the whole run: touching a video mid-run does not make its crops unreadable.
 `setup_predict(videos)` scores arbitrary video files through the same datasets and transforms.
 """
-
 from __future__ import annotations
 
 import json
@@ -222,8 +228,7 @@ class InputContract:
     frames_per_clip: int = setting("model.input.frames_per_clip", 1)
 
     def __post_init__(self):
-        if self.kind not in ("frame", "clip"):
-            raise ValueError(f"model.input.kind={self.kind!r}: must be frame or clip")
+        check(self.kind in ("frame", "clip"), self, "kind", "must be frame or clip")
         check(_is_int(self.frames_per_clip) and self.frames_per_clip >= 1, self, "frames_per_clip", "must be >= 1")
         check(_is_int(self.size), self, "size", "must be an integer")
         for name in ("mean", "std"):  # stored as tuples: the contract is a value, hashable and immutable
@@ -322,7 +327,7 @@ class DeepfakeDataModule(L.LightningDataModule):
             )
         if contract.size > 2 * crop_size or contract.size < 16:
             raise ValueError(f"model.input.size={contract.size} does not fit data.crop_size={crop_size}")
-        if index is not None and "_target_" not in index:
+        if index is not None and not (isinstance(index, Mapping) and "_target_" in index):
             raise ValueError(f"data.index={index!r}: must be an indexer spec with _target_")
         if root not in (None, "") and synthetic is None and not Path(root).expanduser().is_dir():
             title = {"celebdf": "Celeb-DF", "ffpp": "FaceForensics++"}.get(name, name)
