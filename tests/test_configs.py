@@ -110,9 +110,10 @@ def _composition_error(name: str, overrides: list[str]):
     ],
 )
 def test_a_value_of_the_wrong_type_fails_at_composition_in_one_line_naming_the_key(name, override):
+    error = _composition_error(name, [override])
     from src.experiments.config import config_error_line
 
-    line = config_error_line(_composition_error(name, [override]))
+    line = config_error_line(error)
     assert line.startswith(f"{override}: Value ") and "\n" not in line
 
 
@@ -129,9 +130,10 @@ def test_a_value_of_the_wrong_type_fails_at_composition_in_one_line_naming_the_k
     ],
 )
 def test_a_misspelt_key_fails_at_composition_with_the_closest_key(override, message):
+    error = _composition_error("train", [override])
     from src.experiments.config import config_error_line
 
-    line = config_error_line(_composition_error("train", [override]))
+    line = config_error_line(error)
     assert message in line and "+" not in line and "\n" not in line
 
 
@@ -147,32 +149,26 @@ def test_a_misspelt_key_fails_at_composition_with_the_closest_key(override, mess
     ],
 )
 def test_a_key_added_with_plus_that_no_schema_declares_fails_the_config_check(override, message):
-    from src.experiments.config import ConfigError
-
     cfg = compose_config("train", [override])
-    with pytest.raises(ConfigError) as error:
+    with pytest.raises(ValueError) as error:  # a ConfigError
         check_config(cfg)
     assert message in str(error.value)
 
 
 def test_a_missing_mandatory_value_is_named_with_the_fix():
-    from src.experiments.config import ConfigError
-
-    with pytest.raises(ConfigError, match=r"^data\.root has no value and is mandatory here: add data\.root=<value>"):
+    with pytest.raises(ValueError, match=r"^data\.root has no value and is mandatory here: add data\.root=<value>"):
         check_config(compose_config("train", ["data=celebdf"]))
     # scoring given videos needs no dataset root
     check_config(compose_config("evaluate", ["data=celebdf", "videos=/some/folder"]))
 
 
 def test_values_the_schemas_cannot_refuse_are_checked():
-    from src.experiments.config import ConfigError
-
     for overrides, message in [
         (["trainer.precision=99"], "trainer.precision='99': choose one of"),
         (["model.pos_weight=-1"], "model.pos_weight=-1: null, a positive number, or auto"),
         (["trainer.max_epochs=0"], "trainer.max_epochs=0: must be at least 1"),
     ]:
-        with pytest.raises(ConfigError, match=re.escape(message)):
+        with pytest.raises(ValueError, match=re.escape(message)):
             check_config(compose_config("train", overrides))
     check_config(compose_config("train", ["model.pos_weight=auto"]))
 
