@@ -295,3 +295,40 @@ def test_a_sweep_ends_with_its_id_its_jobs_and_the_report_line(tmp_path, monkeyp
     out = capsys.readouterr().out
     assert "Sweep sweep-7: 2 runs" in out and "make report SWEEP=sweep-7" in out
     assert "mesonet/finetuned/synthetic/heavy" in out and "0.5" in out and "FINISHED" in out
+
+
+# -- loggers: built by Hydra from conf/logger/<name>.yaml, used by train.py and evaluate.py alike --------
+@pytest.mark.parametrize("option", ["mlflow", "csv", "none"])
+def test_every_logger_option_builds_the_lightning_logger_it_names(option, tmp_path):
+    from lightning.pytorch.loggers import CSVLogger, MLFlowLogger
+
+    from src.experiments.tracking import build_logger, uses_mlflow
+    from tests.conftest import compose_config
+
+    cfg = compose_config("evaluate", [f"logger={option}", f"paths.root_dir={tmp_path}"])
+    logger = build_logger(cfg, tags={"model": "mesonet"}, run_name="r") if option == "mlflow" else build_logger(cfg)
+    expected = {"mlflow": MLFlowLogger, "csv": CSVLogger, "none": type(None)}[option]
+    assert type(logger) is expected and uses_mlflow(cfg) == (option == "mlflow")
+    if option == "mlflow":  # the run exists at once, in the classic-ML experiment named by the task
+        run = logger.experiment.get_run(logger.run_id)
+        assert run.info.run_name == "r" and run.data.tags["model"] == "mesonet"
+        experiment = logger.experiment.get_experiment(run.info.experiment_id)
+        assert experiment.name == "evaluate" and experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_evaluate_with_the_csv_logger_writes_its_metrics_and_files_there_and_nothing_to_mlflow(
+        small_dataset, small_cache, tmp_path):
+    """logger=csv used to be ignored by evaluate.py, which always wrote to MLflow."""
+    from src.experiments.evaluate import evaluate
+    from tests.conftest import compose_config
+
+    cfg = compose_config("evaluate", ["weights=scratch", "logger=csv", f"logger.save_dir={tmp_path}/logs",
+                                      *data_overrides(small_dataset, small_cache)])
+    metrics = evaluate(cfg)
+    (folder,) = (tmp_path / "logs" / "evaluate").iterdir()
+    logged = list(csv.DictReader((folder / "metrics.csv").open()))
+    assert float(logged[0]["test/video_auc"]) == pytest.approx(metrics["test/video_auc"])
+    assert {"video_scores.csv", "roc_curve.png", "worst_videos.png", "config.yaml", "data_report.json",
+            "hparams.yaml"} <= {p.name for p in folder.iterdir()}
+    assert "tags.model: mesonet" in (folder / "hparams.yaml").read_text()
+    assert mlflow.MlflowClient().search_experiments(filter_string="name = 'evaluate'") == []

@@ -28,9 +28,10 @@ class PrepareSweep(Callback):
             check_tracking_store,
             experiment_id,
             tracking_uri,
+            uses_mlflow,
         )
 
-        if (config.get("logger") or {}).get("name") == "mlflow":
+        if uses_mlflow(config):
             uri = tracking_uri(config)
             try:  # one line and no job started, rather than every job retrying an unusable store
                 check_tracking_store(uri)
@@ -50,7 +51,9 @@ class PrepareSweep(Callback):
         """The sweep's id, a table of its jobs (cell, test video AUC, status) and how to report it."""
         from pathlib import Path
 
-        if (config.get("logger") or {}).get("name") != "mlflow":
+        from src.experiments.tracking import uses_mlflow
+
+        if not uses_mlflow(config):
             return
         sweep = Path(str(config.hydra.sweep.dir)).name  # the config Hydra passes here carries its hydra node
         try:

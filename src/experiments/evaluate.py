@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import logging
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -17,25 +18,27 @@ import lightning as L
 import mlflow
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from lightning.pytorch.loggers import MLFlowLogger
+from omegaconf import DictConfig, OmegaConf
 
 from src.data.datamodule import build_datamodule
 from src.experiments import plots
 from src.experiments.config import check_config, tidy_output
 from src.experiments.tracking import (
-    EVALUATE_EXPERIMENT,
+    build_logger,
     check_tracking_store,
     data_fingerprint,
+    data_report_metrics,
     experiment_id,
     flat_params,
-    log_config,
-    log_data_report,
     log_dataset,
     run_name,
     run_state,
     run_tags,
     run_url,
     tracking_uri,
+    uses_mlflow,
+    write_data_report,
 )
 from src.models.metrics import detection_metrics
 from src.models.weights import Finetuned, Lineage, WeightsNotFound, input_contract, weight_source
@@ -54,36 +57,112 @@ def evaluate(cfg: DictConfig) -> dict[str, float] | dict:
         return predict_video(cfg, Path(cfg.video))
     if cfg.get("videos"):
         return predict_videos(cfg)
-    uri = tracking_uri(cfg)
-    check_tracking_store(uri)
+    if uses_mlflow(cfg):
+        check_tracking_store(tracking_uri(cfg))
     datamodule = build_datamodule(cfg.data)  # checks every data value before the run starts
-    client = mlflow.MlflowClient(uri)
-    experiment = experiment_id(client, uri, cfg.logger.get("experiment_name") or EVALUATE_EXPERIMENT)
-    run = client.create_run(experiment, tags=run_tags(cfg), run_name=run_name(cfg))
-    run_id = run.info.run_id
-    with run_state(client, run_id):
-        log_config(client, run_id, cfg)
-        client.log_batch(run_id, params=[mlflow.entities.Param(k, v) for k, v in flat_params(cfg).items()])
-        metrics = _evaluate_into(client, run_id, cfg, datamodule)
-    _print_summary(cfg, run, uri, metrics)
+    logger = build_logger(cfg, tags=run_tags(cfg), run_name=run_name(cfg))
+    if isinstance(logger, MLFlowLogger):
+        record: _Record = _MlflowRecord(logger.experiment, logger.run_id)
+        with run_state(record.client, record.run_id), _files_folder(cfg, temporary=True) as folder:
+            metrics = _evaluate_into(record, cfg, datamodule, folder)
+    else:  # another Lightning logger (its folder holds the files), or none (the output folder does)
+        record = _LoggerRecord(logger)
+        record.tags(run_tags(cfg))
+        with _files_folder(cfg, temporary=False, logger=logger) as folder:
+            metrics = _evaluate_into(record, cfg, datamodule, folder)
+        record.finish()
+    _print_summary(cfg, logger, metrics, folder)
     return metrics
 
 
-def _evaluate_into(client, run_id: str, cfg: DictConfig, datamodule) -> dict[str, float]:
+@contextmanager
+def _files_folder(cfg: DictConfig, temporary: bool, logger=None):
+    """Where an evaluation's files go: the logger's own folder when it has one (CSVLogger), else
+    `evaluation/` in the job's Hydra output folder (a subfolder: MLflow logs it whole, without Hydra's own
+    files); outside Hydra a temporary folder, removed afterwards when `temporary` (MLflow keeps the files)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if logger is not None and getattr(logger, "log_dir", None):
+        yield Path(logger.log_dir)
+    elif HydraConfig.initialized():
+        yield Path(HydraConfig.get().runtime.output_dir) / "evaluation"
+    elif temporary:
+        with tempfile.TemporaryDirectory() as tmp:
+            yield Path(tmp)
+    else:
+        yield Path(tempfile.mkdtemp(prefix=f"evaluate-{cfg.model.name}-"))
+
+
+class _Record:
+    """Where one evaluation goes: tags, params, metrics and a folder of files."""
+
+    def tags(self, tags: dict[str, str]) -> None: ...
+    def params(self, params: dict[str, str]) -> None: ...
+    def metrics(self, metrics: dict[str, float]) -> None: ...
+    def files(self, folder: Path) -> None: ...
+    def dataset(self, cfg: DictConfig, datamodule) -> None: ...
+
+
+class _MlflowRecord(_Record):
+    """An MLflow run, written in batches through the client (one call per kind, not per value)."""
+
+    def __init__(self, client, run_id: str):
+        self.client, self.run_id = client, run_id
+
+    def tags(self, tags):
+        self.client.log_batch(self.run_id, tags=[mlflow.entities.RunTag(k, str(v)) for k, v in tags.items()])
+
+    def params(self, params):
+        self.client.log_batch(self.run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()])
+
+    def metrics(self, metrics):
+        self.client.log_batch(self.run_id, metrics=[mlflow.entities.Metric(k, v, 0, 0) for k, v in metrics.items()])
+
+    def files(self, folder):
+        self.client.log_artifacts(self.run_id, str(folder))
+
+    def dataset(self, cfg, datamodule):
+        log_dataset(self.client, self.run_id, cfg, datamodule, "test")
+
+
+class _LoggerRecord(_Record):
+    """Any other Lightning logger (e.g. CSVLogger: hparams.yaml, metrics.csv; files next to them), or none."""
+
+    def __init__(self, logger):
+        self.logger, self.hparams = logger, {}
+        if logger is not None:
+            logger.experiment  # noqa: B018 - creates its folder before our files go there (else it warns)
+
+    def tags(self, tags):
+        self.hparams.update({f"tags.{k}": v for k, v in tags.items()})
+
+    def params(self, params):
+        self.hparams.update(params)
+
+    def metrics(self, metrics):
+        if self.logger is not None:
+            self.logger.log_metrics(metrics, step=0)
+
+    def finish(self) -> None:
+        if self.logger is not None:
+            self.logger.log_hyperparams(self.hparams)
+            self.logger.finalize("success")
+
+
+def _evaluate_into(record: _Record, cfg: DictConfig, datamodule, folder: Path) -> dict[str, float]:
+    """Score the test list into `record`; the files (scores, pictures, config, data report) go to `folder`."""
     module = hydra.utils.instantiate(cfg.model)
     source = weight_source(cfg)
     if isinstance(source, Finetuned) and not (source.path or source.run_id) and not source.candidates(cfg.model.name):
         # before any data work: there is nothing to score with at all
         raise WeightsNotFound(source.explain_missing([], source.requirements(_lineage(cfg, None))))
+    record.params(flat_params(cfg))
     datamodule.prepare_data()
     datamodule.setup("test")
     fingerprint = data_fingerprint(datamodule)
-    if fingerprint:
-        client.set_tag(run_id, "data_fingerprint", fingerprint)
-    log_dataset(client, run_id, cfg, datamodule, "test")
+    record.dataset(cfg, datamodule)
     provenance = source(module, cfg, _lineage(cfg, fingerprint))
-    for key, value in provenance.tags().items():
-        client.set_tag(run_id, key, value)
+    record.tags({**({"data_fingerprint": fingerprint} if fingerprint else {}), **provenance.tags()})
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
     outputs = trainer.predict(module, datamodule=datamodule)
     videos = torch.cat([o["video"] for o in outputs]).tolist()
@@ -99,13 +178,14 @@ def _evaluate_into(client, run_id: str, cfg: DictConfig, datamodule) -> dict[str
     groups = [r.identity for r in records]
     metrics = score(p_fake, labels, frame_probs, groups, seed=cfg.seed)
     metrics["data/scored_videos"] = float(len(records))
-    client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, v, 0, 0) for k, v in metrics.items()])
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        write_scores_csv(folder / "video_scores.csv", records, labels, video_logits.numpy(), p_fake, frame_probs)
-        _draw_pictures(cfg, folder, metrics, p_fake, labels, records, videos, datamodule.predict_dataloader().dataset)
-        client.log_artifacts(run_id, str(folder))
-        log_data_report(client, run_id, datamodule, folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    report = write_data_report(datamodule, folder)
+    metrics.update(data_report_metrics(report))
+    record.metrics(metrics)
+    (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    write_scores_csv(folder / "video_scores.csv", records, labels, video_logits.numpy(), p_fake, frame_probs)
+    _draw_pictures(cfg, folder, metrics, p_fake, labels, records, videos, datamodule.predict_dataloader().dataset)
+    record.files(folder)
     return metrics
 
 
@@ -160,22 +240,25 @@ def write_scores_csv(path: Path, records, labels, logits, p_fake, frame_probs) -
                              record.identity, frames])
 
 
-def _print_summary(cfg: DictConfig, run, uri: str, metrics: dict[str, float]) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
+def _print_summary(cfg: DictConfig, logger, metrics: dict[str, float], folder: Path) -> None:
     def interval(m: str) -> str:
         return (f"{metrics[f'test/video_{m}']:.4g} [{metrics[f'test/video_{m}_ci_low']:.3g}, "
                 f"{metrics[f'test/video_{m}_ci_high']:.3g}]")
 
-    output = HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else "-"
-    lines = [
-        f"evaluate run {run.info.run_name} ({run.info.run_id}) finished",
+    if isinstance(logger, MLFlowLogger):
+        run = logger.experiment.get_run(logger.run_id)
+        head = f"evaluate run {run.info.run_name} ({run.info.run_id}) finished"
+        where = f"  MLflow: {run_url(tracking_uri(cfg), run.info.experiment_id, run.info.run_id)}  (make ui)"
+    else:
+        head = "evaluation finished"
+        where = f"  logged by {type(logger).__name__}" if logger is not None else "  not logged (logger=none)"
+    print("\n".join([
+        head,
         f"  test video AUC {interval('auc')}, AP {interval('ap')}, EER {interval('eer')} "
         f"on {int(metrics['data/scored_videos'])} videos",
-        f"  MLflow: {run_url(uri, run.info.experiment_id, run.info.run_id)}  (make ui)",
-        f"  output: {output}",
-    ]
-    print("\n".join(lines))
+        where,
+        f"  output: {folder if folder.exists() else '(the files are in MLflow only)'}",
+    ]))
 
 
 # -- scoring video files ------------------------------------------------------------------------------
@@ -257,7 +340,7 @@ def predict_videos(cfg: DictConfig) -> list[dict]:
     videos = resolve_videos(str(cfg.videos))
     output = Path(cfg.get("output") or (Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized()
                                          else Path.cwd()) / "predictions.csv").expanduser()
-    logged = (cfg.get("logger") or {}).get("name", "none") != "none"
+    logged = uses_mlflow(cfg)
     if logged:
         check_tracking_store(tracking_uri(cfg))
     rows = predict_files(cfg, videos)

@@ -49,6 +49,47 @@ def tracking_uri(cfg: DictConfig | None = None) -> str:
     return default_tracking_uri()
 
 
+def logger_class(cfg: DictConfig) -> type | None:
+    """The Lightning logger class `logger=` names (its `_target_`), or None for logger=none / ~logger."""
+    import hydra
+
+    target = OmegaConf.select(cfg, "logger._target_", default=None)
+    return hydra.utils.get_class(str(target)) if target else None
+
+
+def uses_mlflow(cfg: DictConfig) -> bool:
+    """Whether the configured logger writes to an MLflow store (MLFlowLogger or a subclass)."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    cls = logger_class(cfg)
+    return cls is not None and issubclass(cls, MLFlowLogger)
+
+
+def build_logger(cfg: DictConfig, **run):
+    """The logger `logger=` configures, built by Hydra from its `_target_`; None for logger=none.
+
+    An MLflow logger writes to `tracking_uri(cfg)`, into an experiment created first (classic ML kind,
+    with its description, artifacts next to the store), with the run's `run` arguments (tags, run_name,
+    run_id); its run exists when this returns. Other Lightning loggers are built as configured."""
+    import hydra
+
+    if logger_class(cfg) is None:
+        return None
+    if not uses_mlflow(cfg):
+        return hydra.utils.instantiate(cfg.logger)
+    uri = tracking_uri(cfg)
+    experiment_id(_client(uri), uri, str(cfg.logger.experiment_name))
+    logger = hydra.utils.instantiate(cfg.logger, tracking_uri=uri, **run)
+    logger.run_id  # noqa: B018 - creates the run now, so that it is recorded before any work
+    return logger
+
+
+def _client(uri: str):
+    import mlflow
+
+    return mlflow.MlflowClient(uri)
+
+
 def sweep_id() -> str | None:
     """The multirun's sweep folder name, shared by every job of one sweep (None for single runs)."""
     from hydra.core.hydra_config import HydraConfig
@@ -278,21 +319,31 @@ def data_fingerprint(datamodule) -> str | None:
     return fingerprint() if callable(fingerprint) else None
 
 
-def log_data_report(client, run_id: str, datamodule, folder: Path) -> dict:
-    """The datamodule's data report as `data_report.json` and its headline counts as `data/*` metrics."""
+def write_data_report(datamodule, folder: Path) -> dict:
+    """The datamodule's data report as `<folder>/data_report.json`."""
     import json
 
     report = datamodule.data_report()
-    path = Path(folder) / "data_report.json"
-    path.write_text(json.dumps(report, indent=2, default=str))
-    client.log_artifact(run_id, str(path))
+    (Path(folder) / "data_report.json").write_text(json.dumps(report, indent=2, default=str))
+    return report
+
+
+def data_report_metrics(report: dict) -> dict[str, float]:
+    """The data report's headline counts as `data/*` metrics."""
     summary = report["summary"]
-    for metric, key in (("skipped_videos", "failed_videos"), ("degraded_videos", "degraded_videos"),
-                        ("centre_fallback_videos", "centre_fallback_videos"),
-                        ("frame_detection_rate", "frame_detection_rate"),
-                        ("mostly_undetected_videos", "mostly_undetected_videos")):
-        if key in summary:
-            client.log_metric(run_id, f"data/{metric}", float(summary[key]))
+    return {f"data/{metric}": float(summary[key]) for metric, key in (
+        ("skipped_videos", "failed_videos"), ("degraded_videos", "degraded_videos"),
+        ("centre_fallback_videos", "centre_fallback_videos"), ("frame_detection_rate", "frame_detection_rate"),
+        ("mostly_undetected_videos", "mostly_undetected_videos")) if key in summary}
+
+
+def log_data_report(client, run_id: str, datamodule, folder: Path) -> dict:
+    """The data report as the artifact `data_report.json` and its `data/*` metrics."""
+    import mlflow
+
+    report = write_data_report(datamodule, folder)
+    client.log_artifact(run_id, str(Path(folder) / "data_report.json"))
+    client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, v, 0, 0) for k, v in data_report_metrics(report).items()])
     return report
 
 

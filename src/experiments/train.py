@@ -17,7 +17,6 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import mlflow
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -27,10 +26,9 @@ from src.data.datamodule import build_datamodule
 from src.experiments.checkpointing import AtomicCheckpointIO
 from src.experiments.config import check_config, selected_options, tidy_output
 from src.experiments.tracking import (
-    TRAIN_EXPERIMENT,
+    build_logger,
     check_tracking_store,
     data_fingerprint,
-    experiment_id,
     flat_params,
     log_config,
     log_data_report,
@@ -41,6 +39,7 @@ from src.experiments.tracking import (
     run_tags,
     run_url,
     tracking_uri,
+    uses_mlflow,
 )
 from src.models.weights import apply_weights
 
@@ -130,27 +129,20 @@ def resume_checkpoint(folder: Path, wanted: Path) -> Path:
     raise FileNotFoundError(f"no readable checkpoint in {folder} to resume from (tried {', '.join(c.name for c in candidates)})")
 
 
-def make_logger(cfg: DictConfig, folder: Path, recorded: dict | None):
-    from lightning.pytorch.loggers import CSVLogger
-
-    if cfg.logger.name == "csv":
-        return CSVLogger(cfg.logger.save_dir, name=cfg.logger.experiment_name)
+def make_logger(cfg: DictConfig, recorded: dict | None):
+    """The configured Lightning logger; an MLflow one resumes the recorded run or starts a uniquely named one."""
+    if not uses_mlflow(cfg):
+        return build_logger(cfg)
     run_id = recorded.get("mlflow_run_id") if recorded else None
-    name = cfg.logger.experiment_name or TRAIN_EXPERIMENT
     if rank_zero_only.rank != 0:  # DDP workers log nothing themselves; Lightning routes it via rank 0
-        return MLFlowLogger(experiment_name=name, run_id=run_id)
-    uri = tracking_uri(cfg)
-    experiment_id(mlflow.MlflowClient(uri), uri, name)  # created with its artifacts next to the store
-    logger = MLFlowLogger(experiment_name=name, tracking_uri=uri, tags=run_tags(cfg), run_id=run_id,
-                          run_name=None if run_id else run_name(cfg), log_model=False)
-    logger.run_id  # noqa: B018 - creates the run now, so that it is recorded before any checkpoint
-    return logger
+        return hydra.utils.instantiate(cfg.logger, run_id=run_id)
+    return build_logger(cfg, tags=run_tags(cfg), run_id=run_id, run_name=None if run_id else run_name(cfg))
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     check_config(cfg)
     tidy_output()
-    if cfg.logger.name == "mlflow":
+    if uses_mlflow(cfg):
         check_tracking_store(tracking_uri(cfg))  # in seconds, before any data or weights
     folder, recorded = run_folder(cfg)
     L.seed_everything(cfg.seed, workers=True)
@@ -162,16 +154,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.prepare_data()
     datamodule.setup("fit")
     folder.mkdir(parents=True, exist_ok=True)
-    logger = make_logger(cfg, folder, recorded)
+    logger = make_logger(cfg, recorded)
     if not isinstance(logger, MLFlowLogger) or not rank_zero_only.rank == 0:
-        return _train(cfg, module, datamodule, folder, recorded, logger, provenance)
+        metrics = _train(cfg, module, datamodule, folder, recorded, logger, provenance)
+        if rank_zero_only.rank == 0:
+            _print_summary(cfg, logger, metrics, folder)
+        return metrics
     client, run_id = logger.experiment, logger.run_id
     if recorded is None:
         (folder / RUN_FILE).write_text(json.dumps({"mlflow_run_id": run_id, "resume_key": resume_key(cfg)}, indent=1))
     os.environ[FOLDER_ENV] = str(folder)
     with run_state(client, run_id):
         metrics = _train(cfg, module, datamodule, folder, recorded, logger, provenance)
-    _print_summary(logger, tracking_uri(cfg), metrics, folder)
+    _print_summary(cfg, logger, metrics, folder)
     return metrics
 
 
@@ -182,7 +177,10 @@ def _train(cfg, module, datamodule, folder: Path, recorded: dict | None, logger,
 
     callbacks = {name: hydra.utils.instantiate(c) for name, c in cfg.callbacks.items()}
     callbacks["model_checkpoint"].dirpath = str(folder)
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=list(callbacks.values()), logger=logger,
+    if logger is None:  # logger=none: nothing to record learning rates into (Lightning would refuse)
+        callbacks = {k: c for k, c in callbacks.items() if not isinstance(c, L.pytorch.callbacks.LearningRateMonitor)}
+    # logger=False, not None: Lightning would otherwise pick a default logger of its own
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=list(callbacks.values()), logger=logger if logger is not None else False,
                                       plugins=[AtomicCheckpointIO()])
     resuming = recorded is not None
     mlflow_run = trainer.is_global_zero and isinstance(logger, MLFlowLogger)
@@ -223,17 +221,19 @@ def _train(cfg, module, datamodule, folder: Path, recorded: dict | None, logger,
     return metrics
 
 
-def _print_summary(logger: MLFlowLogger, uri: str, metrics: dict, folder: Path) -> None:
-    run = logger.experiment.get_run(logger.run_id)
+def _print_summary(cfg: DictConfig, logger, metrics: dict, folder: Path) -> None:
     best = metrics.get("best_checkpoint") or "none (no validation epoch finished)"
-    lines = [
-        f"train run {run.info.run_name} ({run.info.run_id}) finished",
-        f"  best checkpoint: {best} (val/video_auc {metrics.get('best_model_score', float('nan')):.4g})",
-    ]
+    if isinstance(logger, MLFlowLogger):
+        run = logger.experiment.get_run(logger.run_id)
+        head = f"train run {run.info.run_name} ({run.info.run_id}) finished"
+        where = f"  MLflow: {run_url(tracking_uri(cfg), run.info.experiment_id, run.info.run_id)}  (make ui)"
+    else:
+        head = "train run finished"
+        where = f"  logged by {type(logger).__name__} to {logger.log_dir}" if logger is not None else "  not logged (logger=none)"
+    lines = [head, f"  best checkpoint: {best} (val/video_auc {metrics.get('best_model_score', float('nan')):.4g})"]
     tested = {k.removeprefix("test/video_"): v for k, v in metrics.items() if k.startswith("test/video_")}
     if tested:
         lines.append("  test (video level) of the best checkpoint: "
                      + ", ".join(f"{k.upper()} {tested[k]:.4g}" for k in ("auc", "ap", "acc", "eer", "loss") if k in tested))
-    lines += [f"  MLflow: {run_url(uri, run.info.experiment_id, run.info.run_id)}  (make ui)",
-              f"  checkpoints: {folder}"]
+    lines += [where, f"  checkpoints: {folder}"]
     print("\n".join(lines))
