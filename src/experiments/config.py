@@ -12,25 +12,18 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from src.experiments.schemas import register_schemas
+from src.models.contract import resolve_input
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = PROJECT_ROOT / "conf"
 
 if not OmegaConf.has_resolver("project_root"):
     OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
 if not OmegaConf.has_resolver("model_input"):
-    from src.models.contract import resolve_input
-
     # ${model_input:size,${model.net}}: a field of the input contract the net class declares
     OmegaConf.register_new_resolver("model_input", resolve_input)
-
-
-def _register_schemas() -> None:
-    from src.experiments.schemas import register_schemas
-
-    register_schemas()
-
-
-_register_schemas()  # every compose path imports this module (for CONFIG_DIR) before it composes
+register_schemas()  # every compose path imports this module (for CONFIG_DIR) before it composes
 
 
 def tidy_output() -> None:
