@@ -43,7 +43,7 @@ report: install  ## the seed's tables of the latest evaluate sweep (SWEEP=<id> f
 	$(PY) -m src.experiments.report $(if $(SWEEP),--sweep-id $(SWEEP),) $(ARGS)
 
 audit: install  ## shortcut audit of a dataset's cheap features (ARGS="data=celebdf data.root=..." for another)
-	$(PY) -m src.data.audit $(ARGS)
+	$(PY) -m src.experiments.audit $(ARGS)
 
 bench: install  ## benchmarks (QUICK=1 for a few minutes)
 	$(PY) -m benchmarks.run $(if $(QUICK),--quick,)

@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from src.experiments.config import CONFIG_DIR, check_config, clean_user_errors, exit_on_signals
+from src.experiments.config import CONFIG_DIR, check_config, clean_user_errors, exit_on_signals, run_cleanly
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
@@ -18,4 +18,4 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     exit_on_signals()  # between a sweep's jobs too: SIGTERM/SIGINT end the process with 128 + signal
-    main()
+    run_cleanly(main)  # a config that does not compose: one line naming the key

@@ -49,7 +49,7 @@ class JpegFrameDataset(Dataset):
 
 def jpeg_twin(dm, folder: Path, frames_per_epoch: int | None) -> JpegFrameDataset:
     """The training split of `dm` as one JPEG per cached crop, read like `FrameDataset` reads the cache."""
-    hp, records = dm.hparams, dm.splits["train"]
+    records = dm.splits["train"]
     folders = []
     for record in records:
         crops, _ = dm.cache.load(dm.root / record.path)
@@ -57,14 +57,14 @@ def jpeg_twin(dm, folder: Path, frames_per_epoch: int | None) -> JpegFrameDatase
         write_jpegs(target, np.asarray(crops))
         folders.append(target)
     counts = [dm.frame_counts[r.path] for r in records]
-    transform = build_train_transform(hp.train_augment, hp.input_size)
+    transform = build_train_transform(dm.transforms.train, dm.input.size)
     return JpegFrameDataset(folders, [r.label for r in records], counts, transform, frames_per_epoch)
 
 
 def same_loader(dm, dataset) -> DataLoader:
     """A DataLoader with the settings of `dm.train_dataloader()` (CelebDFDataModule._loader, train=True)."""
-    workers = dm.hparams.num_workers
-    return DataLoader(dataset, batch_size=dm.hparams.batch_size, shuffle=True, num_workers=workers,
+    workers = dm.loaders.num_workers
+    return DataLoader(dataset, batch_size=dm.loaders.batch_size, shuffle=True, num_workers=workers,
                       persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(), drop_last=False)
 
 
@@ -153,11 +153,11 @@ def bench_loading(plan: Plan, work: Path, overrides: list[str]) -> list[Measurem
     rate = {name: sum(s for s, _ in runs) / sum(t for _, t in runs) for name, runs in passes.items()}
     round_ratios = [(c[0] / c[1]) / (j[0] / j[1]) for c, j in zip(passes["cache"], passes["jpeg"], strict=True)]
     in_process = {name: median(v) for name, v in per_sample.items()}
-    hp = dm.hparams
+    hp = dm.loaders
     notes = (f"{len(cached)} samples/pass ({len(dm.splits['train'])} train videos x "
              f"{plan.loader_frames_per_video} random frames), {repeat} passes per timing, batch {hp.batch_size}, "
              f"num_workers={hp.num_workers}, persistent workers, "
-             f"{hp.train_augment} train augmentation, resize {hp.crop_size}->{hp.input_size}; "
+             f"{dm.transforms.train} train augmentation, resize {dm.crops.crop_size}->{dm.input.size}; "
              f"{plan.loader_rounds} interleaved passes each; per-round ratios {[rnd(x, 2) for x in round_ratios]}; "
              f"in one process: cache {in_process['cache'] * 1e3:.2f} ms/sample "
              f"(read {in_process['cache read only'] * 1e3:.3f}), JPEG {in_process['jpeg'] * 1e3:.2f} ms/sample "

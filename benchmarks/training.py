@@ -290,7 +290,7 @@ def bench_loop(plan: Plan, work: Path, overrides: list[str]) -> list[Measurement
     lstm_dm = prepared_datamodule(lstm_cfg)
     lstm = _agg([lightning_run(lstm_cfg, lstm_dm, plan.lstm_steps, store)[0]])
 
-    hp, t = dm.hparams, cfg.trainer
+    hp, t = dm.loaders, cfg.trainer
     setup = (f"real DataModule + module under a Lightning Trainer with MLflowLogger, precision={t.precision}, "
              f"num_workers={hp.num_workers}, pin_memory={torch.cuda.is_available()}; wait = time blocked in the "
              "DataLoader's next() + on_after_batch_transfer (uint8->float, normalise), steady state after step 0")
@@ -374,7 +374,7 @@ def step_throughput(overrides: list[str], model: str, extra: tuple[str, ...], va
     batches = []
     while len(batches) < rounds + 1:  # full-size batches only, over as many epochs as it takes
         for batch in loader:
-            if len(batch[1]) == dm.hparams.batch_size and len(batches) < rounds + 1:
+            if len(batch[1]) == dm.loaders.batch_size and len(batches) < rounds + 1:
                 batches.append(dm.on_after_batch_transfer(batch, 0))
     del loader
     release()

@@ -21,8 +21,8 @@ from src.data.audit import (
     flagged_features,
     noise_sigma,
     rank_auc,
-    run_audit,
 )
+from src.experiments.audit import run_audit
 from tests.conftest import SMALL_SYNTHETIC, compose_config, data_overrides
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -331,4 +332,5 @@ def test_evaluate_with_the_csv_logger_writes_its_metrics_and_files_there_and_not
     assert {"video_scores.csv", "roc_curve.png", "worst_videos.png", "config.yaml", "data_report.json",
             "hparams.yaml"} <= {p.name for p in folder.iterdir()}
     assert "tags.model: mesonet" in (folder / "hparams.yaml").read_text()
-    assert mlflow.MlflowClient().search_experiments(filter_string="name = 'evaluate'") == []
+    store = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])  # this test's own store (conftest)
+    assert store.search_experiments(filter_string="name = 'evaluate'") == []

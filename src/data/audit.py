@@ -14,8 +14,8 @@ bootstrap 95 % interval. A feature is flagged as a shortcut risk on a split when
 corrected over all features and splits, so that a split of a dozen videos is not flagged for a chance
 ordering; the verdict of a feature is its flag on any split.
 
-Outputs: a table on the console, ``reports/audit/`` (``features.csv`` per video, ``auc.csv``,
-``auc.md`` and ``auc.png``) and an MLflow run in experiment ``audit``. Sharpness is the variance of
+Outputs (``src.experiments.audit`` runs it): a table on the console, ``reports/audit/`` (``features.csv``
+per video, ``auc.csv``, ``auc.md`` and ``auc.png``) and an MLflow run in experiment ``audit``. Sharpness is the variance of
 the Laplacian of the luma; noise is Immerkaer's estimate (the deviation left by a Laplacian-difference
 kernel that cancels smooth image content).
 """
@@ -25,15 +25,12 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm.auto import tqdm
-
-from src.data.datamodule import build_datamodule
 
 log = logging.getLogger(__name__)
 
@@ -415,79 +412,7 @@ def write_reports(
     return files
 
 
-def log_to_mlflow(cfg, rows: list[AucRow], files: dict[str, Path], summary: dict) -> str:
-    """One run in experiment ``audit``: the AUCs as metrics, the flags, the files as artifacts."""
-    import mlflow
+if __name__ == "__main__":  # the documented command; the run itself (MLflow, Hydra) is orchestration
+    from src.experiments.audit import main
 
-    from src.experiments.tracking import experiment_id, log_config, tracking_uri
-
-    uri = tracking_uri(cfg)
-    client = mlflow.MlflowClient(uri)
-    experiment = experiment_id(client, uri, cfg.audit.experiment_name or AUDIT_EXPERIMENT)
-    name = f"audit-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run = client.create_run(experiment, run_name=name, tags={"data": str(cfg.data.name)})
-    run_id, status = run.info.run_id, "FAILED"
-    try:
-        log_config(client, run_id, cfg)
-        client.log_param(run_id, "data.root", str(cfg.data.root))
-        for key, value in summary.items():
-            client.log_metric(run_id, key, float(value))
-        for r in rows:
-            if not math.isnan(r.auc):
-                key = f"auc/{r.split.replace('+', '_')}/{r.feature}"
-                client.log_metric(run_id, key, r.auc)
-                client.log_metric(run_id, key + "_ci_low", r.low)
-                client.log_metric(run_id, key + "_ci_high", r.high)
-        flagged = flagged_features(rows)
-        client.set_tag(run_id, "shortcut_risks", ",".join(flagged) or "none")
-        client.log_metric(run_id, "shortcut_risk_features", len(flagged))
-        for file in files.values():
-            client.log_artifact(run_id, str(file), "audit")
-        status = "FINISHED"
-    finally:
-        client.set_terminated(run_id, status)
-    return run_id
-
-
-def run_audit(cfg) -> list[AucRow]:
-    """Prepare the data module of ``cfg.data`` (generation and face-crop cache), measure, report."""
-
-    datamodule = build_datamodule(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup()
-    videos = measure_videos(datamodule, cfg.audit.frames_per_video, progress=True)
-    if not videos:
-        raise ValueError(f"no video of {datamodule.root} could be measured")
-    band = (float(cfg.audit.band[0]), float(cfg.audit.band[1]))
-    rows = audit_table(videos, band, cfg.audit.bootstrap_resamples, cfg.audit.seed)
-    title = f"{cfg.data.name} ({datamodule.root}), {len(videos)} videos"
-    files = write_reports(videos, rows, Path(cfg.audit.output_dir), band, title)
-    print(f"\nShortcut audit of {title}")
-    print(console_table(rows))
-    flagged = flagged_features(rows)
-    print(f"\nShortcut risks: {', '.join(flagged) if flagged else 'none'}  (files in {cfg.audit.output_dir})")
-    summary = dict(datamodule.build_report.summary())
-    summary = {f"data/{k}": v for k, v in summary.items() if isinstance(v, int | float)}
-    summary["videos_measured"] = len(videos)
-    if cfg.audit.mlflow:
-        run_id = log_to_mlflow(cfg, rows, files, summary)
-        print(f"MLflow run {run_id} in experiment {cfg.audit.experiment_name or AUDIT_EXPERIMENT}")
-    return rows
-
-
-def main() -> None:
-    import hydra
-    from omegaconf import DictConfig
-
-    from src.experiments.config import CONFIG_DIR, clean_user_errors
-
-    @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="audit")
-    def entry(cfg: DictConfig) -> None:
-        with clean_user_errors():
-            run_audit(cfg)
-
-    entry()
-
-
-if __name__ == "__main__":
     main()
