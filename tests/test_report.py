@@ -298,13 +298,14 @@ def test_empty_store_exits_1(tmp_path, monkeypatch, capsys):
 
 
 def test_column_names_and_order():
-    """Seed columns first, then the seed models' scratch runs, then other models; unknown names kept."""
+    """Seed columns first, then the seed models' scratch runs, then the other registered models by name;
+    unknown names kept, last."""
     results = [{"model": m, "weights": w, "augment": "none", "data": "d", "run_id": "x", "metrics": {}, "runs": []}
                for m, w in (("mystery", "pretrained"), ("efficientnet_lstm", "finetuned"), ("xception", "pretrained"),
                             ("resnet_lstm", "scratch"), ("meso4", "scratch"))]
     names = [report.column_name(*c, results) for c in report.columns(results)]
-    assert names == SEED_HEADER + ["ResNetLSTM (untrained)", "Meso4 (untrained)", "Xception",
-                                   "EfficientNet-B1+LSTM (finetuned)", "mystery"]
+    assert names == SEED_HEADER + ["ResNetLSTM (untrained)", "EfficientNet-B1+LSTM (finetuned)",
+                                   "Meso4 (untrained)", "Xception", "mystery"]
 
 
 # -- one study sweep with scores: replicates, lineage, titles from tags, paired comparisons ---------------------

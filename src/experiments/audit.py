@@ -86,14 +86,15 @@ def main() -> None:
     import hydra
     from omegaconf import DictConfig
 
-    from src.experiments.config import CONFIG_DIR, clean_user_errors
+    from src.experiments.config import CONFIG_DIR, check_config, clean_user_errors, run_cleanly
 
     @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="audit")
     def entry(cfg: DictConfig) -> None:
         with clean_user_errors():
+            check_config(cfg)
             run_audit(cfg)
 
-    entry()
+    run_cleanly(entry)
 
 
 if __name__ == "__main__":
