@@ -88,12 +88,17 @@ def train(root: Path, work: Path, epochs: int, extra: list[str]) -> dict:
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name("train")
     run = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
-    history = sorted(client.get_metric_history(run.info.run_id, "val/video_auc"), key=lambda m: m.step)
-    aucs = [round(m.value, 4) for m in history]
+    def per_epoch(metric: str) -> list[float]:
+        history = sorted(client.get_metric_history(run.info.run_id, metric), key=lambda m: m.step)
+        return [round(m.value, 4) for m in history]
+
+    aucs = per_epoch("val/video_auc")
     return {
         "command": " ".join(command[1:]),
         "train_s": round(seconds, 1),
         "val_video_auc_per_epoch": aucs,
+        "val_frame_auc_per_epoch": per_epoch("val/frame_auc"),
+        "train_loss_per_epoch": per_epoch("train/loss_epoch"),
         "first_epoch_val_auc": aucs[0] if aucs else None,
         "best_val_auc": max(aucs) if aucs else None,
         "epochs_run": len(aucs),
@@ -142,6 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
             ("val video AUC after epoch 1", f"{tr['first_epoch_val_auc']}", f"< {FIRST_EPOCH_LIMIT}"),
             (f"best val video AUC ({tr['epochs_run']} epochs)", f"{tr['best_val_auc']}", f">= {FINAL_TARGET}"),
             ("val video AUC per epoch", " ".join(f"{a:.2f}" for a in tr["val_video_auc_per_epoch"]), ""),
+            ("val frame AUC per epoch", " ".join(f"{a:.2f}" for a in tr["val_frame_auc_per_epoch"]), ""),
             ("training run", f"{tr['train_s']} s", ""),
         ]
     record["checks"] = checks

@@ -11,7 +11,14 @@ import decord
 import numpy as np
 import pytest
 
-from src.data.synthetic import MARKER, PRESETS, TEST_LIST, generate_synthetic_celebdf, video_codec
+from src.data.synthetic import (
+    GENERATOR_VERSION,
+    MARKER,
+    PRESETS,
+    TEST_LIST,
+    generate_synthetic_celebdf,
+    video_codec,
+)
 
 SMALL = dict(seed=0, num_identities=4, real_per_identity=2, fakes_per_real=2, youtube_real=2, num_frames=24)
 TINY = dict(num_identities=2, real_per_identity=1, fakes_per_real=1, youtube_real=0, num_frames=6)
@@ -169,7 +176,7 @@ def test_a_folder_of_the_old_generator_is_not_reused_for_the_new_one(tiny):
     """v1 and v2 write their generator version into the marker: asking one for the other's folder fails."""
     old = tiny()
     params = marker(old)["params"]
-    assert params["generator_version"] == 2 and params["preset"] == "v2"
+    assert params["generator_version"] == GENERATOR_VERSION >= 2 and params["preset"] == "v2"
     with pytest.raises(ValueError, match="generator_version"):
         generate_synthetic_celebdf(old, preset="v1", **TINY)
 
@@ -266,3 +273,51 @@ def test_haar_detects_the_faces(small):
             hits["fake" if rel.startswith("Celeb-synthesis") else "real"].append(on_face)
     for kind, found in hits.items():
         assert np.mean(found) >= 0.9, (kind, np.mean(found))
+
+
+def test_fakes_of_a_real_video_take_turns_between_the_methods(small):
+    """With two fakes per real video, one is a face swap and one a mouth reenactment: every validation
+    split holds both methods about equally, however few videos it has."""
+    by_real: dict[str, list[str]] = {}
+    for rel, fake in marker(small)["fakes"].items():
+        target, _, number = NAMES["Celeb-synthesis"].fullmatch(Path(rel).name).groups()
+        by_real.setdefault(f"{target}_{number}", []).append(fake["method"])
+    assert by_real and all(sorted(methods) == ["reenact", "swap"] for methods in by_real.values()), by_real
+
+
+def test_the_blend_darkens_a_thin_seam_along_the_mask_edge():
+    """The seam is a local trace: with it, the fake is darker in a thin band at the edge of the pasted
+    region, not over the paste, and nowhere else."""
+    import dataclasses
+
+    import cv2
+
+    import src.data.synthetic as synthetic
+
+    n, size, fps = 2, (272, 512), 30
+    identities = [synthetic._identity(synthetic._rng(0, synthetic._TAG_IDENTITY, i)) for i in range(2)]
+    textures = [synthetic._textures(ident) for ident in identities]
+    rng = synthetic._rng(0, synthetic._TAG_REAL, 0, 0)
+    camera = dataclasses.replace(synthetic._camera(rng), blur=0.0, noise=0.0)
+    clip = synthetic._render_real_v2(textures[0], rng, n, size, fps, camera)
+    real = synthetic._to_uint8(clip.shot).astype(np.int16)
+    for method in ("swap", "reenact"):
+        manip = synthetic._manipulation(synthetic._rng(0, 99), n, 1.0, method)
+        assert manip.seam > 0.1
+        with_seam, without = (
+            synthetic._fake_v2(
+                clip, textures[0], textures[1], np.zeros(n, np.int64), dataclasses.replace(manip, seam=seam),
+                synthetic._rng(0, 7), identities[0].mouth_y,
+            ).astype(np.int16)
+            for seam in (manip.seam, 0.0)
+        )
+        darker = (with_seam - without).mean(-1) < -3
+        pasted = (np.abs(without - real).max(-1) > 2).astype(np.uint8)
+        assert darker.any(), method
+        near_paste = np.stack([cv2.dilate(frame, np.ones((7, 7), np.uint8)) for frame in pasted]).astype(bool)
+        assert (darker & ~near_paste).sum() < 0.05 * darker.sum(), method  # only at the paste
+        assert darker.sum() < 0.4 * pasted.sum(), method  # a band, not the whole paste
+        for frame in range(n):  # on the edge: few pixels deep inside the pasted region
+            closed = cv2.morphologyEx(pasted[frame], cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+            depth = cv2.distanceTransform(closed, cv2.DIST_L2, 3)
+            assert np.median(depth[darker[frame]]) < 5, (method, frame, np.median(depth[darker[frame]]))

@@ -24,13 +24,18 @@ to pass the shortcut audit (``src.data.audit``) while its manipulation traces st
   classes apart.
 * Two manipulation methods, each with a per-video random strength: a face swap (another identity's
   face inside a mask from the brows to the chin) and a mouth reenactment (the target's own mouth,
-  driven by another speaker, inside a mask around the mouth). Their traces: a blending boundary,
-  a colour mismatch at the seam, a paste rendered at 0.25-0.29x resolution and sharpened back to a
-  random 0.52-1.0x of the real face's sharpness there (so the face-region sharpness goes either way
-  across fakes and only the soft, haloed texture remains), with the camera's noise over it like
-  everywhere else, and per-frame
-  brightness and position flicker of the pasted region. The marker lists each fake's method and
-  strength.
+  driven by another speaker, inside a mask from below the nose to the chin). The fakes of a real
+  video take turns between them (with two fakes per real video: one of each), so even a small
+  validation split holds both about equally. Their traces, all confined to the pasted region:
+  a blending boundary with a thin darker seam line along the mask edge; a colour mismatch of the
+  paste (5-22 % per channel); a paste rendered at 0.25-0.29x resolution in the face's own
+  coordinates (a generator's aligned face warped back: the soft texture moves with the head
+  instead of shimmering across the pixel grid) and sharpened back until the blended region has a
+  random 0.52-1.0x of the real face's Laplacian variance there (so the face-region sharpness goes
+  either way across fakes and only the soft, haloed texture remains), with the camera's noise over
+  it like everywhere else; and a small per-frame brightness and position flicker of the pasted
+  region, kept small so that it does not raise the whole frame's change or bitrate. The marker lists
+  each fake's method and strength.
 
 ``v1``: the first generator, 320x240 MPEG-4 at 25 fps, kept for comparison. Its fakes paste a face
 rendered at 0.4x resolution without camera noise: a blur detector separates them (the audit flags
@@ -77,7 +82,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-GENERATOR_VERSION = 2  # of the default preset; written into every marker, so an older folder is not reused
+GENERATOR_VERSION = 3  # of the default preset; written into every marker, so an older folder is not reused
 _VERSIONS = {"v1": 1, "v2": GENERATOR_VERSION}
 DEFAULT_PRESET = "v2"
 PRESETS: dict[str, dict[str, int | float]] = {
@@ -86,7 +91,7 @@ PRESETS: dict[str, dict[str, int | float]] = {
         width=320, height=240, fps=25, artifact_strength=1.0, test_fraction=0.2,
     ),
     "v2": dict(
-        num_identities=14, real_per_identity=3, fakes_per_real=2, youtube_real=8, num_frames=32,
+        num_identities=22, real_per_identity=2, fakes_per_real=2, youtube_real=8, num_frames=32,
         width=512, height=272, fps=30, artifact_strength=1.0, test_fraction=0.2,
     ),
 }
@@ -741,6 +746,7 @@ def _swap_face(
 # are local (blend boundary, colour seam, resolution mismatch, flicker), H.264 when PyAV can encode it.
 
 _SWAP, _REENACT = "swap", "reenact"
+_METHODS = (_SWAP, _REENACT)
 
 
 def video_codec() -> str:
@@ -956,8 +962,8 @@ def _talk(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
 
 def _mouth_mask(target: _Textures, rng: np.random.Generator, strength: float, mouth_y: float) -> np.ndarray:
     """Blending mask of a mouth reenactment, in texture coordinates: from below the nose to the chin."""
-    half_w = target.face_w * rng.uniform(0.55, 0.7)
-    shape = _ellipse(_FCX, mouth_y + 0.05 * _B, half_w, 0.38 * _B, blur=2 / (1 + 2 * strength))
+    half_w = target.face_w * rng.uniform(0.62, 0.78)
+    shape = _ellipse(_FCX, mouth_y + 0.04 * _B, half_w, 0.44 * _B, blur=2 / (1 + 2 * strength))
     return shape * target.face[0, 0, ..., 3].astype(np.float32) / 255
 
 
@@ -968,26 +974,31 @@ class _Manipulation:
     low: float  # resolution of the pasted face (1 = full)
     sharpness_ratio: float  # Laplacian variance of the paste / of the real face there (by sharpening it)
     tone: np.ndarray  # per-channel colour mismatch
+    seam: float  # how much darker the blend is along the mask edge (0: not at all)
     flicker: np.ndarray  # (T,) per-frame brightness of the paste
     jitter: np.ndarray  # (T, 2) per-frame position of the paste, pixels
 
 
-def _manipulation(rng: np.random.Generator, n: int, artifact_strength: float) -> _Manipulation:
+def _manipulation(rng: np.random.Generator, n: int, artifact_strength: float, method: str) -> _Manipulation:
     """A fake's method and traces. The paste is rendered at 0.25-0.29x resolution, then sharpened until
-    its Laplacian variance is a random 0.52-1.0x of the real face's there (``_matching_sharpen``), so the
-    face-region sharpness goes either way across fakes: the soft, haloed texture is the trace, not its
-    level. The camera's noise is added over the paste like everywhere else."""
+    the Laplacian variance of the blended region is a random 0.52-1.0x of the real face's there
+    (``_matching_sharpen``), so the face-region sharpness goes either way across fakes: the soft, haloed
+    texture is the trace, not its level. The blend darkens along the mask edge (a thin seam line, as a
+    blend of two images that do not quite agree leaves), the paste's colour is off by 5-22 % per channel,
+    and it flickers a little from frame to frame. The camera's noise is added over the paste like
+    everywhere else."""
     s = artifact_strength * rng.uniform(0.8, 1.0)
-    method = _SWAP if rng.uniform() < 0.6 else _REENACT
-    tone_size = 0.1 + rng.uniform(0, 0.08)
+    tone_size = rng.uniform(0.12, 0.22)
     return _Manipulation(
         method=method,
         strength=s,
         low=1 / (1 + 3.0 * s),
         sharpness_ratio=float(np.exp(rng.uniform(-0.65, 0.0))),
         tone=1 + s * tone_size * rng.choice([-1, 1], 3) * rng.uniform(0.5, 1, 3),
-        flicker=1 + s * 0.02 * rng.standard_normal(n),
-        jitter=s * 0.4 * rng.standard_normal((n, 2)),
+        seam=s * rng.uniform(0.15, 0.25),
+        # small: the flicker is a trace of the swapped region, not a rise of the whole frame's change
+        flicker=1 + s * 0.012 * rng.standard_normal(n),
+        jitter=s * 0.25 * rng.standard_normal((n, 2)),
     )
 
 
@@ -1002,9 +1013,11 @@ def _fake_v2(
         paste_tex, rows = source.face, (_FCY - 0.75 * _B, _FCY + 1.0 * _B)
     else:
         mask_tex = _mouth_mask(target, rng, manip.strength, mouth_y)
-        paste_tex, rows = target.face, (mouth_y - 0.4 * _B, _FCY + 1.1 * _B)
+        paste_tex, rows = target.face, (mouth_y - 0.5 * _B, _FCY + 1.1 * _B)
     radius = 1.05 * target.face_w
     pad = int(np.ceil(3 * clip.camera.blur)) + 2
+    # frame pixels per texture pixel: the paste has manip.low samples per frame pixel
+    low_tex = _low_resolution(paste_tex, manip.low * float(np.mean(clip.faces[:, 2])) / (2 * _B))
     pastes = []  # (frame, box, mask, face, its high frequencies)
     for i in range(n):
         affine = clip.affines[i].copy()
@@ -1016,13 +1029,8 @@ def _fake_v2(
         eye, mouth = clip.variants[i]
         if manip.method == _REENACT:
             mouth = source_mouth[i]
-        layer = _warp(paste_tex[eye, mouth], affine, clip.yaw[i], radius, (x0, y0, x1, y1)).astype(np.float32)
+        layer = _warp(low_tex[eye, mouth], affine, clip.yaw[i], radius, (x0, y0, x1, y1))
         m = _warp(mask_tex, affine, clip.yaw[i], radius, (x0, y0, x1, y1))
-        size = (x1 - x0, y1 - y0)
-        small = (max(2, round(size[0] * manip.low)), max(2, round(size[1] * manip.low)))
-        layer = cv2.resize(
-            cv2.resize(layer, small, interpolation=cv2.INTER_AREA), size, interpolation=cv2.INTER_LINEAR
-        )
         face = layer[..., :3] * (255 / np.maximum(layer[..., 3:], 1))
         clean = clip.clean[i, y0:y1, x0:x1]
         face = face * clip.light[i, y0:y1, x0:x1, None]
@@ -1031,14 +1039,31 @@ def _fake_v2(
         target_mean = np.einsum("hw,hwc->c", m, clean) / weight
         source_mean = np.einsum("hw,hwc->c", m, face) / weight
         face *= (target_mean / np.maximum(source_mean, 1e-3) * manip.tone * manip.flicker[i]).astype(np.float32)
-        pastes.append((i, (x0, y0, x1, y1), m, face, face - cv2.GaussianBlur(face, (0, 0), 1.0)))
+        shade = 1 - manip.seam * 4 * m * (1 - m)  # darkest where the mask is half on: the seam line
+        pastes.append((i, (x0, y0, x1, y1), m, face, face - cv2.GaussianBlur(face, (0, 0), 1.0), shade))
     sharpen = _matching_sharpen(clip, pastes, manip.sharpness_ratio)
     out = clip.shot.copy()
-    for i, (x0, y0, x1, y1), m, face, detail in pastes:
+    for i, (x0, y0, x1, y1), m, face, detail, shade in pastes:
         m3 = m[..., None]
         clean = clip.clean[i, y0:y1, x0:x1]
-        out[i, y0:y1, x0:x1] += _defocus(m3 * (face + sharpen * detail - clean), clip.camera.blur)
+        blended = (clean + m3 * (face + sharpen * detail - clean)) * shade[..., None]
+        out[i, y0:y1, x0:x1] += _defocus(blended - clean, clip.camera.blur)
     return _to_uint8(out)
+
+
+def _low_resolution(textures: np.ndarray, factor: float) -> np.ndarray:
+    """Premultiplied RGBA textures (..., H, W, 4) resampled to ``factor`` of their resolution and back, as
+    float32: a generator's face at a lower resolution than the video, fixed to the face as it moves."""
+    h, w = textures.shape[-3:-1]
+    small = (max(2, round(w * min(factor, 1.0))), max(2, round(h * min(factor, 1.0))))
+    flat = textures.reshape(-1, h, w, 4)
+    out = np.stack(
+        [
+            cv2.resize(cv2.resize(t, small, interpolation=cv2.INTER_AREA), (w, h), interpolation=cv2.INTER_LINEAR)
+            for t in flat.astype(np.float32)
+        ]
+    )
+    return out.reshape(textures.shape).astype(np.float32)
 
 
 def _matching_sharpen(clip: _ClipV2, pastes: list, ratio: float) -> float:
@@ -1047,15 +1072,15 @@ def _matching_sharpen(clip: _ClipV2, pastes: list, ratio: float) -> float:
     paste is sharpened back to about the real face's sharpness, so its level is no tell; the halos and
     missing fine texture of a sharpened upscale are. var(L(a)) = vA + 2 a c + a^2 vB, solved for a >= 0."""
     stats = []
-    for i, (x0, y0, x1, y1), m, face, detail in pastes[:: max(1, len(pastes) // 6)]:
-        inside = m > 0.6
+    for i, (x0, y0, x1, y1), m, face, detail, shade in pastes[:: max(1, len(pastes) // 6)]:
+        inside = m > 0.05  # the seam line included: the audit's face-region sharpness sees it too
         if inside.sum() < 50:
             continue
         clean = clip.clean[i, y0:y1, x0:x1]
-        m3 = m[..., None]
+        m3, shade3 = m[..., None], shade[..., None]
         real = cv2.Laplacian(clean @ _LUMA, cv2.CV_32F)[inside]
-        fake = cv2.Laplacian((clean + m3 * (face - clean)) @ _LUMA, cv2.CV_32F)[inside]
-        high = cv2.Laplacian((m3 * detail) @ _LUMA, cv2.CV_32F)[inside]
+        fake = cv2.Laplacian(((clean + m3 * (face - clean)) * shade3) @ _LUMA, cv2.CV_32F)[inside]
+        high = cv2.Laplacian((m3 * detail * shade3) @ _LUMA, cv2.CV_32F)[inside]
         stats.append((real.var(), fake.var(), np.mean((fake - fake.mean()) * (high - high.mean())), high.var()))
     if not stats:
         return 0.0
@@ -1095,10 +1120,12 @@ def _write_dataset_v2(out: Path, p: dict) -> None:
             clip = _render_real_v2(textures[i], rng, n, size, fps, camera)
             write(f"Celeb-real/id{i}_{v:04d}.mp4", _to_uint8(clip.shot), clip, camera.crf, i in test_ids, True)
             others = [m for m in range(n_ids) if m != i]
-            sources = _rng(seed, _TAG_SOURCES, i, v).choice(others, p["fakes_per_real"], replace=False)
-            for m in sorted(sources.tolist()):
+            pick = _rng(seed, _TAG_SOURCES, i, v)
+            sources = pick.choice(others, p["fakes_per_real"], replace=False)
+            first = int(pick.integers(2))  # the fakes of a real video take turns: swap, reenactment, swap...
+            for k, m in enumerate(sorted(sources.tolist())):
                 rng = _rng(seed, _TAG_FAKE, i, v, m)
-                manip = _manipulation(rng, n, p["artifact_strength"])
+                manip = _manipulation(rng, n, p["artifact_strength"], _METHODS[(first + k) % 2])
                 driver = _talk(rng, np.arange(n) / fps)  # the reenactment's mouth follows another speaker
                 fake = _fake_v2(clip, textures[i], textures[m], driver, manip, rng, identities[i].mouth_y)
                 rel = f"Celeb-synthesis/id{i}_id{m}_{v:04d}.mp4"
