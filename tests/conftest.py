@@ -49,6 +49,7 @@ def data_overrides(root: Path, cache_dir: Path, folds: int = 2) -> list[str]:
         f"data.root={root}",
         f"data.cache_dir={cache_dir}",
         f"data.folds={folds}",
+        "data.train_frames_per_video=8",  # the default (16) is sized for learning the full set; tests need speed
         *(f"+data.synthetic.{key}={value}" for key, value in SMALL_SYNTHETIC.items()),
     ]
 

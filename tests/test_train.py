@@ -79,7 +79,8 @@ def test_resume_continues_the_same_mlflow_run(trained_mesonet, small_dataset, sm
     assert len({m.step for m in history}) == 3 and after[0].info.status == "FINISHED"  # one per epoch
 
 
-@pytest.mark.parametrize("model", ["meso4", "resnet_lstm"])
+# meso4 shares MesoInception4's training path (tests/test_mesonet.py covers its network): slow tier
+@pytest.mark.parametrize("model", [pytest.param("meso4", marks=pytest.mark.slow), "resnet_lstm"])
 def test_each_model_trains_a_step(model, small_dataset, small_cache, tmp_path):
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "DEEPFAKE_NUM_WORKERS": "0"}
     extra = ["model.input.frames_per_clip=2", "model.input.size=112", "model.freeze_backbone=true"] if model == "resnet_lstm" else []

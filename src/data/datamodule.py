@@ -633,10 +633,10 @@ class DeepfakeDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """uint8 (..., S, S, 3) -> normalized float (..., 3, S, S), channels_last for frame batches."""
         pixels, labels, videos = batch
-        x = pixels.movedim(-1, -3).float()
+        x = pixels.movedim(-1, -3).to(torch.float32, copy=True)  # a fresh tensor: normalized in place below
         lead = x.shape[:-3]
         x = x.reshape(-1, *x.shape[-3:])
-        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+        x.sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
         return x.reshape(*lead, *x.shape[-3:]), labels.float(), videos
 
     def __repr__(self) -> str:
