@@ -86,11 +86,20 @@ def mlflow_run_seconds(uri: str, cfg, artifacts: Path) -> float:
     return time.perf_counter() - start
 
 
-def roc_seconds(folder: Path) -> float:
-    from src.experiments.evaluate import plot_roc
+def pictures_seconds(folder: Path, dm) -> float:
+    """The four pictures every evaluate run draws (ROC, precision-recall, confusion matrix, worst videos)."""
+    import numpy as np
 
+    from src.experiments import plots
+
+    dataset = dm.eval_dataset("test", "none")
+    p_fake, labels = np.random.default_rng(0).random(len(dataset)), np.arange(len(dataset)) % 2
     start = time.perf_counter()
-    plot_roc(torch.rand(20), torch.arange(20) % 2, folder / "roc.png", "bench")
+    plots.plot_roc(p_fake, labels, folder / "roc.png", "bench", 0.5, (0.3, 0.7))
+    plots.plot_precision_recall(p_fake, labels, folder / "pr.png", "bench", 0.5)
+    plots.plot_confusion(p_fake, labels, folder / "confusion.png", "bench")
+    strips = [(np.asarray(dataset[i][0])[:6], kind) for i, kind in plots.worst_videos(p_fake, labels, 4)]
+    plots.plot_gallery(strips, folder / "worst.png", "bench")
     return time.perf_counter() - start
 
 
@@ -159,7 +168,7 @@ def bench_eval_grid(work: Path, overrides: list[str], passes: int) -> list[Measu
     prepare_s = prepare_seconds(cfg)
     predict_s = {level: predict_seconds(cfg, level) for level in ("none", "heavy")}
     mlflow_s = mlflow_run_seconds(uri, cfg, scratch / "multirun")
-    roc_s = roc_seconds(scratch)
+    pictures_s = pictures_seconds(scratch, dm)
     imports = _import_seconds()
     release()
 
@@ -176,7 +185,7 @@ def bench_eval_grid(work: Path, overrides: list[str], passes: int) -> list[Measu
         "predict_loader_first_batch_s": first,
         "predict_loader_full_pass_s": loader_pass,
         "mlflow_bookkeeping_per_run_s": mlflow_s,
-        "roc_plot_s_first_call": roc_s,
+        "pictures_s_first_call": pictures_s,
         "store_creation_s_not_counted": store_s,
         "pure_inference_first_pass_s": infer["first_s"],
         "datamodule_prepare_setup_s": prepare_s,
@@ -192,7 +201,7 @@ def bench_eval_grid(work: Path, overrides: list[str], passes: int) -> list[Measu
              f"of which ~{inside:.1f} s is not inference (DataModule prepare+setup {prepare_s:.2f} s, predict loader "
              f"first batch {first:.2f} s, Trainer.predict {predict_s['none']:.2f} s for augment=none and "
              f"{predict_s['heavy']:.2f} s for heavy vs {infer['warm_s']:.2f} s of forward passes, MLflow bookkeeping "
-             f"{mlflow_s:.2f} s, ROC plot {roc_s:.2f} s), gaps between runs {median(gaps):.2f} s; "
+             f"{mlflow_s:.2f} s, the four pictures {pictures_s:.2f} s), gaps between runs {median(gaps):.2f} s; "
              f"inference frames/s at other eval batch sizes (videos/batch, interleaved passes): "
              + ", ".join(f"{n}: {v:.0f}" for n, v in bigger.items()))
     del dm
