@@ -82,10 +82,11 @@ def trained_mesonet(small_dataset, small_cache, tmp_path_factory):
     store = tmp_path_factory.mktemp("train-store")
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db", "DEEPFAKE_NUM_WORKERS": "0"}
     checkpoints = store / "checkpoints"
-    run_script(
+    result = run_script(
         "train.py",
         ["weights=scratch", f"paths.checkpoint_dir={checkpoints}", "trainer.max_epochs=2",
          "trainer.log_every_n_steps=1", *data_overrides(small_dataset, small_cache)],
         env,
     )
+    (store / "train-output.txt").write_text(result.stdout + result.stderr)  # what the user saw
     return env, checkpoints

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import mlflow
@@ -42,6 +43,25 @@ def test_training_run_is_tracked_with_tags_config_metrics_and_checkpoint(trained
     assert (local / "data_report.json").is_file()
 
 
+def test_a_training_run_prints_each_line_once_without_noise_and_ends_with_its_summary(trained_mesonet):
+    env, checkpoints = trained_mesonet
+    output = (checkpoints.parent / "train-output.txt").read_text()
+    lines = [line.strip() for line in output.replace("\r", "\n").splitlines()]
+    logged = [line.split("] - ", 1)[-1] for line in lines if line.startswith("[20")]  # Hydra's log format
+    assert logged and len(logged) == len(set(logged)), "a log line was printed twice"
+    assert sum("Seed set to" in line for line in lines) == 1
+    for noise in ("litlogger", "exists and is not empty", "No positive samples", "smaller than the logging interval",
+                  "Downloading artifacts", "is not supported by the model summary"):
+        assert noise not in output, noise
+    _, runs = _train_runs(env)
+    summary = output[output.index(f"train run {runs[0].info.run_name} ({runs[0].info.run_id}) finished"):]
+    assert "best checkpoint: " in summary and "(val/video_auc " in summary
+    assert f"/#/experiments/{runs[0].info.experiment_id}/runs/{runs[0].info.run_id}" in summary
+    test_line = next(line for line in summary.splitlines() if line.strip().startswith("test (video level)"))
+    numbers = re.findall(r"[A-Z]+ (\d[\d.e+-]*)", test_line)
+    assert numbers and all(len(n.replace(".", "").lstrip("0")) <= 4 for n in numbers), test_line  # 4 significant digits
+
+
 def test_model_selection_monitors_validation_never_test():
     cfg = compose_config("train")
     monitored = [c.monitor for c in cfg.callbacks.values() if "monitor" in c]
@@ -55,6 +75,7 @@ def test_finetuned_weights_are_found_from_a_new_process(trained_mesonet, small_d
         "evaluate.py", ["weights=finetuned", *data_overrides(small_dataset, small_cache)], env
     )
     assert f"weights=finetuned: run {runs[0].info.run_id}" in result.stdout + result.stderr  # the choice is printed
+    assert "Downloading artifacts" not in result.stdout + result.stderr  # MLflow's bar for one small file is noise
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     evaluate = client.get_experiment_by_name("evaluate")
     run = client.search_runs([evaluate.experiment_id])[0]

@@ -35,8 +35,11 @@ def tidy_output() -> None:
     library internals a user cannot act on.
     """
     import logging
+    import os
     import warnings
 
+    # a finetuned checkpoint is one small file: MLflow's download bar printed twice per evaluation job
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logger = logging.getLogger(name)
         logger.handlers.clear()
@@ -48,6 +51,7 @@ def tidy_output() -> None:
         r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
         r".*bf16.*is supported.*",
         r".*TF32.*",
+        r".*is not supported by the model summary.*",  # the summary's size estimate, not the training
     ):
         warnings.filterwarnings("ignore", message=message)
     for noisy in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
