@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
 import decord
@@ -153,9 +152,7 @@ def test_deterministic_for_a_seed(tiny, tmp_path):
 
 def test_idempotent_and_guarded(small, tmp_path):
     before = {p: p.stat().st_mtime_ns for p in small.rglob("*")}
-    start = time.perf_counter()
     assert generate_synthetic_celebdf(small, **SMALL) == small
-    assert time.perf_counter() - start < 1.0
     assert {p: p.stat().st_mtime_ns for p in small.rglob("*")} == before
     assert [p.name for p in small.parent.iterdir()] == [small.name]  # no staging folder left behind
 
