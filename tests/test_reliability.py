@@ -903,6 +903,33 @@ def _runs_with(tmp_path: Path, experiment: str, status: str | None = None) -> li
     return [r for r in runs if status is None or r.info.status == status]
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_caught_by_the_between_jobs_handler_inside_a_run_still_ends_it_killed(signum, tmp_path):
+    """Whichever of our handlers turns the signal into an exception (the run's own, or the process-wide one
+    that a library restored while the run was going), the run ends KILLED, not FAILED, and the process
+    exits with 128 + signal."""
+    import mlflow
+
+    from src.experiments.config import exit_on_signals
+    from src.experiments.tracking import run_state
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    run_id = client.create_run(client.create_experiment("signals")).info.run_id
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        exit_on_signals()
+        with pytest.raises(SystemExit) as stopped, run_state(client, run_id):
+            exit_on_signals()  # a library puts back the handler it found before the run's own
+            os.kill(os.getpid(), signum)
+            time.sleep(5)  # the handler raises before this ends
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    run = client.get_run(run_id)
+    assert stopped.value.code == 128 + signum
+    assert run.info.status == "KILLED" and signal.Signals(signum).name in run.data.tags["error"]
+
+
 def test_sigterm_during_training_ends_the_run_killed_with_a_non_zero_status(small_dataset, small_cache, tmp_path):
     env, logs = _env(tmp_path), tmp_path / "logs"
     checkpoints = tmp_path / "checkpoints"

@@ -58,13 +58,21 @@ def tidy_output() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+class SignalExit(SystemExit):
+    """SystemExit(128 + signal) for SIGTERM/SIGINT, carrying the signal: a run it crosses ends KILLED."""
+
+    def __init__(self, signum: int):
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
 def exit_on_signals() -> None:
     """SIGTERM and SIGINT end the process with status 128 + signal wherever they arrive; inside a run,
     `tracking.run_state` takes over and first marks the run KILLED."""
     import signal
 
     def stop(signum, frame):
-        raise SystemExit(128 + signum)
+        raise SignalExit(signum)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, stop)

@@ -8,6 +8,7 @@ import secrets
 import signal
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -232,7 +233,10 @@ def run_state(client, run_id: str):
         try:
             yield
         except BaseException as error:
-            signum = received[0] if received else (signal.SIGINT if isinstance(error, KeyboardInterrupt) else None)
+            # the signal as our handler saw it, or as another layer's handler turned it into an exception
+            signum = received[0] if received else getattr(error, "signum", None)
+            if signum is None and isinstance(error, KeyboardInterrupt):
+                signum = signal.SIGINT
             status = "KILLED" if signum is not None else "FAILED"
             message = f"interrupted by {signal.Signals(signum).name}" if signum else f"{type(error).__name__}: {error}"
             _terminate(client, run_id, status, message)
@@ -244,12 +248,19 @@ def run_state(client, run_id: str):
 
 
 def _terminate(client, run_id: str, status: str, error: str | None = None) -> None:
-    try:
-        if error:
-            client.set_tag(run_id, "error", error[:5000])
-        client.set_terminated(run_id, status)
-    except Exception as problem:  # the store itself failed: say so, keep the original error
-        log.error("could not mark MLflow run %s %s: %s", run_id, status, problem)
+    """The final status first (a Lightning logger may have written FAILED before), then the error tag;
+    a store that fails is tried once more, then named, keeping the original error."""
+    for attempt in (1, 2):
+        try:
+            client.set_terminated(run_id, status)
+            if error:
+                client.set_tag(run_id, "error", error[:5000])
+            return
+        except Exception as problem:
+            if attempt == 2:
+                log.error("could not mark MLflow run %s %s: %s", run_id, status, problem)
+            else:
+                time.sleep(1.0)
 
 
 def flat_params(cfg: DictConfig) -> dict[str, str]:
