@@ -23,6 +23,7 @@ def _datamodule(tmp_path, model: str, extra: list[str] | None = None):
     return build_datamodule(compose_config("train", overrides).data)
 
 
+@pytest.mark.slow  # generates its own set (~13 s); the session's set covers each step in the fast tier
 def test_empty_folders_become_batches_for_frame_and_clip_models(tmp_path):
     """Done-when of the data issue: generate, cache, and batch for both kinds of model."""
     datamodule = _datamodule(tmp_path, "mesonet")
