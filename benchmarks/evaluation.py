@@ -86,20 +86,19 @@ def mlflow_run_seconds(uri: str, cfg, artifacts: Path) -> float:
     return time.perf_counter() - start
 
 
-def pictures_seconds(folder: Path, dm) -> float:
-    """The four pictures every evaluate run draws (ROC, precision-recall, confusion matrix, worst videos)."""
+def pictures_seconds(folder: Path, cfg, dm) -> float:
+    """The pictures an evaluate run draws, drawn by evaluate's own code on random scores of the test list."""
     import numpy as np
 
-    from src.experiments import plots
+    from src.experiments.evaluate import _draw_pictures, score
 
-    dataset = dm.eval_dataset("test", "none")
-    p_fake, labels = np.random.default_rng(0).random(len(dataset)), np.arange(len(dataset)) % 2
+    records = dm.splits["test"]
+    labels = np.array([r.label for r in records])
+    p_fake = np.random.default_rng(0).random(len(records))
+    metrics = score(p_fake, labels)  # the interval the ROC's title shows
     start = time.perf_counter()
-    plots.plot_roc(p_fake, labels, folder / "roc.png", "bench", 0.5, (0.3, 0.7))
-    plots.plot_precision_recall(p_fake, labels, folder / "pr.png", "bench", 0.5)
-    plots.plot_confusion(p_fake, labels, folder / "confusion.png", "bench")
-    strips = [(np.asarray(dataset[i][0])[:6], kind) for i, kind in plots.worst_videos(p_fake, labels, 4)]
-    plots.plot_gallery(strips, folder / "worst.png", "bench")
+    _draw_pictures(cfg, folder, metrics, p_fake, labels, records, list(range(len(records))),
+                   dm.eval_dataset("test", "none"))
     return time.perf_counter() - start
 
 
@@ -168,7 +167,7 @@ def bench_eval_grid(work: Path, overrides: list[str], passes: int) -> list[Measu
     prepare_s = prepare_seconds(cfg)
     predict_s = {level: predict_seconds(cfg, level) for level in ("none", "heavy")}
     mlflow_s = mlflow_run_seconds(uri, cfg, scratch / "multirun")
-    pictures_s = pictures_seconds(scratch, dm)
+    pictures_s = pictures_seconds(scratch, cfg, dm)
     imports = _import_seconds()
     release()
 

@@ -1,4 +1,4 @@
-"""Dependencies point one way: data and models never import experiments (orchestration)."""
+"""Dependencies point one way: data and models never import experiments (orchestration), models never data."""
 
 import ast
 from pathlib import Path
@@ -19,18 +19,12 @@ def _imported_modules(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("layer", ["data", "models"])
-def test_data_and_models_never_import_experiments(layer):
+@pytest.mark.parametrize(("layer", "forbidden"), [("data", "src.experiments"), ("models", "src.experiments"),
+                                                 ("models", "src.data")])
+def test_a_layer_never_imports_the_layers_above_it(layer, forbidden):
+    """data and models never import orchestration; a network knows its input contract, not the dataset code."""
     files = sorted((SRC / layer).rglob("*.py"))
     assert files, f"no modules found under src/{layer}"
-    offending = {str(f.relative_to(SRC.parent)): sorted(m for m in _imported_modules(f)
-                                                        if m == "src.experiments" or m.startswith("src.experiments."))
-                 for f in files}
-    assert not {f: m for f, m in offending.items() if m}, f"src/{layer} imports orchestration: {offending}"
-
-
-def test_models_never_import_data():
-    """A network and its weights know their input contract, not the dataset code."""
-    offending = {str(f.relative_to(SRC.parent)): m for f in sorted((SRC / "models").rglob("*.py"))
-                 if (m := sorted(x for x in _imported_modules(f) if x.startswith("src.data")))}
-    assert not offending, f"src/models imports the data layer: {offending}"
+    offending = {str(f.relative_to(SRC.parent)): m for f in files
+                 if (m := sorted(x for x in _imported_modules(f) if x == forbidden or x.startswith(forbidden + ".")))}
+    assert not offending, f"src/{layer} imports {forbidden}: {offending}"
