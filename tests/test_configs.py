@@ -216,6 +216,8 @@ def test_composition_errors_print_one_line_from_the_command_line(monkeypatch, ca
                                    "converted to Integer"),
         ("model=mesonett", "Error: Could not find 'model/mesonett'; choose one of efficientnet_lstm, meso4, "
                            "mesonet, resnet_lstm, xception"),
+        ("model=null", "Error: model=null: model cannot be left empty; choose one of efficientnet_lstm, meso4, "
+                       "mesonet, resnet_lstm, xception"),
     ]:
         monkeypatch.setattr(sys, "argv", ["train.py", override])
         try:
@@ -226,6 +228,34 @@ def test_composition_errors_print_one_line_from_the_command_line(monkeypatch, ca
         assert exit.value.code == 1
         assert capsys.readouterr().err.strip().splitlines() == [expected]
     assert "HYDRA_FULL_ERROR" not in __import__("os").environ
+
+
+def test_a_null_config_group_on_the_command_line_selects_its_none_option(monkeypatch):
+    """`logger=null` (as a user writes "no logger") runs without a logger; Hydra 1.3 alone refuses it with a
+    traceback. Sweeps are rewritten item by item; other overrides pass untouched."""
+    import sys
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    from src.experiments.config import null_group_overrides, run_cleanly
+
+    assert null_group_overrides(["logger=null", "augment=none,null", "logger.tracking_uri=null", "~logger",
+                                 "+logger=null", "data.root=null"]) == [
+        "logger=none", "augment=none,none", "logger.tracking_uri=null", "~logger", "+logger=null", "data.root=null"]
+    seen = {}
+
+    @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
+    def main(cfg):
+        seen["logger"] = OmegaConf.to_container(cfg.logger)
+
+    monkeypatch.setattr(sys, "argv", ["evaluate.py", "logger=null", "hydra.run.dir=."])
+    monkeypatch.chdir(__import__("tempfile").mkdtemp())
+    try:
+        run_cleanly(main)
+    finally:
+        GlobalHydra.instance().clear()
+    assert seen["logger"] == OmegaConf.to_container(compose_config("evaluate", ["logger=none"]).logger)
+    assert sys.argv[1] == "logger=none"
 
 
 # -- input contract and model registry ----------------------------------------------------------------

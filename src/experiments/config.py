@@ -245,6 +245,27 @@ def config_error_line(error: BaseException) -> str:
     return f"{head.rstrip('.')}: {why}"
 
 
+def null_group_overrides(overrides: list[str]) -> list[str]:
+    """`group=null` (e.g. `logger=null`) selects the group's `none` option.
+
+    Hydra 1.3 refuses a null config group on the command line with a traceback ("Config group override
+    must be a string or a list"); a group without a `none` option gets one line naming its options. Sweeps
+    (`logger=mlflow,null`) are rewritten item by item; `~group` and `+`/`++` overrides are left to Hydra."""
+    rewritten = []
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        folder = CONFIG_DIR / key
+        items = value.split(",")
+        if not sep or key.startswith(("~", "+")) or not folder.is_dir() or "null" not in items:
+            rewritten.append(override)
+            continue
+        if not (folder / "none.yaml").is_file():
+            options = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
+            raise ConfigError(f"{key}=null: {key} cannot be left empty; choose one of {options}")
+        rewritten.append(f"{key}=" + ",".join("none" if item == "null" else item for item in items))
+    return rewritten
+
+
 def run_cleanly(main: Callable[[], Any]) -> Any:
     """Run a `@hydra.main` function so that a config that does not compose (a value of the wrong type,
     a misspelt key or option, a malformed override) ends in one line naming the key, with exit code 1,
@@ -253,6 +274,11 @@ def run_cleanly(main: Callable[[], Any]) -> Any:
 
     from hydra.errors import ConfigCompositionException, OverrideParseException
 
+    try:
+        sys.argv[1:] = null_group_overrides(sys.argv[1:])
+    except ConfigError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         return main()
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises instead of printing its own report
