@@ -277,6 +277,50 @@ def test_batch_prediction_writes_a_row_per_video_failed_ones_included(small_data
     assert mlflow.MlflowClient().get_experiment_by_name("predict") is None, "logger=none must not log"
 
 
+def test_batch_prediction_with_nothing_scorable_fails_its_run_and_keeps_the_csv(small_cache, tmp_path, capsys):
+    """No video could be scored: an error naming the CSV (exit 1 from the command line), the MLflow run FAILED
+    with the reason, the CSV with every reason kept; the same command twice gives two run names."""
+    from src.experiments.evaluate import predict_videos
+    from tests.conftest import compose_config
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        (folder / name).write_bytes(b"not a video")
+    output = tmp_path / "scores.csv"
+    cfg = compose_config("evaluate", ["weights=scratch", f"videos={folder}", f"output={output}",
+                                      f"data.cache_dir={small_cache}"])
+    for _ in range(2):
+        with pytest.raises(ValueError, match=f"none of the 2 videos .* could be scored; the reasons are in {output}"):
+            predict_videos(cfg)
+    assert "Scored 0 of 2 videos" in capsys.readouterr().out
+    assert [r["error"] != "" for r in csv.DictReader(output.open())] == [True, True]
+    client = mlflow.MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("predict").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED", "FAILED"] and all("could be scored" in r.data.tags["error"]
+                                                                         for r in runs)
+    assert len({r.info.run_name for r in runs}) == 2
+    assert client.get_experiment_by_name("predict").tags.get("mlflow.note.content"), "the experiment's description"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["output={tmp}"], "is a folder: give a file name"),
+    (["output={tmp}/file.txt/scores.csv"], "file.txt is a file, not a folder"),
+    (["video={tmp}/a.mp4"], "give one"),
+])
+def test_batch_prediction_refuses_an_unusable_output_or_two_inputs_before_scoring(overrides, message, tmp_path):
+    from src.experiments.config import ConfigError
+    from src.experiments.evaluate import evaluate
+    from tests.conftest import compose_config
+
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    cfg = compose_config("evaluate", ["weights=scratch", f"videos={tmp_path}", "logger=none",
+                                      *(o.format(tmp=tmp_path) for o in overrides)])
+    with pytest.raises(ConfigError, match=message):
+        evaluate(cfg)
+
+
 def test_a_sweep_ends_with_its_id_its_jobs_and_the_report_line(tmp_path, monkeypatch, capsys):
     """What PrepareSweep.on_multirun_end prints, from the config Hydra hands it (with its hydra node)."""
     from src.experiments.callbacks import PrepareSweep

@@ -903,7 +903,7 @@ def _runs_with(tmp_path: Path, experiment: str, status: str | None = None) -> li
     return [r for r in runs if status is None or r.info.status == status]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_signal_caught_by_the_between_jobs_handler_inside_a_run_still_ends_it_killed(signum, tmp_path):
     """Whichever of our handlers turns the signal into an exception (the run's own, or the process-wide one
     that a library restored while the run was going), the run ends KILLED, not FAILED, and the process
@@ -915,7 +915,7 @@ def test_a_signal_caught_by_the_between_jobs_handler_inside_a_run_still_ends_it_
 
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     run_id = client.create_run(client.create_experiment("signals")).info.run_id
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
         exit_on_signals()
         with pytest.raises(SystemExit) as stopped, run_state(client, run_id):
@@ -927,6 +927,26 @@ def test_a_signal_caught_by_the_between_jobs_handler_inside_a_run_still_ends_it_
             signal.signal(sig, handler)
     run = client.get_run(run_id)
     assert stopped.value.code == 128 + signum
+    assert run.info.status == "KILLED" and signal.Signals(signum).name in run.data.tags["error"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_stop_signal_inside_a_run_ends_it_killed(signum, tmp_path):
+    """The run's own handler: SIGHUP (a closed terminal or ssh session) too, not only SIGTERM/SIGINT; with
+    the default SIGHUP action the process died and the run stayed RUNNING."""
+    import mlflow
+
+    from src.experiments.tracking import run_state
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    run_id = client.create_run(client.create_experiment("signals")).info.run_id
+    before = signal.getsignal(signum)
+    with pytest.raises(SystemExit) as stopped, run_state(client, run_id):
+        os.kill(os.getpid(), signum)
+        time.sleep(5)
+    assert signal.getsignal(signum) is before, "the run's handler must be removed afterwards"
+    assert stopped.value.code == 128 + signum
+    run = client.get_run(run_id)
     assert run.info.status == "KILLED" and signal.Signals(signum).name in run.data.tags["error"]
 
 

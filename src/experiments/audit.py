@@ -26,12 +26,12 @@ def log_to_mlflow(cfg, rows: list[AucRow], files: dict[str, Path], summary: dict
     """One run in experiment ``audit``: the AUCs as metrics, the flags, the files as artifacts."""
     import mlflow
 
-    from src.experiments.tracking import experiment_id, log_config, tracking_uri
+    from src.experiments.tracking import experiment_id, log_config, tracking_uri, unique_name
 
     uri = tracking_uri(cfg)
     client = mlflow.MlflowClient(uri)
     experiment = experiment_id(client, uri, cfg.audit.experiment_name or AUDIT_EXPERIMENT)
-    name = f"audit-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = unique_name(f"audit-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     run = client.create_run(experiment, run_name=name, tags={"data": str(cfg.data.name)})
     run_id, status = run.info.run_id, "FAILED"
     try:
@@ -77,8 +77,15 @@ def run_audit(cfg) -> list[AucRow]:
     summary = {f"data/{k}": v for k, v in summary.items() if isinstance(v, int | float)}
     summary["videos_measured"] = len(videos)
     if cfg.audit.mlflow:
+        import mlflow
+
+        from src.experiments.tracking import run_url, tracking_uri
+
         run_id = log_to_mlflow(cfg, rows, files, summary)
-        print(f"MLflow run {run_id} in experiment {cfg.audit.experiment_name or AUDIT_EXPERIMENT}")
+        uri = tracking_uri(cfg)
+        experiment = mlflow.MlflowClient(uri).get_run(run_id).info.experiment_id
+        print(f"MLflow run {run_id} in experiment {cfg.audit.experiment_name or AUDIT_EXPERIMENT}\n"
+              f"MLflow: {run_url(uri, experiment, run_id)}  (make ui)")
     return rows
 
 

@@ -58,8 +58,15 @@ def tidy_output() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def stop_signals() -> tuple:
+    """The signals that stop a run: SIGTERM (kill, schedulers), SIGINT (Ctrl-C), SIGHUP (a closed terminal)."""
+    import signal
+
+    return tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
+
+
 class SignalExit(SystemExit):
-    """SystemExit(128 + signal) for SIGTERM/SIGINT, carrying the signal: a run it crosses ends KILLED."""
+    """SystemExit(128 + signal) for a stop signal, carrying the signal: a run it crosses ends KILLED."""
 
     def __init__(self, signum: int):
         super().__init__(128 + signum)
@@ -67,14 +74,14 @@ class SignalExit(SystemExit):
 
 
 def exit_on_signals() -> None:
-    """SIGTERM and SIGINT end the process with status 128 + signal wherever they arrive; inside a run,
-    `tracking.run_state` takes over and first marks the run KILLED."""
+    """SIGTERM, SIGINT and SIGHUP end the process with status 128 + signal wherever they arrive; inside a
+    run, `tracking.run_state` takes over and first marks the run KILLED."""
     import signal
 
     def stop(signum, frame):
         raise SignalExit(signum)
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in stop_signals():
         signal.signal(sig, stop)
 
 

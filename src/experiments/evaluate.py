@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.data.datamodule import build_datamodule
 from src.experiments import plots
-from src.experiments.config import check_config, tidy_output
+from src.experiments.config import ConfigError, check_config, tidy_output
 from src.experiments.tracking import (
     build_logger,
     check_tracking_store,
@@ -37,6 +37,7 @@ from src.experiments.tracking import (
     run_tags,
     run_url,
     tracking_uri,
+    unique_name,
     uses_mlflow,
     write_data_report,
 )
@@ -53,6 +54,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float] | dict:
     check_config(cfg)
     tidy_output()
     L.seed_everything(cfg.seed, workers=True)
+    if cfg.get("video") and cfg.get("videos"):
+        raise ConfigError(f"video={cfg.video} and videos={cfg.videos}: give one (video= scores a single file, "
+                          "videos= a folder, glob or list file)")
     if cfg.get("video"):
         return predict_video(cfg, Path(cfg.video))
     if cfg.get("videos"):
@@ -340,6 +344,7 @@ def predict_videos(cfg: DictConfig) -> list[dict]:
     videos = resolve_videos(str(cfg.videos))
     output = Path(cfg.get("output") or (Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized()
                                          else Path.cwd()) / "predictions.csv").expanduser()
+    _check_output(output)
     logged = uses_mlflow(cfg)
     if logged:
         check_tracking_store(tracking_uri(cfg))
@@ -352,31 +357,55 @@ def predict_videos(cfg: DictConfig) -> list[dict]:
             writer.writerow([repr(row[c]) if isinstance(row[c], float) else row[c] for c in PREDICTION_COLUMNS])
     scored = [r for r in rows if r["p_fake"] != ""]
     fake = sum(r["p_fake"] >= 0.5 for r in scored)
-    summary = (f"Scored {len(scored)} of {len(rows)} videos with {cfg.model.name} ({rows[0]['weights']}): "
-               f"{fake} look fake (P(fake) >= 0.5), {len(scored) - fake} real"
-               + (f"; {len(rows) - len(scored)} could not be scored (see the error column)" if len(scored) < len(rows) else "")
-               + f"\nWrote {output}")
+    nothing = None if scored else ValueError(
+        f"none of the {len(rows)} videos of videos={cfg.videos} could be scored; the reasons are in {output} "
+        f"(first: {rows[0]['error']})")
+    lines = [f"Scored {len(scored)} of {len(rows)} videos with {cfg.model.name} ({rows[0]['weights']}): "
+             f"{fake} look fake (P(fake) >= 0.5), {len(scored) - fake} real"
+             + (f"; {len(rows) - len(scored)} could not be scored (see the error column)" if len(scored) < len(rows) else ""),
+             f"Wrote {output}"]
     if logged:
         uri = tracking_uri(cfg)
         client = mlflow.MlflowClient(uri)
         experiment = experiment_id(client, uri, PREDICT_EXPERIMENT)
-        run = client.create_run(experiment, tags={**run_tags(cfg), "videos": str(cfg.videos)[:5000]},
-                                run_name=f"predict-{cfg.model.name}-{cfg.weights.source}-{len(rows)}-videos")
+        name = unique_name(f"predict-{cfg.model.name}-{cfg.weights.source}-{len(rows)}-videos")
+        run = client.create_run(experiment, tags={**run_tags(cfg), "videos": str(cfg.videos)[:5000]}, run_name=name)
         with run_state(client, run.info.run_id):
             client.log_artifact(run.info.run_id, str(output))
             client.log_metric(run.info.run_id, "predict/videos", len(rows))
             client.log_metric(run.info.run_id, "predict/scored_videos", len(scored))
             client.log_metric(run.info.run_id, "predict/fake_videos", fake)
-        summary += f"\nMLflow: {run_url(uri, run.info.experiment_id, run.info.run_id)}  (make ui)"
-    print(summary)
+            if nothing:
+                print("\n".join(lines))
+                raise nothing  # the run ends FAILED with the reason; the CSV stays
+        lines += [f"prediction run {name} ({run.info.run_id}) finished",
+                  f"  MLflow: {run_url(uri, run.info.experiment_id, run.info.run_id)}  (make ui)",
+                  f"  output: {output}"]
+    print("\n".join(lines))
+    if nothing:
+        raise nothing
     return rows
+
+
+def _check_output(output: Path) -> None:
+    """Before any scoring: `output=` must name a CSV file that can be written."""
+    if output.is_dir():
+        raise ConfigError(f"output={output} is a folder: give a file name, e.g. output={output / 'predictions.csv'}")
+    blocker = next((p for p in output.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ConfigError(f"output={output}: {blocker} is a file, not a folder")
+    existing = next(p for p in (output.parent, *output.parents) if p.exists())
+    import os
+
+    if not os.access(existing, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
+        raise ConfigError(f"output={output} is not writable: choose another path")
 
 
 def predict_video(cfg: DictConfig, video: Path) -> dict:
     """`evaluate.py video=<file>`: the score of one video, printed with its per-frame scores."""
     (row,) = predict_files(cfg, [video])
     if row["error"]:
-        raise ValueError(f"cannot score {video}: {row['error']}")
+        raise ValueError(f"cannot score {row['error']}")  # the reason starts with the path
     print(f"{video}: P(fake) = {row['p_fake']:.4f}  ({cfg.model.name}, {row['weights']})")
     print(f"faces detected in {row['frames_with_face']} of {row['frames']} frames"
           + (f"; {row['fallback']}" if row["fallback"] else ""))

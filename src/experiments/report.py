@@ -38,7 +38,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from src.experiments.config import PROJECT_ROOT, model_registry
-from src.experiments.tracking import EVALUATE_EXPERIMENT, default_tracking_uri, experiment_id, sqlite_file
+from src.experiments.tracking import (
+    EVALUATE_EXPERIMENT,
+    default_tracking_uri,
+    experiment_id,
+    run_url,
+    sqlite_file,
+    unique_name,
+)
 
 REPORT_EXPERIMENT = "report"
 LEVELS = ("video", "frame")
@@ -678,7 +685,7 @@ def log_report(tracking_uri: str, files: Sequence[Path], *, sweep_id: str | None
         tags["sweep_id"] = sweep_id
     if data is not None:
         tags["data"] = data
-    run_name = f"report-{sweep_id or NO_SWEEP_FOLDER}-{level}"
+    run_name = unique_name(f"report-{sweep_id or NO_SWEEP_FOLDER}-{level}")
     run = client.create_run(experiment_id(client, tracking_uri, experiment), tags=tags, run_name=run_name)
     run_id = run.info.run_id
     try:
@@ -785,8 +792,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_log:
         run_id = log_report(tracking_uri, [report, page, chart], sweep_id=sweep_id, level=args.level,
                             data=args.data, results=results)
+        import mlflow
+
+        experiment = mlflow.MlflowClient(tracking_uri).get_run(run_id).info.experiment_id
         print(f"Logged MLflow run {run_id} in experiment '{REPORT_EXPERIMENT}' of {tracking_uri} "
               "(open report.html among its artifacts)")
+        print(f"MLflow: {run_url(tracking_uri, experiment, run_id)}  (make ui)")
     return 0
 
 

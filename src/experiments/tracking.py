@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from src.experiments.config import CONFIG_DIR, UserError, selected_options
+from src.experiments.config import CONFIG_DIR, UserError, selected_options, stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,8 @@ DESCRIPTIONS = {
     "(_ci_low/_ci_high), per-video scores, ROC. Filter a sweep with tags.sweep_id = '...'.",
     "report": "The seed study's tables and robustness chart for one evaluate sweep (make report).",
     "audit": "Shortcut audits (make audit): real-vs-fake AUC of cheap features per dataset.",
+    "predict": "Batch predictions (evaluate.py videos=...): the CSV of P(fake) per video file, counts of "
+    "scored and fake-looking videos. Tags: model, weights, videos.",
 }
 STORE_TIMEOUT_S = 5.0
 
@@ -128,7 +130,12 @@ def run_name(cfg: DictConfig) -> str:
     """<model>-<weights>-<data>-<augment>-f<fold>-s<seed>-<4 random hex>: readable and unique (MLflow's own
     random names come from the seeded RNG, so every seeded run got the same one)."""
     o = selected_options(cfg)
-    return f"{o['model']}-{o['weights']}-{o['data']}-{o['augment']}-f{cfg.data.fold}-s{cfg.seed}-{secrets.token_hex(2)}"
+    return unique_name(f"{o['model']}-{o['weights']}-{o['data']}-{o['augment']}-f{cfg.data.fold}-s{cfg.seed}")
+
+
+def unique_name(readable: str) -> str:
+    """`readable` with 4 random hex digits: two runs of the same command get different names."""
+    return f"{readable}-{secrets.token_hex(2)}"
 
 
 def ui_base(uri: str, port: int | None = None) -> str:
@@ -197,7 +204,7 @@ def check_tracking_store(uri: str, timeout: float = STORE_TIMEOUT_S) -> None:
 
 # -- run states -----------------------------------------------------------------------------------
 class RunInterrupted(KeyboardInterrupt):
-    """SIGTERM or SIGINT: the run ends as KILLED, the process with 128 + the signal number."""
+    """A stop signal (SIGTERM, SIGINT, SIGHUP): the run ends as KILLED, the process with 128 + the signal."""
 
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
@@ -206,7 +213,7 @@ class RunInterrupted(KeyboardInterrupt):
 
 @contextmanager
 def interruptible():
-    """Turn SIGTERM (and SIGINT) into RunInterrupted in the main thread, so that every layer unwinds
+    """Turn SIGTERM, SIGINT and SIGHUP into RunInterrupted in the main thread, so that every layer unwinds
     (Lightning chains this handler after its own); the previous handlers come back afterwards."""
     received: list[int] = []
 
@@ -215,7 +222,7 @@ def interruptible():
             received.append(signum)
             raise RunInterrupted(signum)
 
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.getsignal(sig) for sig in stop_signals()}
     for sig in previous:
         signal.signal(sig, handler)
     try:
@@ -311,6 +318,8 @@ def experiment_id(client, uri: str, name: str) -> str:
 
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if name in DESCRIPTIONS and "mlflow.note.content" not in experiment.tags:  # a store from an older version
+            client.set_experiment_tag(experiment.experiment_id, "mlflow.note.content", DESCRIPTIONS[name])
         return experiment.experiment_id
     db = sqlite_file(uri)
     location = (db.resolve().parent / "mlruns").as_uri() if db is not None else None
