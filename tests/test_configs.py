@@ -7,12 +7,13 @@ import re
 
 import hydra
 import numpy as np
+import torch
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from src.data.datamodule import build_datamodule
-from src.experiments.config import CONFIG_DIR, check_config
+from src.experiments.config import CONFIG_DIR, ConfigError, check_config
 from tests.conftest import compose_config
 
 GROUPS = ("data", "model", "weights", "augment", "train_augment", "trainer", "logger", "callbacks", "experiment")
@@ -36,7 +37,10 @@ def test_every_group_option_composes_and_passes_the_config_checks(group, option,
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = compose(name, overrides=overrides, return_hydra_config=True)
         assert cfg.hydra.callbacks.prepare_sweep._target_.endswith("PrepareSweep")
-        if group != "experiment":
+        if group == "trainer" and option == "gpu" and not torch.cuda.is_available():
+            with pytest.raises(ConfigError, match="trainer: No supported gpu backend found"):
+                check_config(cfg)  # the Trainer is built before the run: a missing GPU is one line at once
+        elif group != "experiment":
             check_config(cfg)
 
 
@@ -171,6 +175,25 @@ def test_values_the_schemas_cannot_refuse_are_checked():
         with pytest.raises(ValueError, match=re.escape(message)):
             check_config(compose_config("train", overrides))
     check_config(compose_config("train", ["model.pos_weight=auto"]))
+
+
+@pytest.mark.parametrize("config, override, message", [
+    ("train", "trainer.devices=abc", "trainer: `devices` selected with `CPUAccelerator` should be an int > 0"),
+    ("evaluate", "trainer.devices=0", "trainer: `Trainer(devices=0)` value is not a valid input"),
+    ("train", "trainer.limit_train_batches=-1", "trainer: You have passed invalid value -1 for limit_train_batches"),
+    ("train", "trainer.accelerator=gpuu", "trainer: You selected an invalid accelerator name"),
+    ("train", "trainer.val_check_interval=0", "trainer.val_check_interval=0: must be > 0"),
+    ("train", "model.optimizer.lr=-1", "model.optimizer: Invalid learning rate: -1"),
+    ("train", "callbacks.early_stopping.patience=abc", "callbacks.early_stopping.patience='abc': must be int"),
+    ("train", "callbacks.early_stopping.min_delta=x", "callbacks.early_stopping.min_delta='x': must be float"),
+    ("train", "callbacks.model_checkpoint.save_top_k=1.5", "callbacks.model_checkpoint.save_top_k=1.5: must be int"),
+])
+def test_values_only_their_constructor_can_judge_fail_the_config_check(config, override, message):
+    """The Trainer, optimizer and callbacks are built once in the check: these failed after the MLflow run had
+    started (a traceback and a FAILED run), or not at all (a patience of 'abc' ran until its first comparison)."""
+    with pytest.raises(ConfigError) as error:
+        check_config(compose_config(config, [override]))
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
 
 
 def test_every_lightning_trainer_argument_is_typed_in_the_schema_with_its_default():

@@ -120,8 +120,11 @@ MINIMUMS = (
     ("data.face_margin", 1e-6), ("data.detect_max_side", 16), ("data.batch_size", 1), ("data.max_bad_fraction", 0.0),
     ("trainer.max_epochs", 1), ("trainer.min_epochs", 0), ("trainer.log_every_n_steps", 1),
     ("model.batch_size", 1), ("model.input.size", 16), ("model.input.frames_per_clip", 1),
+    ("trainer.val_check_interval", 1e-9), ("trainer.check_val_every_n_epoch", 1),
+    ("trainer.accumulate_grad_batches", 1), ("trainer.gradient_clip_val", 0.0),
 )
-WHY_MINIMUM = {"data.folds": "k-fold cross-validation needs at least 2 folds"}
+WHY_MINIMUM = {"data.folds": "k-fold cross-validation needs at least 2 folds",
+               "trainer.val_check_interval": "must be > 0 (a fraction of an epoch, or a number of batches)"}
 # a missing value these configs can do without: scoring given videos needs no dataset root
 OPTIONAL_WHEN = {"data.root": ("video", "videos")}
 
@@ -219,6 +222,74 @@ def check_config(cfg: DictConfig) -> None:
             f"model.input.size={contract.size}: {model.name} has a fixed {contract.fixed_size}x{contract.fixed_size} "
             "input (its dense layer is sized for it)"
         )
+    _check_built(cfg)
+
+
+def _check_built(cfg: DictConfig) -> None:
+    """What only its own constructor can judge, built once before the run starts (milliseconds, no data):
+    the Trainer (devices, accelerator, limits), the optimizer and scheduler on a stand-in parameter, and the
+    callbacks, whose arguments are also checked against the types their constructors declare."""
+    import logging
+
+    import hydra
+
+    def build(key: str, make: Callable[[], Any]) -> Any:
+        try:
+            return make()
+        except hydra.errors.InstantiationException as error:
+            raise ConfigError(f"{key}: {error.__cause__ or error}".splitlines()[0]) from None
+        except Exception as error:
+            raise ConfigError(f"{key}: {error}".splitlines()[0]) from None
+
+    if "trainer" in cfg:
+        quiet = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+        level = quiet.level
+        quiet.setLevel(logging.WARNING)  # the probe's "GPU available: ..." lines; the real Trainer prints them
+        try:
+            build("trainer", lambda: hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], plugins=None,
+                                                             enable_checkpointing=False, enable_progress_bar=False,
+                                                             enable_model_summary=False))
+        finally:
+            quiet.setLevel(level)
+    if cfg.get("task") == "train":
+        import torch
+
+        parameter = torch.nn.Parameter(torch.zeros(1))
+        optimizer = build("model.optimizer", lambda: hydra.utils.instantiate(cfg.model.optimizer)([parameter]))
+        if cfg.model.get("scheduler") is not None:
+            build("model.scheduler", lambda: hydra.utils.instantiate(cfg.model.scheduler)(optimizer=optimizer))
+        for name, spec in (cfg.get("callbacks") or {}).items():
+            if isinstance(spec, DictConfig) and "_target_" in spec:
+                _argument_types(f"callbacks.{name}", spec)
+                build(f"callbacks.{name}", lambda spec=spec: hydra.utils.instantiate(spec))
+
+
+def _argument_types(key: str, spec: DictConfig) -> None:
+    """Each argument against the simple type (int, float, bool, str, or an Optional/Union of them) that the
+    constructor of `spec._target_` declares; a constructor that declares none is not second-guessed."""
+    import typing
+
+    from hydra.utils import get_class
+
+    hints: dict = {}
+    for cls in reversed(get_class(str(spec._target_)).__mro__):  # a subclass passing **kwargs on to its base
+        try:
+            hints.update(typing.get_type_hints(cls.__init__))
+        except Exception:  # an unresolvable annotation: leave it to the constructor
+            continue
+    simple = {int: (int,), float: (int, float), bool: (bool,), str: (str,), type(None): (type(None),)}
+    for name in spec.keys():
+        hint, value = hints.get(str(name)), spec.get(name)
+        if hint is None or str(name).startswith("_") or OmegaConf.is_interpolation(spec, name):
+            continue
+        options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, __import__("types").UnionType) \
+            else (hint,)
+        if not all(option in simple for option in options):
+            continue
+        allowed = tuple(t for option in options for t in simple[option])
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            wanted = " or ".join("null" if o is type(None) else o.__name__ for o in options)
+            raise ConfigError(f"{key}.{name}={value!r}: must be {wanted}")
 
 
 def config_error_line(error: BaseException) -> str:
