@@ -331,15 +331,16 @@ def test_a_sweep_ends_with_its_id_its_jobs_and_the_report_line(tmp_path, monkeyp
         cfg = compose("evaluate", overrides=[f"hydra.sweep.dir={tmp_path}/multirun/sweep-7"], return_hydra_config=True)
     client = mlflow.MlflowClient(uri)
     experiment = client.create_experiment("evaluate")
-    for level, auc in (("none", 0.8), ("heavy", 0.5)):
+    for level, auc, seed in (("none", 0.8, "1"), ("heavy", 0.5, "2")):
         run = client.create_run(experiment, tags={"sweep_id": "sweep-7", "model": "mesonet", "weights": "finetuned",
-                                                  "data": "synthetic", "augment": level, "fold": "0"})
+                                                  "data": "synthetic", "augment": level, "fold": "0", "seed": seed})
         client.log_metric(run.info.run_id, "test/video_auc", auc)
         client.set_terminated(run.info.run_id, "FINISHED")
     PrepareSweep().on_multirun_end(config=cfg)
     out = capsys.readouterr().out
     assert "Sweep sweep-7: 2 runs" in out and "make report SWEEP=sweep-7" in out
     assert "mesonet/finetuned/synthetic/heavy" in out and "0.5" in out and "FINISHED" in out
+    assert "heavy fold 0 seed 2" in out, "a sweep over seeds shows each job's seed"
 
 
 # -- loggers: built by Hydra from conf/logger/<name>.yaml, used by train.py and evaluate.py alike --------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import struct
@@ -1032,6 +1033,40 @@ def test_bad_values_fail_before_any_run_starts(override, key, tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert key in last and "Traceback" not in result.stderr
     assert not _runs_with(tmp_path, "evaluate") and not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("sweep, message", [
+    ("data.batch_size=4,0", "data.batch_size=0: must be at least 1 (job data.batch_size=0)"),
+    ("augment=none,heavvy", "Could not find 'augment/heavvy'; choose one of flip, heavy, jpeg, none (job augment=heavvy)"),
+    ("trainer.devices=1,abc", "trainer: `devices` selected with `CPUAccelerator` should be an int > 0. (job "
+                              "trainer.devices=abc)"),
+])
+def test_a_bad_value_in_any_job_of_a_sweep_fails_before_the_first_job_and_the_data_work(sweep, message, tmp_path):
+    """Job #0 used to run to the end (or the data be generated) before job #1 failed with a traceback."""
+    result = subprocess.run([sys.executable, "evaluate.py", "-m", "weights=scratch", *sweep.split(),
+                             f"data.root={tmp_path}/never", f"hydra.sweep.dir={tmp_path}/multirun"],
+                            cwd=PROJECT_ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == f"Error: {'ConfigError: ' if 'augment' not in sweep else ''}" \
+                                                     f"{message}; no job was started"
+    assert "Traceback" not in result.stderr and "Launching" not in result.stdout + result.stderr
+    assert not _runs_with(tmp_path, "evaluate") and not (tmp_path / "never").exists()
+
+
+def test_a_sweep_whose_jobs_fail_at_run_time_still_ends_with_its_table_and_a_line_per_failed_job(
+        small_dataset, small_cache, tmp_path):
+    """weights=finetuned with nothing trained fails inside each job: Hydra raised the first job's error with a
+    traceback and no sweep summary."""
+    result = subprocess.run([sys.executable, "evaluate.py", "-m", "augment=none,flip",
+                             *data_overrides(small_dataset, small_cache), f"hydra.sweep.dir={tmp_path}/multirun/sweep-9"],
+                            cwd=PROJECT_ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=180)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Sweep sweep-9: 2 runs" in result.stdout and "Traceback" not in result.stderr
+    assert re.search(r"mesonet/finetuned/synthetic/flip fold 0 +test video AUC – +FAILED", result.stdout)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 3 and errors[-1].startswith("Error: 2 of 2 jobs failed")
+    assert all("WeightsNotFound" in line for line in errors[:2])
+    assert "job augment=none failed" in errors[0] and "job augment=flip failed" in errors[1]
 
 
 def test_an_unwritable_artifact_folder_ends_the_run_failed(trained_mesonet, small_dataset, small_cache, tmp_path):

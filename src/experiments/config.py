@@ -189,11 +189,12 @@ def _minimum(cfg: DictConfig, key: str, minimum: float) -> None:
         raise ConfigError(f"{key}={value!r}: {why}")
 
 
-def check_config(cfg: DictConfig) -> None:
+def check_config(cfg: DictConfig, build: bool = True) -> None:
     """Fail early, with one line naming the key, on what the structured configs (src/experiments/schemas.py)
     cannot refuse at composition: mandatory values left missing, keys added with `+` that no schema
-    declares, arguments the model's network does not take, ranges and combinations. Runs before any
-    run starts, data is touched or weights are loaded."""
+    declares, arguments the model's network does not take, ranges and combinations; with `build`, what only
+    a constructor can judge (Trainer, optimizer, callbacks). Runs before any run starts, data is touched or
+    weights are loaded."""
     _missing_values(cfg)
     _unknown_keys(cfg)
     for key, minimum in MINIMUMS:
@@ -222,7 +223,8 @@ def check_config(cfg: DictConfig) -> None:
             f"model.input.size={contract.size}: {model.name} has a fixed {contract.fixed_size}x{contract.fixed_size} "
             "input (its dense layer is sized for it)"
         )
-    _check_built(cfg)
+    if build:
+        _check_built(cfg)
 
 
 def _check_built(cfg: DictConfig) -> None:
@@ -365,6 +367,12 @@ def run_cleanly(main: Callable[[], Any]) -> Any:
     except (ConfigCompositionException, OverrideParseException) as error:
         print(f"Error: {config_error_line(error)}", file=sys.stderr)
         raise SystemExit(1) from None
+    except Exception as error:
+        from src.experiments.callbacks import report_failed_sweep
+
+        if report_failed_sweep(error):  # a sweep whose jobs failed: its table and one line per failed job
+            raise SystemExit(1) from None
+        raise
     finally:
         os.environ.pop("HYDRA_FULL_ERROR", None)
 
