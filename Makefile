@@ -11,7 +11,7 @@ WEIGHTS_DIR ?= $(or $(DEEPFAKE_WEIGHTS_DIR),$(HOME)/.cache/deepfake-detection/we
 .PHONY: help install test test-all lint weights demo report audit bench ui clean clean-cache
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,10 +31,10 @@ test-all: install  ## run every test, the slow end-to-end ones included
 lint: install  ## ruff
 	$(VENV)/bin/ruff check src tests benchmarks train.py evaluate.py
 
-weights:  ## put the original MesoNet .h5 files into the weights cache (from WEIGHTS_SRC if present)
+weights:  ## copy the original MesoNet .h5 files into the weights cache (make weights WEIGHTS_SRC=<folder>)
 	@mkdir -p "$(WEIGHTS_DIR)"
 	@if [ -d "$(WEIGHTS_SRC)" ]; then cp -n "$(WEIGHTS_SRC)"/*.h5 "$(WEIGHTS_DIR)"/ && echo "MesoNet weights in $(WEIGHTS_DIR)"; \
-	else echo "$(WEIGHTS_SRC) not found: weights=pretrained will download into $(WEIGHTS_DIR)"; fi
+	else echo "$(WEIGHTS_SRC) not found: give the folder holding the .h5 files (make weights WEIGHTS_SRC=<folder>); without it weights=pretrained downloads them into $(WEIGHTS_DIR)"; fi
 
 demo: install weights  ## the whole study on the embedded dataset: train, evaluate the grid, report
 	$(PY) -m src.experiments.demo
@@ -48,7 +48,7 @@ audit: install  ## shortcut audit of a dataset's cheap features (ARGS="data=cele
 bench: install  ## benchmarks (QUICK=1 for a few minutes)
 	$(PY) -m benchmarks.run $(if $(QUICK),--quick,)
 
-ui: install  ## the MLflow UI on 127.0.0.1:$(PORT)
+ui: install  ## the MLflow UI on 127.0.0.1, port PORT (default 5000)
 	$(VENV)/bin/mlflow ui --backend-store-uri "$$($(PY) -c 'from src.experiments.tracking import default_tracking_uri as u; print(u())')" --host 127.0.0.1 --port $(PORT) --workers 1
 
 clean-cache:  ## remove the generated dataset and face-crop caches

@@ -7,8 +7,8 @@ import re
 
 import hydra
 import numpy as np
-import torch
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 

@@ -37,6 +37,17 @@ def test_read_frames_rejects_bad_files_naming_them(tmp_path, content):
         read_frames(bad, 4)
 
 
+def test_decoders_native_messages_go_into_the_reason_not_onto_the_terminal(tmp_path, capfd):
+    """decord and FFmpeg printed "ERROR opening: ..." / "moov atom not found" on file descriptor 2, next to
+    the project's own one-line warning and without naming which video of a batch they meant."""
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"this is not a video" * 100)
+    with pytest.raises(VideoDecodeError) as error:
+        read_frames(bad, 4)
+    assert "Invalid data found when processing input" in str(error.value) and "\n" not in str(error.value)
+    assert capfd.readouterr().err == ""
+
+
 def test_haar_detects_the_shared_real_faces():
     if not SHARED_MESONET.is_dir():
         pytest.skip(f"{SHARED_MESONET} is absent: no real face crops to test the detector on")

@@ -3,6 +3,7 @@ validation AUC, fp32 evaluation, and what a clip model logs. In-process, against
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
@@ -53,6 +54,7 @@ def _loaded_fill(module) -> float:
 
 
 def test_finetuned_takes_only_a_checkpoint_of_the_same_dataset_index_and_fold(store, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="src.models.weights")
     uri, client, experiment = store
     celebdf = _train_run(client, experiment, tmp_path, data="celebdf", fold=0, fingerprint="cdf-v2", fill=0.25)
     _train_run(client, experiment, tmp_path, data="synthetic", fold=3, fingerprint="syn", fill=0.5)  # newer
@@ -62,7 +64,7 @@ def test_finetuned_takes_only_a_checkpoint_of_the_same_dataset_index_and_fold(st
     assert _loaded_fill(module) == 0.25
     assert provenance.source_run_id == celebdf and provenance.source_weights == "pretrained"
     assert provenance.initial_weights.startswith(f"runs:/{celebdf}/checkpoints/best.ckpt sha256=")
-    assert f"weights=finetuned: run {celebdf}" in caplog.text  # the choice is printed
+    assert f"weights=finetuned: using the checkpoint of run {celebdf}" in caplog.text  # the choice is printed
 
     with pytest.raises(WeightsNotFound) as error:
         Finetuned(uri)(_mesonet(), None, Lineage("mesonet", "celebdf", 1, MESONET_CONTRACT, "cdf-v2"))

@@ -59,7 +59,9 @@ def test_a_training_run_prints_each_line_once_without_noise_and_ends_with_its_su
     assert f"/#/experiments/{runs[0].info.experiment_id}/runs/{runs[0].info.run_id}" in summary
     test_line = next(line for line in summary.splitlines() if line.strip().startswith("test (video level)"))
     numbers = re.findall(r"[A-Z]+ (\d[\d.e+-]*)", test_line)
-    assert numbers and all(len(n.replace(".", "").lstrip("0")) <= 4 for n in numbers), test_line  # 4 significant digits
+    significant = [n.replace(".", "").lstrip("0") for n in numbers]
+    assert numbers and all(len(d) == 4 or not d for d in significant), test_line  # 4 significant digits, zeros kept
+    assert "  output: " in summary, "the Hydra output folder (the run's log) is named"
 
 
 def test_model_selection_monitors_validation_never_test():
@@ -74,7 +76,7 @@ def test_finetuned_weights_are_found_from_a_new_process(trained_mesonet, small_d
     result = run_script(
         "evaluate.py", ["weights=finetuned", *data_overrides(small_dataset, small_cache)], env
     )
-    assert f"weights=finetuned: run {runs[0].info.run_id}" in result.stdout + result.stderr  # the choice is printed
+    assert f"weights=finetuned: using the checkpoint of run {runs[0].info.run_id}" in result.stdout + result.stderr  # the choice is printed
     assert "Downloading artifacts" not in result.stdout + result.stderr  # MLflow's bar for one small file is noise
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     evaluate = client.get_experiment_by_name("evaluate")

@@ -42,10 +42,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from src.data.faces import DETECTORS, build_detector, extract_face_crops
+from src.data.logs import ONCE_PER_SWEEP
 from src.data.schema import check, setting
 from src.data.video import VideoDecodeError, not_a_video_file
 
 log = logging.getLogger(__name__)
+log.addFilter(ONCE_PER_SWEEP)
 # 2: the key holds the canonical (root-relative) path; reports carry their entry's key
 CACHE_FORMAT = 2
 # spawn, not fork: forking a process whose torch/OpenMP threads hold locks can deadlock the

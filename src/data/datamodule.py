@@ -41,9 +41,11 @@ from src.data.augment import (
 )
 from src.data.cache import BuildReport, CacheEntry, CropSettings, FaceCropCache, VideoReport
 from src.data.index import CelebDFIndex, VideoRecord, index_celebdf, split_folds
+from src.data.logs import ONCE_PER_SWEEP
 from src.data.schema import check, key_of, setting
 
 log = logging.getLogger(__name__)
+log.addFilter(ONCE_PER_SWEEP)
 SPLITS = ("train", "val", "test")
 UNKNOWN_LABEL = -1  # the label of a predicted video file outside any index
 MOSTLY_UNDETECTED = 0.5  # a video with a face detected in fewer of its frames is flagged in the data report

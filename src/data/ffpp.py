@@ -25,8 +25,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from src.data.index import FAKE, REAL, VideoIndex, VideoRecord
+from src.data.logs import ONCE_PER_SWEEP
 
 log = logging.getLogger(__name__)
+log.addFilter(ONCE_PER_SWEEP)
 
 FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter")
 COMPRESSIONS = ("raw", "c23", "c40")

@@ -24,7 +24,10 @@ from dataclasses import dataclass, field, replace
 from numbers import Integral
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from src.data.logs import ONCE_PER_SWEEP
+
 log = logging.getLogger(__name__)
+log.addFilter(ONCE_PER_SWEEP)
 
 REAL, FAKE = 0, 1
 TEST_LIST = "List_of_testing_videos.txt"

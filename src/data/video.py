@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
 import stat
+import sys
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 # "[02:40:10] /github/workspace/src/video/video_reader.cc:486: " in front of decord's messages
 _DECORD_LOCATION = re.compile(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ")
+_FFMPEG_PREFIX = re.compile(r"\[[\w,]+ @ 0x[0-9a-f]+\] ")  # "[mov,mp4,m4a,3gp,3g2,mj2 @ 0x5597...] "
 
 
 class VideoDecodeError(RuntimeError):
@@ -63,29 +68,55 @@ def read_frames(path: str | Path, num_frames: int) -> tuple[np.ndarray, np.ndarr
         raise VideoDecodeError(f"{path}: {problem}")
     if path.stat().st_size == 0:
         raise VideoDecodeError(f"{path}: empty file (0 bytes)")
+    native: list[str] = []
     try:
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        with _native_stderr_captured(native):
+            reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
     except Exception as error:  # RuntimeError "Error reading <path>...": no container/stream ffmpeg can open
         raise VideoDecodeError(
-            f"{path}: cannot open as a video (truncated, damaged or not a video file; {_reason(error)})"
+            f"{path}: cannot open as a video (truncated, damaged or not a video file; {_reason(error, native)})"
         ) from error
     try:
         total = len(reader)
         indices = evenly_spaced_indices(total, num_frames)
         if len(indices) == 0:
             raise VideoDecodeError(f"{path}: no decodable frames")
-        frames = reader.get_batch(indices.tolist()).asnumpy()
+        with _native_stderr_captured(native):
+            frames = reader.get_batch(indices.tolist()).asnumpy()
     except VideoDecodeError:
         raise
     except Exception as error:  # decord raises its own DECORDError and RuntimeErrors for bad streams
-        reason = f"cannot decode its frames (damaged stream; {_reason(error)})"
+        reason = f"cannot decode its frames (damaged stream; {_reason(error, native)})"
         raise VideoDecodeError(f"{path}: {reason}") from error
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise VideoDecodeError(f"{path}: unexpected frame array shape {frames.shape}")
     return np.ascontiguousarray(frames), indices
 
 
-def _reason(error: Exception) -> str:
-    """decord's message without its timestamps and C++ source locations."""
-    text = " ".join(_DECORD_LOCATION.sub("", str(error)).split())
+@contextmanager
+def _native_stderr_captured(into: list[str]):
+    """decord (C++) and FFmpeg write "ERROR opening: ... Invalid data", "moov atom not found" or "Failed to
+    seek" straight to file descriptor 2, past Python's logging and without saying which video of a batch
+    they mean; their text is appended to `into`, for the one-line reason that names the video."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no file descriptor 2 (an embedding host): leave it alone
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            into.append(sink.read().decode("utf-8", "replace"))
+
+
+def _reason(error: Exception, native: list[str] = ()) -> str:
+    """decord's message and what it printed, without timestamps, C++ source locations and FFmpeg prefixes."""
+    printed = _FFMPEG_PREFIX.sub("", " ".join(native))
+    text = " ".join(_DECORD_LOCATION.sub("", f"{error} {printed}").split())
     return f"{type(error).__name__}: {text[:300]}"

@@ -25,6 +25,9 @@ class PrepareSweep(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         import mlflow
 
+        from src.experiments.config import tidy_output
+
+        tidy_output()
         _SWEEP.clear()
         _SWEEP.update(config=config, failed=[], jobs=0)
         check_jobs(config)  # a bad value in any job: one line now, not after the data work and the first jobs
@@ -153,7 +156,7 @@ def sweep_summary(config: DictConfig, sweep: str) -> str:
         cell = "/".join(tags.get(k, "?") for k in ("model", "weights", "data", "augment")) + f" fold {tags.get('fold')}"
         cell += f" seed {tags.get('seed')}" if seeds else ""
         auc = metrics.get("test/video_auc")
-        value = "–" if auc is None else f"{auc:.4g}"
+        value = "–" if auc is None else f"{auc:#.4g}"
         if "test/video_auc_ci_low" in metrics:
             value += f" [{metrics['test/video_auc_ci_low']:.3g}, {metrics['test/video_auc_ci_high']:.3g}]"
         lines.append(f"  {cell:<48} test video AUC {value:<22} {run.info.status}")

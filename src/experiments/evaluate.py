@@ -246,7 +246,7 @@ def write_scores_csv(path: Path, records, labels, logits, p_fake, frame_probs) -
 
 def _print_summary(cfg: DictConfig, logger, metrics: dict[str, float], folder: Path) -> None:
     def interval(m: str) -> str:
-        return (f"{metrics[f'test/video_{m}']:.4g} [{metrics[f'test/video_{m}_ci_low']:.3g}, "
+        return (f"{metrics[f'test/video_{m}']:#.4g} [{metrics[f'test/video_{m}_ci_low']:.3g}, "
                 f"{metrics[f'test/video_{m}_ci_high']:.3g}]")
 
     if isinstance(logger, MLFlowLogger):

@@ -221,6 +221,13 @@ def _train(cfg, module, datamodule, folder: Path, recorded: dict | None, logger,
     return metrics
 
 
+def _hydra_output_dir() -> Path | None:
+    """The job's Hydra output folder (its log and .hydra/ config), when run through Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+
+
 def _print_summary(cfg: DictConfig, logger, metrics: dict, folder: Path) -> None:
     best = metrics.get("best_checkpoint") or "none (no validation epoch finished)"
     if isinstance(logger, MLFlowLogger):
@@ -230,10 +237,13 @@ def _print_summary(cfg: DictConfig, logger, metrics: dict, folder: Path) -> None
     else:
         head = "train run finished"
         where = f"  logged by {type(logger).__name__} to {logger.log_dir}" if logger is not None else "  not logged (logger=none)"
-    lines = [head, f"  best checkpoint: {best} (val/video_auc {metrics.get('best_model_score', float('nan')):.4g})"]
+    lines = [head, f"  best checkpoint: {best} (val/video_auc {metrics.get('best_model_score', float('nan')):#.4g})"]
     tested = {k.removeprefix("test/video_"): v for k, v in metrics.items() if k.startswith("test/video_")}
     if tested:
         lines.append("  test (video level) of the best checkpoint: "
-                     + ", ".join(f"{k.upper()} {tested[k]:.4g}" for k in ("auc", "ap", "acc", "eer", "loss") if k in tested))
+                     + ", ".join(f"{k.upper()} {tested[k]:#.4g}" for k in ("auc", "ap", "acc", "eer", "loss") if k in tested))
     lines += [where, f"  checkpoints: {folder}"]
+    output = _hydra_output_dir()
+    if output is not None:
+        lines.append(f"  output: {output}")
     print("\n".join(lines))

@@ -162,8 +162,9 @@ class Finetuned:
         if not matches:
             raise WeightsNotFound(self.explain_missing(runs, wanted))
         run = matches[0]
-        log.warning(
-            "weights=finetuned: run %s (%s, trained on %s fold %s, seed %s, finished %s)%s", run.info.run_id,
+        log.info(
+            "weights=finetuned: using the checkpoint of run %s (%s, trained on %s fold %s, seed %s, finished %s)%s",
+            run.info.run_id,
             run.info.run_name, run.data.tags.get("data"), run.data.tags.get("fold"), run.data.tags.get("seed"),
             _when(run.info.end_time), f"; the latest of {len(matches)} matching" if len(matches) > 1 else "")
         return run
