@@ -51,10 +51,15 @@ class PrepareSweep(Callback):
             experiment_id(mlflow.MlflowClient(uri), uri, config.logger.experiment_name)
         if config.get("video") or config.get("videos"):
             return
+        quiet = logging.getLogger("src.data")  # the first job prints the data summary; progress and warnings stay
+        level = quiet.level
+        quiet.setLevel(logging.WARNING)
         try:
             build_datamodule(config.data).prepare_data()
         except Exception as error:  # each job prepares its own data too, and reports the error there
             log.warning("could not prepare the data before the sweep: %s", error)
+        finally:
+            quiet.setLevel(level)
 
 
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
