@@ -49,7 +49,7 @@ bench: install  ## benchmarks (QUICK=1 for a few minutes)
 	$(PY) -m benchmarks.run $(if $(QUICK),--quick,)
 
 ui: install  ## the MLflow UI on 127.0.0.1, port PORT (default 5000)
-	$(VENV)/bin/mlflow ui --backend-store-uri "$$($(PY) -c 'from src.experiments.tracking import default_tracking_uri as u; print(u())')" --host 127.0.0.1 --port $(PORT) --workers 1
+	PYTHONWARNINGS=ignore::DeprecationWarning $(VENV)/bin/mlflow ui --backend-store-uri "$$($(PY) -c 'from src.experiments.tracking import default_tracking_uri as u; print(u())')" --host 127.0.0.1 --port $(PORT) --workers 1
 
 clean-cache:  ## remove the generated dataset and face-crop caches
 	rm -rf data/synthetic-celebdf* data/face-cache

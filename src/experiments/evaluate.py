@@ -360,10 +360,11 @@ def predict_videos(cfg: DictConfig) -> list[dict]:
     nothing = None if scored else ValueError(
         f"none of the {len(rows)} videos of videos={cfg.videos} could be scored; the reasons are in {output} "
         f"(first: {rows[0]['error']})")
-    lines = [f"Scored {len(scored)} of {len(rows)} videos with {cfg.model.name} ({rows[0]['weights']}): "
-             f"{fake} look fake (P(fake) >= 0.5), {len(scored) - fake} real"
-             + (f"; {len(rows) - len(scored)} could not be scored (see the error column)" if len(scored) < len(rows) else ""),
-             f"Wrote {output}"]
+    scored_line = (f"Scored {len(scored)} of {len(rows)} videos with {cfg.model.name} ({rows[0]['weights']}): "
+                   f"{fake} look fake (P(fake) >= 0.5), {len(scored) - fake} real"
+                   + (f"; {len(rows) - len(scored)} could not be scored (see the error column)"
+                      if len(scored) < len(rows) else ""))
+    lines = [scored_line, f"Wrote {output}"]
     if logged:
         uri = tracking_uri(cfg)
         client = mlflow.MlflowClient(uri)
@@ -378,9 +379,9 @@ def predict_videos(cfg: DictConfig) -> list[dict]:
             if nothing:
                 print("\n".join(lines))
                 raise nothing  # the run ends FAILED with the reason; the CSV stays
-        lines += [f"prediction run {name} ({run.info.run_id}) finished",
-                  f"  MLflow: {run_url(uri, run.info.experiment_id, run.info.run_id)}  (make ui)",
-                  f"  output: {output}"]
+        lines = [f"prediction run {name} ({run.info.run_id}) finished", f"  {scored_line}",
+                 f"  MLflow: {run_url(uri, run.info.experiment_id, run.info.run_id)}  (make ui)",
+                 f"  output: {output}"]
     print("\n".join(lines))
     if nothing:
         raise nothing
