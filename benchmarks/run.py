@@ -74,6 +74,21 @@ def profile_markdown(profile: dict) -> str:
     return "\n".join(lines)
 
 
+def _merged(previous: dict, current: dict) -> dict:
+    """`--only` re-measures some sections: their rows and timings replace those of the same name in the
+    results file, and every other section's numbers (with the date of their own run) stay."""
+    if previous.get("mode") != current["mode"]:
+        return current
+    names = {m["name"] for m in current["measurements"]}
+    kept = [m for m in previous.get("measurements", []) if m["name"] not in names]
+    order = [m["name"] for m in previous.get("measurements", [])]
+    rows = sorted(kept + current["measurements"],
+                  key=lambda m: order.index(m["name"]) if m["name"] in order else len(order))
+    sections = {**previous.get("sections", {}), **current["sections"]}
+    return {**previous, "sections": sections, "measurements": rows,
+            "profile": {**previous.get("profile", {}), **current["profile"]}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a smaller dataset and fewer steps (a few minutes)")
@@ -165,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         "measurements": [m.as_dict() for m in rows],
         "profile": profile,
     }
+    if set(only) != set(SECTIONS) and args.out.exists():
+        result = _merged(json.loads(args.out.read_text()), result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str))
     print(f"\n## Benchmarks ({result['mode']}, {wall / 60:.1f} min, load average {load_start} -> {load_end}, "
