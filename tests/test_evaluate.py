@@ -295,7 +295,7 @@ def test_batch_prediction_with_nothing_scorable_fails_its_run_and_keeps_the_csv(
             predict_videos(cfg)
     assert "Scored 0 of 2 videos" in capsys.readouterr().out
     assert [r["error"] != "" for r in csv.DictReader(output.open())] == [True, True]
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])  # the store predict_videos used
     runs = client.search_runs([client.get_experiment_by_name("predict").experiment_id])
     assert [r.info.status for r in runs] == ["FAILED", "FAILED"] and all("could be scored" in r.data.tags["error"]
                                                                          for r in runs)
@@ -379,3 +379,18 @@ def test_evaluate_with_the_csv_logger_writes_its_metrics_and_files_there_and_not
     assert "tags.model: mesonet" in (folder / "hparams.yaml").read_text()
     store = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])  # this test's own store (conftest)
     assert store.search_experiments(filter_string="name = 'evaluate'") == []
+
+
+def test_finetuned_weights_with_nothing_trained_fail_before_a_run_or_any_data_work(tmp_path):
+    """The error was raised inside the run: every such evaluation (each job of a sweep) left a FAILED run."""
+    from src.experiments.evaluate import evaluate
+    from src.models.weights import WeightsNotFound
+    from tests.conftest import compose_config
+
+    cfg = compose_config("evaluate", ["weights=finetuned", f"data.root={tmp_path}/never"])
+    with pytest.raises(WeightsNotFound, match="found no finished mesonet training run"):
+        evaluate(cfg)
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])  # the store evaluate() used
+    experiment = client.get_experiment_by_name("evaluate")
+    assert experiment is None or not client.search_runs([experiment.experiment_id])
+    assert not (tmp_path / "never").exists()

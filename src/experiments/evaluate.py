@@ -64,6 +64,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float] | dict:
     if uses_mlflow(cfg):
         check_tracking_store(tracking_uri(cfg))
     datamodule = build_datamodule(cfg.data)  # checks every data value before the run starts
+    _check_weights_exist(cfg)
     logger = build_logger(cfg, tags=run_tags(cfg), run_name=run_name(cfg))
     if isinstance(logger, MLFlowLogger):
         record: _Record = _MlflowRecord(logger.experiment, logger.run_id)
@@ -157,9 +158,6 @@ def _evaluate_into(record: _Record, cfg: DictConfig, datamodule, folder: Path) -
     """Score the test list into `record`; the files (scores, pictures, config, data report) go to `folder`."""
     module = hydra.utils.instantiate(cfg.model)
     source = weight_source(cfg)
-    if isinstance(source, Finetuned) and not (source.path or source.run_id) and not source.candidates(cfg.model.name):
-        # before any data work: there is nothing to score with at all
-        raise WeightsNotFound(source.explain_missing([], source.requirements(_lineage(cfg, None))))
     record.params(flat_params(cfg))
     datamodule.prepare_data()
     datamodule.setup("test")
@@ -207,6 +205,14 @@ def _draw_pictures(cfg: DictConfig, folder: Path, metrics: dict, p_fake, labels,
         picks = np.linspace(0, len(pixels) - 1, min(GALLERY_FRAMES, len(pixels))).round().astype(int)
         strips.append((pixels[picks], f"{kind}: P(fake) = {p_fake[i]:.3f}  {records[i].path}"))
     plots.plot_gallery(strips, folder / "worst_videos.png", f"Most confident mistakes of {title}".replace("\n", ", "))
+
+
+def _check_weights_exist(cfg: DictConfig) -> None:
+    """Before the run and any data work: weights=finetuned with no training run of this model at all has
+    nothing to score with (which of them matches the data is decided once the data is indexed)."""
+    source = weight_source(cfg)
+    if isinstance(source, Finetuned) and not (source.path or source.run_id) and not source.candidates(cfg.model.name):
+        raise WeightsNotFound(source.explain_missing([], source.requirements(_lineage(cfg, None))))
 
 
 def _lineage(cfg: DictConfig, fingerprint: str | None) -> Lineage:
