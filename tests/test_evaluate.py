@@ -381,14 +381,19 @@ def test_evaluate_with_the_csv_logger_writes_its_metrics_and_files_there_and_not
     assert store.search_experiments(filter_string="name = 'evaluate'") == []
 
 
-def test_finetuned_weights_with_nothing_trained_fail_before_a_run_or_any_data_work(tmp_path):
+@pytest.mark.parametrize("weights, message", [
+    (["weights=finetuned"], "found no finished mesonet training run"),
+    (["weights=pretrained", "model.pretrained.url=http://127.0.0.1:9/MesoInception_DF.h5"],
+     "MesoNet weights MesoInception_DF.h5 are not in"),  # an empty weights cache, no download possible
+])
+def test_missing_weights_fail_before_a_run_or_any_data_work(weights, message, tmp_path):
     """The error was raised inside the run: every such evaluation (each job of a sweep) left a FAILED run."""
     from src.experiments.evaluate import evaluate
     from src.models.weights import WeightsNotFound
     from tests.conftest import compose_config
 
-    cfg = compose_config("evaluate", ["weights=finetuned", f"data.root={tmp_path}/never"])
-    with pytest.raises(WeightsNotFound, match="found no finished mesonet training run"):
+    cfg = compose_config("evaluate", [*weights, f"data.root={tmp_path}/never"])
+    with pytest.raises(WeightsNotFound, match=message):
         evaluate(cfg)
     client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])  # the store evaluate() used
     experiment = client.get_experiment_by_name("evaluate")

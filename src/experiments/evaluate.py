@@ -42,7 +42,7 @@ from src.experiments.tracking import (
     write_data_report,
 )
 from src.models.metrics import detection_metrics
-from src.models.weights import Finetuned, Lineage, WeightsNotFound, input_contract, weight_source
+from src.models.weights import Finetuned, Lineage, Provenance, WeightsNotFound, input_contract, weight_source
 
 log = logging.getLogger(__name__)
 METRICS = ("auc", "ap", "acc", "loss", "eer")
@@ -64,17 +64,17 @@ def evaluate(cfg: DictConfig) -> dict[str, float] | dict:
     if uses_mlflow(cfg):
         check_tracking_store(tracking_uri(cfg))
     datamodule = build_datamodule(cfg.data)  # checks every data value before the run starts
-    _check_weights_exist(cfg)
+    module, provenance = _model_with_weights(cfg)  # missing or unusable weights: no run is started
     logger = build_logger(cfg, tags=run_tags(cfg), run_name=run_name(cfg))
     if isinstance(logger, MLFlowLogger):
         record: _Record = _MlflowRecord(logger.experiment, logger.run_id)
         with run_state(record.client, record.run_id), _files_folder(cfg, temporary=True) as folder:
-            metrics = _evaluate_into(record, cfg, datamodule, folder)
+            metrics = _evaluate_into(record, cfg, datamodule, folder, module, provenance)
     else:  # another Lightning logger (its folder holds the files), or none (the output folder does)
         record = _LoggerRecord(logger)
         record.tags(run_tags(cfg))
         with _files_folder(cfg, temporary=False, logger=logger) as folder:
-            metrics = _evaluate_into(record, cfg, datamodule, folder)
+            metrics = _evaluate_into(record, cfg, datamodule, folder, module, provenance)
         record.finish()
     _print_summary(cfg, logger, metrics, folder)
     return metrics
@@ -154,16 +154,17 @@ class _LoggerRecord(_Record):
             self.logger.finalize("success")
 
 
-def _evaluate_into(record: _Record, cfg: DictConfig, datamodule, folder: Path) -> dict[str, float]:
-    """Score the test list into `record`; the files (scores, pictures, config, data report) go to `folder`."""
-    module = hydra.utils.instantiate(cfg.model)
-    source = weight_source(cfg)
+def _evaluate_into(record: _Record, cfg: DictConfig, datamodule, folder: Path, module,
+                   provenance: Provenance | None) -> dict[str, float]:
+    """Score the test list into `record`; the files (scores, pictures, config, data report) go to `folder`.
+    `provenance` is None for finetuned weights, which are chosen here, by the data's lineage."""
     record.params(flat_params(cfg))
     datamodule.prepare_data()
     datamodule.setup("test")
     fingerprint = data_fingerprint(datamodule)
     record.dataset(cfg, datamodule)
-    provenance = source(module, cfg, _lineage(cfg, fingerprint))
+    if provenance is None:
+        provenance = weight_source(cfg)(module, cfg, _lineage(cfg, fingerprint))
     record.tags({**({"data_fingerprint": fingerprint} if fingerprint else {}), **provenance.tags()})
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
     outputs = trainer.predict(module, datamodule=datamodule)
@@ -207,12 +208,17 @@ def _draw_pictures(cfg: DictConfig, folder: Path, metrics: dict, p_fake, labels,
     plots.plot_gallery(strips, folder / "worst_videos.png", f"Most confident mistakes of {title}".replace("\n", ", "))
 
 
-def _check_weights_exist(cfg: DictConfig) -> None:
-    """Before the run and any data work: weights=finetuned with no training run of this model at all has
-    nothing to score with (which of them matches the data is decided once the data is indexed)."""
+def _model_with_weights(cfg: DictConfig):
+    """The model, before the run and any data work, with its weights when they do not depend on the data
+    (scratch, pretrained: a missing file fails here); finetuned weights are matched to the data's lineage
+    later, but with no training run of this model at all there is nothing to score with, said here."""
+    module = hydra.utils.instantiate(cfg.model)
     source = weight_source(cfg)
-    if isinstance(source, Finetuned) and not (source.path or source.run_id) and not source.candidates(cfg.model.name):
+    if not isinstance(source, Finetuned):
+        return module, source(module, cfg, _lineage(cfg, None))
+    if not (source.path or source.run_id) and not source.candidates(cfg.model.name):
         raise WeightsNotFound(source.explain_missing([], source.requirements(_lineage(cfg, None))))
+    return module, None
 
 
 def _lineage(cfg: DictConfig, fingerprint: str | None) -> Lineage:
