@@ -253,7 +253,7 @@ def test_composition_errors_print_one_line_from_the_command_line(monkeypatch, ca
     assert "HYDRA_FULL_ERROR" not in __import__("os").environ
 
 
-def test_a_null_config_group_on_the_command_line_selects_its_none_option(monkeypatch):
+def test_a_null_config_group_on_the_command_line_selects_its_none_option(monkeypatch, tmp_path):
     """`logger=null` (as a user writes "no logger") runs without a logger; Hydra 1.3 alone refuses it with a
     traceback. Sweeps are rewritten item by item; other overrides pass untouched."""
     import sys
@@ -272,7 +272,7 @@ def test_a_null_config_group_on_the_command_line_selects_its_none_option(monkeyp
         seen["logger"] = OmegaConf.to_container(cfg.logger)
 
     monkeypatch.setattr(sys, "argv", ["evaluate.py", "logger=null", "hydra.run.dir=."])
-    monkeypatch.chdir(__import__("tempfile").mkdtemp())
+    monkeypatch.chdir(tmp_path)
     try:
         run_cleanly(main)
     finally:

@@ -271,6 +271,7 @@ def _check_built(cfg: DictConfig) -> None:
 def _argument_types(key: str, spec: DictConfig) -> None:
     """Each argument against the simple type (int, float, bool, str, or an Optional/Union of them) that the
     constructor of `spec._target_` declares; a constructor that declares none is not second-guessed."""
+    import types
     import typing
 
     from hydra.utils import get_class
@@ -286,8 +287,7 @@ def _argument_types(key: str, spec: DictConfig) -> None:
         hint, value = hints.get(str(name)), spec.get(name)
         if hint is None or str(name).startswith("_") or OmegaConf.is_interpolation(spec, name):
             continue
-        options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, __import__("types").UnionType) \
-            else (hint,)
+        options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
         if not all(option in simple for option in options):
             continue
         allowed = tuple(t for option in options for t in simple[option])
