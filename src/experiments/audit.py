@@ -77,15 +77,11 @@ def run_audit(cfg) -> list[AucRow]:
     summary = {f"data/{k}": v for k, v in summary.items() if isinstance(v, int | float)}
     summary["videos_measured"] = len(videos)
     if cfg.audit.mlflow:
-        import mlflow
-
-        from src.experiments.tracking import run_url, tracking_uri
+        from src.experiments.tracking import run_link, tracking_uri
 
         run_id = log_to_mlflow(cfg, rows, files, summary)
-        uri = tracking_uri(cfg)
-        experiment = mlflow.MlflowClient(uri).get_run(run_id).info.experiment_id
         print(f"MLflow run {run_id} in experiment {cfg.audit.experiment_name or AUDIT_EXPERIMENT}\n"
-              f"MLflow: {run_url(uri, experiment, run_id)}  (make ui)")
+              f"MLflow: {run_link(tracking_uri(cfg), run_id)}  (make ui)")
     return rows
 
 

@@ -25,7 +25,7 @@ class PrepareSweep(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         import mlflow
 
-        from src.experiments.config import tidy_output
+        from src.experiments.config import quieter, tidy_output
 
         tidy_output()
         _SWEEP.clear()
@@ -51,15 +51,11 @@ class PrepareSweep(Callback):
             experiment_id(mlflow.MlflowClient(uri), uri, config.logger.experiment_name)
         if config.get("video") or config.get("videos"):
             return
-        quiet = logging.getLogger("src.data")  # the first job prints the data summary; progress and warnings stay
-        level = quiet.level
-        quiet.setLevel(logging.WARNING)
-        try:
-            build_datamodule(config.data).prepare_data()
+        try:  # the first job prints the data summary; progress and warnings stay
+            with quieter("src.data"):
+                build_datamodule(config.data).prepare_data()
         except Exception as error:  # each job prepares its own data too, and reports the error there
             log.warning("could not prepare the data before the sweep: %s", error)
-        finally:
-            quiet.setLevel(level)
 
 
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
@@ -101,7 +97,7 @@ def check_jobs(config: DictConfig) -> None:
         if set(job) <= seen:
             continue
         seen.update(job)
-        cell = " ".join(o for o in job if o not in common)
+        cell = _cell(job, common)
         try:
             check_config(compose(str(config.hydra.job.config_name), overrides=job), build=build)
         except (ConfigCompositionException, OverrideParseException) as error:
@@ -112,6 +108,11 @@ def check_jobs(config: DictConfig) -> None:
             continue
         print(f"Error: {line}" + (f" (job {cell})" if cell else "") + "; no job was started", file=sys.stderr)
         raise SystemExit(1)
+
+
+def _cell(job: list[str], common: set[str]) -> str:
+    """A job's own overrides: those the command line does not give every job alike."""
+    return " ".join(o for o in job if o not in common)
 
 
 def _print_summary(config: DictConfig) -> None:
@@ -135,9 +136,9 @@ def report_failed_sweep(error: BaseException) -> bool:
         return False
     failed, jobs = _SWEEP["failed"], _SWEEP.get("jobs", 0)
     _print_summary(_SWEEP["config"])
-    common = set(_SWEEP["config"].hydra.overrides.task)  # the command line's own values: the same in every job
+    common = set(_SWEEP["config"].hydra.overrides.task)
     for overrides, problem in failed:
-        cell = " ".join(o for o in overrides if o not in common) or " ".join(overrides)
+        cell = _cell(overrides, common) or " ".join(overrides)
         print(f"Error: job {cell} failed: {type(problem).__name__}: {problem}".splitlines()[0], file=sys.stderr)
     print(f"Error: {len(failed)} of {jobs} jobs failed (their output folders hold the logs)", file=sys.stderr)
     _SWEEP.clear()

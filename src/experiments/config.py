@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import sys
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -58,6 +59,18 @@ def tidy_output() -> None:
                   "matplotlib",  # "generated new fontManager" on a first plot
                   "mlflow.store.db.utils", "alembic"):  # the store's table creation, printed outside Hydra's format
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@contextmanager
+def quieter(logger_name: str, level: int = logging.WARNING):
+    """Only `level` and above from `logger_name` and its children while the block runs."""
+    logger = logging.getLogger(logger_name)
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
 
 
 def stop_signals() -> tuple:
@@ -233,8 +246,6 @@ def _check_built(cfg: DictConfig) -> None:
     """What only its own constructor can judge, built once before the run starts (milliseconds, no data):
     the Trainer (devices, accelerator, limits), the optimizer and scheduler on a stand-in parameter, and the
     callbacks, whose arguments are also checked against the types their constructors declare."""
-    import logging
-
     import hydra
 
     def build(key: str, make: Callable[[], Any]) -> Any:
@@ -246,15 +257,11 @@ def _check_built(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}: {error}".splitlines()[0]) from None
 
     if "trainer" in cfg:
-        quiet = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-        level = quiet.level
-        quiet.setLevel(logging.WARNING)  # the probe's "GPU available: ..." lines; the real Trainer prints them
-        try:
+        # the probe's "GPU available: ..." lines: the real Trainer prints them
+        with quieter("lightning.pytorch.utilities.rank_zero"):
             build("trainer", lambda: hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], plugins=None,
                                                              enable_checkpointing=False, enable_progress_bar=False,
                                                              enable_model_summary=False))
-        finally:
-            quiet.setLevel(level)
     if cfg.get("task") == "train":
         import torch
 

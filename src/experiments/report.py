@@ -42,7 +42,7 @@ from src.experiments.tracking import (
     EVALUATE_EXPERIMENT,
     default_tracking_uri,
     experiment_id,
-    run_url,
+    run_link,
     sqlite_file,
     unique_name,
 )
@@ -792,12 +792,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_log:
         run_id = log_report(tracking_uri, [report, page, chart], sweep_id=sweep_id, level=args.level,
                             data=args.data, results=results)
-        import mlflow
-
-        experiment = mlflow.MlflowClient(tracking_uri).get_run(run_id).info.experiment_id
         print(f"Logged MLflow run {run_id} in experiment '{REPORT_EXPERIMENT}' of {tracking_uri} "
               "(open report.html among its artifacts)")
-        print(f"MLflow: {run_url(tracking_uri, experiment, run_id)}  (make ui)")
+        print(f"MLflow: {run_link(tracking_uri, run_id)}  (make ui)")
     return 0
 
 

@@ -151,6 +151,13 @@ def run_url(uri: str, experiment_id: str, run_id: str, port: int | None = None) 
     return f"{ui_base(uri, port)}/#/experiments/{experiment_id}/runs/{run_id}?{UI_VIEW}"
 
 
+def run_link(uri: str, run_id: str) -> str:
+    """The UI link of a run known by its id alone (the store says its experiment)."""
+    import mlflow
+
+    return run_url(uri, mlflow.MlflowClient(uri).get_run(run_id).info.experiment_id, run_id)
+
+
 def experiment_url(uri: str, experiment_id: str) -> str:
     """The experiment's runs table."""
     return f"{ui_base(uri)}/#/experiments/{experiment_id}?{UI_VIEW}"
