@@ -29,7 +29,7 @@ test-all: install  ## run every test, the slow end-to-end ones included
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; [ $$rc -ne 5 ] || exit 1; exit $$rc
 
 lint: install  ## ruff
-	$(VENV)/bin/ruff check src tests benchmarks train.py evaluate.py
+	$(VENV)/bin/ruff check src tests benchmarks train.py evaluate.py predict.py
 
 weights:  ## copy the original MesoNet .h5 files into the weights cache (make weights WEIGHTS_SRC=<folder>)
 	@mkdir -p "$(WEIGHTS_DIR)"
@@ -40,7 +40,7 @@ demo: install weights  ## the whole study on the embedded dataset: train, evalua
 	$(PY) -m src.experiments.demo
 
 report: install  ## the seed's tables of the latest evaluate sweep (SWEEP=<id> for another; ARGS=... more options)
-	$(PY) -m src.experiments.report $(if $(SWEEP),--sweep-id $(SWEEP),) $(ARGS)
+	$(PY) -m src.experiments.report --preset study $(if $(SWEEP),--sweep-id $(SWEEP),) $(ARGS)
 
 audit: install  ## shortcut audit of a dataset's cheap features (ARGS="data=celebdf data.root=..." for another)
 	$(PY) -m src.experiments.audit $(ARGS)

@@ -10,8 +10,8 @@ import subprocess
 import sys
 import time
 
-from src.data.datamodule import build_datamodule
 from src.experiments.config import PROJECT_ROOT
+from src.experiments.wiring import build_datamodule
 
 
 def measure(overrides: list[str], rounds: int = 20) -> dict:
@@ -20,7 +20,7 @@ def measure(overrides: list[str], rounds: int = 20) -> dict:
     from benchmarks.common import compose, median, rnd
 
     cfg = compose([*overrides, "model=mesonet"])
-    dm = build_datamodule(cfg.data)
+    dm = build_datamodule(cfg)
     size, batch = cfg.model.input.size, cfg.model.batch_size
     pixels = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8)
     batch_in = (pixels, torch.zeros(batch), torch.arange(batch))

@@ -21,9 +21,9 @@ from src.data.video import evenly_spaced_indices, read_frames
 
 def crop_settings(cfg) -> CropSettings:
     """The cache settings of a composed config (the framework defaults unless overridden)."""
-    d = cfg.data
-    return CropSettings(d.frames_per_video, d.face_margin, d.crop_size, d.face_detector, d.detect_max_side,
-                        d.yunet_model, d.detect_every)
+    from src.experiments.wiring import build_datamodule
+
+    return build_datamodule(cfg).crops
 
 
 def all_videos(root: Path) -> list[Path]:

@@ -13,8 +13,8 @@ import torch
 from hydra.utils import instantiate
 
 from benchmarks.common import Measurement, compose, fresh_dir, median, ratio, release, rnd
-from src.data.datamodule import build_datamodule
 from src.experiments.config import PROJECT_ROOT
+from src.experiments.wiring import build_datamodule
 
 LEVELS = "none,flip,heavy,none,flip,heavy"
 
@@ -105,7 +105,7 @@ def pictures_seconds(folder: Path, cfg, dm) -> float:
 def prepare_seconds(cfg) -> float:
     """A fresh DataModule's prepare_data + setup on the already built cache (what every job repeats)."""
     start = time.perf_counter()
-    dm = build_datamodule(cfg.data)
+    dm = build_datamodule(cfg)
     dm.prepare_data()
     dm.setup("test")
     return time.perf_counter() - start
@@ -115,7 +115,7 @@ def predict_seconds(cfg, level: str) -> float:
     """`Trainer.predict` as evaluate.py runs it (DataLoader workers, test-time augmentation, inference)."""
     cfg = cfg.copy()
     cfg.data.test_augment = level
-    dm = build_datamodule(cfg.data)
+    dm = build_datamodule(cfg)
     dm.prepare_data()
     dm.setup("test")
     module = instantiate(cfg.model)
@@ -141,7 +141,7 @@ def bench_eval_grid(work: Path, overrides: list[str], passes: int) -> list[Measu
     store_s = time.perf_counter() - start
 
     cfg = compose([*overrides, "weights=scratch"], "evaluate")
-    dm = build_datamodule(cfg.data)
+    dm = build_datamodule(cfg)
     dm.prepare_data()  # the sweep reuses this cache, as it would reuse the one train.py built
     dm.setup("test")
 

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from src.data.datamodule import build_datamodule
+from src.experiments.wiring import build_datamodule
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_WEIGHTS = PROJECT_ROOT.parent / "shared" / "mesonet" / "weights"
@@ -51,7 +51,7 @@ def prepare(root: Path, data_overrides: list[str]) -> dict:
     start = time.perf_counter()
     generate_synthetic_celebdf(root, **dict(cfg.data.synthetic))
     generated = time.perf_counter()
-    datamodule = build_datamodule(cfg.data)
+    datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     built = time.perf_counter()
     summary = datamodule.build_report.summary()

@@ -1,4 +1,4 @@
-"""Training data loading: the framework's cached crops (`FrameDataset` through `CelebDFDataModule`'s
+"""Training data loading: the framework's cached crops (`FrameDataset` through `DeepfakeDataModule`'s
 DataLoader) against per-frame JPEG files (what reference implementations write) read back with PIL,
 with the same augmentation and resize, through an otherwise identical DataLoader."""
 
@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.common import Measurement, Plan, compose, fresh_dir, median, ratio, release, rnd
 from benchmarks.naive import write_jpegs
-from src.data.augment import augment_clip, build_train_transform
-from src.data.datamodule import build_datamodule
+from src.data.augment import augment_clip
+from src.experiments.wiring import build_datamodule
 
 
 class JpegFrameDataset(Dataset):
@@ -57,12 +57,12 @@ def jpeg_twin(dm, folder: Path, frames_per_epoch: int | None) -> JpegFrameDatase
         write_jpegs(target, np.asarray(crops))
         folders.append(target)
     counts = [dm.frame_counts[r.path] for r in records]
-    transform = build_train_transform(dm.transforms.train, dm.input.size)
+    transform = dm.train_transform()
     return JpegFrameDataset(folders, [r.label for r in records], counts, transform, frames_per_epoch)
 
 
 def same_loader(dm, dataset) -> DataLoader:
-    """A DataLoader with the settings of `dm.train_dataloader()` (CelebDFDataModule._loader, train=True)."""
+    """A DataLoader with the settings of `dm.train_dataloader()` (DeepfakeDataModule._loader, train=True)."""
     workers = dm.loaders.num_workers
     return DataLoader(dataset, batch_size=dm.loaders.batch_size, shuffle=True, num_workers=workers,
                       persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(), drop_last=False)
@@ -124,7 +124,7 @@ def _augment_costs(dataset, count: int = 200) -> dict[str, float]:
 
 def bench_loading(plan: Plan, work: Path, overrides: list[str]) -> list[Measurement]:
     cfg = compose([*overrides, "model=mesonet", f"data.train_frames_per_video={plan.loader_frames_per_video}"])
-    dm = build_datamodule(cfg.data)
+    dm = build_datamodule(cfg)
     dm.prepare_data()
     dm.setup("fit")
     cached = dm.train_dataset()
@@ -155,9 +155,9 @@ def bench_loading(plan: Plan, work: Path, overrides: list[str]) -> list[Measurem
     in_process = {name: median(v) for name, v in per_sample.items()}
     hp = dm.loaders
     notes = (f"{len(cached)} samples/pass ({len(dm.splits['train'])} train videos x "
-             f"{plan.loader_frames_per_video} random frames), {repeat} passes per timing, batch {hp.batch_size}, "
+             f"{plan.loader_frames_per_video} random frames), {repeat} passes per timing, batch {dm.batch_size}, "
              f"num_workers={hp.num_workers}, persistent workers, "
-             f"{dm.transforms.train} train augmentation, resize {dm.crops.crop_size}->{dm.input.size}; "
+             f"{dm.train_augment['_target_'].rpartition('.')[2]} train augmentation, resize {dm.crops.crop_size}->{dm.input.size}; "
              f"{plan.loader_rounds} interleaved passes each; per-round ratios {[rnd(x, 2) for x in round_ratios]}; "
              f"in one process: cache {in_process['cache'] * 1e3:.2f} ms/sample "
              f"(read {in_process['cache read only'] * 1e3:.3f}), JPEG {in_process['jpeg'] * 1e3:.2f} ms/sample "

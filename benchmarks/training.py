@@ -1,7 +1,7 @@
 """Training: the share of a step spent waiting for data, bf16-mixed + channels_last against fp32 NCHW
 (speed and validation AUC), and the Lightning + MLflow loop against a plain PyTorch loop.
 
-Everything runs the real `CelebDFDataModule` (through `BenchDataModule`, which only adds timers and an
+Everything runs the real `DeepfakeDataModule` (through `BenchDataModule`, which only adds timers and an
 NCHW switch) and the real `DeepfakeDetector` built from the composed Hydra configs.
 """
 
@@ -25,7 +25,8 @@ from benchmarks.common import (
     release,
     rnd,
 )
-from src.data.datamodule import CelebDFDataModule, build_datamodule
+from src.data.datamodule import DeepfakeDataModule
+from src.experiments.wiring import build_datamodule
 
 BENCH_DATAMODULE = "data._target_=benchmarks.training.BenchDataModule"
 
@@ -53,7 +54,7 @@ class TimedIterable:
             start = time.perf_counter()
 
 
-class BenchDataModule(CelebDFDataModule):
+class BenchDataModule(DeepfakeDataModule):
     """The framework's DataModule with timed train loading and batch preparation.
 
     `nchw = True` makes the prepared batches contiguous NCHW (the fp32 NCHW baseline); the framework
@@ -158,7 +159,7 @@ def configure(overrides: list[str], model: str, extra: tuple[str, ...] = ()):
 
 
 def prepared_datamodule(cfg) -> BenchDataModule:
-    dm = build_datamodule(cfg.data)
+    dm = build_datamodule(cfg)
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -286,7 +287,7 @@ def bench_loop(plan: Plan, work: Path, overrides: list[str]) -> list[Measurement
             runs[kind].append(plain_run(cfg, dm, plan.meso_steps))
     lit, plain = _agg(runs["lightning"]), _agg(runs["plain"])
 
-    lstm_cfg = configure(overrides, "resnet_lstm", ("model.freeze_backbone=true",))
+    lstm_cfg = configure(overrides, "resnet_lstm", ("model.net.freeze_backbone=true",))
     lstm_dm = prepared_datamodule(lstm_cfg)
     lstm = _agg([lightning_run(lstm_cfg, lstm_dm, plan.lstm_steps, store)[0]])
 
@@ -308,7 +309,7 @@ def bench_loop(plan: Plan, work: Path, overrides: list[str]) -> list[Measurement
             "data wait share of a training step: ResNetLSTM (frozen backbone), batch 4x20 frames",
             rnd(100 * lstm["data_wait_share"], 2), "%", None, rnd(lstm["data_wait_share"], 4), "< 5%",
             lstm["data_wait_share"] < 0.05,
-            f"{setup}; model.freeze_backbone=true (backbone under no_grad); {plan.lstm_steps} steps; next() "
+            f"{setup}; model.net.freeze_backbone=true (backbone under no_grad); {plan.lstm_steps} steps; next() "
             f"{100 * lstm['loader_next_share']:.1f}% + batch prep {100 * lstm['batch_prep_share']:.1f}%; all time between "
             f"steps is {100 * lstm['between_steps_share']:.1f}%; {lstm['seconds_per_step']:.2f} s/step",
             "3 data wait", {"lightning": _rounded(lstm)}),
@@ -425,7 +426,7 @@ def train_auc(overrides: list[str], epochs: int, variant: str) -> dict:
 def bench_precision(plan: Plan, overrides: list[str]) -> list[Measurement]:
     base, fp32 = "bf16-mixed + channels_last (default)", "fp32 NCHW"
     meso = step_throughput(overrides, "mesonet", (), list(VARIANTS), plan.meso_throughput_rounds)
-    lstm = step_throughput(overrides, "resnet_lstm", ("model.freeze_backbone=true",), [base, fp32],
+    lstm = step_throughput(overrides, "resnet_lstm", ("model.net.freeze_backbone=true",), [base, fp32],
                            plan.lstm_throughput_rounds)
     rows = []
     for label, res, rounds in (("MesoInception4, batch 32", meso, plan.meso_throughput_rounds),

@@ -1,30 +1,119 @@
-"""Dependencies point one way: data and models never import experiments (orchestration), models never data."""
+"""The shape of the code: dependencies point one way, no import cycles, files a person can hold in their head."""
 
 import ast
 from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+MAX_LINES = 450
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def _imported_modules(path: Path) -> set[str]:
-    """Every module a file imports, anywhere in it (top level, functions, `if __name__` blocks)."""
+    """Every module a file imports, anywhere in it (top level, functions, `if __name__` blocks); relative
+    imports resolved against the file's package."""
+    package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
     names = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import module`
     return names
 
 
+def _src_graph() -> dict[str, set[str]]:
+    """Which src module imports which (a package's __init__ counts as the package)."""
+    files = {_module_name(f): f for f in SRC.rglob("*.py")}
+    return {name: {m for m in _imported_modules(path) if m in files and m != name} for name, path in files.items()}
+
+
 @pytest.mark.parametrize(("layer", "forbidden"), [("data", "src.experiments"), ("models", "src.experiments"),
-                                                 ("models", "src.data")])
+                                                 ("models", "src.data"), ("utils", "src.data"),
+                                                 ("utils", "src.models"), ("utils", "src.experiments")])
 def test_a_layer_never_imports_the_layers_above_it(layer, forbidden):
-    """data and models never import orchestration; a network knows its input contract, not the dataset code."""
+    """utils at the bottom; data and models never import orchestration; a network knows its input contract,
+    not the dataset code."""
     files = sorted((SRC / layer).rglob("*.py"))
     assert files, f"no modules found under src/{layer}"
-    offending = {str(f.relative_to(SRC.parent)): m for f in files
+    offending = {str(f.relative_to(ROOT)): m for f in files
                  if (m := sorted(x for x in _imported_modules(f) if x == forbidden or x.startswith(forbidden + ".")))}
     assert not offending, f"src/{layer} imports {forbidden}: {offending}"
+
+
+def test_no_import_cycle_between_files_of_src():
+    """No file of src/ reaches itself through imports, counting imports placed inside functions."""
+    graph = _src_graph()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt):], nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for module in sorted(graph):
+        if module not in state and (cycle := visit(module)):
+            pytest.fail("import cycle: " + " -> ".join(cycle))
+
+
+def test_the_cycle_finder_finds_a_cycle(tmp_path, monkeypatch):
+    """The check above can fail: two files importing each other inside functions are found."""
+    package = tmp_path / "src" / "pkg"
+    package.mkdir(parents=True)
+    (tmp_path / "src" / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("def f():\n    from src.pkg import b\n")
+    (package / "b.py").write_text("def g():\n    from src.pkg.a import f\n")
+    monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path, raising=False)
+    globals_ = globals()
+    monkeypatch.setitem(globals_, "ROOT", tmp_path)
+    monkeypatch.setitem(globals_, "SRC", tmp_path / "src")
+    graph = _src_graph()
+    assert "src.pkg.b" in graph["src.pkg.a"] and "src.pkg.a" in graph["src.pkg.b"]
+
+
+def test_no_file_under_src_is_longer_than_450_lines():
+    long = {str(f.relative_to(ROOT)): n for f in SRC.rglob("*.py") if (n := len(f.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"split these along their seams: {long}"
+
+
+def test_only_the_tracking_module_constructs_an_mlflow_client():
+    constructing = sorted(str(f.relative_to(ROOT)) for f in SRC.rglob("*.py") if "MlflowClient(" in f.read_text())
+    assert constructing == ["src/experiments/tracking.py"]
+
+
+def test_no_override_of_a_private_lightning_method():
+    """Subclasses of Lightning classes override public hooks only: private ones change between minor versions."""
+    import importlib
+    import inspect
+
+    offending = []
+    for path in sorted(SRC.rglob("*.py")):
+        if "lightning" not in path.read_text():
+            continue
+        module = importlib.import_module(_module_name(path))
+        for cls in (c for _, c in inspect.getmembers(module, inspect.isclass) if c.__module__ == module.__name__):
+            lightning_bases = [b for b in cls.__mro__[1:] if b.__module__.startswith(("lightning", "pytorch_lightning"))]
+            offending += [f"{cls.__module__}.{cls.__name__}.{name}" for name, value in vars(cls).items()
+                          if inspect.isfunction(value) and name.startswith("_") and not name.startswith("__")
+                          and any(name in vars(base) for base in lightning_bases)]
+    assert not offending, offending

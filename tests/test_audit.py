@@ -1,74 +1,31 @@
-"""The shortcut audit: its AUC and bootstrap, its flags, and end-to-end runs on the small synthetic sets."""
+"""The shortcut audit: its features, its flags, and end-to-end runs on the small synthetic sets."""
 
 from __future__ import annotations
 
 import csv
-import itertools
-import math
 
 import mlflow
 import numpy as np
 import pytest
-import torch
-from torchmetrics.functional.classification import binary_auroc
 
 from src.data.audit import (
     FEATURES,
     VideoFeatures,
     audit_table,
-    bootstrap_auc,
     categorical_scores,
     flagged_features,
     noise_sigma,
-    rank_auc,
 )
 from src.experiments.audit import run_audit
+from src.utils.stats import auc
 from tests.conftest import SMALL_SYNTHETIC, compose_config, data_overrides
-
-
-def pairwise_auc(scores, labels) -> float:
-    """The definition: the share of (fake, real) pairs ordered correctly, ties counting half."""
-    fakes = [s for s, y in zip(scores, labels, strict=True) if y == 1]
-    reals = [s for s, y in zip(scores, labels, strict=True) if y == 0]
-    wins = sum(1.0 if f > r else 0.5 if f == r else 0.0 for f, r in itertools.product(fakes, reals))
-    return wins / (len(fakes) * len(reals))
-
-
-def test_rank_auc_matches_independent_computations():
-    rng = np.random.default_rng(3)
-    for n_real, n_fake in ((5, 9), (30, 12), (1, 1)):
-        labels = np.array([0] * n_real + [1] * n_fake)
-        scores = np.round(rng.normal(size=len(labels)) + 0.7 * labels, 1)  # rounded: many ties
-        auc = rank_auc(scores, labels)
-        assert auc == pytest.approx(pairwise_auc(scores, labels), abs=1e-12)
-        if n_real > 1:
-            assert auc == pytest.approx(binary_auroc(torch.tensor(scores), torch.tensor(labels)).item(), abs=1e-6)
-    assert rank_auc([1, 2, 3], [0, 1, 1]) == 1.0 and rank_auc([3, 2, 1], [0, 1, 1]) == 0.0
-    assert rank_auc([4, 4, 4, 4], [0, 1, 0, 1]) == 0.5
-    assert math.isnan(rank_auc([1, 2], [1, 1]))
-
-
-def test_bootstrap_interval_holds_the_auc_and_narrows_with_more_videos():
-    rng = np.random.default_rng(0)
-
-    def sample(n: int):
-        labels = np.arange(n) % 2
-        return rng.normal(size=n) + 0.8 * labels, labels
-
-    small_auc, small_low, small_high = bootstrap_auc(*sample(20), resamples=1000)
-    big_auc, big_low, big_high = bootstrap_auc(*sample(400), resamples=1000)
-    assert small_low <= small_auc <= small_high and big_low <= big_auc <= big_high
-    assert big_high - big_low < 0.5 * (small_high - small_low)
-    assert big_low - 0.05 < 0.714 < big_high + 0.05  # the true AUC, Phi(0.8 / sqrt 2)
-    scores, labels = sample(30)
-    assert bootstrap_auc(scores, labels, seed=5) == bootstrap_auc(scores, labels, seed=5)  # reproducible
 
 
 def test_categorical_feature_scored_by_its_fake_rate():
     labels = [1, 1, 0, 0, 1]
     scores = categorical_scores(["h264", "h264", "mp4v", "mp4v", "mp4v"], labels)
     assert list(scores) == pytest.approx([1, 1, 1 / 3, 1 / 3, 1 / 3])
-    assert rank_auc(categorical_scores(["a"] * 5, labels), labels) == 0.5
+    assert auc(categorical_scores(["a"] * 5, labels), labels) == 0.5
 
 
 def test_noise_estimate_follows_added_noise():

@@ -12,8 +12,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from src.data.datamodule import build_datamodule
-from src.experiments.config import CONFIG_DIR, ConfigError, check_config
+from src.experiments.config import CONFIG_DIR, check_config
+from src.experiments.wiring import build_datamodule
+from src.utils.errors import ConfigError
 from tests.conftest import compose_config
 
 GROUPS = ("data", "model", "weights", "augment", "train_augment", "trainer", "logger", "callbacks", "experiment")
@@ -31,8 +32,9 @@ def test_every_group_option_composes_and_passes_the_config_checks(group, option,
     overrides = [f"{group}={option}", f"paths.data_dir={tmp_path}"]
     if option in ("celebdf", "ffpp"):
         overrides.append(f"data.root={tmp_path}/dataset")
-    for name in ("train", "evaluate"):
-        if group == "callbacks" and name == "evaluate":
+    for name in ("train", "evaluate", "predict"):
+        if (group in ("callbacks", "train_augment") and name != "train") or (group == "augment" and name == "train") \
+                or (group == "experiment" and name != "evaluate"):
             continue
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = compose(name, overrides=overrides, return_hydra_config=True)
@@ -65,10 +67,10 @@ def test_every_dataset_builds_its_datamodule_without_touching_data(option, tmp_p
     overrides = [f"data={option}", f"paths.data_dir={tmp_path}/data"]
     if option in ("celebdf", "ffpp"):
         with pytest.raises(Exception, match="root not found"):  # a missing root fails before any run starts
-            build_datamodule(compose_config("train", [*overrides, f"data.root={tmp_path}/missing"]).data)
+            build_datamodule(compose_config("train", [*overrides, f"data.root={tmp_path}/missing"]))
         (tmp_path / "dataset").mkdir()
         overrides.append(f"data.root={tmp_path}/dataset")
-    datamodule = build_datamodule(compose_config("train", overrides).data)
+    datamodule = build_datamodule(compose_config("train", overrides))
     assert datamodule.hparams.name == option
     assert not (tmp_path / "data").exists(), "building the datamodule generated or cached something"
     assert not (tmp_path / "dataset").exists() or not any((tmp_path / "dataset").iterdir())
@@ -76,8 +78,9 @@ def test_every_dataset_builds_its_datamodule_without_touching_data(option, tmp_p
 
 def test_a_misspelt_data_key_is_refused_naming_it():
     cfg = compose_config("train", ["+data.fols=3"])
-    with pytest.raises(Exception, match=r"unknown key data\.fols"):
-        build_datamodule(cfg.data)
+    with pytest.raises(Exception, match=r"data\.fols: no such key") as error:  # Hydra wraps what the module raised
+        build_datamodule(cfg)
+    assert isinstance(error.value.__cause__, ConfigError)
 
 
 def test_the_tracking_uri_is_defined_once():
@@ -129,7 +132,7 @@ def test_a_value_of_the_wrong_type_fails_at_composition_in_one_line_naming_the_k
         ("model.batchsize=8", "Could not override 'model.batchsize': no such key in model (did you mean "
                               "model.batch_size?)"),
         ("weights.weights_dri=/w", "no such key in weights (did you mean weights.weights_dir?)"),
-        ("augment.tittle=x", "no such key in augment (did you mean augment.title?)"),
+        ("train_augment.levl=x", "no such key in train_augment (did you mean train_augment.level?)"),
         ("ckpt_pth=last", "Could not override 'ckpt_pth': no such key in the config (did you mean ckpt_path?)"),
     ],
 )
@@ -162,8 +165,8 @@ def test_a_key_added_with_plus_that_no_schema_declares_fails_the_config_check(ov
 def test_a_missing_mandatory_value_is_named_with_the_fix():
     with pytest.raises(ValueError, match=r"^data\.root has no value and is mandatory here: add data\.root=<value>"):
         check_config(compose_config("train", ["data=celebdf"]))
-    # scoring given videos needs no dataset root
-    check_config(compose_config("evaluate", ["data=celebdf", "videos=/some/folder"]))
+    # scoring video files needs no dataset root
+    check_config(compose_config("predict", ["data=celebdf", "videos=/some/folder"]))
 
 
 def test_values_the_schemas_cannot_refuse_are_checked():
@@ -222,12 +225,12 @@ def test_trainer_overrides_keep_lightnings_meaning():
 
 
 def test_composition_errors_print_one_line_from_the_command_line(monkeypatch, capsys):
-    """What `python train.py trainer.max_epochs=two` prints through run_cleanly: one line, exit code 1."""
+    """What `python train.py trainer.max_epochs=two` prints through cli.run: one line, exit code 1."""
     import sys
 
     from hydra.core.global_hydra import GlobalHydra
 
-    from src.experiments.config import run_cleanly
+    from src.experiments.cli import run
 
     @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
     def main(cfg):
@@ -245,7 +248,7 @@ def test_composition_errors_print_one_line_from_the_command_line(monkeypatch, ca
         monkeypatch.setattr(sys, "argv", ["train.py", override])
         try:
             with pytest.raises(SystemExit) as exit:
-                run_cleanly(main)
+                run(main)
         finally:
             GlobalHydra.instance().clear()
         assert exit.value.code == 1
@@ -260,7 +263,7 @@ def test_a_null_config_group_on_the_command_line_selects_its_none_option(monkeyp
 
     from hydra.core.global_hydra import GlobalHydra
 
-    from src.experiments.config import null_group_overrides, run_cleanly
+    from src.experiments.cli import null_group_overrides, run
 
     assert null_group_overrides(["logger=null", "augment=none,null", "logger.tracking_uri=null", "~logger",
                                  "+logger=null", "data.root=null"]) == [
@@ -274,7 +277,7 @@ def test_a_null_config_group_on_the_command_line_selects_its_none_option(monkeyp
     monkeypatch.setattr(sys, "argv", ["evaluate.py", "logger=null", "hydra.run.dir=."])
     monkeypatch.chdir(tmp_path)
     try:
-        run_cleanly(main)
+        run(main)
     finally:
         GlobalHydra.instance().clear()
     assert seen["logger"] == OmegaConf.to_container(compose_config("evaluate", ["logger=none"]).logger)
@@ -297,15 +300,51 @@ def test_the_input_contract_is_the_nets_own(option):
 def test_one_field_of_the_contract_can_still_be_overridden():
     cfg = compose_config("train", ["model=resnet_lstm", "model.input.frames_per_clip=8", "model.input.size=112"])
     assert (cfg.model.input.frames_per_clip, cfg.model.input.size, cfg.model.input.kind) == (8, 112, "clip")
-    assert (cfg.data.model_input.frames_per_clip, cfg.data.model_input.size) == (8, 112)
+    datamodule = build_datamodule(compose_config("train", ["model=resnet_lstm", "model.input.frames_per_clip=8",
+                                                           "model.input.size=112", "data.frames_per_video=8"]))
+    assert (datamodule.input.frames_per_clip, datamodule.input.size) == (8, 112)
     assert list(cfg.model.input.mean) == pytest.approx([0.485, 0.456, 0.406])
 
 
-def test_the_model_registry_is_the_config_group():
-    from src.experiments import report
-    from src.experiments.config import model_registry
+def test_instantiate_builds_the_data_module_and_the_model_from_a_composed_config(tmp_path):
+    """Hydra builds the parts: `instantiate(cfg.data)` and `instantiate(cfg.model)`, nothing of our own between."""
+    from src.data.datamodule import DeepfakeDataModule
+    from src.models.module import DeepfakeDetector
 
-    registry = model_registry()
-    assert list(registry) == _options("model")
-    assert registry["mesonet"] == "MesoNet" and registry["efficientnet_lstm"] == "EfficientNet-B1+LSTM"
-    assert report.MODEL_NAMES == registry and set(report.MODEL_ORDER) == set(registry)
+    for option in _options("data"):
+        overrides = [f"data={option}", f"paths.data_dir={tmp_path}"]
+        if option in ("celebdf", "ffpp"):
+            overrides.append(f"data.root={tmp_path}")
+        cfg = compose_config("train", [*overrides, "data.fold=1", "data.face_margin=1.5"])
+        datamodule = hydra.utils.instantiate(cfg.data)
+        assert isinstance(datamodule, DeepfakeDataModule) and datamodule.name == option
+        assert datamodule.split.fold == 1 and datamodule.crops.face_margin == 1.5
+    for option in _options("model"):
+        module = hydra.utils.instantiate(compose_config("train", [f"model={option}"]).model)
+        assert isinstance(module, DeepfakeDetector) and module.name == option
+
+
+def test_no_group_reads_another_groups_keys():
+    """Each group's YAML reads only its own keys (and paths): the task function wires groups together."""
+    for path in sorted(CONFIG_DIR.rglob("*.yaml")):
+        group = path.relative_to(CONFIG_DIR).parts[0]
+        if group in ("hydra", "experiment") or path.parent == CONFIG_DIR:
+            continue  # the top-level configs and presets combine groups on purpose
+        read = set(re.findall(r"\$\{(?:oc\.select:)?([a-z_]+)\.", path.read_text())) - {"oc"}  # oc.env, oc.decode
+        assert read <= {group, "paths", "hydra"}, f"{path.relative_to(CONFIG_DIR)} reads {read - {group, 'paths'}}"
+
+
+def test_each_data_key_is_declared_once():
+    """A data key's type, default and range live in one settings field; the YAMLs only set values."""
+    import dataclasses
+
+    from src.data.settings import SETTINGS, DataConfig
+
+    fields = [f.name for group in SETTINGS.values() for f in dataclasses.fields(group)]
+    assert len(fields) == len(set(fields))
+    schema = {f.name: f.default for f in dataclasses.fields(DataConfig)}
+    for group in SETTINGS.values():
+        for field in dataclasses.fields(group):
+            assert schema[field.name] == field.default, field.name
+    with pytest.raises(ConfigError, match=r"^data\.fold=3 is out of range for data\.folds=3"):
+        check_config(compose_config("train", ["data.folds=3", "data.fold=3"]))

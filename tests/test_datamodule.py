@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from src.data.datamodule import build_datamodule
+from src.experiments.wiring import build_datamodule
 from tests.conftest import SMALL_SYNTHETIC, compose_config, data_overrides
 
 
@@ -20,7 +20,7 @@ def _datamodule(tmp_path, model: str, extra: list[str] | None = None):
         *(f"+data.synthetic.{k}={v}" for k, v in SMALL_SYNTHETIC.items()),
         *(extra or []),
     ]
-    return build_datamodule(compose_config("train", overrides).data)
+    return build_datamodule(compose_config("train", overrides))
 
 
 @pytest.mark.slow  # generates its own set (~13 s); the session's set covers each step in the fast tier
@@ -54,7 +54,7 @@ def test_empty_folders_become_batches_for_frame_and_clip_models(tmp_path):
 def test_eval_batches_are_whole_videos_and_splits_are_disjoint(small_dataset, small_cache):
     datamodule = build_datamodule(
         compose_config("train", [f"data.root={small_dataset}", f"data.cache_dir={small_cache}", "data.folds=2",
-                                 *(f"+data.synthetic.{k}={v}" for k, v in SMALL_SYNTHETIC.items())]).data
+                                 *(f"+data.synthetic.{k}={v}" for k, v in SMALL_SYNTHETIC.items())])
     )
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -63,7 +63,7 @@ def test_eval_batches_are_whole_videos_and_splits_are_disjoint(small_dataset, sm
     identities = [{r.identity for r in datamodule.splits[s]} for s in ("train", "val")]
     assert not identities[0] & identities[1]
     x, labels, videos = datamodule.on_after_batch_transfer(next(iter(datamodule.val_dataloader())), 0)
-    assert x.shape[1:] == (datamodule.crops.num_frames, 3, 256, 256)
+    assert x.shape[1:] == (datamodule.crops.frames_per_video, 3, 256, 256)
     assert len(videos) == len(labels) == x.shape[0]
     counts = datamodule.class_counts()
     assert counts["train_real"] > 0 and counts["train_fake"] > 0 and counts["test_fake"] > 0
@@ -73,7 +73,7 @@ def test_balanced_sampling_draws_both_classes_evenly(small_dataset, small_cache)
     datamodule = build_datamodule(
         compose_config("train", [f"data.root={small_dataset}", f"data.cache_dir={small_cache}", "data.folds=2",
                                  "data.balanced_sampling=true",
-                                 *(f"+data.synthetic.{k}={v}" for k, v in SMALL_SYNTHETIC.items())]).data
+                                 *(f"+data.synthetic.{k}={v}" for k, v in SMALL_SYNTHETIC.items())])
     )
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -129,10 +129,10 @@ BAD_SETTINGS = [  # (settings class name, field, bad value, the key users type)
     ("SplitSettings", "fold", 7, "data.fold"),
     ("SplitSettings", "split_seed", "x", "data.split_seed"),
     ("SplitSettings", "identity_split", "loose", "data.identity_split"),
-    ("CropSettings", "num_frames", 0, "data.frames_per_video"),
-    ("CropSettings", "margin", 0, "data.face_margin"),
+    ("CropSettings", "frames_per_video", 0, "data.frames_per_video"),
+    ("CropSettings", "face_margin", 0, "data.face_margin"),
     ("CropSettings", "crop_size", 8, "data.crop_size"),
-    ("CropSettings", "detector", "retina", "data.face_detector"),
+    ("CropSettings", "face_detector", "retina", "data.face_detector"),
     ("CropSettings", "detect_max_side", 0, "data.detect_max_side"),
     ("CropSettings", "detect_every", 0, "data.detect_every"),
     ("LoaderSettings", "batch_size", 0, "data.batch_size"),
@@ -146,24 +146,19 @@ BAD_SETTINGS = [  # (settings class name, field, bad value, the key users type)
     ("InputContract", "mean", [0.5, 0.5], "model.input.mean"),
     ("InputContract", "std", [0.5, 0.0, 0.5], "model.input.std"),
     ("InputContract", "frames_per_clip", 0, "model.input.frames_per_clip"),
-    ("Transforms", "train", "medium", "data.train_augment"),
-    ("Transforms", "test", {"level": "none"}, "data.test_augment"),
-    ("Transforms", "seed", "abc", "data.augment_seed"),
 ]
 
 
 def _settings_class(name: str):
-    import src.data.datamodule as datamodule
+    import src.data.settings as settings
 
-    return getattr(datamodule, name)
+    return getattr(settings, name)
 
 
 @pytest.mark.parametrize(("group", "name", "value", "key"), BAD_SETTINGS, ids=[k for *_, k in BAD_SETTINGS])
 def test_each_settings_object_refuses_a_bad_value_in_one_line_naming_the_users_key(group, name, value, key):
-    from src.data.schema import key_of
-
     settings_class = _settings_class(group)
-    assert key_of(settings_class, name) == key
+    assert key.rpartition(".")[2] == name  # a field is named as the key users type
     settings_class()  # the defaults are valid
     with pytest.raises(ValueError, match=rf"{re.escape(key)}=") as error:
         settings_class(**{name: value})
@@ -174,13 +169,19 @@ def test_every_settings_field_is_a_data_key_of_the_schema_and_every_schema_key_i
     """The flat keys users type, the schema's fields and the settings objects' fields are one list."""
     from dataclasses import fields
 
-    from src.data.datamodule import DATA_SETTINGS, DATASET_KEYS, InputContract
-    from src.data.schema import DataConfig, key_of
+    from src.data.settings import SETTINGS, DataConfig
 
-    read = {key_of(group, f.name).removeprefix("data.") for group in DATA_SETTINGS.values() for f in fields(group)}
-    assert read | set(DATASET_KEYS) == {f.name for f in fields(DataConfig)}
-    assert {key_of(InputContract, f.name) for f in fields(InputContract)} == {
-        f"model.input.{k}" for k in ("kind", "size", "mean", "std", "frames_per_clip")}
+    read = {f.name for group in SETTINGS.values() for f in fields(group)}
+    dataset = {"_target_", "_recursive_", "name", "root", "index", "cache_dir", "synthetic"}
+    assert read | dataset == {f.name for f in fields(DataConfig)} and not read & dataset
+
+
+def test_a_bad_value_from_the_command_line_fails_when_the_module_is_built(tmp_path):
+    from hydra.errors import InstantiationException
+
+    with pytest.raises(InstantiationException) as error:
+        build_datamodule(compose_config("train", [f"data.root={tmp_path}", "data.face_margin=-1"]))
+    assert str(error.value.__cause__).startswith("data.face_margin=-1.0: must be a number > 0")
 
 
 def test_build_datamodule_reads_each_setting_from_its_key(tmp_path):
@@ -189,46 +190,48 @@ def test_build_datamodule_reads_each_setting_from_its_key(tmp_path):
                  "data.face_margin=1.5", "data.crop_size=128", "data.detect_max_side=400", "data.detect_every=3",
                  "data.batch_size=5", "data.num_workers=0", "data.build_workers=3", "data.balanced_sampling=true",
                  "data.train_frames_per_video=null", "data.max_bad_fraction=0.5", "train_augment=strong",
-                 "augment=flip", "seed=11", "model.input.size=112"]
-    datamodule = build_datamodule(compose_config("train", overrides).data)
+                 "seed=11", "model.input.size=112"]
+    datamodule = build_datamodule(compose_config("train", overrides))
     assert (datamodule.split.folds, datamodule.split.fold, datamodule.split.split_seed,
             datamodule.split.identity_split) == (3, 2, 7, "strict")
     crops = datamodule.crops
-    assert (crops.num_frames, crops.detector, crops.margin, crops.crop_size, crops.detect_max_side,
+    assert (crops.frames_per_video, crops.face_detector, crops.face_margin, crops.crop_size, crops.detect_max_side,
             crops.detect_every) == (12, "haar", 1.5, 128, 400, 3)
     assert datamodule.cache.settings is crops
     assert datamodule.loaders == _settings_class("LoaderSettings")(5, 0, 3, True, None, 0.5)
     assert datamodule.input.size == 112 and datamodule.input.kind == "frame"
-    assert datamodule.transforms.train == "strong" and datamodule.transforms.seed == 11
-    assert datamodule.transforms.test["_target_"].endswith("flip")
+    assert datamodule.train_augment["_target_"].endswith("strong") and datamodule.augment_seed == 11
+    assert datamodule.test_augment is None  # training has no test-time perturbation
+    evaluation = build_datamodule(compose_config("evaluate", [f"data.root={tmp_path}", "augment=flip"]))
+    assert evaluation.test_augment["_target_"].endswith("flip") and evaluation.train_augment is None
+    # the batch size is the model's unless data.batch_size says otherwise
+    assert build_datamodule(compose_config("train", [f"data.root={tmp_path}"])).batch_size == 32
+    assert build_datamodule(compose_config("train", ["model=resnet_lstm", f"data.root={tmp_path}"])).batch_size == 4
 
 
-def test_the_module_uses_its_settings_objects(small_dataset, small_cache):
-    """What the loaders and datasets do comes from the settings objects the module was given."""
-    from dataclasses import replace
-
-    from src.data.datamodule import DeepfakeDataModule, datamodule_arguments
-
-    arguments = datamodule_arguments(compose_config("train", data_overrides(small_dataset, small_cache)).data)
-    arguments["loaders"] = replace(arguments["loaders"], batch_size=3, num_workers=0, train_frames_per_video=2)
-    arguments["transforms"] = replace(arguments["transforms"], seed=5)
-    datamodule = DeepfakeDataModule(**arguments)
+def test_the_module_uses_its_settings(small_dataset, small_cache):
+    """What the loaders and datasets do comes from the settings the module was given."""
+    cfg = compose_config("train", data_overrides(small_dataset, small_cache))
+    datamodule = build_datamodule(cfg)
+    arguments = {**datamodule.hparams, "batch_size": 3, "num_workers": 0, "train_frames_per_video": 2,
+                 "augment_seed": 5}
+    datamodule = type(datamodule)(**arguments)
     datamodule.prepare_data()
     datamodule.setup("fit")
     loader = datamodule.train_dataloader()
     assert loader.batch_size == 3 and loader.num_workers == 0
     assert len(loader.dataset) == 2 * len(datamodule.splits["train"])
     val = datamodule.eval_dataset("val")
-    assert val.seed == 5 and val.num_frames == datamodule.crops.num_frames
+    assert val.seed == 5 and val.num_frames == datamodule.crops.frames_per_video
 
 
 def test_checkpoint_hyperparameters_are_plain_data_that_rebuild_the_module(tmp_path):
     """Lightning stores `dict(datamodule.hparams)` in every checkpoint (checkpoint_connector.dump_checkpoint):
-    one plain dict per settings object, loadable with weights_only=True, and enough to rebuild the module."""
-    from src.data.datamodule import CelebDFDataModule, DeepfakeDataModule
+    plain data, loadable with weights_only=True, and enough to rebuild the module."""
+    from src.data.datamodule import DeepfakeDataModule
 
-    datamodule = build_datamodule(compose_config("train", ["data=ffpp", f"data.root={tmp_path}",
-                                                           "augment=jpeg"]).data)
+    datamodule = build_datamodule(compose_config("evaluate", ["data=ffpp", f"data.root={tmp_path}",
+                                                              "augment=jpeg"]))
     torch.save({"datamodule_hyper_parameters": dict(datamodule.hparams)}, tmp_path / "x.ckpt")
     stored = torch.load(tmp_path / "x.ckpt", weights_only=True)["datamodule_hyper_parameters"]
 
@@ -240,22 +243,22 @@ def test_checkpoint_hyperparameters_are_plain_data_that_rebuild_the_module(tmp_p
         return value is None or isinstance(value, str | int | float | bool)
 
     assert plain(stored)
-    assert set(stored) >= {"split", "crops", "loaders", "model_input", "transforms", "index"}
-    assert stored["index"]["methods"] and stored["transforms"]["test"]["_target_"].endswith("jpeg")
+    assert set(stored) >= {"fold", "face_detector", "batch_size", "input_contract", "test_augment", "index"}
+    assert stored["index"]["methods"] and stored["test_augment"]["_target_"].endswith("jpeg")
     rebuilt = DeepfakeDataModule(**stored)
-    for group in ("split", "crops", "loaders", "input", "transforms"):
+    for group in ("split", "crops", "loaders", "input", "train_augment", "test_augment", "augment_seed"):
         assert getattr(rebuilt, group) == getattr(datamodule, group), group
-    assert CelebDFDataModule is DeepfakeDataModule
 
 
 def test_a_missing_root_and_a_subclass_target(tmp_path):
-    with pytest.raises(ValueError, match=r"^data\.root is not set: point it at the dataset folder") as error:
-        build_datamodule(compose_config("train", ["data=celebdf"]).data)
-    assert len(str(error.value).splitlines()) == 1
+    from omegaconf.errors import MissingMandatoryValue
+
+    with pytest.raises(MissingMandatoryValue, match=r"data\.root"):  # check_config says it in one line first
+        build_datamodule(compose_config("train", ["data=celebdf"]))
     # benchmarks time the module through a subclass named by data._target_
     cfg = compose_config("train", ["data=celebdf", f"data.root={tmp_path}",
                                    "data._target_=tests.test_datamodule.CountingDataModule"])
-    assert type(build_datamodule(cfg.data)).__name__ == "CountingDataModule"
+    assert type(build_datamodule(cfg)).__name__ == "CountingDataModule"
 
 
 def _counting_module():
@@ -286,7 +289,7 @@ def test_the_data_schema_refuses_wrong_types_and_unknown_keys_at_composition(ove
 def test_ffpp_composes_with_its_own_schema_and_keys():
     from omegaconf import OmegaConf
 
-    from src.data.schema import DataConfig, FFppDataConfig
+    from src.data.settings import DataConfig, FFppDataConfig
 
     assert OmegaConf.get_type(compose_config("train").data) is DataConfig
     ffpp = compose_config("train", ["data=ffpp", "data.compression=c40", "data.methods=[FaceSwap]"]).data

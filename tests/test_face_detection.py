@@ -6,36 +6,27 @@ import sys
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
-from src.data.cache import CropSettings, FaceCropCache
-from src.data.faces import (
-    FaceDetector,
-    MissingDetectorPackage,
-    build_detector,
-    detect_faces,
-    extract_face_crops,
-    search_positions,
-    track_faces,
-)
-from src.experiments.config import CONFIG_DIR
+from src.data.cache import CropSettings, FaceCropCache, extract_face_crops
+from src.data.detectors import FaceDetector, MissingDetectorPackage, build_detector
+from src.data.faces import detect_faces, search_positions, track_faces
 from tests.conftest import SHARED_MESONET
 
 
 def test_real_data_default_detector_finds_real_faces():
-    """The detector data=celebdf builds finds >= 95% of real faces (40-200 px, turned up to 30 degrees, JPEG
-    40-90) and makes at most 1 false box per 20 frames."""
+    """The default detector (data=celebdf keeps it) finds >= 95% of real faces (40-200 px, turned up to 30
+    degrees, JPEG 40-90) and makes at most 1 false box per 20 frames."""
     if not SHARED_MESONET.is_dir():
         pytest.skip(f"{SHARED_MESONET} is absent: no real face crops to build the test frames from")
     pytest.importorskip("skimage", reason="scikit-image (the dev extra) provides the astronaut photo")
     from benchmarks.detectors import real_face_frames, score_detector
 
-    data = OmegaConf.load(CONFIG_DIR / "data" / "celebdf.yaml")
-    detector = build_detector(data.face_detector, data.detect_max_side, data.yunet_model)
+    crops = CropSettings()
+    detector = build_detector(crops.face_detector, crops.detect_max_side, crops.yunet_model)
     frames = real_face_frames(repeats=1, empty=12)
     assert len(frames) == 72  # 5 faces x 4 heights x 3 angles + 12 empty: the MesoNet crops were all found
     result = score_detector(detector, frames)
-    assert result["recall"] >= 0.95, f"data.face_detector={data.face_detector}: {result}"
+    assert result["recall"] >= 0.95, f"data.face_detector={crops.face_detector}: {result}"
     assert result["false_boxes"] <= len(frames) / 20, result
 
 
@@ -140,12 +131,12 @@ class _EveryFrameDetector(_ScriptedDetector):
 
 def test_cache_entry_records_searched_frames_and_detections(small_dataset):
     video = sorted(small_dataset.glob("Celeb-real/*.mp4"))[0]
-    settings = CropSettings(num_frames=8, crop_size=64, detect_every=4)
+    settings = CropSettings(frames_per_video=8, crop_size=64, face_detector="haar", detect_every=4)
     detector = _EveryFrameDetector()
     crops, meta = extract_face_crops(video, settings, detector)
     assert crops.shape == (8, 64, 64, 3) and detector.batches == [3]
     assert meta["searched"] == meta["detected"] == [True, False, False, False, True, False, False, True]
     report = meta["report"]
     assert (report["num_searched"], report["num_detected"], report["num_filled"]) == (3, 3, 5)
-    assert FaceCropCache("unused", settings).key(video) != FaceCropCache("unused", CropSettings(
-        num_frames=8, crop_size=64)).key(video)
+    every_frame = CropSettings(frames_per_video=8, crop_size=64, face_detector="haar", detect_every=1)
+    assert FaceCropCache("unused", settings).key(video) != FaceCropCache("unused", every_frame).key(video)

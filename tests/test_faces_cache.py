@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from src.data.cache import CropSettings, FaceCropCache
-from src.data.faces import HaarFaceDetector, square_box, track_faces
+from src.data.detectors import HaarFaceDetector, build_detector
+from src.data.faces import square_box, track_faces
 from src.data.video import VideoDecodeError, evenly_spaced_indices, read_frames
 from tests.conftest import SHARED_MESONET
 
@@ -100,7 +101,9 @@ def test_missing_detections_are_interpolated_and_none_falls_back_to_centre():
 
 
 def _settings(**changes) -> CropSettings:
-    return CropSettings(**{"num_frames": 6, "crop_size": 64, **changes})
+    """Few, small crops by the fast detector, on every frame."""
+    quick = {"frames_per_video": 6, "crop_size": 64, "face_detector": "haar", "detect_max_side": 320, "detect_every": 1}
+    return CropSettings(**{**quick, **changes})
 
 
 def test_cache_build_reuse_and_invalidation(small_dataset, tmp_path):
@@ -116,9 +119,9 @@ def test_cache_build_reuse_and_invalidation(small_dataset, tmp_path):
     assert again.num_built == 0 and again.num_reused == 3
 
     # the detector's device changes no pixel: same entries
-    assert FaceCropCache(tmp_path / "cache", _settings(device="gpu")).build(videos, progress=False).num_reused == 3
+    assert FaceCropCache(tmp_path / "cache", _settings(detect_device="cuda")).build(videos, progress=False).num_reused == 3
     # settings that change pixels get new entries; a touched file is rebuilt
-    assert FaceCropCache(tmp_path / "cache", _settings(margin=1.6)).build(videos, progress=False).num_built == 3
+    assert FaceCropCache(tmp_path / "cache", _settings(face_margin=1.6)).build(videos, progress=False).num_built == 3
     assert FaceCropCache(tmp_path / "cache", _settings(crop_size=32)).build(videos, progress=False).num_built == 3
     stat = videos[1].stat()
     os.utime(videos[1], ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
@@ -165,8 +168,6 @@ def test_a_second_build_reuses_every_entry_and_rewrites_nothing(small_dataset, t
 
 
 def test_yunet_without_model_file_is_a_clear_error(tmp_path):
-    from src.data.faces import build_detector
-
     with pytest.raises(ValueError, match="yunet_model"):
         build_detector("yunet")
     with pytest.raises(FileNotFoundError, match="missing.onnx"):

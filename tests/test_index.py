@@ -13,7 +13,7 @@ import pytest
 
 from src.data.index import (
     TEST_LIST,
-    CelebDFIndex,
+    VideoIndex,
     VideoRecord,
     fold_groups,
     identity_overlap,
@@ -57,11 +57,11 @@ def make_tree(
     return files
 
 
-def by_path(index: CelebDFIndex) -> dict[str, VideoRecord]:
+def by_path(index: VideoIndex) -> dict[str, VideoRecord]:
     return {r.path: r for r in index.records}
 
 
-def skip_reason(index: CelebDFIndex, needle: str) -> str:
+def skip_reason(index: VideoIndex, needle: str) -> str:
     """The reason of the single skip entry whose subject contains ``needle``."""
     hits = [reason for what, reason in index.skipped if needle in what]
     assert len(hits) == 1, (needle, index.skipped)

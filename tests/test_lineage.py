@@ -8,11 +8,13 @@ import tempfile
 from pathlib import Path
 
 import hydra
+import lightning as L
 import mlflow
 import pytest
 import torch
 
-from src.models.weights import Finetuned, Lineage, WeightsNotFound, input_contract
+from src.experiments.finetuned import Finetuned
+from src.models.weights import Lineage, WeightsNotFound, input_contract
 from tests.conftest import compose_config
 
 MESONET_CONTRACT = input_contract({"kind": "frame", "size": 256, "mean": [0, 0, 0], "std": [1, 1, 1],
@@ -54,20 +56,20 @@ def _loaded_fill(module) -> float:
 
 
 def test_finetuned_takes_only_a_checkpoint_of_the_same_dataset_index_and_fold(store, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="src.models.weights")
+    caplog.set_level(logging.INFO, logger="src.experiments.finetuned")
     uri, client, experiment = store
     celebdf = _train_run(client, experiment, tmp_path, data="celebdf", fold=0, fingerprint="cdf-v2", fill=0.25)
     _train_run(client, experiment, tmp_path, data="synthetic", fold=3, fingerprint="syn", fill=0.5)  # newer
     _train_run(client, experiment, tmp_path, data="celebdf", fold=0, fingerprint="other-copy", fill=0.75)  # newest
     module = _mesonet()
-    provenance = Finetuned(uri)(module, None, Lineage("mesonet", "celebdf", 0, MESONET_CONTRACT, "cdf-v2"))
+    provenance = Finetuned(uri)(module, Lineage("mesonet", "celebdf", 0, MESONET_CONTRACT, "cdf-v2"))
     assert _loaded_fill(module) == 0.25
     assert provenance.source_run_id == celebdf and provenance.source_weights == "pretrained"
     assert provenance.initial_weights.startswith(f"runs:/{celebdf}/checkpoints/best.ckpt sha256=")
     assert f"weights=finetuned: using the checkpoint of run {celebdf}" in caplog.text  # the choice is printed
 
     with pytest.raises(WeightsNotFound) as error:
-        Finetuned(uri)(_mesonet(), None, Lineage("mesonet", "celebdf", 1, MESONET_CONTRACT, "cdf-v2"))
+        Finetuned(uri)(_mesonet(), Lineage("mesonet", "celebdf", 1, MESONET_CONTRACT, "cdf-v2"))
     message = str(error.value)
     assert "found mesonet trained on celebdf fold 0" in message and "synthetic fold 3" in message
     assert "none on celebdf fold 1" in message and "\n" not in message
@@ -80,7 +82,7 @@ def test_a_sweep_over_folds_scores_each_folds_own_checkpoint(store, tmp_path):
         _train_run(client, experiment, tmp_path, data="synthetic", fold=fold, fingerprint="syn", fill=fill)
     for fold, fill in fills.items():
         module = _mesonet()
-        Finetuned(uri)(module, None, Lineage("mesonet", "synthetic", fold, MESONET_CONTRACT, "syn"))
+        Finetuned(uri)(module, Lineage("mesonet", "synthetic", fold, MESONET_CONTRACT, "syn"))
         assert _loaded_fill(module) == pytest.approx(fill)
 
 
@@ -89,7 +91,7 @@ def test_cross_dataset_evaluation_picks_the_named_training_data(store, tmp_path)
     ffpp = _train_run(client, experiment, tmp_path, data="ffpp", fold=2, fingerprint="ff", fill=0.3)
     _train_run(client, experiment, tmp_path, data="celebdf", fold=0, fingerprint="cdf", fill=0.6)
     module = _mesonet()
-    provenance = Finetuned(uri, train_data="ffpp")(module, None, Lineage("mesonet", "celebdf", 0, MESONET_CONTRACT, "cdf"))
+    provenance = Finetuned(uri, train_data="ffpp")(module, Lineage("mesonet", "celebdf", 0, MESONET_CONTRACT, "cdf"))
     assert provenance.source_run_id == ffpp and _loaded_fill(module) == pytest.approx(0.3)
 
 
@@ -98,11 +100,11 @@ def test_another_input_contract_or_seed_is_not_a_match(store, tmp_path):
     _train_run(client, experiment, tmp_path, data="synthetic", fold=0, fingerprint="syn", contract="frame/128px/...")
     lineage = Lineage("mesonet", "synthetic", 0, MESONET_CONTRACT, "syn")
     with pytest.raises(WeightsNotFound, match="other input"):
-        Finetuned(uri)(_mesonet(), None, lineage)
+        Finetuned(uri)(_mesonet(), lineage)
     seeded = _train_run(client, experiment, tmp_path, data="synthetic", fold=0, fingerprint="syn", seed=7)
-    assert Finetuned(uri, train_seed=7)(_mesonet(), None, lineage).source_run_id == seeded
+    assert Finetuned(uri, train_seed=7)(_mesonet(), lineage).source_run_id == seeded
     with pytest.raises(WeightsNotFound, match="seed 8"):
-        Finetuned(uri, train_seed=8)(_mesonet(), None, lineage)
+        Finetuned(uri, train_seed=8)(_mesonet(), lineage)
 
 
 def test_loading_a_finetuned_checkpoint_leaves_no_copy_behind(store, tmp_path, monkeypatch):
@@ -111,50 +113,93 @@ def test_loading_a_finetuned_checkpoint_leaves_no_copy_behind(store, tmp_path, m
     temp = tmp_path / "tmp"
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
-    Finetuned(uri)(_mesonet(), None, Lineage("mesonet", "synthetic", 0, MESONET_CONTRACT, "syn"))
+    Finetuned(uri)(_mesonet(), Lineage("mesonet", "synthetic", 0, MESONET_CONTRACT, "syn"))
     assert list(temp.iterdir()) == []
 
 
 # -- model selection ------------------------------------------------------------------------------
+class ScriptedClips(torch.nn.Module):
+    """A clip network whose logit for video i in validation epoch e is `logits[e][i]` (each clip is filled
+    with its video's index), so that every epoch's AUC and loss are chosen by the test."""
+
+    input_kind = "clip"
+
+    def __init__(self, logits: list[list[float]]):
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(()))  # something for the optimizer to hold
+        self.logits = torch.tensor(logits)
+        self.epoch = 0
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        return self.logits[self.epoch, clips[:, 0, 0, 0, 0].long()] + 0 * self.bias
 
 
-def test_a_tie_in_validation_auc_is_broken_by_the_lower_loss(tmp_path):
-    """AUC 1.0 at every epoch while the loss falls: the last epoch is selected, and early stopping
-    (patience 1) does not stop a run that still improves its loss."""
-    import lightning as L
-
-    from src.experiments.checkpointing import TieBreakingEarlyStopping, TieBreakingModelCheckpoint
-
-    class Saturated(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.layer = torch.nn.Linear(1, 1)
-
-        def training_step(self, batch, batch_idx):
-            return self.layer(batch[0]).sum()
-
-        def validation_step(self, batch, batch_idx):
-            self.log("val/video_auc", 1.0)
-            self.log("val/video_loss", 1.0 / (self.current_epoch + 1))
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.0)
-
-    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(2, 1)), batch_size=2)
-    checkpoint = TieBreakingModelCheckpoint(dirpath=tmp_path, filename="best-{epoch:02d}", monitor="val/video_auc",
-                                            mode="max", tie_breaker="val/video_loss", save_top_k=1,
-                                            auto_insert_metric_name=False)
-    stopping = TieBreakingEarlyStopping(monitor="val/video_auc", mode="max", patience=1, tie_breaker="val/video_loss")
-    trainer = L.Trainer(max_epochs=4, callbacks=[checkpoint, stopping], logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0)
-    trainer.fit(Saturated(), train_dataloaders=data, val_dataloaders=data)
-    assert trainer.current_epoch == 4, "early stopping fired although the loss kept improving"
-    assert Path(checkpoint.best_model_path).name == "best-03.ckpt"
+class FollowEpochs(L.Callback):
+    def on_validation_epoch_start(self, trainer, module):
+        module.net.epoch = trainer.current_epoch
 
 
-def test_train_config_selects_with_the_tie_breaker():
-    cfg = compose_config("train")
-    assert cfg.callbacks.model_checkpoint.tie_breaker == cfg.callbacks.early_stopping.tie_breaker == "val/video_loss"
+def _scripted_detector(logits: list[list[float]]):
+    from functools import partial
+
+    from src.models.module import DeepfakeDetector
+
+    return DeepfakeDetector(ScriptedClips(logits), optimizer=partial(torch.optim.SGD, lr=0.0), channels_last=False)
+
+
+def _videos(labels: list[float]):
+    """One video per label, in one batch: (clip filled with the video's index, label, index)."""
+    index = torch.arange(len(labels))
+    data = torch.utils.data.TensorDataset(index.float().view(-1, 1, 1, 1, 1), torch.tensor(labels), index)
+    return torch.utils.data.DataLoader(data, batch_size=len(labels))
+
+
+def test_a_tie_in_validation_auc_goes_to_the_lower_loss_and_a_gain_in_auc_beats_any_loss(tmp_path):
+    """Through the configured (stock) ModelCheckpoint and EarlyStopping, on 2 fake and 2 real videos:
+    epoch 0 AUC 0.875 at the lowest loss, then AUC 1.0 with loss 0.69, 0.55, 0.60. Selected: epoch 2 (a strict
+    AUC gain beats any loss; the tie goes to the lower loss), and with patience 1 the run stops after epoch 3.
+    Monitoring AUC alone would select epoch 1 and stop after epoch 2; the loss alone, epoch 0 and epoch 1."""
+    from src.models.module import SELECTION_METRIC
+
+    logits = [[3.0, 0.0, -3.0, 0.0], [0.01, 0.01, -0.01, -0.01], [0.3, 0.3, -0.3, -0.3], [0.2, 0.2, -0.2, -0.2],
+              [5.0, 5.0, -5.0, -5.0], [5.0, 5.0, -5.0, -5.0]]
+    cfg = compose_config("train", ["callbacks.early_stopping.patience=1", f"callbacks.model_checkpoint.dirpath={tmp_path}"])
+    checkpoint = hydra.utils.instantiate(cfg.callbacks.model_checkpoint)
+    stopping = hydra.utils.instantiate(cfg.callbacks.early_stopping)
+    assert type(checkpoint) is L.pytorch.callbacks.ModelCheckpoint and type(stopping) is L.pytorch.callbacks.EarlyStopping
+    assert checkpoint.monitor == stopping.monitor == SELECTION_METRIC
+    trainer = L.Trainer(max_epochs=len(logits), callbacks=[FollowEpochs(), checkpoint, stopping], logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    videos = _videos([1.0, 1.0, 0.0, 0.0])
+    trainer.fit(_scripted_detector(logits), train_dataloaders=videos, val_dataloaders=videos)
+    assert stopping.stopped_epoch == 3, "early stopping did not follow AUC first, then loss"
+    assert Path(checkpoint.best_model_path).name == "best-02.ckpt"
+    selected = torch.load(checkpoint.best_model_path, weights_only=True)["validation_metrics"]
+    assert selected["val/video_auc"] == 1.0 and selected["val/video_loss"] == pytest.approx(0.5544, abs=1e-4)
+
+
+@pytest.mark.slow  # two processes: make test-all
+def test_the_selection_value_counts_the_videos_of_every_process():
+    """Under DDP each process sees half the videos; the AUC's grid is that of all of them (2 x 2 pairs here,
+    not the 1 x 1 of one process), or a tie-break could outweigh an AUC step."""
+    from src.models.metrics import auc_then_loss
+    from src.models.module import SELECTION_METRIC
+
+    trainer = L.Trainer(accelerator="cpu", strategy="ddp_spawn", devices=2, callbacks=[FollowEpochs()], logger=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    (logged,) = trainer.validate(_scripted_detector([[0.3, 0.3, -0.3, -0.3]]), _videos([1.0, 1.0, 0.0, 0.0]),
+                                 verbose=False)
+    expected = auc_then_loss(torch.tensor(1.0), torch.tensor(logged["val/video_loss"]), 2, 2)
+    assert logged[SELECTION_METRIC] == pytest.approx(float(expected), abs=1e-9)
+
+
+def test_train_config_selects_with_lightnings_own_callbacks_on_one_value():
+    from src.models.module import SELECTION_METRIC
+
+    callbacks = compose_config("train").callbacks
+    for name in ("model_checkpoint", "early_stopping"):
+        assert callbacks[name]._target_.startswith("lightning.pytorch.callbacks.")
+        assert callbacks[name].monitor == SELECTION_METRIC and callbacks[name].mode == "max"
 
 
 # -- numerics -------------------------------------------------------------------------------------

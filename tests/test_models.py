@@ -45,6 +45,16 @@ def test_composed_model_config_gives_the_module_and_the_bare_net(model):
     assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["lr"] == pytest.approx(1e-4)
 
 
+def test_the_module_keeps_every_argument_it_takes():
+    """The weights block next to the input contract (weights=pretrained reads it from the module), and the
+    batch size under Lightning's name; freezing is the backbone nets' own argument."""
+    cfg = compose_config("train", ["model=resnet_lstm", "model.batch_size=3", "model.net.freeze_backbone=true"])
+    module = hydra.utils.instantiate(cfg.model)
+    assert module.pretrained_cfg["torchvision_weights"] == "IMAGENET1K_V1" and module.input_contract["size"] == 224
+    assert module.batch_size == 3 and module.net.freeze_backbone
+    assert "freeze_backbone" not in cfg.model
+
+
 def test_frame_model_scores_a_video_by_its_mean_frame_probability():
     module = hydra.utils.instantiate(compose_config("train", ["model=meso4"]).model).eval()
     videos = torch.rand(2, 5, 3, 256, 256)
@@ -67,6 +77,21 @@ def test_metrics_match_an_independent_computation():
     loss = -np.mean(labels * np.log(probs) + (1 - labels) * np.log(1 - probs))
     assert float(values["test/video_loss"]) == pytest.approx(loss, rel=1e-4)
     assert float(values["test/video_eer"]) == pytest.approx(eer_by_root_finding(labels, probs), abs=1e-6)
+
+
+def test_auc_then_loss_orders_by_auc_then_by_the_lower_loss_on_a_large_grid():
+    """1000 x 1000 videos: AUC steps of 5e-7, near float32's resolution. A float32 round-off in the AUC is no
+    gain (the lower loss still wins), and one AUC step beats the largest difference in loss."""
+    from src.models.metrics import auc_then_loss
+
+    pairs = 1000 * 1000
+    auc = torch.tensor(0.9, dtype=torch.float32)
+    rounded_up = torch.nextafter(auc, torch.tensor(1.0))
+    low, high = torch.tensor(0.1), torch.tensor(0.2)
+    assert auc_then_loss(auc, low, 1000, 1000) > auc_then_loss(rounded_up, high, 1000, 1000)
+    step_up = torch.tensor(0.9 + 1 / (2 * pairs), dtype=torch.float32)
+    assert auc_then_loss(step_up, torch.tensor(50.0), 1000, 1000) > auc_then_loss(auc, torch.tensor(0.0), 1000, 1000)
+    assert auc_then_loss(auc, low, 0, 5) > auc_then_loss(auc, high, 0, 5)  # one class: the loss decides
 
 
 def eer_by_root_finding(labels: np.ndarray, probs: np.ndarray) -> float:
@@ -100,8 +125,6 @@ def test_imagenet_weights_load_through_torchvision_cache_only_with_the_published
     the same state dict given as model.pretrained.file is what the backbone gets."""
     from torchvision.models import ResNet50_Weights, resnet50
 
-    from src.models.weights import apply_weights
-
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     reference = resnet50(weights=None)
     torch.nn.init.normal_(reference.conv1.weight)
@@ -111,11 +134,11 @@ def test_imagenet_weights_load_through_torchvision_cache_only_with_the_published
 
     cfg = compose_config("train", ["model=resnet_lstm", "weights=pretrained"])
     with pytest.raises(IncompatibleWeights, match="does not match the published 0676ba61"):
-        apply_weights(hydra.utils.instantiate(cfg.model), cfg)
+        hydra.utils.instantiate(cfg.weights)(hydra.utils.instantiate(cfg.model))
 
     cfg = compose_config("train", ["model=resnet_lstm", "weights=pretrained", f"model.pretrained.file={target}"])
     module = hydra.utils.instantiate(cfg.model)
-    origin = apply_weights(module, cfg).initial_weights
+    origin = hydra.utils.instantiate(cfg.weights)(module).initial_weights
     assert origin.startswith(f"{target} sha256=")
     torch.testing.assert_close(module.net.backbone[0].weight, reference.conv1.weight)
     torch.testing.assert_close(module.net.backbone[7][2].conv3.weight, reference.layer4[2].conv3.weight)
@@ -142,10 +165,8 @@ def test_missing_mesonet_weights_say_where_they_were_looked_for(tmp_path, monkey
 
     monkeypatch.setattr(urllib.request, "urlretrieve", offline)
     cfg = compose_config("train", ["weights=pretrained", f"paths.weights_dir={tmp_path}"])
-    from src.models.weights import apply_weights
-
     with pytest.raises(WeightsNotFound) as error:
-        apply_weights(hydra.utils.instantiate(cfg.model), cfg)
+        hydra.utils.instantiate(cfg.weights)(hydra.utils.instantiate(cfg.model))
     assert "MesoInception_DF.h5" in str(error.value) and str(tmp_path) in str(error.value)
     assert not list(tmp_path.iterdir()), "no partial download is left behind"
 

@@ -22,7 +22,7 @@ from src.data.cache import CropSettings, FaceCropCache
 from src.data.datamodule import build_datamodule
 from tests.conftest import compose_config, data_overrides
 
-QUICK = CropSettings(num_frames=6, crop_size=64)
+QUICK = CropSettings(frames_per_video=6, crop_size=64, face_detector="haar", detect_max_side=320, detect_every=1)
 
 
 def _instantiate(config):
@@ -147,7 +147,7 @@ class _DiskFullCache(FaceCropCache):
         real_save = np.save
 
         def save_until_full(file, array, *args, **kwargs):
-            Path(file).write_bytes(b"\x93NUMPY" + b"\0" * 4096)  # part of the array made it to disk
+            file.write(b"\x93NUMPY" + b"\0" * 4096)  # part of the array made it to disk
             raise OSError(errno.ENOSPC, "No space left on device")
 
         np.save = save_until_full

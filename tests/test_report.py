@@ -1,6 +1,7 @@
 """`python -m src.experiments.report` against throwaway MLflow stores filled with evaluate-like runs (tags,
 metrics, video_scores.csv artifacts written here; no training): the report of one sweep must show exactly
-what was logged, with intervals, replicates, lineage flags and paired comparisons."""
+what was logged, with intervals, replicates, lineage flags and paired comparisons, titled and ordered by the
+runs' tags only (and a preset's table shape when one is chosen)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,19 @@ import mlflow
 import numpy as np
 import pytest
 
-from src.experiments import report, stats
-from src.experiments.report import collect_results, main, plot_robustness, render_tables
+from src.experiments.report import collect, comparisons, main, render, tables
+from src.experiments.report.collect import collect_results
+from src.experiments.report.render import plot_robustness, robustness_figure
+from src.experiments.report.tables import load_preset, render_tables
+from src.utils import stats
+from src.utils.errors import ConfigError
 
 SEED_HEADER = ["MesoNet", "MesoNet (finetuned)", "ResNetLSTM", "ResNetLSTM (finetuned)"]
+STUDY = load_preset("study")
+# the tags evaluate.py writes from conf/model/<name>.yaml and conf/augment/<name>.yaml
+MODEL_TITLES = {"mesonet": "MesoNet", "resnet_lstm": "ResNetLSTM", "meso4": "Meso4"}
+AUGMENT_TAGS = {"none": ("no augmentation", "0"), "flip": ("rotation/flip", "1"), "heavy": ("heavy augmentation", "2"),
+                "jpeg": ("JPEG quality 30-70", "3")}
 ROW_ORDER = ["Loss", "AUC", "AP", "Accuracy", "EER"]
 TITLES = ["Test metrics, no augmentation", "Test metrics, rotation/flip", "Test metrics, heavy augmentation"]
 METRIC_OF_ROW = {"Loss": "loss", "AUC": "auc", "AP": "ap", "Accuracy": "acc", "EER": "eer"}
@@ -42,9 +52,12 @@ class FakeStore:
     def log(self, model, weights, augment, data="synthetic", sweep=None, status="FINISHED", tags=None,
             scores=None, experiment="evaluate", intervals=True) -> dict:
         """Random metrics (in (0.05, 0.95): a rounded real value is never "0.000"), or for `scores`
-        (rows path, label, p_fake, group) the metrics and intervals stats computes from them."""
+        (rows path, label, p_fake, group) the metrics and intervals stats computes from them. Tagged as
+        evaluate.py tags (titles and axis position), `tags` added or overriding."""
         self.clock += 1000
-        all_tags = {"model": model, "weights": weights, "augment": augment, "data": data, **(tags or {})}
+        title, axis = AUGMENT_TAGS[augment]
+        all_tags = {"model": model, "weights": weights, "augment": augment, "data": data,
+                    "model_title": MODEL_TITLES[model], "augment_title": title, "augment_axis": axis, **(tags or {})}
         if sweep:
             all_tags["sweep_id"] = sweep
         run = self.client.create_run(self.experiment(experiment), start_time=self.clock, tags=all_tags)
@@ -137,8 +150,8 @@ def parse_report(markdown: str) -> dict[str, dict[str, tuple[list[str], dict[str
                 header.extend(cells[1:])
             elif not set(cells[0]) <= set(":-"):
                 rows[cells[0]] = dict(zip(header, cells[1:], strict=True))
-    for tables in parsed.values():
-        for _, rows in tables.values():
+    for section in parsed.values():
+        for _, rows in section.values():
             assert list(rows) == ROW_ORDER
     return parsed
 
@@ -170,7 +183,7 @@ ALL_COLUMNS = {
 
 
 def test_cells_print_the_value_and_its_interval(store):
-    """`0.893 [0.71, 1.00]` from test/video_<m> and its _ci_low/_ci_high; the seed's columns stay when empty."""
+    """`0.893 [0.71, 1.00]` from test/video_<m> and its _ci_low/_ci_high; columns in the sweep's order."""
     uri, logged = store
     markdown = render_tables(collect_results(uri, sweep_id="sweep-a"))
     assert re.search(r"\| \d\.\d{3} \[\d\.\d\d, \d\.\d\d\] \|", markdown)
@@ -188,22 +201,52 @@ def test_cells_print_the_value_and_its_interval(store):
 
 
 def test_default_is_the_latest_sweep_only(store):
-    """Without a sweep id: the sweep of the newest finished sweep run; older sweeps and single runs stay out."""
+    """Without a sweep id: the sweep of the newest finished sweep run; older sweeps and single runs stay out.
+    Tables only for the levels with runs, columns only those with runs."""
     uri, logged = store
-    assert report.latest_sweep(uri) == "sweep-b"
+    assert collect.latest_sweep(uri) == "sweep-b"
     results = collect_results(uri)
     assert {r["sweep_id"] for r in results} == {"sweep-b"}
     assert {(r["model"], r["weights"], r["augment"]) for r in results if r["data"] == "synthetic"} == set(logged["sweep-b"])
     parsed = parse_report(render_tables(results))
     assert list(parsed) == ["celebdf", "synthetic"]
-    for title, augment in zip(TITLES, ("none", "flip", "heavy"), strict=True):
+    assert list(parsed["synthetic"]) == TITLES[:2] and list(parsed["celebdf"]) == TITLES[:1]
+    for title, augment in zip(TITLES[:2], ("none", "flip"), strict=True):
         table = parsed["synthetic"][title]
-        assert table[0] == SEED_HEADER + ["Meso4"]  # no scratch column: that run is not in the sweep
+        assert table[0] == ["MesoNet", "Meso4"]  # no scratch column: that run is not in the sweep
+        check_table(table, logged["sweep-b"], augment, {k: ALL_COLUMNS[k] for k in table[0]})
+    assert parsed["celebdf"][TITLES[0]][0] == ["MesoNet"]
+    check_table(parsed["celebdf"][TITLES[0]], logged["celebdf"], "none", {"MesoNet": ALL_COLUMNS["MesoNet"]})
+    assert collect.latest_sweep(uri, data="celebdf") == "sweep-b"
+
+
+def test_the_study_preset_shows_its_four_columns_first_even_without_runs(store):
+    """conf/report/study.yaml: the seed's four columns in its order, – where nothing was scored (the FAILED
+    run of sweep-b made no MesoNet (finetuned) cell), other columns with runs after them."""
+    uri, logged = store
+    assert STUDY.columns == (("mesonet", "pretrained"), ("mesonet", "finetuned"), ("resnet_lstm", "pretrained"),
+                             ("resnet_lstm", "finetuned"))
+    parsed = parse_report(render_tables(collect_results(uri), preset=STUDY))
+    for title, augment in zip(TITLES[:2], ("none", "flip"), strict=True):
+        table = parsed["synthetic"][title]
+        assert table[0] == SEED_HEADER + ["Meso4"]
         check_table(table, logged["sweep-b"], augment, {k: ALL_COLUMNS[k] for k in SEED_HEADER + ["Meso4"]})
-    check_table(parsed["celebdf"][TITLES[0]], logged["celebdf"], "none", {k: ALL_COLUMNS[k] for k in SEED_HEADER})
-    # the newer FAILED run of sweep-b did not make a MesoNet (finetuned) cell
     assert parsed["synthetic"][TITLES[0]][1]["AUC"]["MesoNet (finetuned)"] == "–"
-    assert report.latest_sweep(uri, data="celebdf") == "sweep-b"
+    check_table(parsed["celebdf"][TITLES[0]], logged["celebdf"], "none", {k: ALL_COLUMNS[k] for k in SEED_HEADER})
+
+
+def test_presets_are_checked_and_named_in_errors(tmp_path, monkeypatch, capsys):
+    """An unknown preset names --preset and the presets there are; a malformed one names the file and entry."""
+    assert main(["--preset", "no-such-preset", "--no-log"]) == 1
+    message = capsys.readouterr().err
+    assert "--preset='no-such-preset'" in message and "study" in message
+    monkeypatch.setattr(tables, "PRESET_DIR", tmp_path)
+    (tmp_path / "broken.yaml").write_text("columns:\n  - {model: mesonet, weights: pretrained}\n  - {model: mesonet}\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml: columns\[1\]="):
+        load_preset("broken")
+    (tmp_path / "empty.yaml").write_text("columns: []\n")
+    with pytest.raises(ConfigError, match=r"empty.yaml: columns=\[\]"):
+        load_preset("empty")
 
 
 def test_without_sweeps_the_latest_run_per_cell_is_reported(store):
@@ -218,7 +261,7 @@ def test_main_writes_reports_folder_of_the_sweep_prints_and_logs(use_store, tmp_
     """Default: reports/<latest sweep>/ under the project root with report.md, report.html (chart embedded,
     for MLflow's artifact viewer) and robustness.png; the same files logged as a `report` run."""
     uri, logged = use_store
-    monkeypatch.setattr(report, "PROJECT_ROOT", tmp_path)
+    monkeypatch.setattr(render, "REPORTS_DIR", tmp_path / "reports")
     assert main([]) == 0
     printed = capsys.readouterr().out
     out = tmp_path / "reports" / "sweep-b"
@@ -243,9 +286,10 @@ def test_main_writes_reports_folder_of_the_sweep_prints_and_logs(use_store, tmp_
 def test_sweep_option_picks_another_sweep(use_store, tmp_path, monkeypatch, capsys):
     """--sweep-id (make report SWEEP=...) reports that sweep into reports/<id>/; --out overrides the folder."""
     uri, logged = use_store
-    monkeypatch.setattr(report, "PROJECT_ROOT", tmp_path)
-    assert main(["--sweep-id", "sweep-a", "--no-log"]) == 0
+    monkeypatch.setattr(render, "REPORTS_DIR", tmp_path / "reports")
+    assert main(["--sweep-id", "sweep-a", "--no-log", "--preset", "study"]) == 0
     markdown = (tmp_path / "reports" / "sweep-a" / "report.md").read_text(encoding="utf-8")
+    assert "preset `study`" in markdown
     check_table(parse_report(markdown)["synthetic"][TITLES[1]], logged["sweep-a"], "flip",
                 {k: ALL_COLUMNS[k] for k in SEED_HEADER})
     assert "Logged MLflow run" not in capsys.readouterr().out
@@ -273,7 +317,7 @@ def test_robustness_chart_is_png_with_a_title_naming_data_and_sweep(store, tmp_p
         content = path.read_bytes()
         assert content[:8] == b"\x89PNG\r\n\x1a\n"
         assert len(content) > 1024
-    title = report.chart_title("video", "celebdf", "2024-05-01_12-00-00")
+    title = render.chart_title("video", "celebdf", "2024-05-01_12-00-00")
     assert "celebdf" in title and "2024-05-01_12-00-00" in title
 
 
@@ -297,21 +341,52 @@ def test_empty_store_exits_1(tmp_path, monkeypatch, capsys):
     assert collect_results(uri) == []
 
 
-def test_column_names_and_order():
-    """Seed columns first, then the seed models' scratch runs, then the other registered models by name;
-    unknown names kept, last."""
-    results = [{"model": m, "weights": w, "augment": "none", "data": "d", "run_id": "x", "metrics": {}, "runs": []}
-               for m, w in (("mystery", "pretrained"), ("efficientnet_lstm", "finetuned"), ("xception", "pretrained"),
-                            ("resnet_lstm", "scratch"), ("meso4", "scratch"))]
-    names = [report.column_name(*c, results) for c in report.columns(results)]
-    assert names == SEED_HEADER + ["ResNetLSTM (untrained)", "EfficientNet-B1+LSTM (finetuned)",
-                                   "Meso4 (untrained)", "Xception", "mystery"]
+def result_of(model, weights, augment, start, data="d", **tags) -> dict:
+    """A result as collect_results makes it, one run with an AUC of 0.8 and the given tags."""
+    run = {"run_id": f"{model}-{weights}-{augment}", "start_time": start, "replicate": ("", "", ""),
+           "metrics": {"test/video_auc": 0.8}, "tags": {"model": model, "weights": weights, "augment": augment, **tags}}
+    return {"model": model, "weights": weights, "augment": augment, "data": data, "sweep_id": "s", "runs": [run],
+            "replaced": [], **{key: run[key] for key in ("run_id", "metrics", "tags", "start_time")}}
+
+
+def test_a_new_model_and_perturbation_sort_and_title_from_their_tags():
+    """No list names `blur` or `newnet`: the tables follow augment_axis and augment_title, the columns the
+    runs' start order and model_title."""
+    results = [
+        result_of("newnet", "pretrained", "heavy", 1, model_title="NewNet-X", augment_title="heavy augmentation",
+             augment_axis="2"),
+        result_of("newnet", "pretrained", "blur", 2, model_title="NewNet-X", augment_title="Gaussian blur", augment_axis="1"),
+        result_of("newnet", "pretrained", "none", 3, model_title="NewNet-X", augment_title="no augmentation",
+             augment_axis="0"),
+        result_of("mesonet", "scratch", "none", 4, model_title="MesoNet", augment_title="no augmentation", augment_axis="0"),
+        result_of("mesonet", "finetuned", "blur", 5, model_title="MesoNet", augment_title="Gaussian blur", augment_axis="1",
+             source_weights="pretrained"),
+    ]
+    assert collect.augment_levels(results) == ["none", "blur", "heavy"]
+    parsed = parse_report(render_tables(results))["d"]
+    assert list(parsed) == ["Test metrics, no augmentation", "Test metrics, Gaussian blur",
+                            "Test metrics, heavy augmentation"]
+    assert parsed["Test metrics, Gaussian blur"][0] == ["NewNet-X", "MesoNet (untrained)", "MesoNet (finetuned)"]
+    assert parsed["Test metrics, Gaussian blur"][1]["AUC"] == {"NewNet-X": "0.800", "MesoNet (untrained)": "–",
+                                                                 "MesoNet (finetuned)": "0.800"}
+    # a store from before the title tags: the tags themselves, levels by name
+    old = [result_of("resnet_lstm", "pretrained", "none", 1), result_of("resnet_lstm", "pretrained", "flip", 2)]
+    assert list(parse_report(render_tables(old))["d"]) == ["Test metrics, flip", "Test metrics, none"]
+    assert parse_report(render_tables(old))["d"]["Test metrics, none"][0] == ["resnet_lstm"]
+
+
+def test_the_chart_has_a_tick_per_level_with_runs_only():
+    """A sweep over augment=none,heavy: two ticks, no empty rotation/flip between them."""
+    results = [result_of("mesonet", "pretrained", augment, index, augment_title=AUGMENT_TAGS[augment][0],
+                    augment_axis=AUGMENT_TAGS[augment][1]) for index, augment in enumerate(("heavy", "none"))]
+    (axes,) = robustness_figure(results).axes
+    assert [label.get_text() for label in axes.get_xticklabels()] == ["no augmentation", "heavy augmentation"]
 
 
 # -- one study sweep with scores: replicates, lineage, titles from tags, paired comparisons ---------------------
 N_VIDEOS = 40
-AUGMENT_TAGS = {"none": ("none", "0"), "flip": ("rotation/flip", "1"), "jpeg": ("JPEG q=30", "1.5"),
-                "heavy": ("heavy", "2")}
+STUDY_AUGMENT_TAGS = {"none": ("none", "0"), "flip": ("rotation/flip", "1"), "jpeg": ("JPEG q=30", "1.5"),
+                      "heavy": ("heavy", "2")}
 
 
 def video_rows(probs) -> list[tuple[str, int, float, str]]:
@@ -343,7 +418,7 @@ def study(tmp_path_factory):
     logged: dict = {}
 
     def log(model, weights, augment, probs, **tags):
-        title, axis = AUGMENT_TAGS[augment]
+        title, axis = STUDY_AUGMENT_TAGS[augment]
         run = fake.log(model, weights, augment, sweep="study", scores=video_rows(probs),
                        tags={"augment_title": title, "augment_axis": axis, **tags})
         logged.setdefault((model, weights, augment), []).append(run)
@@ -367,12 +442,12 @@ def study(tmp_path_factory):
 def test_titles_and_level_order_come_from_the_runs_tags(study):
     uri, logged, results = study
     parsed = parse_report(render_tables(results))["synthetic"]
-    assert list(parsed) == ["Test metrics, no augmentation", "Test metrics, rotation/flip", "Test metrics, JPEG q=30",
+    assert list(parsed) == ["Test metrics, none", "Test metrics, rotation/flip", "Test metrics, JPEG q=30",
                             "Test metrics, heavy"]
-    header = parsed["Test metrics, no augmentation"][0]
+    header = parsed["Test metrics, none"][0]
     assert header == ["MesoNet", "MesoNet (finetuned)", "ResNetLSTM", "ResNetLSTM (trained from scratch) ⚠",
                       "Meso-4 (untrained)"]
-    assert [report.augment_axis_title(a, results) for a in report.augment_levels(results)] == [
+    assert [collect.augment_title(a, results) for a in collect.augment_levels(results)] == [
         "none", "rotation/flip", "JPEG q=30", "heavy"]
 
 
@@ -390,7 +465,7 @@ def test_replicates_are_aggregated_as_mean_and_sd(study):
 
 def test_a_column_scored_with_different_checkpoints_is_flagged(study, tmp_path):
     uri, logged, results = study
-    flags = report.lineage_flags(results)
+    flags = collect.lineage_flags(results)
     assert [(f["model"], f["weights"]) for f in flags] == [("resnet_lstm", "finetuned")]
     assert main(["--tracking-uri", uri, "--sweep-id", "study", "--no-log", "--out", str(tmp_path)]) == 0
     markdown = (tmp_path / "report.md").read_text(encoding="utf-8")
@@ -408,7 +483,7 @@ def comparison(rows, column, label):
 
 def test_paired_comparisons_mark_only_differences_beyond_noise(study, tmp_path):
     uri, logged, results = study
-    rows = report.paired_comparisons(results, report.ScoreFiles(uri, tmp_path))
+    rows = comparisons.paired_comparisons(results, comparisons.ScoreFiles(uri, tmp_path))
     heavy = comparison(rows, "MesoNet", "heavy − none")
     expected = (logged[("mesonet", "pretrained", "heavy")][0]["test/video_auc"]
                 - logged[("mesonet", "pretrained", "none")][0]["test/video_auc"])
@@ -425,7 +500,7 @@ def test_paired_comparisons_mark_only_differences_beyond_noise(study, tmp_path):
     assert comparison(rows, "ResNetLSTM (trained from scratch)", "finetuned − pretrained, none")["excludes_zero"]
     assert "mixed checkpoints" in comparison(rows, "ResNetLSTM (trained from scratch)", "rotation/flip − none")
 
-    markdown = report.render_comparisons(rows)
+    markdown = comparisons.render_comparisons(rows)
     table = {tuple(cells[:2]): cells[2:] for cells in
              ([c.strip() for c in line.strip().strip("|").split("|")] for line in markdown.splitlines()
               if line.startswith("|"))}
@@ -448,7 +523,7 @@ def test_comparisons_join_on_path_and_say_when_scores_are_missing(study, tmp_pat
     fake.log("resnet_lstm", "pretrained", "none", sweep="s", experiment="evaluate-join")
     fake.log("resnet_lstm", "pretrained", "flip", sweep="s", experiment="evaluate-join")
     results = collect_results(uri, experiment="evaluate-join")
-    compared = report.paired_comparisons(results, report.ScoreFiles(uri, tmp_path / "dl"))
-    same = comparison(compared, "MesoNet", "rotation/flip − none")
+    compared = comparisons.paired_comparisons(results, comparisons.ScoreFiles(uri, tmp_path / "dl"))
+    same = comparison(compared, "MesoNet", "rotation/flip − no augmentation")
     assert same["videos"] == N_VIDEOS - 2 and same["diff"] == 0.0
-    assert "no video_scores.csv" in comparison(compared, "ResNetLSTM", "rotation/flip − none")
+    assert "no video_scores.csv" in comparison(compared, "ResNetLSTM", "rotation/flip − no augmentation")

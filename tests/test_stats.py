@@ -1,16 +1,18 @@
-"""Bootstrap intervals, paired differences and replicate aggregation of video-level metrics."""
+"""Video-level metrics, bootstrap intervals, paired differences, replicate aggregation, and one AUC."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
 import torch
 from scipy.stats import norm
+from torchmetrics.functional.classification import binary_auroc
 
-from src.experiments import stats
 from src.models.metrics import detection_metrics
+from src.utils import stats
 
 
 def scores(n: int, shift: float, seed: int, fake_fraction: float = 0.5):
@@ -22,12 +24,18 @@ def scores(n: int, shift: float, seed: int, fake_fraction: float = 0.5):
     return labels, 1 / (1 + np.exp(-logits))
 
 
+def logged_metrics(probs, labels) -> dict[str, float]:
+    """What evaluate.py logs as `test/video_*`: the torchmetrics collection of src.models.metrics."""
+    values = detection_metrics("")(torch.tensor(probs, dtype=torch.float64), torch.tensor(labels))
+    return {name: float(values[name]) for name in stats.METRICS}
+
+
 def test_point_values_equal_the_logged_metrics():
     labels, probs = scores(40, 1.0, seed=0)
     probs[:6] = probs[6]  # ties
     logged = detection_metrics("test/video_")(torch.tensor(probs, dtype=torch.float32), torch.tensor(labels))
     values = stats.video_metrics(probs, labels)
-    assert values == {m: float(logged[f"test/video_{m}"]) for m in stats.METRICS}
+    assert values == pytest.approx({m: float(logged[f"test/video_{m}"]) for m in stats.METRICS}, abs=1e-6)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -43,7 +51,7 @@ def test_resampled_metrics_equal_torchmetrics_on_the_repeated_videos(seed):
     resampled = stats._weighted_metrics(array_probs, array_labels, counts, stats.METRICS)
     for row in range(counts.shape[0]):
         repeated = np.repeat(np.arange(labels.size), counts[row])
-        expected = stats.video_metrics(probs[repeated], labels[repeated])
+        expected = logged_metrics(probs[repeated], labels[repeated])
         for name in stats.METRICS:
             assert resampled[name][row] == pytest.approx(expected[name], abs=2e-6), (name, row)
 
@@ -137,9 +145,50 @@ def test_mean_sd():
     assert mean == 0.7 and math.isnan(sd)
 
 
-def test_importing_stats_does_not_import_mlflow():
+def test_importing_stats_imports_no_framework():
     import subprocess
     import sys
 
-    code = "import sys, src.experiments.stats; sys.exit('mlflow' in sys.modules)"
+    code = "import sys, src.utils.stats; sys.exit(any(m in sys.modules for m in ('mlflow', 'torch', 'scipy')))"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def pairwise_auc(scores, labels) -> float:
+    """The definition: the share of (fake, real) pairs ordered correctly, ties counting half."""
+    fakes = [s for s, y in zip(scores, labels, strict=True) if y == 1]
+    reals = [s for s, y in zip(scores, labels, strict=True) if y == 0]
+    wins = sum(1.0 if f > r else 0.5 if f == r else 0.0 for f, r in itertools.product(fakes, reals))
+    return wins / (len(fakes) * len(reals))
+
+
+def test_auc_matches_independent_computations():
+    rng = np.random.default_rng(3)
+    for n_real, n_fake in ((5, 9), (30, 12), (1, 1)):
+        labels = np.array([0] * n_real + [1] * n_fake)
+        scores = np.round(rng.normal(size=len(labels)) + 0.7 * labels, 1)  # rounded: many ties
+        value = stats.auc(scores, labels)
+        assert value == pytest.approx(pairwise_auc(scores, labels), abs=1e-12)
+        if n_real > 1:
+            # as probabilities: torchmetrics would squash other scores with a sigmoid, whose vectorised
+            # kernel can give two equal scores different last bits and so split a tie
+            probs = torch.tensor(scores / 20 + 0.5)
+            assert value == pytest.approx(binary_auroc(probs, torch.tensor(labels)).item(), abs=1e-6)
+    assert stats.auc([1, 2, 3], [0, 1, 1]) == 1.0 and stats.auc([3, 2, 1], [0, 1, 1]) == 0.0
+    assert stats.auc([4, 4, 4, 4], [0, 1, 0, 1]) == 0.5
+    assert math.isnan(stats.auc([1, 2], [1, 1]))
+
+
+def test_bootstrap_interval_holds_the_auc_and_narrows_with_more_videos():
+    rng = np.random.default_rng(0)
+
+    def sample(n: int):
+        labels = np.arange(n) % 2
+        return rng.normal(size=n) + 0.8 * labels, labels
+
+    small_auc, small_low, small_high = stats.bootstrap_auc(*sample(20), n_boot=1000)
+    big_auc, big_low, big_high = stats.bootstrap_auc(*sample(400), n_boot=1000)
+    assert small_low <= small_auc <= small_high and big_low <= big_auc <= big_high
+    assert big_high - big_low < 0.5 * (small_high - small_low)
+    assert big_low - 0.05 < 0.714 < big_high + 0.05  # the true AUC, Phi(0.8 / sqrt 2)
+    scores, labels = sample(30)
+    assert stats.bootstrap_auc(scores, labels, seed=5) == stats.bootstrap_auc(scores, labels, seed=5)  # reproducible

@@ -255,7 +255,7 @@ def test_artifact_strength_changes_only_the_fake_face(tiny):
 
 
 def test_haar_detects_the_faces(small):
-    from src.data.faces import HaarFaceDetector
+    from src.data.detectors import HaarFaceDetector
 
     detector = HaarFaceDetector(320)
     tracks = face_tracks(small)
@@ -289,22 +289,25 @@ def test_the_blend_darkens_a_thin_seam_along_the_mask_edge():
 
     import cv2
 
-    import src.data.synthetic as synthetic
+    from src.data.synthetic.dataset import _TAG_IDENTITY, _TAG_REAL, _rng
+    from src.data.synthetic.painting import _identity, _textures
+    from src.data.synthetic.render_v2 import _camera, _fake_v2, _manipulation, _render_real_v2
+    from src.data.synthetic.scene import _to_uint8
 
     n, size, fps = 2, (272, 512), 30
-    identities = [synthetic._identity(synthetic._rng(0, synthetic._TAG_IDENTITY, i)) for i in range(2)]
-    textures = [synthetic._textures(ident) for ident in identities]
-    rng = synthetic._rng(0, synthetic._TAG_REAL, 0, 0)
-    camera = dataclasses.replace(synthetic._camera(rng), blur=0.0, noise=0.0)
-    clip = synthetic._render_real_v2(textures[0], rng, n, size, fps, camera)
-    real = synthetic._to_uint8(clip.shot).astype(np.int16)
+    identities = [_identity(_rng(0, _TAG_IDENTITY, i)) for i in range(2)]
+    textures = [_textures(ident) for ident in identities]
+    rng = _rng(0, _TAG_REAL, 0, 0)
+    camera = dataclasses.replace(_camera(rng), blur=0.0, noise=0.0)
+    clip = _render_real_v2(textures[0], rng, n, size, fps, camera)
+    real = _to_uint8(clip.shot).astype(np.int16)
     for method in ("swap", "reenact"):
-        manip = synthetic._manipulation(synthetic._rng(0, 99), n, 1.0, method)
+        manip = _manipulation(_rng(0, 99), n, 1.0, method)
         assert manip.seam > 0.1
         with_seam, without = (
-            synthetic._fake_v2(
+            _fake_v2(
                 clip, textures[0], textures[1], np.zeros(n, np.int64), dataclasses.replace(manip, seam=seam),
-                synthetic._rng(0, 7), identities[0].mouth_y,
+                _rng(0, 7), identities[0].mouth_y,
             ).astype(np.int16)
             for seam in (manip.seam, 0.0)
         )

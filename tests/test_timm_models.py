@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from src.models.module import DeepfakeDetector
 from src.models.timm_models import EfficientNetLSTM, TimmXception
-from src.models.weights import IncompatibleWeights, WeightsNotFound, apply_weights
+from src.models.weights import IncompatibleWeights, WeightsNotFound
 from tests.conftest import SMALL_SYNTHETIC, compose_config
 
 NETS = {"xception": TimmXception, "efficientnet_lstm": EfficientNetLSTM}
@@ -105,7 +105,7 @@ def test_real_config_instantiates_the_detector(name):
 
 
 def test_freeze_backbone_reaches_the_lstm_net():
-    cfg = compose_config("train", ["model=efficientnet_lstm", "model.freeze_backbone=true"])
+    cfg = compose_config("train", ["model=efficientnet_lstm", "model.net.freeze_backbone=true"])
     assert hydra.utils.instantiate(cfg.model.net).freeze_backbone
     assert cfg.model.input.frames_per_clip == 20 and cfg.model.input.kind == "clip"
 
@@ -128,7 +128,8 @@ def test_another_weights_tag_brings_its_own_input_contract():
     """model.net.model_name picks timm weights; the input contract follows them without a yaml edit."""
     cfg = compose_config("train", ["model=efficientnet_lstm", "model.net.model_name=efficientnet_b1.ft_in1k"])
     assert cfg.model.input.size == 224 and tuple(cfg.model.input.mean) == pytest.approx((0.485, 0.456, 0.406))
-    assert cfg.data.model_input.size == 224 and cfg.model.input.kind == "clip"
+    module = hydra.utils.instantiate(cfg.model)  # the data module reads the contract from the module
+    assert module.input_contract["size"] == 224 and module.input_contract["kind"] == "clip"
 
 
 # -- pretrained weights -------------------------------------------------------------------------------
@@ -143,7 +144,7 @@ def test_pretrained_backbone_loads_strictly_from_a_local_file(name, suffix, tmp_
     cfg = compose_config("train", [f"model={name}", "weights=pretrained", f"model.pretrained.file={path}"])
     module = hydra.utils.instantiate(cfg.model)
     head = {k: v.clone() for k, v in module.net.head.state_dict().items()}
-    origin = apply_weights(module, cfg).initial_weights  # the dispatch train.py and evaluate.py use
+    origin = hydra.utils.instantiate(cfg.weights)(module).initial_weights  # as train.py and evaluate.py call it
     assert str(path) in origin and TIMM_NAMES[name] in origin
     _assert_backbone_is(module.net, saved)
     assert all(torch.equal(v, head[k]) for k, v in module.net.head.state_dict().items())
@@ -176,7 +177,7 @@ def test_offline_without_cache_fails_fast_saying_what_to_provide(name, empty_cac
     module = hydra.utils.instantiate(cfg.model)
     start = time.perf_counter()
     with pytest.raises(FileNotFoundError, match=TIMM_NAMES[name].replace(".", r"\.")) as error:
-        apply_weights(module, cfg)
+        hydra.utils.instantiate(cfg.weights)(module)
     assert time.perf_counter() - start < 5
     message = str(error.value)
     pretrained = timm.get_pretrained_cfg(TIMM_NAMES[name])

@@ -32,6 +32,8 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from src.utils.stats import bootstrap_auc
+
 log = logging.getLogger(__name__)
 
 AUDIT_EXPERIMENT = "audit"
@@ -63,56 +65,7 @@ _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 
 
 # ---------------------------------------------------------------------------------------------------------
-# AUC with a bootstrap interval
-
-
-def rank_auc(scores, labels) -> float:
-    """ROC AUC of ``scores`` for ``labels`` (1 = fake): the Mann-Whitney statistic, ties counted half.
-
-    NaN when a class is missing."""
-    scores, labels = np.asarray(scores, np.float64), np.asarray(labels).astype(bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return math.nan
-    ranks = _average_ranks(scores[None])[0]
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def _average_ranks(rows: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
-
-    return rankdata(rows, axis=1, method="average")
-
-
-def bootstrap_aucs(scores, labels, resamples: int = 2000, seed: int = 0) -> np.ndarray:
-    """AUCs of ``resamples`` stratified bootstrap resamples: reals and fakes are resampled separately,
-    so every resample has both classes in the original proportion (empty when a class is missing)."""
-    scores, labels = np.asarray(scores, np.float64), np.asarray(labels).astype(bool)
-    pos, neg = scores[labels], scores[~labels]
-    if len(pos) == 0 or len(neg) == 0:
-        return np.zeros(0)
-    rng = np.random.default_rng(seed)
-    pos_draw = pos[rng.integers(0, len(pos), (resamples, len(pos)))]
-    neg_draw = neg[rng.integers(0, len(neg), (resamples, len(neg)))]
-    ranks = _average_ranks(np.concatenate([pos_draw, neg_draw], axis=1))
-    n_pos, n_neg = len(pos), len(neg)
-    return (ranks[:, :n_pos].sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-
-
-def percentile_interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    if len(draws) == 0:
-        return math.nan, math.nan
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(draws, [tail, 100 - tail])
-    return float(low), float(high)
-
-
-def bootstrap_auc(
-    scores, labels, resamples: int = 2000, level: float = 0.95, seed: int = 0
-) -> tuple[float, float, float]:
-    """(AUC, interval low, interval high): the percentile interval of a stratified bootstrap."""
-    auc = rank_auc(scores, labels)
-    return (auc, *percentile_interval(bootstrap_aucs(scores, labels, resamples, seed), level))
+# Separation tests (the AUC and its bootstrap interval: src.utils.stats)
 
 
 def separation_p_value(scores, labels) -> float:
@@ -297,7 +250,7 @@ def audit_table(
                 scores = np.array(raw, np.float64)
                 keep = np.isfinite(scores)
                 scores, labels = scores[keep], labels[keep]
-            auc, low, high = bootstrap_auc(scores, labels, resamples, seed=seed)
+            auc, low, high = bootstrap_auc(scores, labels, n_boot=resamples, seed=seed)
             flagged = not math.isnan(auc) and not band[0] <= auc <= band[1] and (
                 separation_p_value(scores, labels) < alpha / (len(FEATURES) * len(SPLITS))
             )

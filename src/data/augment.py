@@ -5,21 +5,23 @@ Inputs are uint8 RGB face crops; outputs are uint8 ``size x size`` (normalisatio
 consistent, and is reproducible for a seed. With one draw per clip, random *fields* (the noise map, the
 dropout mask) are drawn once too: every frame of a video carries the same noise pattern.
 
-Test-time levels (``none``, ``flip``, ``heavy``, ``jpeg``) are plain functions ``level(size, **params)``
-built from conf/augment/<level>.yaml; each resizes to the model input first and perturbs after.
+Every pipeline is a plain function ``name(size, **params)`` that a YAML builds as a partial (the data module
+passes the model's input ``size``): training augmentation from conf/train_augment/<name>.yaml (``weak``,
+``strong``), test-time perturbation from conf/augment/<level>.yaml (``none``, ``flip``, ``heavy``, ``jpeg``;
+each resizes to the model input first and perturbs after). A new one is a function here, or any
+albumentations steps through ``at_model_input``, plus one YAML.
 """
 
 from __future__ import annotations
 
 import random
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import albumentations as A
 import cv2
 import numpy as np
 
-TRAIN_LEVELS = ("weak", "strong")
 MAX_ROTATION = 15.0  # degrees: the "small rotations" of the seed study's flip and heavy levels
 
 
@@ -119,32 +121,33 @@ def _resize(size: int) -> A.Resize:
     return A.Resize(size, size, area_for_downscale="image")
 
 
-def _check(level: str, valid: tuple[str, ...], kind: str) -> None:
-    if level not in valid:
-        raise ValueError(f"unknown {kind} augmentation level {level!r}; valid levels: {', '.join(valid)}")
-
-
 def _check_size(size: int) -> None:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive integer, got {size!r}")
 
 
-def build_train_transform(level: str, size: int) -> A.Compose:
-    """Training augmentation: ``weak`` = flip; ``strong`` = compression, noise, blur, colour, geometry."""
-    _check(level, TRAIN_LEVELS, "train")
+# --- training augmentation -----------------------------------------------------------------------
+# conf/train_augment/<name>.yaml builds one of these (``_target_`` + ``_partial_: true``; the data module
+# passes ``size``). The crop is perturbed first and resized last, at the cached resolution.
+
+def weak(size: int, horizontal_flip_p: float = 0.5) -> A.Compose:
+    """A horizontal flip, then the resize to the model input."""
     _check_size(size)
-    steps: list[A.BasicTransform] = [A.HorizontalFlip(p=0.5)]
-    if level == "strong":
-        steps += [
-            A.ImageCompression(compression_type="jpeg", quality_range=(60, 100), p=0.5),
-            A.GaussNoise(std_range=(0.01, 0.05), per_channel=False, p=0.2),
-            A.GaussianBlur(sigma_limit=(0.2, 1.2), blur_limit=0, p=0.1),
-            A.ColorJitter(
-                brightness=(0.8, 1.2), contrast=(0.8, 1.2), saturation=(0.8, 1.2), hue=(-0.03, 0.03), p=0.5
-            ),
-            A.ToGray(p=0.1),
-            A.Affine(scale=(0.9, 1.1), translate_percent=(-0.06, 0.06), rotate=(-10, 10), p=0.5),
-        ]
+    return A.Compose([A.HorizontalFlip(p=horizontal_flip_p), _resize(size)])
+
+
+def strong(size: int, horizontal_flip_p: float = 0.5) -> A.Compose:
+    """The flip, then compression, noise, blur, colour and geometry jitter, then the resize."""
+    _check_size(size)
+    steps = [
+        A.HorizontalFlip(p=horizontal_flip_p),
+        A.ImageCompression(compression_type="jpeg", quality_range=(60, 100), p=0.5),
+        A.GaussNoise(std_range=(0.01, 0.05), per_channel=False, p=0.2),
+        A.GaussianBlur(sigma_limit=(0.2, 1.2), blur_limit=0, p=0.1),
+        A.ColorJitter(brightness=(0.8, 1.2), contrast=(0.8, 1.2), saturation=(0.8, 1.2), hue=(-0.03, 0.03), p=0.5),
+        A.ToGray(p=0.1),
+        A.Affine(scale=(0.9, 1.1), translate_percent=(-0.06, 0.06), rotate=(-10, 10), p=0.5),
+    ]
     return A.Compose([*steps, _resize(size)])
 
 
@@ -154,15 +157,6 @@ def build_train_transform(level: str, size: int) -> A.Compose:
 # title and axis position. Every level resizes to ``size`` FIRST and perturbs afterwards, so a level's
 # strength (noise std, blur sigma, dropout rate, JPEG block grid, rotation) is defined in pixels of the
 # model's input and is the same for MesoNet (256), ResNet (224) and Xception (299).
-
-TEST_LEVEL_FUNCTIONS: dict[str, Callable[..., A.Compose]] = {}
-
-
-def _test_level(function: Callable[..., A.Compose]) -> Callable[..., A.Compose]:
-    """Registers a level function under its name for ``build_test_transform``."""
-    TEST_LEVEL_FUNCTIONS[function.__name__] = function
-    return function
-
 
 def _pair(value: Sequence[float], name: str) -> tuple[float, float]:
     # YAML lists arrive as ListConfig; albumentations wants plain tuples.
@@ -177,14 +171,12 @@ def _rotation(max_rotation: float) -> A.Affine:
     return A.Affine(rotate=(-float(max_rotation), float(max_rotation)), p=1.0)
 
 
-@_test_level
 def none(size: int) -> A.Compose:
     """No perturbation: only the resize to the model input."""
     _check_size(size)
     return A.Compose([_resize(size)])
 
 
-@_test_level
 def flip(
     size: int, horizontal_flip_p: float = 0.5, vertical_flip_p: float = 0.5, max_rotation: float = MAX_ROTATION
 ) -> A.Compose:
@@ -201,7 +193,6 @@ def flip(
     )
 
 
-@_test_level
 def heavy(
     size: int,
     brightness_range: Sequence[float] = (0.5, 1.5),
@@ -239,7 +230,6 @@ def heavy(
     )
 
 
-@_test_level
 def jpeg(size: int, quality_range: Sequence[int] = (30, 70)) -> A.Compose:
     """JPEG re-compression of the face crop at a quality drawn uniformly (integers, both ends included)
     from ``quality_range``, once per clip; the 8x8 block grid lies on the model input."""
@@ -256,17 +246,6 @@ def at_model_input(size: int, steps: Sequence[A.BasicTransform] = ()) -> A.Compo
     albumentations.Posterize, num_bits: 4, p: 1.0}]}``."""
     _check_size(size)
     return A.Compose([_resize(size), *steps])
-
-
-TEST_LEVELS = tuple(TEST_LEVEL_FUNCTIONS)
-
-
-def build_test_transform(level: str, size: int) -> A.Compose:
-    """The level function of that name with its default parameters (conf/augment/<level>.yaml carries
-    the same values); kept for callers that name a level rather than instantiate its YAML."""
-    _check(level, TEST_LEVELS, "test")
-    _check_size(size)
-    return TEST_LEVEL_FUNCTIONS[level](size)
 
 
 def augment_clip(transform: A.Compose, frames: np.ndarray, seed: int | None) -> np.ndarray:

@@ -76,7 +76,7 @@ class VideoRecord:
 
 @dataclass
 class VideoIndex:
-    """A dataset's videos with their official test split; ``CelebDFIndex`` is the same class.
+    """A dataset's videos with their official test split.
 
     ``protocol`` holds what defines the split besides the root (file digests, compression, methods):
     ``fingerprint()`` hashes it with the dataset name and the resolved root, for lineage.
@@ -132,7 +132,7 @@ class VideoIndex:
         tv, te = self.class_counts(self.train_val()), self.class_counts(self.test())
         log.info(
             "%s index of %s: train/val %s, test %s, skipped %d",
-            _DISPLAY_NAMES.get(self.dataset, self.dataset),
+            DATASET_TITLES.get(self.dataset, self.dataset),
             self.root,
             _describe(tv),
             _describe(te),
@@ -147,8 +147,7 @@ class VideoIndex:
             )
 
 
-CelebDFIndex = VideoIndex  # the name existing code imports
-_DISPLAY_NAMES = {"celebdf": "Celeb-DF", "ffpp": "FaceForensics++"}
+DATASET_TITLES = {"celebdf": "Celeb-DF", "ffpp": "FaceForensics++"}
 
 
 def _class_counts(records: Iterable[VideoRecord]) -> dict[str, int]:
@@ -270,7 +269,7 @@ def _parse_test_list(
     return set(test), {rel: numbers for rel, numbers in tainted.items() if rel not in test}
 
 
-def index_celebdf(root: str | Path) -> CelebDFIndex:
+def index_celebdf(root: str | Path) -> VideoIndex:
     """Index a Celeb-DF v1/v2 tree: listed videos are test, every other video is train/val."""
     root = Path(root).expanduser()
     if not root.is_dir():

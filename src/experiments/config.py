@@ -1,20 +1,21 @@
-"""Hydra/OmegaConf glue shared by the entry points and the tests."""
+"""The configuration: where it lives, its resolvers and schemas, and the checks a composed config passes
+before any run starts (`check_config`, once per run)."""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import logging
-import sys
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from src.data.settings import SETTINGS, settings_from
+from src.experiments.runtime import quieter
 from src.experiments.schemas import register_schemas
 from src.models.contract import resolve_input
+from src.utils.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = PROJECT_ROOT / "conf"
@@ -27,121 +28,28 @@ if not OmegaConf.has_resolver("model_input"):
 register_schemas()  # every compose path imports this module (for CONFIG_DIR) before it composes
 
 
-def tidy_output() -> None:
-    """Each log line once, and none of the warnings that are noise here.
-
-    Lightning gives its loggers a console handler of their own, so every line also reached Hydra's
-    root handler: printed twice. The warnings silenced are about choices this project makes on
-    purpose (its own files in the run folder, short epochs on small sets, bf16 on CPU) or about
-    library internals a user cannot act on.
-    """
-    import logging
-    import os
-    import warnings
-
-    # a finetuned checkpoint is one small file: MLflow's download bar printed twice per evaluation job
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logger = logging.getLogger(name)
-        logger.handlers.clear()
-        logger.propagate = True
-    for message in (
-        r"Checkpoint directory .* exists and is not empty",  # run.json and the data report live there
-        r"The number of training batches .* is smaller than the logging interval",
-        r".*does not have many workers which may be a bottleneck.*",  # workers are a data.num_workers choice
-        r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
-        r".*bf16.*is supported.*",
-        r".*TF32.*",
-        r".*is not supported by the model summary.*",  # the summary's size estimate, not the training
-    ):
-        warnings.filterwarnings("ignore", message=message)
-    for noisy in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
-                  "matplotlib",  # "generated new fontManager" on a first plot
-                  "mlflow.store.db.utils", "alembic"):  # the store's table creation, printed outside Hydra's format
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-@contextmanager
-def quieter(logger_name: str, level: int = logging.WARNING):
-    """Only `level` and above from `logger_name` and its children while the block runs."""
-    logger = logging.getLogger(logger_name)
-    before = logger.level
-    logger.setLevel(level)
-    try:
-        yield
-    finally:
-        logger.setLevel(before)
-
-
-def stop_signals() -> tuple:
-    """The signals that stop a run: SIGTERM (kill, schedulers), SIGINT (Ctrl-C), SIGHUP (a closed terminal)."""
-    import signal
-
-    return tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
-
-
-class SignalExit(SystemExit):
-    """SystemExit(128 + signal) for a stop signal, carrying the signal: a run it crosses ends KILLED."""
-
-    def __init__(self, signum: int):
-        super().__init__(128 + signum)
-        self.signum = signum
-
-
-def exit_on_signals() -> None:
-    """SIGTERM, SIGINT and SIGHUP end the process with status 128 + signal wherever they arrive; inside a
-    run, `tracking.run_state` takes over and first marks the run KILLED."""
-    import signal
-
-    def stop(signum, frame):
-        raise SignalExit(signum)
-
-    for sig in stop_signals():
-        signal.signal(sig, stop)
-
-
-class UserError(Exception):
-    """A problem the user fixes with a value, a file or the environment: reported in one line."""
-
-
-def model_registry() -> dict[str, str]:
-    """The models there are: each conf/model/<name>.yaml's name and display title (the config group is the
-    registry: adding a model is a network file and one YAML), by name."""
-    models = {}
-    for path in sorted((CONFIG_DIR / "model").glob("*.yaml")):
-        spec = OmegaConf.load(path)
-        models[str(spec.get("name", path.stem))] = str(spec.get("title", path.stem))
-    return models
-
-
 def selected_options(cfg: DictConfig) -> dict[str, str]:
-    """The chosen option of each tagged config group: model, weights, augment, data."""
+    """The chosen option of each tagged config group: model, weights, augment (none where the task has no
+    test-time perturbation: training), data."""
     return {
         "model": str(cfg.model.name),
         "weights": str(cfg.weights.source),
-        "augment": str(cfg.augment.level),
+        "augment": str(cfg.augment.level) if cfg.get("augment") else "none",
         "data": str(cfg.data.name),
     }
 
 
-class ConfigError(UserError, ValueError):
-    """A config value the schemas cannot refuse (a range, a combination, a key added with +, a value left ???)."""
-
-
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine")
-# (key, minimum): the types are the schemas'; ranges are not
+# (key, minimum): the types are the schemas'; ranges are not (the data keys' ranges are their settings')
 MINIMUMS = (
-    ("data.folds", 2), ("data.fold", 0), ("data.frames_per_video", 1), ("data.crop_size", 16),
-    ("data.face_margin", 1e-6), ("data.detect_max_side", 16), ("data.batch_size", 1), ("data.max_bad_fraction", 0.0),
     ("trainer.max_epochs", 1), ("trainer.min_epochs", 0), ("trainer.log_every_n_steps", 1),
     ("model.batch_size", 1), ("model.input.size", 16), ("model.input.frames_per_clip", 1),
     ("trainer.val_check_interval", 1e-9), ("trainer.check_val_every_n_epoch", 1),
     ("trainer.accumulate_grad_batches", 1), ("trainer.gradient_clip_val", 0.0),
 )
-WHY_MINIMUM = {"data.folds": "k-fold cross-validation needs at least 2 folds",
-               "trainer.val_check_interval": "must be > 0 (a fraction of an epoch, or a number of batches)"}
-# a missing value these configs can do without: scoring given videos needs no dataset root
-OPTIONAL_WHEN = {"data.root": ("video", "videos")}
+WHY_MINIMUM = {"trainer.val_check_interval": "must be > 0 (a fraction of an epoch, or a number of batches)"}
+# a missing value these configs can do without: scoring video files needs no dataset root
+OPTIONAL_FOR_TASK = {"data.root": ("predict",)}
 
 
 def _missing_keys(node: DictConfig | ListConfig, path: str = "") -> list[str]:
@@ -160,7 +68,7 @@ def _missing_keys(node: DictConfig | ListConfig, path: str = "") -> list[str]:
 
 def _missing_values(cfg: DictConfig) -> None:
     for key in _missing_keys(cfg):
-        if key.startswith("hydra.") or any(cfg.get(other) for other in OPTIONAL_WHEN.get(key, ())):
+        if key.startswith("hydra.") or cfg.get("task") in OPTIONAL_FOR_TASK.get(key, ()):
             continue
         raise ConfigError(f"{key} has no value and is mandatory here: add {key}=<value> to the command line")
 
@@ -214,13 +122,24 @@ def check_config(cfg: DictConfig, build: bool = True) -> None:
     _unknown_keys(cfg)
     for key, minimum in MINIMUMS:
         _minimum(cfg, key, minimum)
-    data, model = cfg.data, cfg.model
-    if not 0 <= data.fold < data.folds:
-        raise ConfigError(f"data.fold={data.fold} is out of range for data.folds={data.folds} (0..{data.folds - 1})")
+    crops = _data_settings(cfg.data)["crops"]
     if "trainer" in cfg:
         precision = str(cfg.trainer.get("precision"))
         if precision not in PRECISIONS:
             raise ConfigError(f"trainer.precision={precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if "model" in cfg:
+        _check_model(cfg.model, crops.frames_per_video)
+    if build:
+        _check_built(cfg)
+
+
+def _data_settings(data: DictConfig) -> dict:
+    """The data keys built into their settings objects: each range checked where it is declared."""
+    keys = {f.name for group in SETTINGS.values() for f in dataclasses.fields(group)}
+    return settings_from({key: data[key] for key in data.keys() if key in keys})
+
+
+def _check_model(model: DictConfig, frames_per_video: int) -> None:
     pos_weight = model.get("pos_weight")
     if not (pos_weight is None or pos_weight == "auto" or (isinstance(pos_weight, int | float) and pos_weight > 0)):
         raise ConfigError(f"model.pos_weight={pos_weight!r}: null, a positive number, or auto")
@@ -228,18 +147,16 @@ def check_config(cfg: DictConfig, build: bool = True) -> None:
     contract = model.input
     if contract.kind not in ("frame", "clip"):
         raise ConfigError(f"model.input.kind={contract.kind!r}: must be frame or clip")
-    if contract.kind == "clip" and contract.frames_per_clip > data.frames_per_video:
+    if contract.kind == "clip" and contract.frames_per_clip > frames_per_video:
         raise ConfigError(
             f"model.input.frames_per_clip={contract.frames_per_clip} > data.frames_per_video="
-            f"{data.frames_per_video}: a clip cannot have more frames than are cached per video"
+            f"{frames_per_video}: a clip cannot have more frames than are cached per video"
         )
     if contract.fixed_size and contract.size != contract.fixed_size:
         raise ConfigError(
             f"model.input.size={contract.size}: {model.name} has a fixed {contract.fixed_size}x{contract.fixed_size} "
             "input (its dense layer is sized for it)"
         )
-    if build:
-        _check_built(cfg)
 
 
 def _check_built(cfg: DictConfig) -> None:
@@ -332,79 +249,3 @@ def config_error_line(error: BaseException) -> str:
         hint = f" (did you mean {group + '.' if group else ''}{close[0]}?)" if close else ""
         return f"{head}: no such key in {group or 'the config'}{hint}"
     return f"{head.rstrip('.')}: {why}"
-
-
-def null_group_overrides(overrides: list[str]) -> list[str]:
-    """`group=null` (e.g. `logger=null`) selects the group's `none` option.
-
-    Hydra 1.3 refuses a null config group on the command line with a traceback ("Config group override
-    must be a string or a list"); a group without a `none` option gets one line naming its options. Sweeps
-    (`logger=mlflow,null`) are rewritten item by item; `~group` and `+`/`++` overrides are left to Hydra."""
-    rewritten = []
-    for override in overrides:
-        key, sep, value = override.partition("=")
-        folder = CONFIG_DIR / key
-        items = value.split(",")
-        if not sep or key.startswith(("~", "+")) or not folder.is_dir() or "null" not in items:
-            rewritten.append(override)
-            continue
-        if not (folder / "none.yaml").is_file():
-            options = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
-            raise ConfigError(f"{key}=null: {key} cannot be left empty; choose one of {options}")
-        rewritten.append(f"{key}=" + ",".join("none" if item == "null" else item for item in items))
-    return rewritten
-
-
-def run_cleanly(main: Callable[[], Any]) -> Any:
-    """Run a `@hydra.main` function so that a config that does not compose (a value of the wrong type,
-    a misspelt key or option, a malformed override) ends in one line naming the key, with exit code 1,
-    instead of Hydra's multi-line report. With HYDRA_FULL_ERROR=1 set by the user, Hydra's full report."""
-    import os
-
-    from hydra.errors import ConfigCompositionException, OverrideParseException
-
-    try:
-        sys.argv[1:] = null_group_overrides(sys.argv[1:])
-    except ConfigError as error:
-        print(f"Error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        return main()
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises instead of printing its own report
-    try:
-        return main()
-    except (ConfigCompositionException, OverrideParseException) as error:
-        print(f"Error: {config_error_line(error)}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except Exception as error:
-        from src.experiments.callbacks import report_failed_sweep
-
-        if report_failed_sweep(error):  # a sweep whose jobs failed: its table and one line per failed job
-            raise SystemExit(1) from None
-        raise
-    finally:
-        os.environ.pop("HYDRA_FULL_ERROR", None)
-
-
-@contextmanager
-def clean_user_errors():
-    """In a single run, end on a user's data, weights or config error with its message and exit code 1
-    instead of a traceback. In a sweep the error propagates, so Hydra reports the job and goes on."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.errors import InstantiationException
-
-    def report(error: BaseException) -> None:
-        if HydraConfig.initialized() and str(HydraConfig.get().mode) == "RunMode.MULTIRUN":
-            raise error
-        print(f"Error: {type(error).__name__}: {error}", file=sys.stderr)
-        raise SystemExit(1) from error
-
-    user_errors = (FileNotFoundError, ValueError, UserError)  # bad values, weights, data or store
-    try:
-        yield
-    except InstantiationException as error:  # Hydra wraps what a constructor raised (e.g. a bad data value)
-        if not isinstance(error.__cause__, user_errors):
-            raise
-        report(error.__cause__)
-    except user_errors as error:
-        report(error)

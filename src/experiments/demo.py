@@ -58,7 +58,7 @@ def main() -> None:
         print("torchvision's ImageNet ResNet50 is not cached (offline): ResNetLSTM trains from scratch.")
     resnet_train = [f"weights={resnet_weights}", *RESNET_CPU]
     if resnet_weights == "pretrained":
-        resnet_train.append("model.freeze_backbone=true")
+        resnet_train.append("model.net.freeze_backbone=true")
 
     run(["train.py", "model=mesonet", f"weights={meso_weights}", "trainer.max_epochs=20"])
     run(["train.py", "model=resnet_lstm", *resnet_train])
@@ -72,7 +72,7 @@ def main() -> None:
                     "hydra.sweep.subdir=mesonet-${hydra.job.num}"], check=False)
     failures += run(["evaluate.py", "-m", "model=resnet_lstm", f"weights={resnet_grid}", levels, RESNET_CPU[0], sweep,
                      "hydra.sweep.subdir=resnet-${hydra.job.num}"], check=False)
-    run(["-m", "src.experiments.report"])
+    run(["-m", "src.experiments.report", "--preset", "study"])
     print(f"\nDemo finished in {(time.perf_counter() - start) / 60:.1f} min"
           + (" (some evaluation jobs failed: see above)" if failures else ""))
     print(f"MLflow store: {uri}\nOpen the UI with: make ui   (then http://127.0.0.1:5000/#/experiments/"

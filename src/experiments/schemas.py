@@ -7,7 +7,7 @@ are touched. What a type cannot say (ranges, combinations, keys added with `+`, 
 missing) is checked by `src.experiments.config.check_config`.
 
 `register_schemas()` runs on import of `src.experiments.config`, which every entry point and compose
-helper imports for CONFIG_DIR. The data group's schema is the data package's own (`src.data.schema`).
+helper imports for CONFIG_DIR. The data group's schema is the data package's own (`src.data.settings`).
 """
 
 from __future__ import annotations
@@ -51,9 +51,8 @@ class ModelConfig:
     title: str = MISSING  # display title (report columns)
     net: dict[str, Any] = MISSING  # the network: _target_ and its constructor arguments
     input: InputContract = field(default_factory=InputContract)
-    pretrained: PretrainedSpec = field(default_factory=PretrainedSpec)
-    batch_size: int = MISSING
-    freeze_backbone: bool = False
+    pretrained: PretrainedSpec = field(default_factory=PretrainedSpec)  # module.pretrained_cfg
+    batch_size: int = MISSING  # module.batch_size: what the data module batches by
     # optimization (conf/model/shared/optimization.yaml)
     optimizer: dict[str, Any] = MISSING  # a partial: the module passes its parameters
     scheduler: dict[str, Any] | None = None
@@ -126,7 +125,10 @@ class AugmentConfig:
 
 @dataclass
 class TrainAugmentConfig:
-    level: str = MISSING  # weak | strong
+    """A training augmentation: its name (run tag `train_augment`) and the transform the data module applies."""
+
+    level: str = MISSING
+    transform: dict[str, Any] = MISSING  # a partial (_target_, _partial_: true, parameters) called with size=
 
 
 # -- weight sources -----------------------------------------------------------------------------------
@@ -145,9 +147,9 @@ class PretrainedWeights:
 
 @dataclass
 class FinetunedWeights:
-    _target_: str = "src.models.weights.Finetuned"
+    _target_: str = "src.experiments.finetuned.Finetuned"
     source: str = "finetuned"
-    tracking_uri: str = MISSING
+    tracking_uri: str | None = None  # null: the run's own store
     path: str | None = None
     run_id: str | None = None
     train_data: str | None = None
@@ -158,34 +160,43 @@ class FinetunedWeights:
 # -- the top-level configs ------------------------------------------------------------------------------
 @dataclass
 class _Groups:
-    """The groups every top-level config has; each is typed by its own schema (or is free: paths, logger)."""
+    """What every task has; each group is typed by its own schema (or is free: paths, logger)."""
 
     paths: Any = None
     data: Any = None
-    model: Any = None
-    train_augment: Any = None
-    augment: Any = None
     logger: Any = None
     task: str = MISSING
     seed: int = 42
 
 
 @dataclass
-class TrainConfig(_Groups):
+class _ModelTask(_Groups):
+    """A task that runs a model: with its weights, under a Trainer."""
+
+    model: Any = None
     weights: Any = None
     trainer: Any = None
+
+
+@dataclass
+class TrainConfig(_ModelTask):
+    train_augment: Any = None
     callbacks: Any = None
     ckpt_path: str | None = None  # null: start fresh; "last": resume this configuration; or a checkpoint
     test_after_fit: bool = True
 
 
 @dataclass
-class EvaluateConfig(_Groups):
-    weights: Any = None
-    trainer: Any = None
-    video: str | None = None
-    videos: str | None = None  # a folder, a glob pattern or a list file
-    output: str | None = None
+class EvaluateConfig(_ModelTask):
+    augment: Any = None
+
+
+@dataclass
+class PredictConfig(_ModelTask):
+    augment: Any = None
+    video: str | None = None  # one video file: its score and per-frame scores printed
+    videos: str | None = None  # a folder, a glob pattern or a list file: a CSV row per video
+    output: str | None = None  # the CSV (default: <hydra output dir>/predictions.csv)
 
 
 @dataclass
@@ -196,7 +207,6 @@ class AuditSettings:
     seed: int = 0
     output_dir: str = MISSING
     mlflow: bool = True
-    experiment_name: str = "audit"
 
 
 @dataclass
@@ -212,16 +222,17 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "weights": {"scratch": ScratchWeights, "pretrained": PretrainedWeights, "finetuned": FinetunedWeights},
     "train": {"train": TrainConfig},
     "evaluate": {"evaluate": EvaluateConfig},
+    "predict": {"predict": PredictConfig},
     "audit": {"audit": AuditConfig},
 }
 
 
 def register_schemas() -> None:
     """Store every schema in Hydra's ConfigStore under group `schema/<group>` (the data group's from
-    `src.data.schema`). Idempotent: storing again replaces the same nodes."""
+    `src.data.settings`, generated from the settings it builds). Idempotent: storing again replaces them."""
     from hydra.core.config_store import ConfigStore
 
-    from src.data import schema as data_schema
+    from src.data import settings as data_schema
 
     store = ConfigStore.instance()
     for group, nodes in GROUP_SCHEMAS.items():

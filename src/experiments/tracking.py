@@ -1,20 +1,29 @@
-"""MLflow tracking: store location and health, experiments, run names and tags, run states, artifacts."""
+"""Tracking: the one interface every task (train, evaluate, predict, report, audit) writes its run through.
+
+`Run` wraps the Lightning logger `logger=` builds -- an MLflow run through Lightning's own MLFlowLogger, a
+CSVLogger folder, or nothing (logger=none) -- with one set of verbs: tags, params, metrics, files, the
+dataset, the run's final state and its summary. Reading the store (the report, finetuned weights, a sweep's
+table) goes through `client(uri)`: this is the only module that constructs an MLflow client. Here too: the
+store's location and health, experiments, run names and tags, UI links."""
 
 from __future__ import annotations
 
 import logging
 import os
 import secrets
-import signal
+import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from src.experiments.config import CONFIG_DIR, UserError, selected_options, stop_signals
+from src.experiments.config import CONFIG_DIR, selected_options
+from src.experiments.runtime import SignalExit, signals_raise
+from src.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +35,9 @@ DESCRIPTIONS = {
     "checkpoints/best.ckpt. Tags: model, weights, data, fold, seed, data_fingerprint.",
     "evaluate": "Evaluation runs (evaluate.py): test/video_* metrics with 95 % bootstrap intervals "
     "(_ci_low/_ci_high), per-video scores, ROC. Filter a sweep with tags.sweep_id = '...'.",
-    "report": "The seed study's tables and robustness chart for one evaluate sweep (make report).",
+    "report": "The tables, paired comparisons and robustness chart of one evaluate sweep (make report).",
     "audit": "Shortcut audits (make audit): real-vs-fake AUC of cheap features per dataset.",
-    "predict": "Batch predictions (evaluate.py videos=...): the CSV of P(fake) per video file, counts of "
+    "predict": "Batch predictions (predict.py videos=...): the CSV of P(fake) per video file, counts of "
     "scored and fake-looking videos. Tags: model, weights, videos.",
 }
 STORE_TIMEOUT_S = 5.0
@@ -52,45 +61,28 @@ def tracking_uri(cfg: DictConfig | None = None) -> str:
     return default_tracking_uri()
 
 
-def logger_class(cfg: DictConfig) -> type | None:
-    """The Lightning logger class `logger=` names (its `_target_`), or None for logger=none / ~logger."""
-    import hydra
-
-    target = OmegaConf.select(cfg, "logger._target_", default=None)
-    return hydra.utils.get_class(str(target)) if target else None
-
-
-def uses_mlflow(cfg: DictConfig) -> bool:
-    """Whether the configured logger writes to an MLflow store (MLFlowLogger or a subclass)."""
-    from lightning.pytorch.loggers import MLFlowLogger
-
-    cls = logger_class(cfg)
-    return cls is not None and issubclass(cls, MLFlowLogger)
-
-
-def build_logger(cfg: DictConfig, **run):
-    """The logger `logger=` configures, built by Hydra from its `_target_`; None for logger=none.
-
-    An MLflow logger writes to `tracking_uri(cfg)`, into an experiment created first (classic ML kind,
-    with its description, artifacts next to the store), with the run's `run` arguments (tags, run_name,
-    run_id); its run exists when this returns. Other Lightning loggers are built as configured."""
-    import hydra
-
-    if logger_class(cfg) is None:
-        return None
-    if not uses_mlflow(cfg):
-        return hydra.utils.instantiate(cfg.logger)
-    uri = tracking_uri(cfg)
-    experiment_id(_client(uri), uri, str(cfg.logger.experiment_name))
-    logger = hydra.utils.instantiate(cfg.logger, tracking_uri=uri, **run)
-    logger.run_id  # noqa: B018 - creates the run now, so that it is recorded before any work
-    return logger
-
-
-def _client(uri: str):
+def client(uri: str):
+    """An MLflow client of the store at `uri`, for reading it (searching runs, downloading artifacts)."""
     import mlflow
 
     return mlflow.MlflowClient(uri)
+
+
+def download_artifact(uri: str, run_id: str, artifact_path: str, destination: str) -> str:
+    """A run's artifact downloaded into `destination`; its local path."""
+    import mlflow
+
+    return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=destination,
+                                               tracking_uri=uri)
+
+
+def uses_mlflow(logger_cfg) -> bool:
+    """Whether a `logger` config writes to an MLflow store (Lightning's MLFlowLogger or a subclass)."""
+    import hydra
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    target = OmegaConf.select(logger_cfg, "_target_", default=None) if logger_cfg is not None else None
+    return bool(target) and issubclass(hydra.utils.get_class(str(target)), MLFlowLogger)
 
 
 def sweep_id() -> str | None:
@@ -116,8 +108,10 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
     tags["input_contract"] = input_contract(cfg.model.input)
     tags["mlflow.source.name"] = f"{cfg.get('task', 'run')}.py"  # the UI's Source column
     tags["mlflow.source.type"] = "LOCAL"
+    if cfg.get("train_augment"):
+        tags["train_augment"] = str(cfg.train_augment.level)
     for key in ("title", "axis"):
-        if cfg.augment.get(key) is not None:
+        if cfg.get("augment") and cfg.augment.get(key) is not None:
             tags[f"augment_{key}"] = str(cfg.augment[key])
     if cfg.model.get("title"):
         tags["model_title"] = str(cfg.model.title)
@@ -149,13 +143,6 @@ UI_VIEW = "workflowType=machine_learning"
 
 def run_url(uri: str, experiment_id: str, run_id: str, port: int | None = None) -> str:
     return f"{ui_base(uri, port)}/#/experiments/{experiment_id}/runs/{run_id}?{UI_VIEW}"
-
-
-def run_link(uri: str, run_id: str) -> str:
-    """The UI link of a run known by its id alone (the store says its experiment)."""
-    import mlflow
-
-    return run_url(uri, mlflow.MlflowClient(uri).get_run(run_id).info.experiment_id, run_id)
 
 
 def experiment_url(uri: str, experiment_id: str) -> str:
@@ -209,74 +196,6 @@ def check_tracking_store(uri: str, timeout: float = STORE_TIMEOUT_S) -> None:
             raise TrackingStoreError(f"MLflow store {uri} is not writable; {fix}")
 
 
-# -- run states -----------------------------------------------------------------------------------
-class RunInterrupted(KeyboardInterrupt):
-    """A stop signal (SIGTERM, SIGINT, SIGHUP): the run ends as KILLED, the process with 128 + the signal."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-@contextmanager
-def interruptible():
-    """Turn SIGTERM, SIGINT and SIGHUP into RunInterrupted in the main thread, so that every layer unwinds
-    (Lightning chains this handler after its own); the previous handlers come back afterwards."""
-    received: list[int] = []
-
-    def handler(signum, frame):
-        if not received:  # the first signal interrupts; a repeat while unwinding is ignored
-            received.append(signum)
-            raise RunInterrupted(signum)
-
-    previous = {sig: signal.getsignal(sig) for sig in stop_signals()}
-    for sig in previous:
-        signal.signal(sig, handler)
-    try:
-        yield received
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-@contextmanager
-def run_state(client, run_id: str):
-    """End the MLflow run in the state it reached, whatever happens: FINISHED, FAILED with an `error` tag,
-    or KILLED on SIGTERM/SIGINT (then the process exits with 128 + signal). Never left RUNNING."""
-    with interruptible() as received:
-        try:
-            yield
-        except BaseException as error:
-            # the signal as our handler saw it, or as another layer's handler turned it into an exception
-            signum = received[0] if received else getattr(error, "signum", None)
-            if signum is None and isinstance(error, KeyboardInterrupt):
-                signum = signal.SIGINT
-            status = "KILLED" if signum is not None else "FAILED"
-            message = f"interrupted by {signal.Signals(signum).name}" if signum else f"{type(error).__name__}: {error}"
-            _terminate(client, run_id, status, message)
-            if signum is not None:
-                print(f"Run {run_id} {message}: marked KILLED", file=sys.stderr)
-                raise SystemExit(128 + signum) from None
-            raise
-    _terminate(client, run_id, "FINISHED")
-
-
-def _terminate(client, run_id: str, status: str, error: str | None = None) -> None:
-    """The final status first (a Lightning logger may have written FAILED before), then the error tag;
-    a store that fails is tried once more, then named, keeping the original error."""
-    for attempt in (1, 2):
-        try:
-            client.set_terminated(run_id, status)
-            if error:
-                client.set_tag(run_id, "error", error[:5000])
-            return
-        except Exception as problem:
-            if attempt == 2:
-                log.error("could not mark MLflow run %s %s: %s", run_id, status, problem)
-            else:
-                time.sleep(1.0)
-
-
 def flat_params(cfg: DictConfig) -> dict[str, str]:
     """The resolved config as flat `a.b.c` params (MLflow params are strings of at most 6000 chars)."""
     container = OmegaConf.to_container(cfg, resolve=True)
@@ -291,20 +210,6 @@ def flat_params(cfg: DictConfig) -> dict[str, str]:
 
     walk("", container)
     return flat
-
-
-def log_config(client, run_id: str, cfg: DictConfig) -> None:
-    client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-
-
-def log_file_as(client, run_id: str, source: Path, artifact_dir: str, name: str) -> None:
-    """Log `source` under `artifact_dir/name` (MLflow keeps the file's own name, so copy it first)."""
-    import shutil
-
-    with tempfile.TemporaryDirectory() as tmp:
-        target = Path(tmp) / name
-        shutil.copyfile(source, target)
-        client.log_artifact(run_id, str(target), artifact_dir)
 
 
 def sqlite_file(uri: str) -> Path | None:
@@ -346,15 +251,6 @@ def data_fingerprint(datamodule) -> str | None:
     return fingerprint() if callable(fingerprint) else None
 
 
-def write_data_report(datamodule, folder: Path) -> dict:
-    """The datamodule's data report as `<folder>/data_report.json`."""
-    import json
-
-    report = datamodule.data_report()
-    (Path(folder) / "data_report.json").write_text(json.dumps(report, indent=2, default=str))
-    return report
-
-
 def data_report_metrics(report: dict) -> dict[str, float]:
     """The data report's headline counts as `data/*` metrics."""
     summary = report["summary"]
@@ -364,25 +260,186 @@ def data_report_metrics(report: dict) -> dict[str, float]:
         ("mostly_undetected_videos", "mostly_undetected_videos")) if key in summary}
 
 
-def log_data_report(client, run_id: str, datamodule, folder: Path) -> dict:
-    """The data report as the artifact `data_report.json` and its `data/*` metrics."""
-    import mlflow
+# -- the run -----------------------------------------------------------------------------------------
+class Run:
+    """One task's run, wherever `logger=` sends it: an MLflow run (Lightning's MLFlowLogger), another
+    Lightning logger's folder (CSVLogger: tags and params in hparams.yaml, metrics in metrics.csv, files
+    beside them), or nowhere (logger=none: the files stay in the task's output folder)."""
 
-    report = write_data_report(datamodule, folder)
-    client.log_artifact(run_id, str(Path(folder) / "data_report.json"))
-    client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, v, 0, 0) for k, v in data_report_metrics(report).items()])
-    return report
+    def __init__(self, logger, uri: str | None = None):
+        from lightning.pytorch.loggers import MLFlowLogger
 
+        self.logger, self.uri = logger, uri
+        self.is_mlflow = isinstance(logger, MLFlowLogger)
+        if logger is not None:
+            logger.experiment  # noqa: B018 - creates the run (or folder) now, before any work is recorded
 
-def log_dataset(client, run_id: str, cfg: DictConfig, datamodule, context: str) -> None:
-    """The dataset and fold through MLflow's dataset tracking, so the UI's Dataset column shows them:
-    name `<data>-fold<k>`, digest the index fingerprint, source the dataset root; context train / test."""
-    from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.data.sources import LocalArtifactDatasetSource
-    from mlflow.entities import DatasetInput, InputTag
+    @classmethod
+    def start(cls, logger_cfg, *, name: str | None = None, tags: dict[str, str] | None = None,
+              run_id: str | None = None) -> Run:
+        """The run of the logger `logger_cfg` configures (`_target_`; None for logger=none). An MLflow run goes
+        into its experiment, created first (classic ML kind, with its description, artifacts next to the
+        store), named `name` and tagged `tags` -- or continues `run_id`."""
+        import hydra
 
-    root = getattr(getattr(datamodule, "index", None), "root", None) or cfg.data.get("root") or "-"
-    dataset = MetaDataset(source=LocalArtifactDatasetSource(str(root)), name=f"{cfg.data.name}-fold{cfg.data.fold}",
-                          digest=(data_fingerprint(datamodule) or "unknown")[:36])
-    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(),
-                                                     tags=[InputTag("mlflow.data.context", context)])])
+        if logger_cfg is None or not logger_cfg.get("_target_"):
+            return cls(None)
+        if not uses_mlflow(logger_cfg):
+            return cls(hydra.utils.instantiate(logger_cfg))
+        uri = str(logger_cfg.get("tracking_uri") or default_tracking_uri())
+        experiment_id(client(uri), uri, str(logger_cfg.experiment_name))
+        arguments = {"run_id": run_id} if run_id else {"run_name": name, "tags": tags}
+        return cls(hydra.utils.instantiate(logger_cfg, tracking_uri=uri, **arguments), uri)
+
+    # -- what it is ----------------------------------------------------------------------------------
+    @property
+    def id(self) -> str | None:
+        return self.logger.run_id if self.is_mlflow else None
+
+    @property
+    def store(self):
+        """The MLflow client of the run's store (MLflow runs only)."""
+        return self.logger.experiment
+
+    @property
+    def folder(self) -> Path | None:
+        """The logger's own folder for files (CSVLogger), if it has one."""
+        log_dir = None if self.is_mlflow or self.logger is None else getattr(self.logger, "log_dir", None)
+        return Path(log_dir) if log_dir else None
+
+    def link(self) -> str:
+        """Where a person finds the run: the MLflow UI page, the logger's folder, or 'not logged'."""
+        if self.is_mlflow:
+            info = self.store.get_run(self.id).info
+            return f"MLflow: {run_url(self.uri or default_tracking_uri(), info.experiment_id, self.id)}  (make ui)"
+        if self.logger is None:
+            return "not logged (logger=none)"
+        return f"logged by {type(self.logger).__name__} to {self.folder or self.logger.save_dir}"
+
+    def name(self) -> str | None:
+        return self.store.get_run(self.id).info.run_name if self.is_mlflow else None
+
+    # -- what it records -----------------------------------------------------------------------------
+    def set_tags(self, tags: dict[str, str]) -> None:
+        if self.is_mlflow:
+            import mlflow
+
+            self.store.log_batch(self.id, tags=[mlflow.entities.RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+        elif self.logger is not None:
+            self.logger.log_hyperparams({f"tags.{k}": v for k, v in tags.items()})
+
+    def log_params(self, params: dict) -> None:
+        if self.logger is not None:
+            self.logger.log_hyperparams(params)
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        if self.logger is not None:
+            self.logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_file(self, path: Path, artifact_dir: str | None = None, name: str | None = None) -> None:
+        """`path` among the run's files, under `artifact_dir/name` (name: the file's own)."""
+        path = Path(path)
+        if self.is_mlflow:
+            with tempfile.TemporaryDirectory() as tmp:  # MLflow keeps a file's own name: copy to rename
+                source = path if name in (None, path.name) else Path(shutil.copyfile(path, Path(tmp) / name))
+                self.store.log_artifact(self.id, str(source), artifact_dir)
+        elif self.folder is not None:
+            target = self.folder / (artifact_dir or "") / (name or path.name)
+            if target.resolve() != path.resolve():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
+
+    def log_folder(self, folder: Path) -> None:
+        """Every file of `folder` among the run's files."""
+        if self.is_mlflow:
+            self.store.log_artifacts(self.id, str(folder))
+        elif self.folder is not None and Path(folder).resolve() != self.folder.resolve():
+            shutil.copytree(folder, self.folder, dirs_exist_ok=True)
+
+    def log_text(self, text: str, name: str) -> None:
+        if self.is_mlflow:
+            self.store.log_text(self.id, text, name)
+        elif self.folder is not None:
+            (self.folder / name).write_text(text)
+
+    def log_config(self, cfg: DictConfig) -> None:
+        """The fully resolved config as `config.yaml`."""
+        self.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+
+    def log_dataset(self, name: str, digest: str, source: str, context: str) -> None:
+        """The dataset through MLflow's dataset tracking, so the UI's Dataset column shows it (MLflow only)."""
+        if not self.is_mlflow:
+            return
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.data.sources import LocalArtifactDatasetSource
+        from mlflow.entities import DatasetInput, InputTag
+
+        dataset = MetaDataset(source=LocalArtifactDatasetSource(source), name=name, digest=digest[:36])
+        self.store.log_inputs(self.id, datasets=[DatasetInput(dataset._to_mlflow_entity(),
+                                                              tags=[InputTag("mlflow.data.context", context)])])
+
+    @contextmanager
+    def files(self, name: str) -> Iterator[Path]:
+        """A folder for the run's files, logged whole at the end: the logger's own (CSVLogger); else `name/` in
+        the job's Hydra output folder (without Hydra's own files); outside Hydra a temporary folder, removed
+        afterwards when MLflow keeps the files."""
+        from hydra.core.hydra_config import HydraConfig
+
+        if self.folder is not None:
+            yield self.folder
+        elif HydraConfig.initialized():
+            folder = Path(HydraConfig.get().runtime.output_dir) / name
+            folder.mkdir(parents=True, exist_ok=True)
+            yield folder
+            self.log_folder(folder)
+        elif self.is_mlflow:
+            with tempfile.TemporaryDirectory() as tmp:
+                yield Path(tmp)
+                self.log_folder(Path(tmp))
+        else:
+            yield Path(tempfile.mkdtemp(prefix=f"{name}-"))
+
+    # -- how it ends -------------------------------------------------------------------------------
+    @contextmanager
+    def state(self):
+        """End the run in the state it reached, whatever happens: FINISHED; FAILED with an `error` tag; or
+        KILLED on a stop signal (SignalExit), and the process exits with 128 + signal. Never left RUNNING."""
+        with signals_raise():
+            try:
+                yield self
+            except BaseException as error:
+                signum = getattr(error, "signum", None)
+                if signum is None and isinstance(error, KeyboardInterrupt):
+                    signum = 2  # SIGINT
+                message = str(SignalExit(signum)) if signum else f"{type(error).__name__}: {error}"
+                self._end("KILLED" if signum else "FAILED", message)
+                if signum:
+                    print(f"Run {self.id or ''} {message}: marked KILLED".replace("  ", " "), file=sys.stderr)
+                    raise SystemExit(128 + signum) from None
+                raise
+        self._end("FINISHED")
+
+    def _end(self, status: str, error: str | None = None) -> None:
+        """The final status first (Lightning's logger may have written FAILED before), then the error tag;
+        a store that fails is tried once more, then named, keeping the original error."""
+        if not self.is_mlflow:
+            if self.logger is not None:
+                self.logger.finalize("success" if status == "FINISHED" else "failed")
+            return
+        for attempt in (1, 2):
+            try:
+                self.store.set_terminated(self.id, status)
+                if error:
+                    self.store.set_tag(self.id, "error", error[:5000])
+                return
+            except Exception as problem:
+                if attempt == 2:
+                    log.error("could not mark MLflow run %s %s: %s", self.id, status, problem)
+                else:
+                    time.sleep(1.0)
+
+    def print_summary(self, task: str, lines: list[str], output: Path | None = None) -> None:
+        """The one run summary every task ends with: what ran, its numbers, where to look."""
+        head = f"{task} run {self.name()} ({self.id}) finished" if self.is_mlflow else f"{task} run finished"
+        where = [f"  output: {output}"] if output is not None else []
+        print("\n".join([head, *(f"  {line}" for line in lines), f"  {self.link()}", *where]))

@@ -18,30 +18,24 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
-from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from src.data.datamodule import build_datamodule
 from src.experiments.checkpointing import AtomicCheckpointIO
-from src.experiments.config import check_config, selected_options, tidy_output
+from src.experiments.config import check_config, selected_options
+from src.experiments.runtime import tidy_output
 from src.experiments.tracking import (
-    build_logger,
+    Run,
     check_tracking_store,
     data_fingerprint,
+    data_report_metrics,
     flat_params,
-    log_config,
-    log_data_report,
-    log_dataset,
-    log_file_as,
     run_name,
-    run_state,
     run_tags,
-    run_url,
     tracking_uri,
     uses_mlflow,
 )
-from src.models.weights import apply_weights
+from src.experiments.wiring import build_datamodule, build_model, build_weights
 
 log = logging.getLogger(__name__)
 RUN_FILE = "run.json"
@@ -129,78 +123,79 @@ def resume_checkpoint(folder: Path, wanted: Path) -> Path:
     raise FileNotFoundError(f"no readable checkpoint in {folder} to resume from (tried {', '.join(c.name for c in candidates)})")
 
 
-def make_logger(cfg: DictConfig, recorded: dict | None):
-    """The configured Lightning logger; an MLflow one resumes the recorded run or starts a uniquely named one."""
-    if not uses_mlflow(cfg):
-        return build_logger(cfg)
+def start_run(cfg: DictConfig, recorded: dict | None) -> Run:
+    """The run of `logger=`: an MLflow run resumes the recorded one or starts a uniquely named one; DDP
+    workers log nothing themselves (Lightning routes it via rank 0)."""
     run_id = recorded.get("mlflow_run_id") if recorded else None
-    if rank_zero_only.rank != 0:  # DDP workers log nothing themselves; Lightning routes it via rank 0
-        return hydra.utils.instantiate(cfg.logger, run_id=run_id)
-    return build_logger(cfg, tags=run_tags(cfg), run_id=run_id, run_name=None if run_id else run_name(cfg))
+    if rank_zero_only.rank != 0:
+        return Run(hydra.utils.instantiate(cfg.logger, run_id=run_id) if uses_mlflow(cfg.logger) else None)
+    return Run.start(cfg.get("logger"), name=run_name(cfg), tags=run_tags(cfg), run_id=run_id)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit `cfg.model` on `cfg.data` from `cfg.weights`, select on val/* only, test the selected checkpoint."""
     check_config(cfg)
     tidy_output()
-    if uses_mlflow(cfg):
+    if uses_mlflow(cfg.get("logger")):
         check_tracking_store(tracking_uri(cfg))  # in seconds, before any data or weights
     folder, recorded = run_folder(cfg)
     L.seed_everything(cfg.seed, workers=True)
-    module = hydra.utils.instantiate(cfg.model)
-    provenance = apply_weights(module, cfg)  # before the data, so missing weights fail at once
+    module = build_model(cfg)
+    provenance = build_weights(cfg)(module)  # before the data: missing weights fail at once
     log.info("initial weights of %s: %s", cfg.model.name, provenance.initial_weights)
     # the data before the run: a dataset that cannot be used leaves no run behind, only its one-line error
-    datamodule = build_datamodule(cfg.data)
+    datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
     folder.mkdir(parents=True, exist_ok=True)
-    logger = make_logger(cfg, recorded)
-    if not isinstance(logger, MLFlowLogger) or not rank_zero_only.rank == 0:
-        metrics = _train(cfg, module, datamodule, folder, recorded, logger, provenance)
-        if rank_zero_only.rank == 0:
-            _print_summary(cfg, logger, metrics, folder)
-        return metrics
-    client, run_id = logger.experiment, logger.run_id
-    if recorded is None:
-        (folder / RUN_FILE).write_text(json.dumps({"mlflow_run_id": run_id, "resume_key": resume_key(cfg)}, indent=1))
-    os.environ[FOLDER_ENV] = str(folder)
-    with run_state(client, run_id):
-        metrics = _train(cfg, module, datamodule, folder, recorded, logger, provenance)
-    _print_summary(cfg, logger, metrics, folder)
+    run = start_run(cfg, recorded)
+    if rank_zero_only.rank != 0:  # a DDP worker: rank 0 owns the run's state and summary
+        return _train(cfg, module, datamodule, folder, recorded, run, provenance)
+    if run.is_mlflow:
+        if recorded is None:
+            (folder / RUN_FILE).write_text(json.dumps({"mlflow_run_id": run.id, "resume_key": resume_key(cfg)},
+                                                      indent=1))
+        os.environ[FOLDER_ENV] = str(folder)
+    with run.state():
+        metrics = _train(cfg, module, datamodule, folder, recorded, run, provenance)
+    _print_summary(run, metrics, folder)
     return metrics
 
 
-def _train(cfg, module, datamodule, folder: Path, recorded: dict | None, logger, provenance) -> dict[str, float]:
+def _record_start(cfg: DictConfig, run: Run, datamodule, folder: Path, resuming: bool, provenance) -> None:
+    """What a training run records before fitting: config, provenance, class counts, dataset, data report."""
+    if resuming:  # MLflow params are immutable: the resumed run keeps its first config
+        run.set_tags({"resumed_from": str(cfg.ckpt_path)})
+    else:
+        run.log_params(flat_params(cfg))
+        run.set_tags(provenance.tags())
+        run.log_config(cfg)
+        run.log_params({f"count.{k}": v for k, v in datamodule.class_counts().items()})
+        fingerprint = data_fingerprint(datamodule) or "unknown"
+        root = getattr(datamodule.index, "root", None) or cfg.data.get("root") or "-"
+        run.log_dataset(f"{cfg.data.name}-fold{cfg.data.fold}", fingerprint, str(root), "train")
+    if fingerprint := data_fingerprint(datamodule):
+        run.set_tags({"data_fingerprint": fingerprint})
+    report = datamodule.data_report()
+    (folder / "data_report.json").write_text(json.dumps(report, indent=2, default=str))
+    run.log_file(folder / "data_report.json")
+    run.log_metrics(data_report_metrics(report))
+
+
+def _train(cfg, module, datamodule, folder: Path, recorded: dict | None, run: Run, provenance) -> dict[str, float]:
     if cfg.model.pos_weight == "auto":
         counts = datamodule.class_counts()
         module.set_pos_weight(counts["train_real"] / max(counts["train_fake"], 1))
 
     callbacks = {name: hydra.utils.instantiate(c) for name, c in cfg.callbacks.items()}
     callbacks["model_checkpoint"].dirpath = str(folder)
-    if logger is None:  # logger=none: nothing to record learning rates into (Lightning would refuse)
+    if run.logger is None:  # logger=none: nothing to record learning rates into (Lightning would refuse)
         callbacks = {k: c for k, c in callbacks.items() if not isinstance(c, L.pytorch.callbacks.LearningRateMonitor)}
     # logger=False, not None: Lightning would otherwise pick a default logger of its own
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=list(callbacks.values()), logger=logger if logger is not None else False,
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=list(callbacks.values()), logger=run.logger or False,
                                       plugins=[AtomicCheckpointIO()])
-    resuming = recorded is not None
-    mlflow_run = trainer.is_global_zero and isinstance(logger, MLFlowLogger)
-    if mlflow_run:
-        client, run_id = logger.experiment, logger.run_id
-        if resuming:  # MLflow params are immutable: the resumed run keeps its first config
-            client.set_tag(run_id, "resumed_from", str(cfg.ckpt_path))
-        else:
-            logger.log_hyperparams(flat_params(cfg))
-            for key, value in provenance.tags().items():
-                client.set_tag(run_id, key, value)
-            log_config(client, run_id, cfg)
-            for key, value in datamodule.class_counts().items():
-                client.log_param(run_id, f"count.{key}", value)
-        if fingerprint := data_fingerprint(datamodule):
-            client.set_tag(run_id, "data_fingerprint", fingerprint)
-        if not resuming:
-            log_dataset(client, run_id, cfg, datamodule, "train")
-        log_data_report(client, run_id, datamodule, folder)
-
+    if trainer.is_global_zero:
+        _record_start(cfg, run, datamodule, folder, recorded is not None, provenance)
     ckpt_path = None
     if cfg.ckpt_path is not None:
         wanted = folder / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path).expanduser()
@@ -213,9 +208,9 @@ def _train(cfg, module, datamodule, folder: Path, recorded: dict | None, logger,
         tested = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True,
                               verbose=False)  # the summary prints them to 4 significant digits
         metrics.update(tested[0] if tested else {})
-    if mlflow_run and best:
-        log_file_as(logger.experiment, logger.run_id, Path(best), "checkpoints", "best.ckpt")
-        logger.experiment.set_tag(logger.run_id, "best_checkpoint", best)
+    if trainer.is_global_zero and best:
+        run.log_file(Path(best), "checkpoints", "best.ckpt")
+        run.set_tags({"best_checkpoint": best})
     metrics["best_model_score"] = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
     metrics["best_checkpoint"] = best  # type: ignore[assignment]
     return metrics
@@ -228,22 +223,12 @@ def _hydra_output_dir() -> Path | None:
     return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
 
 
-def _print_summary(cfg: DictConfig, logger, metrics: dict, folder: Path) -> None:
+def _print_summary(run: Run, metrics: dict, folder: Path) -> None:
     best = metrics.get("best_checkpoint") or "none (no validation epoch finished)"
-    if isinstance(logger, MLFlowLogger):
-        run = logger.experiment.get_run(logger.run_id)
-        head = f"train run {run.info.run_name} ({run.info.run_id}) finished"
-        where = f"  MLflow: {run_url(tracking_uri(cfg), run.info.experiment_id, run.info.run_id)}  (make ui)"
-    else:
-        head = "train run finished"
-        where = f"  logged by {type(logger).__name__} to {logger.log_dir}" if logger is not None else "  not logged (logger=none)"
-    lines = [head, f"  best checkpoint: {best} (val/video_auc {metrics.get('best_model_score', float('nan')):#.4g})"]
+    lines = [f"best checkpoint: {best} (val/video_auc {metrics.get('best_model_score', float('nan')):#.4g})"]
     tested = {k.removeprefix("test/video_"): v for k, v in metrics.items() if k.startswith("test/video_")}
     if tested:
-        lines.append("  test (video level) of the best checkpoint: "
+        lines.append("test (video level) of the best checkpoint: "
                      + ", ".join(f"{k.upper()} {tested[k]:#.4g}" for k in ("auc", "ap", "acc", "eer", "loss") if k in tested))
-    lines += [where, f"  checkpoints: {folder}"]
-    output = _hydra_output_dir()
-    if output is not None:
-        lines.append(f"  output: {output}")
-    print("\n".join(lines))
+    lines.append(f"checkpoints: {folder}")
+    run.print_summary("train", lines, _hydra_output_dir())

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
+from src.utils.errors import ConfigError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CONTRACT_KEYS = ("kind", "size", "mean", "std", "frames_per_clip", "fixed_size")
@@ -36,7 +38,7 @@ def net_class(target: str) -> type:
     try:
         return getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as error:
-        raise ValueError(f"model.net._target_={target}: no such class ({error})") from error
+        raise ConfigError(f"model.net._target_={target}: no such class ({error})") from error
 
 
 def default_kwarg(cls: type, name: str) -> Any:
@@ -48,7 +50,7 @@ def default_kwarg(cls: type, name: str) -> Any:
 def _contract_of(target: str, kwargs: tuple) -> dict[str, Any]:
     cls = net_class(target)
     if not hasattr(cls, "input_contract"):
-        raise ValueError(f"model.net._target_={target}: the class declares no input_contract()")
+        raise ConfigError(f"model.net._target_={target}: the class declares no input_contract()")
     return cls.input_contract(**dict(kwargs))
 
 
@@ -62,5 +64,5 @@ def input_contract_of(net: Mapping) -> dict[str, Any]:
 def resolve_input(key: str, net: Mapping) -> Any:
     """OmegaConf resolver `${model_input:<key>,${model.net}}`: one field of the net's input contract."""
     if key not in CONTRACT_KEYS:
-        raise ValueError(f"model_input: unknown contract key {key!r} (one of {', '.join(CONTRACT_KEYS)})")
+        raise ConfigError(f"model_input: unknown contract key {key!r} (one of {', '.join(CONTRACT_KEYS)})")
     return input_contract_of(net)[key]

@@ -1,4 +1,5 @@
-"""Detection metrics with torchmetrics: loss, accuracy, AUC, AP and EER of "fake" scores."""
+"""Detection metrics with torchmetrics: loss, accuracy, AUC, AP and EER of "fake" scores, and the one value
+model selection monitors (`auc_then_loss`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryAveragePrecision, BinaryROC
 
 
-class BinaryEER(BinaryROC):
+class InterpolatedEER(BinaryROC):
     """Equal error rate: where the false-negative and false-positive rates of the ROC curve meet.
 
     The ROC is a polyline through its (FPR, TPR) points; the EER is read where it crosses FNR = FPR, by linear
@@ -49,8 +50,8 @@ class MeanBCE(Metric):
         with torch.autocast(device_type=probs.device.type, enabled=False):
             loss = nn.functional.binary_cross_entropy(probs.double().clamp(1e-7, 1 - 1e-7), target.double(),
                                                       reduction="sum")
-        self.total += loss
-        self.count += target.numel()
+        self.total = self.total + loss  # not in place: see ClassCounts.update
+        self.count = self.count + target.numel()
 
     def compute(self) -> torch.Tensor:
         return (self.total / self.count).float()
@@ -64,8 +65,41 @@ def detection_metrics(prefix: str) -> MetricCollection:
             "ap": BinaryAveragePrecision(),
             "acc": BinaryAccuracy(),
             "loss": MeanBCE(),
-            "eer": BinaryEER(),
+            "eer": InterpolatedEER(),
         },
         prefix=prefix,
         compute_groups=False,
     )
+
+
+class ClassCounts(Metric):
+    """How many positive (fake) and negative (real) labels were seen: `tensor([positives, negatives])`,
+    summed over processes under DDP (where the sampler's padding repeats videos, as the AUC sees them)."""
+
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("positives", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("negatives", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, target: torch.Tensor) -> None:
+        # not in place: under strategy=ddp_spawn on CPU the processes share the initial state tensors' memory
+        self.positives = self.positives + (target == 1).sum()
+        self.negatives = self.negatives + (target == 0).sum()
+
+    def compute(self) -> torch.Tensor:
+        return torch.stack([self.positives, self.negatives])
+
+
+def auc_then_loss(auc: torch.Tensor, loss: torch.Tensor, positives: int, negatives: int) -> torch.Tensor:
+    """One number (float64) that orders epochs by AUC first, then by lower loss: `auc - tanh(loss) / (4 P N)`.
+
+    The AUC of P positives and N negatives counts ordered pairs, ties as halves: it lives on a grid of step
+    1 / (2 P N). The loss term lies in [0, 1 / (4 P N)), under half a step, so a strict AUC gain beats any loss
+    and equal AUCs are ordered by loss. The AUC is snapped to its grid first: float32 round-off in computing
+    it must not pass for a difference. With one class only (no pairs) the AUC is constant and loss decides.
+    """
+    pairs = max(int(positives) * int(negatives), 1)
+    on_grid = torch.round(auc.double() * 2 * pairs) / (2 * pairs)
+    return on_grid - torch.tanh(loss.double()) / (4 * pairs)

@@ -6,6 +6,11 @@ probability of its frames; clip networks (`"clip"`) take (B, T, 3, S, S) and sco
 Only the training step may run under the Trainer's reduced-precision autocast: validation, test and
 prediction always compute in fp32 (bf16 moved MesoNet's test logits by up to 0.47), so the numbers
 that select and compare models do not depend on the training speed-up.
+
+Model selection (conf/callbacks/default.yaml: Lightning's ModelCheckpoint and EarlyStopping) monitors one
+value logged at each validation epoch end, `SELECTION_METRIC`: the video AUC with ties broken by the lower
+video loss (`auc_then_loss`), so a model that separates the validation set from the first epoch on is still
+selected by something when finetuned.
 """
 
 from __future__ import annotations
@@ -17,10 +22,20 @@ import lightning as L
 import torch
 from torch import nn
 
-from src.models.metrics import detection_metrics
+from src.models.metrics import ClassCounts, auc_then_loss, detection_metrics
+
+SELECTION_METRIC = "val/video_auc_then_loss"
 
 
 class DeepfakeDetector(L.LightningModule):
+    """`instantiate(cfg.model)`: the network, how it is optimized, and what the rest of a run reads from it.
+
+    `name`/`title`: the option name (run tag, checkpoint folders) and display title. `input` (the model's
+    input contract) and `pretrained` (where its published weights are: file, url, sha256, torchvision_weights)
+    stay side by side as `input_contract` and `pretrained_cfg`, which weights=pretrained reads. `batch_size`
+    is what the data module batches by (Lightning's `batch_size` attribute).
+    """
+
     def __init__(
         self,
         net: nn.Module,
@@ -33,12 +48,13 @@ class DeepfakeDetector(L.LightningModule):
         input: dict | None = None,
         pretrained: dict | None = None,
         batch_size: int | None = None,
-        freeze_backbone: bool = False,
     ):
         super().__init__()
         # no save_hyperparameters: the resolved config goes to the tracker, and checkpoints hold
         # only tensors and primitives so they load with weights_only=True
-        self.name, self.title, self.input_contract = name, title or name, dict(input or {})
+        self.name, self.title = name, title or name
+        self.input_contract, self.pretrained_cfg = dict(input or {}), dict(pretrained or {})
+        self.batch_size = batch_size
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -58,6 +74,8 @@ class DeepfakeDetector(L.LightningModule):
                 for level in self.levels
             }
         )
+        self.val_classes = ClassCounts()  # P and N of the AUC's grid, counted over all processes
+        self.validation_metrics: dict[str, float] = {}  # of the latest validation epoch, saved in checkpoints
 
     # -- scoring --------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,6 +133,8 @@ class DeepfakeDetector(L.LightningModule):
         video_probs, frame_probs = self.video_scores(x)
         labels_int = labels.long()
         self.metrics[f"{stage}_video"].update(video_probs, labels_int)
+        if stage == "val":
+            self.val_classes.update(labels_int)
         if "frame" in self.levels:
             frames = labels_int[:, None].expand_as(frame_probs).flatten()
             self.metrics[f"{stage}_frame"].update(frame_probs.flatten(), frames)
@@ -125,14 +145,28 @@ class DeepfakeDetector(L.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         self._eval_step("test", batch)
 
-    def _log_epoch(self, stage: str) -> None:
+    def _log_epoch(self, stage: str) -> dict[str, torch.Tensor]:
+        """Log the stage's metrics (computed over all processes) and reset them; returns what was logged."""
+        logged = {}
         for level in self.levels:
             collection = self.metrics[f"{stage}_{level}"]
-            self.log_dict(collection.compute(), prog_bar=(level == "video"), sync_dist=True)
+            values = collection.compute()
+            self.log_dict(values, prog_bar=(level == "video"), sync_dist=True)
             collection.reset()
+            logged.update(values)
+        return logged
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
+        logged = self._log_epoch("val")
+        positives, negatives = self.val_classes.compute().tolist()
+        self.val_classes.reset()
+        score = auc_then_loss(logged["val/video_auc"], logged["val/video_loss"], positives, negatives)
+        self.log(SELECTION_METRIC, score, sync_dist=True)
+        self.validation_metrics = {key: float(value) for key, value in logged.items()}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # the selected epoch's own AUC and loss travel with its checkpoint (best_model_score is the composite)
+        checkpoint["validation_metrics"] = dict(self.validation_metrics)
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")

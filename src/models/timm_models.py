@@ -24,6 +24,7 @@ from torch import nn
 from src.models.contract import contract, default_kwarg
 from src.models.resnet_lstm import fp32_lstm
 from src.models.weights import IncompatibleWeights, WeightsNotFound, describe_file
+from src.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class TimmBackbone(nn.Module):
         model_name = model_name or default_kwarg(cls, "model_name")
         pretrained = timm.get_pretrained_cfg(model_name)
         if pretrained is None:
-            raise ValueError(f"model.net.model_name={model_name}: timm has no pretrained config of that name.tag")
+            raise ConfigError(f"model.net.model_name={model_name}: timm has no pretrained config of that name.tag")
         return contract(cls.input_kind, pretrained.input_size[-1], pretrained.mean, pretrained.std,
                         frames_per_clip=cls.frames_per_clip)
 
@@ -127,20 +128,20 @@ def timm_backbone_state(model_name: str, file: str | None = None) -> tuple[dict[
     timm builds the model with the checkpoint's own head so that its load is strict; the head is then
     dropped. With `file`, timm reads that file (.pth/.bin/.safetensors) instead of its hub source.
     """
-    source = None
+    hub = None
     if file:
         path = Path(file).expanduser()
         if not path.is_file():
             raise WeightsNotFound(f"model.pretrained.file={path}: no such file (timm model {model_name})")
         overlay, origin = {"file": str(path)}, describe_file(path)
     else:
-        source = weight_source(model_name)
-        if source.cached:  # straight from the cache: no network, no hub retries
-            overlay, origin = {"file": source.cached}, f"{source.description}, cached at {describe_file(source.cached)}"
-        elif source.offline or not reachable(source.url):
-            raise WeightsNotFound(source.missing_message(model_name, "the network is unreachable"))
+        hub = timm_weights_origin(model_name)
+        if hub.cached:  # straight from the cache: no network, no hub retries
+            overlay, origin = {"file": hub.cached}, f"{hub.description}, cached at {describe_file(hub.cached)}"
+        elif hub.offline or not reachable(hub.url):
+            raise WeightsNotFound(hub.missing_message(model_name, "the network is unreachable"))
         else:
-            overlay, origin = None, source.description
+            overlay, origin = None, hub.description
     try:
         reference = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay)
     except RuntimeError as error:  # load_state_dict: missing/unexpected keys or shapes
@@ -149,17 +150,17 @@ def timm_backbone_state(model_name: str, file: str | None = None) -> tuple[dict[
             f"{model_name} is expected (as saved from timm.create_model({model_name!r}).state_dict())"
         ) from error
     except Exception as error:  # OSError, huggingface_hub and httpx errors; unreadable files
-        if source is None:
+        if hub is None:
             raise IncompatibleWeights(f"timm could not read {origin} for {model_name}: {error}") from error
         reason = f"{type(error).__name__}: {error}"
-        raise WeightsNotFound(source.missing_message(model_name, reason)) from error
+        raise WeightsNotFound(hub.missing_message(model_name, reason)) from error
     reference.reset_classifier(0)
     log.info("pretrained %s: %s", model_name, origin)
     return reference.state_dict(), f"timm {model_name} from {origin}"
 
 
 @dataclass(frozen=True)
-class WeightSource:
+class TimmWeightsOrigin:
     """Where timm fetches a model's default weights, the cache it keeps them in, and the cached file."""
 
     description: str
@@ -180,7 +181,7 @@ class WeightSource:
         )
 
 
-def weight_source(model_name: str) -> WeightSource:
+def timm_weights_origin(model_name: str) -> TimmWeightsOrigin:
     """As timm resolves it: the Hugging Face hub when the cfg names a hub id, else its URL (torch hub)."""
     cfg = timm.get_pretrained_cfg(model_name)
     if cfg is not None and cfg.hf_hub_id:
@@ -189,7 +190,7 @@ def weight_source(model_name: str) -> WeightSource:
         repo, _, revision = cfg.hf_hub_id.partition("@")
         found = (try_to_load_from_cache(repo, name, revision=revision or None) for name in HF_WEIGHT_FILES)
         url = f"{constants.ENDPOINT}/{repo}"
-        return WeightSource(
+        return TimmWeightsOrigin(
             description=f"the Hugging Face hub {repo} ({url})",
             url=url,
             cache_dir=constants.HF_HUB_CACHE,
@@ -200,7 +201,7 @@ def weight_source(model_name: str) -> WeightSource:
     if cfg is not None and cfg.url:
         cache_dir = Path(torch.hub.get_dir()) / "checkpoints"  # timm's get_cache_dir(), without creating it
         cached = cache_dir / Path(urlparse(cfg.url).path).name
-        return WeightSource(
+        return TimmWeightsOrigin(
             description=cfg.url,
             url=cfg.url,
             cache_dir=str(cache_dir),

@@ -1,4 +1,7 @@
-"""Weight sources: scratch, pretrained (MesoNet Keras .h5 / torchvision ImageNet) and finetuned checkpoints.
+"""Weight sources: scratch and pretrained (MesoNet Keras .h5 / torchvision ImageNet), and what every source
+uses: lineage, provenance, hashed downloads, strict checkpoint loading. A source is called as
+`source(module, lineage) -> Provenance`; finetuned checkpoints, found in the tracking store, are
+src/experiments/finetuned.py's.
 
 Every file is treated as data: checkpoints load with `weights_only=True`, and a file that does not
 fit the model fails with a message naming the file and the mismatch, never a silent partial load.
@@ -9,23 +12,23 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+
+from src.utils.errors import UserError, check
 
 log = logging.getLogger(__name__)
 
 
-class WeightsNotFound(FileNotFoundError):
-    pass
+class WeightsNotFound(UserError, FileNotFoundError):
+    """Weights that are neither where they were looked for nor downloadable: the message says what to provide."""
 
 
-class IncompatibleWeights(ValueError):
-    pass
+class IncompatibleWeights(UserError, ValueError):
+    """A weights file that does not fit: unreadable, code-carrying, another model's, or a hash mismatch."""
 
 
 @dataclass(frozen=True)
@@ -67,147 +70,22 @@ class Scratch:
     def __init__(self, source: str = "scratch"):
         self.name = source
 
-    def __call__(self, module, cfg: DictConfig, lineage: Lineage | None = None) -> Provenance:
+    def __call__(self, module, lineage: Lineage | None = None) -> Provenance:
         return Provenance("scratch")
 
 
 class Pretrained:
-    """The weights each network was published with: `net.load_pretrained(model.pretrained, weights_dir)`
-    (MesoNet's Keras files, ImageNet for the backbones). The net gets its own block, not the config."""
+    """The weights each network was published with: `net.load_pretrained(module.pretrained_cfg, weights_dir)`
+    (MesoNet's Keras files, ImageNet for the backbones). The net gets its own block (model.pretrained)."""
 
     def __init__(self, weights_dir: str, source: str = "pretrained"):
         self.weights_dir, self.name = weights_dir, source
 
-    def __call__(self, module, cfg: DictConfig, lineage: Lineage | None = None) -> Provenance:
+    def __call__(self, module, lineage: Lineage | None = None) -> Provenance:
         net = module.net
-        if not hasattr(net, "load_pretrained"):
-            raise ValueError(f"{type(net).__name__} has no pretrained weights; use weights=scratch")
-        spec = cfg.model.get("pretrained") or {}
-        spec = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else dict(spec)
-        return Provenance(net.load_pretrained(spec, self.weights_dir))
-
-
-class Finetuned:
-    """A checkpoint written by train.py: `path`, or the best checkpoint of MLflow run `run_id`, or of the
-    latest finished training run whose lineage matches (same model, dataset and index fingerprint, fold and
-    input contract; `train_data` for another dataset, `train_seed` for one seed)."""
-
-    def __init__(self, tracking_uri: str, path: str | None = None, run_id: str | None = None,
-                 train_data: str | None = None, train_fold: int | None = None, train_seed: int | None = None,
-                 experiment: str = "train", source: str = "finetuned"):
-        self.name = source
-        self.tracking_uri, self.path, self.run_id = tracking_uri, path, run_id
-        self.train_data, self.train_fold, self.train_seed = train_data, train_fold, train_seed
-        self.experiment = experiment
-
-    def __call__(self, module, cfg: DictConfig, lineage: Lineage | None = None) -> Provenance:
-        if self.path:
-            path = Path(self.path).expanduser()
-            if not path.is_file():
-                raise WeightsNotFound(f"weights.path={path}: no such checkpoint file")
-            load_checkpoint(module, path)
-            return Provenance(describe_file(path))
-        run = self.find_run(lineage) if not self.run_id else self._client().get_run(self.run_id)
-        import mlflow
-
-        with tempfile.TemporaryDirectory(prefix="finetuned-") as tmp:  # no copy outlives the load
-            try:
-                local = mlflow.artifacts.download_artifacts(
-                    run_id=run.info.run_id, artifact_path="checkpoints/best.ckpt", dst_path=tmp,
-                    tracking_uri=self.tracking_uri)
-            except Exception as error:  # MlflowException for unknown runs or missing artifacts
-                raise WeightsNotFound(
-                    f"MLflow run {run.info.run_id} has no artifact checkpoints/best.ckpt ({error})") from error
-            load_checkpoint(module, local)
-            digest = sha256_of(local)
-        tags = run.data.tags
-        return Provenance(f"runs:/{run.info.run_id}/checkpoints/best.ckpt sha256={digest}", run.info.run_id,
-                          tags.get("weights"), tags.get("seed"))
-
-    def _client(self):
-        import mlflow
-
-        return mlflow.MlflowClient(self.tracking_uri)
-
-    def candidates(self, model: str) -> list:
-        """Finished training runs of `model` with a best checkpoint, newest first."""
-        client = self._client()
-        experiment = client.get_experiment_by_name(self.experiment)
-        if experiment is None:
-            return []
-        return client.search_runs(
-            [experiment.experiment_id],
-            filter_string=f"tags.model = '{model}' and attributes.status = 'FINISHED'",
-            order_by=["attributes.end_time DESC"],
-        )
-
-    def requirements(self, lineage: Lineage) -> dict[str, str]:
-        """The tags a matching training run must carry."""
-        data = self.train_data or lineage.data
-        wanted = {"model": lineage.model, "data": data, "input_contract": lineage.input_contract}
-        same_data = data == lineage.data
-        fold = self.train_fold if self.train_fold is not None else (lineage.fold if same_data else None)
-        if fold is not None:
-            wanted["fold"] = str(fold)
-        if same_data and lineage.data_fingerprint:
-            wanted["data_fingerprint"] = lineage.data_fingerprint
-        if self.train_seed is not None:
-            wanted["seed"] = str(self.train_seed)
-        return wanted
-
-    def find_run(self, lineage: Lineage):
-        runs = self.candidates(lineage.model)
-        wanted = self.requirements(lineage)
-        matches = [r for r in runs if all(r.data.tags.get(k) == v for k, v in wanted.items())]
-        if not matches:
-            raise WeightsNotFound(self.explain_missing(runs, wanted))
-        run = matches[0]
-        log.info(
-            "weights=finetuned: using the checkpoint of run %s (%s, trained on %s fold %s, seed %s, finished %s)%s",
-            run.info.run_id,
-            run.info.run_name, run.data.tags.get("data"), run.data.tags.get("fold"), run.data.tags.get("seed"),
-            _when(run.info.end_time), f"; the latest of {len(matches)} matching" if len(matches) > 1 else "")
-        return run
-
-    def explain_missing(self, runs: list, wanted: dict[str, str]) -> str:
-        """One line: what training runs exist, and which lineage none of them has."""
-        def describe(tags: dict) -> str:
-            text = f"{tags.get('data', '?')} fold {tags.get('fold', '?')}"
-            if tags.get("input_contract") != wanted["input_contract"]:
-                text += " (other input)"
-            elif tags.get("data") == wanted["data"] and tags.get("data_fingerprint") != wanted.get("data_fingerprint",
-                                                                                               tags.get("data_fingerprint")):
-                text += " (other index)"
-            return text
-
-        model = wanted["model"]
-        found = sorted({describe(r.data.tags) for r in runs})
-        have = f"found {model} trained on " + ", ".join(found) if found else f"found no finished {model} training run"
-        want = f"{wanted['data']}" + (f" fold {wanted['fold']}" if "fold" in wanted else "") + (
-            f" seed {wanted['seed']}" if "seed" in wanted else "")
-        index = f", index {wanted['data_fingerprint']}" if "data_fingerprint" in wanted else ""
-        return (f"weights=finetuned: {have}; none on {want} (input {wanted['input_contract']}{index}) in experiment "
-                f"'{self.experiment}' of {self.tracking_uri}. Train one (python train.py model={model} "
-                f"data={wanted['data']}" + (f" data.fold={wanted['fold']}" if "fold" in wanted else "")
-                + "), or choose with weights.run_id=<run>, weights.path=<checkpoint> or weights.train_data=<data>.")
-
-
-def _when(millis: int | None) -> str:
-    import datetime
-
-    return datetime.datetime.fromtimestamp((millis or 0) / 1000).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def weight_source(cfg: DictConfig):
-    """The weight source object that `cfg.weights` builds (`_target_`)."""
-    import hydra
-
-    return hydra.utils.instantiate(cfg.weights)
-
-
-def apply_weights(module, cfg: DictConfig, lineage: Lineage | None = None) -> Provenance:
-    """Load the initial weights named by `cfg.weights` into the DeepfakeDetector."""
-    return weight_source(cfg)(module, cfg, lineage)
+        check(hasattr(net, "load_pretrained"), "weights", "pretrained",
+              f"{type(net).__name__} has no published weights; use weights=scratch")
+        return Provenance(net.load_pretrained(module.pretrained_cfg, self.weights_dir))
 
 
 # -- pretrained -------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
-"""Uncertainty of video-level test metrics: point values, stratified (group) bootstrap intervals, paired
-differences on the same videos, and mean ± sd over replicate runs.
+"""Uncertainty of real-vs-fake scores: video-level test metrics, stratified (group) bootstrap intervals,
+paired differences on the same videos, mean ± sd over replicate runs, and the bootstrap of one AUC.
 
-Point values come from the same torchmetrics collection that evaluate.py logs (`test/video_*`), so they are
-equal to the logged metrics. Bootstrap resamples are represented as a count matrix (how often each video is
-drawn in each resample) and every metric is computed for all resamples at once with cumulative sums over the
-videos sorted by score, so 1000 resamples of ~500 videos take a fraction of a second.
+The metrics have the definitions of the torchmetrics collection that evaluate.py logs (`test/video_*`,
+`src.models.metrics`), computed here in float64 numpy: the point values equal the logged (float32) ones
+within rounding. Bootstrap resamples are represented as a count matrix (how often each video is drawn in
+each resample) and every metric is computed for all resamples at once with cumulative sums over the videos
+sorted by score, so 1000 resamples of ~500 videos take a fraction of a second.
 
 Resampling is stratified by class: each resample keeps each class's size (or, with identity groups, draws
 as many groups of each class as there are), so a resample never loses a class and never yields the
@@ -40,14 +41,10 @@ def _inputs(p_fake, labels) -> tuple[np.ndarray, np.ndarray]:
 
 
 def video_metrics(p_fake, labels) -> dict[str, float]:
-    """auc, ap, acc, loss, eer of fake probabilities, exactly as evaluate.py logs them as `test/video_*`."""
-    import torch
-
-    from src.models.metrics import detection_metrics
-
+    """auc, ap, acc, loss, eer of fake probabilities, as evaluate.py logs them as `test/video_*`."""
     probs, labels = _inputs(p_fake, labels)
-    values = detection_metrics("")(torch.tensor(probs, dtype=torch.float64), torch.tensor(labels))
-    return {name: float(values[name]) for name in METRICS}
+    values = _weighted_metrics(probs, labels, np.ones((1, probs.size), dtype=np.int64), METRICS)
+    return {name: float(values[name][0]) for name in METRICS}
 
 
 # -- metrics of many resamples at once ------------------------------------------------------------------
@@ -195,3 +192,26 @@ def mean_sd(values) -> tuple[float, float]:
     if array.size == 0:
         return (math.nan, math.nan)
     return (float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else math.nan)
+
+
+# -- one AUC ----------------------------------------------------------------------------------------------
+def auc(scores, labels) -> float:
+    """ROC AUC of `scores` for 0/1 `labels` (1 = fake): the share of (fake, real) pairs the scores order
+    correctly, ties counting half (the Mann-Whitney statistic); NaN when a class is missing."""
+    labels = np.asarray(labels).ravel()
+    if not (labels == 0).any() or not (labels == 1).any():
+        return math.nan
+    probs, labels = _inputs(scores, labels)
+    return float(_weighted_metrics(probs, labels, np.ones((1, probs.size), dtype=np.int64), ["auc"])["auc"][0])
+
+
+def bootstrap_auc(scores, labels, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """(AUC, low, high): the AUC of `scores` and the percentile interval of a class-stratified bootstrap;
+    all NaN when a class is missing. Deterministic for a given seed."""
+    _check_level(level, n_boot)
+    point = auc(scores, labels)
+    if math.isnan(point):
+        return (math.nan, math.nan, math.nan)
+    probs, labels = _inputs(scores, labels)
+    resampled = _weighted_metrics(probs, labels, _resample_counts(labels, None, n_boot, seed), ["auc"])["auc"]
+    return (point, *_percentiles(resampled, level))

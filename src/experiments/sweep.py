@@ -1,4 +1,5 @@
-"""Hydra callbacks for sweeps."""
+"""What happens around a sweep's jobs (Hydra callbacks, configured in conf/hydra/default.yaml): every job's
+config checked and the data prepared once before the first job; a table of the jobs after the last."""
 
 from __future__ import annotations
 
@@ -7,6 +8,20 @@ import sys
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from src.experiments.config import check_config, config_error_line
+from src.experiments.runtime import quieter, tidy_output
+from src.experiments.tracking import (
+    TrackingStoreError,
+    check_tracking_store,
+    client,
+    experiment_id,
+    experiment_url,
+    tracking_uri,
+    uses_mlflow,
+)
+from src.experiments.wiring import build_datamodule
+from src.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 # the running sweep, for its summary when a job failed: Hydra then raises the first job's error after the
@@ -23,37 +38,23 @@ class PrepareSweep(Callback):
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        import mlflow
-
-        from src.experiments.config import quieter, tidy_output
-
         tidy_output()
         _SWEEP.clear()
         _SWEEP.update(config=config, failed=[], jobs=0)
         check_jobs(config)  # a bad value in any job: one line now, not after the data work and the first jobs
-
-        from src.data.datamodule import build_datamodule
-        from src.experiments.tracking import (
-            TrackingStoreError,
-            check_tracking_store,
-            experiment_id,
-            tracking_uri,
-            uses_mlflow,
-        )
-
-        if uses_mlflow(config):
+        if uses_mlflow(config.get("logger")):
             uri = tracking_uri(config)
             try:  # one line and no job started, rather than every job retrying an unusable store
                 check_tracking_store(uri)
             except TrackingStoreError as error:
                 print(f"Error: {error}", file=sys.stderr)
                 raise SystemExit(1) from None
-            experiment_id(mlflow.MlflowClient(uri), uri, config.logger.experiment_name)
-        if config.get("video") or config.get("videos"):
+            experiment_id(client(uri), uri, config.logger.experiment_name)
+        if config.get("task") == "predict":
             return
         try:  # the first job prints the data summary; progress and warnings stay
             with quieter("src.data"):
-                build_datamodule(config.data).prepare_data()
+                build_datamodule(config).prepare_data()
         except Exception as error:  # each job prepares its own data too, and reports the error there
             log.warning("could not prepare the data before the sweep: %s", error)
 
@@ -79,8 +80,6 @@ def check_jobs(config: DictConfig) -> None:
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import ConfigCompositionException, OverrideParseException
-
-    from src.experiments.config import ConfigError, check_config, config_error_line
 
     task = list(config.hydra.overrides.task)
     common = set(task)
@@ -118,9 +117,7 @@ def _cell(job: list[str], common: set[str]) -> str:
 def _print_summary(config: DictConfig) -> None:
     from pathlib import Path
 
-    from src.experiments.tracking import uses_mlflow
-
-    if not uses_mlflow(config):
+    if not uses_mlflow(config.get("logger")):
         return
     sweep = Path(str(config.hydra.sweep.dir)).name  # the config Hydra passes here carries its hydra node
     try:
@@ -146,14 +143,10 @@ def report_failed_sweep(error: BaseException) -> bool:
 
 
 def sweep_summary(config: DictConfig, sweep: str) -> str:
-    import mlflow
-
-    from src.experiments.tracking import experiment_url, tracking_uri
-
     uri = tracking_uri(config)
-    client = mlflow.MlflowClient(uri)
-    experiment = client.get_experiment_by_name(config.logger.experiment_name)
-    runs = [] if experiment is None else client.search_runs(
+    store = client(uri)
+    experiment = store.get_experiment_by_name(config.logger.experiment_name)
+    runs = [] if experiment is None else store.search_runs(
         [experiment.experiment_id], filter_string=f"tags.sweep_id = '{sweep}'", order_by=["attributes.start_time ASC"])
     lines = [f"Sweep {sweep}: {len(runs)} runs in experiment '{config.logger.experiment_name}' of {uri}"]
     seeds = len({run.data.tags.get("seed") for run in runs}) > 1  # a seed sweep: otherwise its cells look alike

@@ -1,0 +1,106 @@
+"""The datasets a data module hands to its loaders: cached face crops of indexed videos.
+
+Frame mode (MesoNet): training items are single crops. Clip mode (LSTM models): items are
+`frames_per_clip` crops of one video in order. Validation, test and prediction items are always whole
+videos (every sampled frame, or the clip), so video-level scores come straight out of a batch. Items carry
+uint8 HWC pixels; the data module normalizes them after the transfer to the device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from src.data.augment import augment_clip, stable_seed
+from src.data.cache import CacheEntry
+from src.data.index import VideoRecord
+
+
+class _CachedVideos(Dataset):
+    """Base: the pinned cache entries of `records`, opened lazily, once per worker process."""
+
+    def __init__(self, entries: list[CacheEntry], records: list[VideoRecord]):
+        if len(entries) != len(records):
+            raise ValueError(f"{len(entries)} cache entries for {len(records)} videos")
+        self.entries, self.records = entries, records
+        self._crops: dict[int, np.ndarray] = {}
+
+    def crops(self, video_index: int) -> np.ndarray:
+        if video_index not in self._crops:
+            self._crops[video_index] = self.entries[video_index].load()[0]
+        return self._crops[video_index]
+
+    def labels(self) -> np.ndarray:
+        return np.array([r.label for r in self.records])
+
+
+class FrameDataset(_CachedVideos):
+    """Single training crops: (crop (S, S, 3) uint8, label, video index).
+
+    An epoch draws `frames_per_epoch` random cached frames of every video (all of them, in
+    order, when None): consecutive frames are near-duplicates, so a few per video and more
+    epochs see more variety per second of compute than every frame every epoch.
+    """
+
+    def __init__(self, entries, records, frame_counts: list[int], transform, frames_per_epoch: int | None):
+        super().__init__(entries, records)
+        self.transform, self.frame_counts = transform, frame_counts
+        self.per_video = frames_per_epoch
+        if frames_per_epoch is None:
+            self.items = [(v, f) for v, n in enumerate(frame_counts) for f in range(n)]
+        else:
+            self.items = [(v, None) for v in range(len(records)) for _ in range(frames_per_epoch)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i):
+        video, frame = self.items[i]
+        if frame is None:  # torch RNG: seeded per worker by Lightning, so runs are reproducible
+            frame = int(torch.randint(self.frame_counts[video], ()))
+        crop = np.asarray(self.crops(video)[frame : frame + 1])
+        pixels = augment_clip(self.transform, crop, int(torch.randint(2**31 - 1, ())))[0]
+        return torch.from_numpy(pixels), self.records[video].label, video
+
+    def item_labels(self) -> np.ndarray:
+        return np.array([self.records[v].label for v, _ in self.items])
+
+
+class VideoDataset(_CachedVideos):
+    """Whole videos: (crops (T, S, S, 3) uint8, label, id), `num_frames` evenly spaced; the id is the
+    video's position in `records` unless `ids` are given.
+
+    Every frame of a video gets the same augmentation parameters; with `seed` set they depend only
+    on (seed, the video's path relative to the dataset root), so every job of a sweep perturbs a video
+    identically, whatever other videos are in the list (a video that fails to decode changes nothing).
+    """
+
+    def __init__(self, entries, records, num_frames: int, transform, seed: int | None, ids: list[int] | None = None):
+        super().__init__(entries, records)
+        self.num_frames, self.transform, self.seed = num_frames, transform, seed
+        self.ids = list(range(len(records))) if ids is None else list(ids)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def video_seed(self, video: int) -> int | None:
+        return None if self.seed is None else stable_seed(self.seed, self.records[video].path)
+
+    def __getitem__(self, video: int):
+        seed = self.video_seed(video)
+        seed = int(torch.randint(2**31 - 1, ())) if seed is None else seed
+        pixels = self.prepare(self.crops(video), self.num_frames, self.transform, seed)
+        return pixels, self.records[video].label, self.ids[video]
+
+    @staticmethod
+    def prepare(crops: np.ndarray, num_frames: int, transform, seed: int | None) -> torch.Tensor:
+        """`num_frames` evenly spaced crops, augmented alike: (T, S, S, 3) uint8.
+
+        A short video repeats frames so every item has the same length.
+        """
+        picks = np.linspace(0, len(crops) - 1, num_frames).round().astype(int)
+        return torch.from_numpy(augment_clip(transform, np.asarray(crops[picks]), seed))
+
+    def item_labels(self) -> np.ndarray:
+        return self.labels()
