@@ -10,10 +10,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from benchmarks.common import Measurement, Plan, cpu_seconds, fresh_dir, make_dataset, median, ratio, rnd
+from benchmarks.common import (
+    Measurement,
+    Plan,
+    cpu_seconds,
+    frame_size,
+    fresh_dir,
+    make_dataset,
+    median,
+    ratio,
+    rnd,
+)
 from benchmarks.naive import FULL_RESOLUTION, naive_build
 from src.data.cache import CropSettings, FaceCropCache
-from src.data.faces import _downscale, _scale_box, crop_faces, track_faces
+from src.data.detectors import _downscale, _scale_box, build_detector
+from src.data.faces import crop_faces, track_faces
 from src.data.index import index_celebdf
 from src.data.synthetic import MARKER
 from src.data.video import evenly_spaced_indices, read_frames
@@ -24,6 +35,13 @@ def crop_settings(cfg) -> CropSettings:
     from src.experiments.wiring import build_datamodule
 
     return build_datamodule(cfg).crops
+
+
+def detection_side(settings: CropSettings) -> int:
+    """The frame side the cache detects at: data.detect_max_side, else its detector's own default."""
+    if settings.detect_max_side is not None:
+        return settings.detect_max_side
+    return build_detector(settings.face_detector, yunet_model=settings.yunet_model).detect_max_side
 
 
 def all_videos(root: Path) -> list[Path]:
@@ -74,7 +92,7 @@ def bench_cache_build(plan: Plan, work: Path, root: Path, cfg) -> list[Measureme
     size = f"{int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))}x{int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))}"
     length = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     capture.release()
-    common = (f"{len(videos)} videos of {size}, {settings.num_frames} of {length} frames sampled, "
+    common = (f"{len(videos)} videos of {size}, {settings.frames_per_video} of {length} frames sampled, "
               f"{plan.build_rounds} interleaved round(s), fresh cache dirs")
     details = {"runs": [{k: rnd(v, 4) if isinstance(v, float) else v for k, v in run.items()} for run in runs]}
     c1, c2, n1, n2 = (rates[v] for v in variants)
@@ -83,9 +101,10 @@ def bench_cache_build(plan: Plan, work: Path, root: Path, cfg) -> list[Measureme
         f"{kind} {workers}w {cpu[(kind, workers)]:.3f}" for kind, workers in variants)
         + "; FaceCropCache builds in spawned worker processes even with 1 worker (isolation), the naive "
         "baseline with 1 worker runs in-process")
-    detect_note = (f"detect_max_side={settings.detect_max_side} is the full frame size here, so the cache "
+    side = detection_side(settings)
+    detect_note = (f"detect_max_side={side} is the full frame size here, so the cache "
                    "detects at the same resolution as the naive baseline; only decoding differs")
-    same_res = max(map(int, size.split("x"))) <= settings.detect_max_side
+    same_res = max(map(int, size.split("x"))) <= side
     rows = [
         Measurement("cache build: 2 workers vs 1", rnd(c2), "videos/s", rnd(c1), rnd(ratio(c2, c1)), ">= 1.7x",
                     ratio(c2, c1) >= 1.7,
@@ -101,19 +120,21 @@ def bench_cache_build(plan: Plan, work: Path, root: Path, cfg) -> list[Measureme
 
 
 def bench_cache_hires(plan: Plan, work: Path, cfg) -> list[Measurement]:
-    """The same comparison on a 960x540 variant of the synthetic set: closer to Celeb-DF's frame sizes than the
-    320x240 default, so the cache's downscaled detection differs from the baseline's full-resolution one."""
+    """The same comparison on a larger variant of the synthetic set (`plan.hires`, 896x504): closer to Celeb-DF's
+    frame sizes (mostly 942x500) than the 512x272 default, so the cache's downscaled detection differs from the
+    baseline's full-resolution one."""
     settings = crop_settings(cfg)
     root = make_dataset(work, plan.hires)
     videos = all_videos(root)
     variants = [("cache", 1), ("naive", 1)]
     rates, runs = build_rates(videos, settings, work / "scratch" / "build-hires", variants, plan.build_rounds)
     c1, n1 = rates[("cache", 1)], rates[("naive", 1)]
+    size = frame_size(plan.hires)
     details = {"runs": [{k: rnd(v, 4) if isinstance(v, float) else v for k, v in run.items()} for run in runs]}
     return [Measurement(
-        "cache build vs naive OpenCV, 960x540, 1 worker", rnd(c1), "videos/s", rnd(n1), rnd(ratio(c1, n1)), ">= 3x",
+        f"cache build vs naive OpenCV, {size}, 1 worker", rnd(c1), "videos/s", rnd(n1), rnd(ratio(c1, n1)), ">= 3x",
         ratio(c1, n1) >= 3,
-        f"{len(videos)} videos of 960x540; the cache detects at {settings.detect_max_side} px, the baseline at "
+        f"{len(videos)} videos of {size}; the cache detects at {detection_side(settings)} px, the baseline at "
         f"full resolution; {plan.build_rounds} interleaved round(s)", "1 cache build", details)]
 
 
@@ -188,7 +209,7 @@ def profile_build(root: Path, count: int, settings: CropSettings, scratch: Path)
         return out
 
     for video in videos:
-        frames, indices = timed("decode: decord, sampled frames (framework)", read_frames, video, settings.num_frames)
+        frames, indices = timed("decode: decord, sampled frames (framework)", read_frames, video, settings.frames_per_video)
         timed("decode: cv2, every frame", _decode_all_cv2, video, indices)
         timed("decode: cv2 grab all, convert sampled", _decode_grab_cv2, video, indices)
         faces = truth[str(video.relative_to(root))]
@@ -217,7 +238,7 @@ def profile_build(root: Path, count: int, settings: CropSettings, scratch: Path)
             q["found"] += not filled.centre_fallback
             cx, cy, height = faces[i]
             q["hits"] += bool(np.hypot((x0 + x1) / 2 - cx, (y0 + y1) / 2 - cy) / height < 0.25)
-        track = timed("track + crop", track_faces, boxes, frames.shape[1:3], settings.margin)
+        track = timed("track + crop", track_faces, boxes, frames.shape[1:3], settings.face_margin)
         crops = timed("track + crop", crop_faces, frames, track.boxes, settings.crop_size)
         timed("write .npy", np.save, scratch / f"{video.stem}.npy", crops)
     per_video = {name: sum(values) / len(videos) for name, values in stages.items()}

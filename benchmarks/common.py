@@ -46,7 +46,9 @@ class Plan:
     folds: int
     build_videos: int          # videos per cache-build timing
     build_rounds: int
-    hires: dict                # a Celeb-DF-sized variant of the synthetic set, for the detection-resolution row
+    # a Celeb-DF-sized variant of the synthetic set, for the detection-resolution row: 896x504 is 16:9 and near
+    # Celeb-DF's 942x500 within the generator's rule (v2: width a multiple of 128, height even)
+    hires: dict
     loader_rounds: int
     loader_frames_per_video: int
     loader_samples: int        # samples per timed loader run (whole passes)
@@ -70,7 +72,7 @@ QUICK = Plan(
     build_videos=8,
     build_rounds=1,
     hires={"num_identities": 2, "real_per_identity": 1, "fakes_per_real": 1, "youtube_real": 0,
-           "num_frames": 48, "width": 960, "height": 540},
+           "num_frames": 48, "width": 896, "height": 504},
     loader_rounds=3,
     loader_frames_per_video=20,
     loader_samples=1500,
@@ -92,7 +94,7 @@ FULL = Plan(
     build_videos=24,
     build_rounds=2,
     hires={"num_identities": 3, "real_per_identity": 1, "fakes_per_real": 2, "youtube_real": 0,
-           "num_frames": 48, "width": 960, "height": 540},
+           "num_frames": 48, "width": 896, "height": 504},
     loader_rounds=5,
     loader_frames_per_video=20,
     loader_samples=4000,
@@ -115,6 +117,11 @@ def dataset_name(params: dict) -> str:
     short = {"num_identities": "i", "real_per_identity": "r", "fakes_per_real": "f", "youtube_real": "y",
              "num_frames": "n", "width": "w", "height": "h"}
     return "synthetic-" + "-".join(f"{short.get(k, k)}{v}" for k, v in sorted(params.items()))
+
+
+def frame_size(params: dict) -> str:
+    """`<width>x<height>` of a synthetic set's generator parameters."""
+    return f"{params['width']}x{params['height']}"
 
 
 def make_dataset(work: Path, params: dict) -> Path:

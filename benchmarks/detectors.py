@@ -184,15 +184,15 @@ VARIANTS = {
 
 def make_variant(name: str, kwargs: dict):
     """A detector with non-default parameters (build_detector takes only the configured ones)."""
-    from src.data import faces
+    from src.data.detectors import DlibHogFaceDetector, HaarFaceDetector, MTCNNFaceDetector, YuFaceDetector
 
-    classes = {"mtcnn": faces.MTCNNFaceDetector, "yuface": faces.YuFaceDetector, "dlib": faces.DlibHogFaceDetector,
-               "haar": faces.HaarFaceDetector}
+    classes = {"mtcnn": MTCNNFaceDetector, "yuface": YuFaceDetector, "dlib": DlibHogFaceDetector,
+               "haar": HaarFaceDetector}
     return classes[name](**kwargs)
 
 
 def bench_detection(repeats: int = 3, empty: int = 20) -> tuple[list[Measurement], list[dict]]:
-    from src.data.faces import MissingDetectorPackage
+    from src.data.detectors import MissingDetectorPackage
 
     cv2.setNumThreads(1)
     frames = real_face_frames(repeats=repeats, empty=empty)
@@ -267,18 +267,18 @@ def bench_build(work: Path, count: int = 8, variants=BUILD_VARIANTS) -> tuple[li
     whole FaceCropCache.build (1 worker process, start-up included) for Haar and the default."""
     from benchmarks.common import fresh_dir
     from src.data.cache import CropSettings, FaceCropCache
-    from src.data.faces import MissingDetectorPackage, build_detector
+    from src.data.detectors import MissingDetectorPackage, build_detector
 
     cv2.setNumThreads(1)
     videos, codec = write_celebdf_like_videos(work / "videos", count)
-    base = CropSettings(num_frames=20, crop_size=256)
+    base = CropSettings(frames_per_video=20, crop_size=256)
     caches, detectors = {}, {}
     for name, every in variants:
         try:
             detectors[name] = detectors.get(name) or build_detector(name)
         except MissingDetectorPackage:
             continue
-        settings = replace(base, detector=name, detect_max_side=detectors[name].detect_max_side, detect_every=every)
+        settings = replace(base, face_detector=name, detect_max_side=detectors[name].detect_max_side, detect_every=every)
         caches[(name, every)] = FaceCropCache(fresh_dir(work / "cache" / f"{name}-{every}"), settings)
     for detector in detectors.values():
         detector.detect_batch(np.zeros((2, 540, 960, 3), np.uint8))  # load the model before timing

@@ -36,7 +36,7 @@ def pure_inference(cfg, dm, batch_sizes: list[int], passes: int) -> dict[int, di
     eval batch size (videos per batch), passes interleaved across the sizes."""
     module = instantiate(cfg.model)
     module.eval()
-    dataset = dm.eval_dataset("test", "none")
+    dataset = dm.eval_dataset("test", dm.test_augment)
     items = [dataset[i] for i in range(len(dataset))]
     batched = {n: [dm.on_after_batch_transfer(_collate(items[i:i + n]), 0) for i in range(0, len(items), n)]
                for n in batch_sizes}
@@ -69,20 +69,21 @@ def first_batch_seconds(dm) -> tuple[float, float]:
 
 
 def mlflow_run_seconds(uri: str, cfg, artifacts: Path) -> float:
-    """One evaluate run's MLflow bookkeeping (create, config, params, metrics, artifacts, terminate)."""
-    import mlflow
+    """One evaluate run's MLflow bookkeeping through `tracking.Run`, as evaluate.py records it (start, params,
+    config, metrics, files, end), in experiment bench-eval of the store at `uri`."""
+    from omegaconf import OmegaConf
 
-    from src.experiments.tracking import experiment_id, flat_params, log_config
+    from src.experiments.tracking import Run, client, experiment_id, flat_params
 
-    client = mlflow.MlflowClient(uri)
-    experiment = experiment_id(client, uri, "bench-eval")
+    experiment_id(client(uri), uri, "bench-eval")  # an existing experiment, as for every job after the first
+    logger = OmegaConf.merge(cfg.logger, {"experiment_name": "bench-eval", "tracking_uri": uri})
     start = time.perf_counter()
-    run_id = client.create_run(experiment).info.run_id
-    log_config(client, run_id, cfg)
-    client.log_batch(run_id, params=[mlflow.entities.Param(k, v) for k, v in flat_params(cfg).items()])
-    client.log_batch(run_id, metrics=[mlflow.entities.Metric(f"test/m{i}", 0.5, 0, 0) for i in range(10)])
-    client.log_artifacts(run_id, str(artifacts))
-    client.set_terminated(run_id, "FINISHED")
+    run = Run.start(logger, name="bench-eval")
+    with run.state():
+        run.log_params(flat_params(cfg))
+        run.log_config(cfg)
+        run.log_metrics({f"test/m{i}": 0.5 for i in range(10)})
+        run.log_folder(artifacts)
     return time.perf_counter() - start
 
 
@@ -98,7 +99,7 @@ def pictures_seconds(folder: Path, cfg, dm) -> float:
     metrics = score(p_fake, labels)  # the interval the ROC's title shows
     start = time.perf_counter()
     _draw_pictures(cfg, folder, metrics, p_fake, labels, records, list(range(len(records))),
-                   dm.eval_dataset("test", "none"))
+                   dm.eval_dataset("test", dm.test_augment))
     return time.perf_counter() - start
 
 
@@ -111,10 +112,9 @@ def prepare_seconds(cfg) -> float:
     return time.perf_counter() - start
 
 
-def predict_seconds(cfg, level: str) -> float:
+def predict_seconds(overrides: list[str], level: str) -> float:
     """`Trainer.predict` as evaluate.py runs it (DataLoader workers, test-time augmentation, inference)."""
-    cfg = cfg.copy()
-    cfg.data.test_augment = level
+    cfg = compose([*overrides, "weights=scratch", f"augment={level}"], "evaluate")
     dm = build_datamodule(cfg)
     dm.prepare_data()
     dm.setup("test")
@@ -130,14 +130,12 @@ def predict_seconds(cfg, level: str) -> float:
 
 
 def bench_eval_grid(work: Path, overrides: list[str], passes: int) -> list[Measurement]:
-    import mlflow
-
-    from src.experiments.tracking import experiment_id
+    from src.experiments.tracking import client, experiment_id
 
     scratch = fresh_dir(work / "scratch" / "eval")
     uri = f"sqlite:///{scratch / 'mlflow.db'}"
     start = time.perf_counter()
-    experiment_id(mlflow.MlflowClient(uri), uri, "evaluate")  # an existing store, as after train.py
+    experiment_id(client(uri), uri, "evaluate")  # an existing store, as after train.py
     store_s = time.perf_counter() - start
 
     cfg = compose([*overrides, "weights=scratch"], "evaluate")
@@ -154,7 +152,8 @@ def bench_eval_grid(work: Path, overrides: list[str], passes: int) -> list[Measu
     sweep_s = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"evaluate sweep failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
-    runs = mlflow.MlflowClient(uri).search_runs([experiment_id(mlflow.MlflowClient(uri), uri, "evaluate")])
+    store = client(uri)
+    runs = store.search_runs([experiment_id(store, uri, "evaluate")])
     runs = sorted(runs, key=lambda r: r.info.start_time)
     spans = [((r.info.start_time / 1e3) - launched, (r.info.end_time / 1e3) - launched) for r in runs]
 
@@ -165,7 +164,7 @@ def bench_eval_grid(work: Path, overrides: list[str], passes: int) -> list[Measu
     bigger = {n: inference[n]["frames_per_s"] for n in sizes[1:]}
     first, loader_pass = first_batch_seconds(dm)
     prepare_s = prepare_seconds(cfg)
-    predict_s = {level: predict_seconds(cfg, level) for level in ("none", "heavy")}
+    predict_s = {level: predict_seconds(overrides, level) for level in ("none", "heavy")}
     mlflow_s = mlflow_run_seconds(uri, cfg, scratch / "multirun")
     pictures_s = pictures_seconds(scratch, cfg, dm)
     imports = _import_seconds()

@@ -30,7 +30,7 @@ def write_frames(path: str) -> None:
 
 def detection(path: str) -> dict:
     from benchmarks.detectors import FaceFrame, iou, score_detector
-    from src.data.faces import build_detector
+    from src.data.detectors import build_detector
 
     data = np.load(path, allow_pickle=True)
     frames = [FaceFrame(cv2.imdecode(j, cv2.IMREAD_COLOR)[..., ::-1].copy(), None if b[0] < 0 else tuple(b), h, a, "astronaut")

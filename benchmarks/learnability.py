@@ -25,21 +25,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.common import compose
+from src.experiments.config import PROJECT_ROOT
 from src.experiments.wiring import build_datamodule
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_WEIGHTS = PROJECT_ROOT.parent / "shared" / "mesonet" / "weights"
 BUILD_TARGET_S = 120.0
 FINAL_TARGET, FIRST_EPOCH_LIMIT = 0.85, 0.95
-
-
-def _compose(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-
-    from src.experiments.config import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
 
 
 def prepare(root: Path, data_overrides: list[str]) -> dict:
@@ -47,7 +39,7 @@ def prepare(root: Path, data_overrides: list[str]) -> dict:
 
     from src.data.synthetic import generate_synthetic_celebdf
 
-    cfg = _compose([f"data.root={root}", *data_overrides])
+    cfg = compose([f"data.root={root}", *data_overrides])
     start = time.perf_counter()
     generate_synthetic_celebdf(root, **dict(cfg.data.synthetic))
     generated = time.perf_counter()
@@ -70,7 +62,7 @@ def prepare(root: Path, data_overrides: list[str]) -> dict:
 
 def train(root: Path, work: Path, epochs: int, extra: list[str]) -> dict:
     """``python train.py`` in its own MLflow store; val/video_auc per epoch read back from the store."""
-    import mlflow
+    from src.experiments.tracking import client
 
     uri = f"sqlite:///{work}/mlflow.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "DEEPFAKE_NUM_WORKERS": "0", "HYDRA_FULL_ERROR": "1"}
@@ -85,11 +77,11 @@ def train(root: Path, work: Path, epochs: int, extra: list[str]) -> dict:
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
-    client = mlflow.MlflowClient(uri)
-    experiment = client.get_experiment_by_name("train")
-    run = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
+    store = client(uri)
+    experiment = store.get_experiment_by_name("train")
+    run = store.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
     def per_epoch(metric: str) -> list[float]:
-        history = sorted(client.get_metric_history(run.info.run_id, metric), key=lambda m: m.step)
+        history = sorted(store.get_metric_history(run.info.run_id, metric), key=lambda m: m.step)
         return [round(m.value, 4) for m in history]
 
     aucs = per_epoch("val/video_auc")

@@ -64,7 +64,7 @@ def jpeg_twin(dm, folder: Path, frames_per_epoch: int | None) -> JpegFrameDatase
 def same_loader(dm, dataset) -> DataLoader:
     """A DataLoader with the settings of `dm.train_dataloader()` (DeepfakeDataModule._loader, train=True)."""
     workers = dm.loaders.num_workers
-    return DataLoader(dataset, batch_size=dm.loaders.batch_size, shuffle=True, num_workers=workers,
+    return DataLoader(dataset, batch_size=dm.batch_size, shuffle=True, num_workers=workers,
                       persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(), drop_last=False)
 
 
@@ -157,7 +157,7 @@ def bench_loading(plan: Plan, work: Path, overrides: list[str]) -> list[Measurem
     notes = (f"{len(cached)} samples/pass ({len(dm.splits['train'])} train videos x "
              f"{plan.loader_frames_per_video} random frames), {repeat} passes per timing, batch {dm.batch_size}, "
              f"num_workers={hp.num_workers}, persistent workers, "
-             f"{dm.train_augment['_target_'].rpartition('.')[2]} train augmentation, resize {dm.crops.crop_size}->{dm.input.size}; "
+             f"{cfg.train_augment.level} train augmentation, resize {dm.crops.crop_size}->{dm.input.size}; "
              f"{plan.loader_rounds} interleaved passes each; per-round ratios {[rnd(x, 2) for x in round_ratios]}; "
              f"in one process: cache {in_process['cache'] * 1e3:.2f} ms/sample "
              f"(read {in_process['cache read only'] * 1e3:.3f}), JPEG {in_process['jpeg'] * 1e3:.2f} ms/sample "

@@ -12,7 +12,8 @@ import cv2
 import numpy as np
 
 from src.data.cache import CropSettings
-from src.data.faces import HaarFaceDetector, crop_faces, track_faces
+from src.data.detectors import HaarFaceDetector
+from src.data.faces import crop_faces, track_faces
 from src.data.video import VideoDecodeError, evenly_spaced_indices
 
 FULL_RESOLUTION = 1 << 20  # a detect_max_side no frame reaches: detection never downscales
@@ -38,9 +39,9 @@ def naive_extract(video: Path, settings: CropSettings, detector) -> tuple[np.nda
     capture.release()
     if not frames:
         raise VideoDecodeError(f"{video}: no decodable frames")
-    indices = evenly_spaced_indices(len(frames), settings.num_frames)
+    indices = evenly_spaced_indices(len(frames), settings.frames_per_video)
     rgb = np.stack([cv2.cvtColor(frames[i], cv2.COLOR_BGR2RGB) for i in indices])
-    track = track_faces([detector.detect(f) for f in rgb], rgb.shape[1:3], settings.margin)
+    track = track_faces([detector.detect(f) for f in rgb], rgb.shape[1:3], settings.face_margin)
     return crop_faces(rgb, track.boxes, settings.crop_size), indices
 
 

@@ -1,4 +1,4 @@
-"""Batch prediction: `evaluate.py videos=<folder>` (one start-up) against one `evaluate.py video=<file>` per
+"""Batch prediction: `predict.py videos=<folder>` (one start-up) against one `predict.py video=<file>` per
 video, both as a user types them, on the same videos with a warm face-crop cache (so the ratio is the
 start-up and per-process cost that batch prediction saves, not decoding)."""
 
@@ -16,7 +16,7 @@ from src.experiments.config import PROJECT_ROOT
 
 def _run(args: list[str], env: dict) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "evaluate.py", *args], cwd=PROJECT_ROOT, env=env, check=True,
+    subprocess.run([sys.executable, "predict.py", *args], cwd=PROJECT_ROOT, env=env, check=True,
                    capture_output=True, text=True)
     return time.perf_counter() - start
 

@@ -22,6 +22,7 @@ from benchmarks.common import (
     compose,
     data_overrides,
     dataset_name,
+    frame_size,
     loadavg,
     make_dataset,
 )
@@ -129,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = crop_settings(cfg)
         count = 3 if plan.quick else 6
         profile["main dataset"] = profile_build(root, count, settings, work / "scratch" / "profile")
-        profile["960x540 dataset"] = profile_build(make_dataset(work, plan.hires), min(count, 4), settings,
-                                                   work / "scratch" / "profile")
+        profile[f"{frame_size(plan.hires)} dataset"] = profile_build(make_dataset(work, plan.hires), min(count, 4),
+                                                                     settings, work / "scratch" / "profile")
         profile["batch preparation"] = profile_batch_prep(overrides)
         return []
 

@@ -168,44 +168,47 @@ def prepared_datamodule(cfg) -> BenchDataModule:
 class MlflowStore:
     """A temporary sqlite MLflow store, created before any timing (the schema migration takes seconds)."""
 
-    def __init__(self, folder: Path):
-        import mlflow
+    experiment = "bench"
 
-        from src.experiments.tracking import experiment_id
+    def __init__(self, folder: Path):
+        from src.experiments.tracking import client, experiment_id
 
         folder.mkdir(parents=True, exist_ok=True)
         self.uri = f"sqlite:///{folder / 'mlflow.db'}"
         start = time.perf_counter()
-        experiment_id(mlflow.MlflowClient(self.uri), self.uri, "bench")
+        experiment_id(client(self.uri), self.uri, self.experiment)
         self.creation_s = time.perf_counter() - start
+
+    def logger(self, cfg):
+        """`cfg.logger` (the MLflow logger train.py uses) pointed at this store."""
+        from omegaconf import OmegaConf
+
+        return OmegaConf.merge(cfg.logger, {"experiment_name": self.experiment, "tracking_uri": self.uri})
 
 
 def lightning_run(cfg, dm: BenchDataModule, steps: int, store: MlflowStore | None, epochs: int | None = None,
                   validate: bool = False) -> tuple[dict, StepTimer, object]:
     """Fit the real module under a Trainer shaped by cfg.trainer: `steps` steps (+1 warm-up), or `epochs`."""
-    from lightning.pytorch.loggers import MLFlowLogger
-
-    from src.experiments.tracking import flat_params
+    from src.experiments.tracking import Run, flat_params
 
     dm.reset_timers()
     setup_start = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True)
     module = instantiate(cfg.model)
-    logger = False
+    run = Run.start(store.logger(cfg) if store is not None else None)  # no store: a run that records nothing
     if store is not None:
-        logger = MLFlowLogger(experiment_name="bench", tracking_uri=store.uri, log_model=False)
-        logger.log_hyperparams(flat_params(cfg))  # as train.py does
+        run.log_params(flat_params(cfg))  # as train.py does
     timer = StepTimer()
     t = cfg.trainer
-    trainer = L.Trainer(
-        accelerator=t.accelerator, devices=1, precision=t.precision, logger=logger, callbacks=[timer],
-        max_steps=-1 if epochs else steps + 1, max_epochs=epochs or -1, log_every_n_steps=t.log_every_n_steps,
-        limit_val_batches=None if validate else 0, num_sanity_val_steps=0, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(dm.cache.cache_dir.parent),
-    )
-    trainer.fit(module, datamodule=dm)
-    if store is not None:
-        logger.finalize("success")
+    with run.state():
+        trainer = L.Trainer(
+            accelerator=t.accelerator, devices=1, precision=t.precision, logger=run.logger or False,
+            callbacks=[timer], max_steps=-1 if epochs else steps + 1, max_epochs=epochs or -1,
+            log_every_n_steps=t.log_every_n_steps, limit_val_batches=None if validate else 0, num_sanity_val_steps=0,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            default_root_dir=str(dm.cache.cache_dir.parent),
+        )
+        trainer.fit(module, datamodule=dm)
     result = summarize(timer.starts, timer.ends, timer.samples, dm.load_spans, dm.prep_spans, setup_start,
                        timer.cpu_ends)
     del trainer
@@ -295,7 +298,7 @@ def bench_loop(plan: Plan, work: Path, overrides: list[str]) -> list[Measurement
     setup = (f"real DataModule + module under a Lightning Trainer with MLflowLogger, precision={t.precision}, "
              f"num_workers={hp.num_workers}, pin_memory={torch.cuda.is_available()}; wait = time blocked in the "
              "DataLoader's next() + on_after_batch_transfer (uint8->float, normalise), steady state after step 0")
-    epoch_steps = -(-len(dm.train_dataset()) // hp.batch_size)
+    epoch_steps = -(-len(dm.train_dataset()) // dm.batch_size)
     rows = [
         Measurement(
             "data wait share of a training step: MesoInception4, batch 32", rnd(100 * lit["data_wait_share"], 2), "%",
@@ -375,7 +378,7 @@ def step_throughput(overrides: list[str], model: str, extra: tuple[str, ...], va
     batches = []
     while len(batches) < rounds + 1:  # full-size batches only, over as many epochs as it takes
         for batch in loader:
-            if len(batch[1]) == dm.loaders.batch_size and len(batches) < rounds + 1:
+            if len(batch[1]) == dm.batch_size and len(batches) < rounds + 1:
                 batches.append(dm.on_after_batch_transfer(batch, 0))
     del loader
     release()

@@ -111,4 +111,5 @@ def test_audit_flags_sharpness_on_the_first_generator(tmp_path):
 def test_audit_composes_with_any_dataset():
     cfg = compose_config("audit", ["data=celebdf", "data.root=/data/Celeb-DF-v2"])
     assert cfg.data.name == "celebdf" and cfg.data.root == "/data/Celeb-DF-v2"
-    assert cfg.audit.band == [0.35, 0.65] and cfg.audit.experiment_name == "audit"
+    assert cfg.audit.band == [0.35, 0.65] and cfg.logger.experiment_name == "audit"
+    assert "model" not in cfg and "augment" not in cfg and "train_augment" not in cfg  # the audit uses no model

@@ -66,7 +66,7 @@ def test_augmentation_sweep_logs_one_tagged_run_per_level(augmentation_sweep, tm
         return {row["path"]: float(row["p_fake"]) for row in rows(level)}
 
     # the artifact holds what was scored: metrics recomputed from it are the logged ones, exactly
-    from src.experiments.stats import video_metrics
+    from src.utils.stats import video_metrics
 
     for level, run in by_level.items():
         table = rows(level)
@@ -89,7 +89,7 @@ def test_report_prints_the_seed_tables_from_the_sweep(augmentation_sweep, monkey
     monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
     assert report.main(["--no-log", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    for title in ("no augmentation", "rotation/flip", "heavy augmentation"):
+    for title in ("no augmentation", "rotation/flip", "heavy augmentation"):  # from the runs' tags
         assert title in out
     assert "MesoNet (trained from scratch)" in out  # the fixture's model was trained from scratch
     assert (tmp_path / "report.md").is_file() and (tmp_path / "report.html").is_file()
@@ -142,7 +142,7 @@ def test_single_video_prediction_prints_probability_and_face_count(small_dataset
     if not (PROJECT_ROOT.parent / "shared" / "mesonet").is_dir():
         pytest.skip("../shared/mesonet is absent: no original MesoNet weights to predict with")
     video = next((small_dataset / "Celeb-synthesis").glob("*.mp4"))
-    result = run_script("evaluate.py", ["weights=pretrained", f"video={video}", *data_overrides(small_dataset, small_cache)],
+    result = run_script("predict.py", ["weights=pretrained", f"video={video}", *data_overrides(small_dataset, small_cache)],
                         {"DEEPFAKE_WEIGHTS_DIR": str(PROJECT_ROOT.parent / "shared" / "mesonet" / "weights")})
     assert f"{video}: P(fake) = " in result.stdout
     assert "faces detected in" in result.stdout and "of 20 frames" in result.stdout
@@ -194,9 +194,9 @@ def test_make_ui_serves_the_runs_over_the_rest_api(augmentation_sweep):
     assert {"none", "flip", "heavy"} <= levels
 
 
-def test_seed_grid_preset_sweeps_the_seed_study():
+def test_study_grid_preset_sweeps_the_seed_study():
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("evaluate", overrides=["experiment=seed_grid"], return_hydra_config=True)
+        cfg = compose("evaluate", overrides=["experiment=study_grid"], return_hydra_config=True)
     params = cfg.hydra.sweeper.params
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
     grid = [set(params[k].split(",")) for k in ("model", "weights", "augment")]
@@ -217,11 +217,11 @@ def test_full_grid_logs_twelve_runs(trained_mesonet, small_dataset, small_cache,
     __import__("torch").save(resnet50(weights=None).state_dict(), imagenet)
     env = {**env, "DEEPFAKE_WEIGHTS_DIR": str(shared)}
     clip = ["model.input.frames_per_clip=2", "model.input.size=112"]
-    run_script("train.py", ["model=resnet_lstm", "weights=pretrained", f"model.pretrained.file={imagenet}", "model.freeze_backbone=true",
+    run_script("train.py", ["model=resnet_lstm", "weights=pretrained", f"model.pretrained.file={imagenet}", "model.net.freeze_backbone=true",
                             "trainer.max_epochs=1", f"paths.checkpoint_dir={tmp_path}/ckpt", *clip,
                             *data_overrides(small_dataset, small_cache)], env, timeout=600)
     # one sweep per model: model.pretrained.file means the ImageNet file only to resnet_lstm
-    grid = ["experiment=seed_grid", *data_overrides(small_dataset, small_cache)]
+    grid = ["experiment=study_grid", *data_overrides(small_dataset, small_cache)]
     run_script("evaluate.py", [*grid, "hydra.sweeper.params.model=mesonet"], env, timeout=1200)
     # the clip model is scored with the input contract it was trained with (lineage refuses any other)
     run_script("evaluate.py", [*grid, "hydra.sweeper.params.model=resnet_lstm", f"model.pretrained.file={imagenet}",
@@ -236,7 +236,7 @@ def test_full_grid_logs_twelve_runs(trained_mesonet, small_dataset, small_cache,
 
 # -- batch prediction ------------------------------------------------------------------------------------
 def test_videos_accepts_a_folder_a_glob_or_a_list_file(tmp_path):
-    from src.experiments.evaluate import resolve_videos
+    from src.experiments.predict import resolve_videos
 
     folder = tmp_path / "clips"
     (folder / "sub").mkdir(parents=True)
@@ -254,7 +254,7 @@ def test_videos_accepts_a_folder_a_glob_or_a_list_file(tmp_path):
 
 
 def test_batch_prediction_writes_a_row_per_video_failed_ones_included(small_dataset, small_cache, tmp_path):
-    from src.experiments.evaluate import predict_videos
+    from src.experiments.predict import predict_videos
     from tests.conftest import compose_config
 
     folder = tmp_path / "videos"
@@ -264,7 +264,7 @@ def test_batch_prediction_writes_a_row_per_video_failed_ones_included(small_data
         (folder / video.name).symlink_to(video)
     (folder / "broken.mp4").write_bytes(b"not a video")
     output = tmp_path / "out" / "scores.csv"
-    cfg = compose_config("evaluate", ["weights=scratch", f"videos={folder}", f"output={output}", "logger=none",
+    cfg = compose_config("predict", ["weights=scratch", f"videos={folder}", f"output={output}", "logger=none",
                                       "data=celebdf", f"data.cache_dir={small_cache}"])
     rows = predict_videos(cfg)
     table = list(csv.DictReader(output.open()))
@@ -280,7 +280,7 @@ def test_batch_prediction_writes_a_row_per_video_failed_ones_included(small_data
 def test_batch_prediction_with_nothing_scorable_fails_its_run_and_keeps_the_csv(small_cache, tmp_path, capsys):
     """No video could be scored: an error naming the CSV (exit 1 from the command line), the MLflow run FAILED
     with the reason, the CSV with every reason kept; the same command twice gives two run names."""
-    from src.experiments.evaluate import predict_videos
+    from src.experiments.predict import predict_videos
     from tests.conftest import compose_config
 
     folder = tmp_path / "videos"
@@ -288,8 +288,8 @@ def test_batch_prediction_with_nothing_scorable_fails_its_run_and_keeps_the_csv(
     for name in ("a.mp4", "b.mp4"):
         (folder / name).write_bytes(b"not a video")
     output = tmp_path / "scores.csv"
-    cfg = compose_config("evaluate", ["weights=scratch", f"videos={folder}", f"output={output}",
-                                      f"data.cache_dir={small_cache}"])
+    cfg = compose_config("predict", ["weights=scratch", f"videos={folder}", f"output={output}",
+                                     f"data.cache_dir={small_cache}"])
     for _ in range(2):
         with pytest.raises(ValueError, match=f"none of the 2 videos .* could be scored; the reasons are in {output}"):
             predict_videos(cfg)
@@ -306,24 +306,39 @@ def test_batch_prediction_with_nothing_scorable_fails_its_run_and_keeps_the_csv(
 @pytest.mark.parametrize("overrides, message", [
     (["output={tmp}"], "is a folder: give a file name"),
     (["output={tmp}/file.txt/scores.csv"], "file.txt is a file, not a folder"),
-    (["video={tmp}/a.mp4"], "give one"),
+    (["video={tmp}/a.mp4"], "give video=<file> .* or videos=<folder|glob|list file> .*, not both"),
 ])
 def test_batch_prediction_refuses_an_unusable_output_or_two_inputs_before_scoring(overrides, message, tmp_path):
-    from src.experiments.config import ConfigError
-    from src.experiments.evaluate import evaluate
+    from src.experiments.predict import predict
+    from src.utils.errors import ConfigError
     from tests.conftest import compose_config
 
     (tmp_path / "file.txt").write_text("x")
     (tmp_path / "a.mp4").write_bytes(b"x")
-    cfg = compose_config("evaluate", ["weights=scratch", f"videos={tmp_path}", "logger=none",
-                                      *(o.format(tmp=tmp_path) for o in overrides)])
+    cfg = compose_config("predict", ["weights=scratch", f"videos={tmp_path}", "logger=none",
+                                     *(o.format(tmp=tmp_path) for o in overrides)])
     with pytest.raises(ConfigError, match=message):
-        evaluate(cfg)
+        predict(cfg)
+
+
+def test_evaluate_points_video_files_at_predict(monkeypatch, capsys):
+    """Scoring video files moved to predict.py: evaluate.py video=... says so in one line."""
+    import sys
+
+    from src.experiments.cli import run
+
+    monkeypatch.setattr(sys, "argv", ["evaluate.py", "video=clip.mp4"])
+    with pytest.raises(SystemExit) as exit:
+        run(lambda: pytest.fail("evaluate ran"), task="evaluate")
+    assert exit.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "Error: video=clip.mp4: scoring video files is python predict.py video=<...> (evaluate.py evaluates a "
+        "test list)"]
 
 
 def test_a_sweep_ends_with_its_id_its_jobs_and_the_report_line(tmp_path, monkeypatch, capsys):
     """What PrepareSweep.on_multirun_end prints, from the config Hydra hands it (with its hydra node)."""
-    from src.experiments.callbacks import PrepareSweep
+    from src.experiments.sweep import PrepareSweep
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -348,13 +363,14 @@ def test_a_sweep_ends_with_its_id_its_jobs_and_the_report_line(tmp_path, monkeyp
 def test_every_logger_option_builds_the_lightning_logger_it_names(option, tmp_path):
     from lightning.pytorch.loggers import CSVLogger, MLFlowLogger
 
-    from src.experiments.tracking import build_logger, uses_mlflow
+    from src.experiments.tracking import Run, uses_mlflow
     from tests.conftest import compose_config
 
     cfg = compose_config("evaluate", [f"logger={option}", f"paths.root_dir={tmp_path}"])
-    logger = build_logger(cfg, tags={"model": "mesonet"}, run_name="r") if option == "mlflow" else build_logger(cfg)
+    run = Run.start(cfg.get("logger"), tags={"model": "mesonet"}, name="r")
+    logger = run.logger
     expected = {"mlflow": MLFlowLogger, "csv": CSVLogger, "none": type(None)}[option]
-    assert type(logger) is expected and uses_mlflow(cfg) == (option == "mlflow")
+    assert type(logger) is expected and uses_mlflow(cfg.get("logger")) == (option == "mlflow")
     if option == "mlflow":  # the run exists at once, in the classic-ML experiment named by the task
         run = logger.experiment.get_run(logger.run_id)
         assert run.info.run_name == "r" and run.data.tags["model"] == "mesonet"

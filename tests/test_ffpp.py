@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from src.data.datamodule import build_datamodule
 from src.data.ffpp import FFPP_METHODS, index_ffpp, write_ffpp_layout
 from src.data.index import VideoIndex, fold_groups, identity_overlap, split_folds
+from src.experiments.wiring import build_datamodule
 
 PRESENT = FFPP_METHODS[:4]  # FaceShifter's folder is left out: an absent method
 
@@ -177,7 +177,7 @@ def test_data_ffpp_is_one_yaml_away_from_training_and_evaluation(ffpp_root, smal
     overrides = ["data=ffpp", f"data.root={ffpp_root}", f"data.cache_dir={small_cache}", "data.folds=2",
                  "data.methods=[Deepfakes,FaceSwap]", "augment=jpeg"]
     cfg = compose_config("evaluate", overrides)
-    datamodule = build_datamodule(cfg.data)
+    datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("test")
     test = datamodule.splits["test"]

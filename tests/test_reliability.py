@@ -21,13 +21,14 @@ import cv2
 import numpy as np
 import pytest
 
-from src.data.cache import CropSettings, FaceCropCache
-from src.data.faces import build_detector, extract_face_crops
+from src.data.cache import CropSettings, FaceCropCache, extract_face_crops
+from src.data.detectors import build_detector
 from src.experiments.config import PROJECT_ROOT
 from tests.conftest import data_overrides, run_script
 
-CROPS = CropSettings(num_frames=20, crop_size=64)
-QUICK = CropSettings(num_frames=6, crop_size=64)  # for tests that build many entries
+HAAR = {"face_detector": "haar", "detect_max_side": 320, "detect_every": 1}  # fast, finds the synthetic faces
+CROPS = CropSettings(frames_per_video=20, crop_size=64, **HAAR)
+QUICK = CropSettings(frames_per_video=6, crop_size=64, **HAAR)  # for tests that build many entries
 
 
 # -- helpers: processes and stores ----------------------------------------------------------------
@@ -642,7 +643,8 @@ BUILD = """
 import json, sys
 from pathlib import Path
 from src.data.cache import CropSettings, FaceCropCache
-cache = FaceCropCache(sys.argv[1], CropSettings(num_frames=6, crop_size=64))
+cache = FaceCropCache(sys.argv[1], CropSettings(frames_per_video=6, crop_size=64, face_detector="haar",
+                                                detect_max_side=320, detect_every=1))
 report = cache.build([Path(p) for p in sys.argv[3:]], workers=int(sys.argv[2]), progress=False)
 print(json.dumps(report.summary()))
 """
@@ -814,7 +816,7 @@ def test_a_code_running_pickle_in_torchvisions_cache_never_runs(tmp_path, monkey
     import torch
     from torchvision.models import ResNet50_Weights
 
-    from src.models.weights import IncompatibleWeights, apply_weights
+    from src.models.weights import IncompatibleWeights
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     marker = tmp_path / "pwned"
@@ -823,7 +825,7 @@ def test_a_code_running_pickle_in_torchvisions_cache_never_runs(tmp_path, monkey
     torch.save({"state_dict": _RunsCode(marker)}, cached)
     cfg = _resnet_cfg()
     with pytest.raises(IncompatibleWeights, match=r"resnet50-0676ba61\.pth: SHA-256 .* does not match the published 0676ba61"):
-        apply_weights(hydra.utils.instantiate(cfg.model), cfg)
+        hydra.utils.instantiate(cfg.weights)(hydra.utils.instantiate(cfg.model))
     assert not marker.exists(), "the cached torchvision file ran its code"
 
 
@@ -832,13 +834,13 @@ def test_a_code_running_pickle_given_as_a_weights_file_is_refused_as_data(model,
     import hydra
     import torch
 
-    from src.models.weights import IncompatibleWeights, apply_weights
+    from src.models.weights import IncompatibleWeights
 
     marker, evil = tmp_path / "pwned", tmp_path / "evil.pth"
     torch.save({"conv1.weight": _RunsCode(marker)}, evil)
     cfg = compose_config_evaluate(model, f"model.pretrained.file={evil}")
     with pytest.raises(IncompatibleWeights):
-        apply_weights(hydra.utils.instantiate(cfg.model), cfg)
+        hydra.utils.instantiate(cfg.weights)(hydra.utils.instantiate(cfg.model))
     assert not marker.exists(), f"{model}: the weights file ran its code"
 
 
@@ -873,12 +875,11 @@ def test_initial_weights_record_the_file_and_its_sha256(tmp_path, monkeypatch):
     import torch
     from torchvision.models import resnet50
 
-    from src.models.weights import apply_weights
 
     own = tmp_path / "my-resnet50.pth"
     torch.save(resnet50(weights=None).state_dict(), own)
     cfg = _resnet_cfg(f"model.pretrained.file={own}")
-    origin = apply_weights(hydra.utils.instantiate(cfg.model), cfg).initial_weights
+    origin = hydra.utils.instantiate(cfg.weights)(hydra.utils.instantiate(cfg.model)).initial_weights
     assert origin == f"{own} sha256={hashlib.sha256(own.read_bytes()).hexdigest()}"
 
 
@@ -908,46 +909,48 @@ def test_a_signal_caught_by_the_between_jobs_handler_inside_a_run_still_ends_it_
     """Whichever of our handlers turns the signal into an exception (the run's own, or the process-wide one
     that a library restored while the run was going), the run ends KILLED, not FAILED, and the process
     exits with 128 + signal."""
-    import mlflow
+    from src.experiments.runtime import exit_on_signals
 
-    from src.experiments.config import exit_on_signals
-    from src.experiments.tracking import run_state
-
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    run_id = client.create_run(client.create_experiment("signals")).info.run_id
+    run = _mlflow_run(tmp_path)
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
         exit_on_signals()
-        with pytest.raises(SystemExit) as stopped, run_state(client, run_id):
+        with pytest.raises(SystemExit) as stopped, run.state():
             exit_on_signals()  # a library puts back the handler it found before the run's own
             os.kill(os.getpid(), signum)
             time.sleep(5)  # the handler raises before this ends
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    run = client.get_run(run_id)
+    stored = run.store.get_run(run.id)
     assert stopped.value.code == 128 + signum
-    assert run.info.status == "KILLED" and signal.Signals(signum).name in run.data.tags["error"]
+    assert stored.info.status == "KILLED" and signal.Signals(signum).name in stored.data.tags["error"]
+
+
+def _mlflow_run(tmp_path):
+    """A run through the one tracking interface, in a store of its own."""
+    from omegaconf import OmegaConf
+
+    from src.experiments.tracking import Run
+
+    logger = {"_target_": "lightning.pytorch.loggers.MLFlowLogger", "experiment_name": "signals",
+              "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}
+    return Run.start(OmegaConf.create(logger), name="signals")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_stop_signal_inside_a_run_ends_it_killed(signum, tmp_path):
     """The run's own handler: SIGHUP (a closed terminal or ssh session) too, not only SIGTERM/SIGINT; with
     the default SIGHUP action the process died and the run stayed RUNNING."""
-    import mlflow
-
-    from src.experiments.tracking import run_state
-
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    run_id = client.create_run(client.create_experiment("signals")).info.run_id
+    run = _mlflow_run(tmp_path)
     before = signal.getsignal(signum)
-    with pytest.raises(SystemExit) as stopped, run_state(client, run_id):
+    with pytest.raises(SystemExit) as stopped, run.state():
         os.kill(os.getpid(), signum)
         time.sleep(5)
     assert signal.getsignal(signum) is before, "the run's handler must be removed afterwards"
     assert stopped.value.code == 128 + signum
-    run = client.get_run(run_id)
-    assert run.info.status == "KILLED" and signal.Signals(signum).name in run.data.tags["error"]
+    stored = run.store.get_run(run.id)
+    assert stored.info.status == "KILLED" and signal.Signals(signum).name in stored.data.tags["error"]
 
 
 def test_sigterm_during_training_ends_the_run_killed_with_a_non_zero_status(small_dataset, small_cache, tmp_path):
@@ -1058,8 +1061,8 @@ def test_the_sweep_check_composes_every_value_of_every_swept_key(sweep, message,
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
-    from src.experiments.callbacks import check_jobs
     from src.experiments.config import CONFIG_DIR
+    from src.experiments.sweep import check_jobs
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["weights=scratch"], return_hydra_config=True)
@@ -1071,7 +1074,7 @@ def test_the_sweep_check_composes_every_value_of_every_swept_key(sweep, message,
         assert stopped.value.code == 1
         assert capsys.readouterr().err.strip() == f"Error: {message}; no job was started"
         with open_dict(cfg):
-            cfg.hydra.overrides.task = ["weights=scratch", "model=mesonet,meso4", "augment=none,flip"]
+            cfg.hydra.overrides.task = ["weights=scratch", "model=mesonet,meso4", "train_augment=weak,strong"]
         check_jobs(cfg)  # a good grid passes
 
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from src.data.cache import CropSettings, FaceCropCache
-from src.data.datamodule import build_datamodule
+from src.experiments.wiring import build_datamodule
 from tests.conftest import compose_config, data_overrides
 
 QUICK = CropSettings(frames_per_video=6, crop_size=64, face_detector="haar", detect_max_side=320, detect_every=1)
@@ -30,13 +30,20 @@ def _instantiate(config):
     from hydra.errors import InstantiationException
 
     try:
-        return build_datamodule(config.data)
+        return build_datamodule(config)
     except InstantiationException as error:
         raise error.__cause__ from None
 
 
 def _datamodule(root, cache, *extra: str, config: str = "train"):
     return _instantiate(compose_config(config, [*data_overrides(root, cache), *extra]))
+
+
+def _perturbation(level: str) -> dict:
+    """The test-time perturbation spec of conf/augment/<level>.yaml, as evaluate.py hands it to the datamodule."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(compose_config("evaluate", [f"augment={level}"]).augment.transform)
 
 
 def _odd_spelling(video: Path) -> Path:
@@ -47,7 +54,7 @@ def _odd_spelling(video: Path) -> Path:
 @pytest.fixture(scope="module")
 def prepared(small_dataset, small_cache):
     """The small dataset set up for fitting, after one test video's entry was built from another spelling
-    of its path (as `evaluate.py video=../ds/Celeb-real/x.mp4` does): (datamodule, that video's path)."""
+    of its path (as `predict.py video=../ds/Celeb-real/x.mp4` does): (datamodule, that video's path)."""
     datamodule = _datamodule(small_dataset, small_cache)
     index_test = sorted(small_dataset.glob("Celeb-real/*.mp4"))
     listed = {line.split()[1] for line in (small_dataset / "List_of_testing_videos.txt").read_text().splitlines()}
@@ -225,9 +232,9 @@ def test_fifos_devices_and_folders_are_not_regular_files(tmp_path):
 
 # -- 14.5: the dataset root and its cache ------------------------------------------------------------
 def test_scoring_a_video_never_creates_the_synthetic_root(small_dataset, tmp_path):
-    """Was: the cache lived in data.root, so `evaluate.py video=x.mp4` created it and generation then
+    """Was: the cache lived in data.root, so `predict.py video=x.mp4` created it and generation then
     refused the non-empty folder."""
-    config = compose_config("evaluate", [f"paths.data_dir={tmp_path / 'data'}"])
+    config = compose_config("predict", [f"paths.data_dir={tmp_path / 'data'}"])
     root, cache = Path(config.data.root), Path(config.data.cache_dir)
     assert not cache.is_relative_to(root)
     datamodule = _instantiate(config)
@@ -269,16 +276,17 @@ def test_a_videos_perturbation_does_not_depend_on_the_videos_before_it(prepared)
     """Was: seeded by the position in the list, so one video failing to decode changed every later one."""
     datamodule, _ = prepared
     records = datamodule.splits["test"]
-    full = datamodule.eval_dataset("test", "heavy")
+    heavy = _perturbation("heavy")
+    full = datamodule.eval_dataset("test", heavy)
     try:
         datamodule.splits["test"] = records[1:]  # as if the first test video had failed to decode
-        fewer = datamodule.eval_dataset("test", "heavy")
+        fewer = datamodule.eval_dataset("test", heavy)
     finally:
         datamodule.splits["test"] = records
     for i in range(len(fewer)):
         assert fewer.records[i].path == full.records[i + 1].path
         assert torch.equal(fewer[i][0], full[i + 1][0]), fewer.records[i].path
-    plain = datamodule.eval_dataset("test", "none")
+    plain = datamodule.eval_dataset("test", _perturbation("none"))
     assert not torch.equal(full[1][0], plain[1][0]), "the heavy level changed nothing: the test proves nothing"
 
 
@@ -346,20 +354,20 @@ def test_video_files_are_scored_through_the_test_pipeline(prepared, small_datase
     assert ids.tolist() == [1] and labels.tolist() == [-1.0]
 
     # the very item of test evaluation (same transform, frames, seed), under every augmentation level
-    test_item = datamodule.eval_dataset("test", "none")[0][0]
+    test_item = datamodule.eval_dataset("test", _perturbation("none"))[0][0]
     reference, _, _ = datamodule.on_after_batch_transfer((test_item[None], torch.zeros(1), torch.zeros(1)), 0)
     torch.testing.assert_close(x, reference)
     for level in ("flip", "heavy"):
-        heavy = _datamodule(small_dataset, small_cache, f"augment={level}")
+        heavy = _datamodule(small_dataset, small_cache, f"augment={level}", config="predict")
         heavy.setup_predict([video])
         heavy_item = heavy.predict_dataset()[0][0]
-        assert torch.equal(heavy_item, datamodule.eval_dataset("test", level)[0][0]), level
+        assert torch.equal(heavy_item, datamodule.eval_dataset("test", _perturbation(level))[0][0]), level
 
 
 def test_prediction_needs_no_dataset_root(small_dataset, small_cache):
     def rootless():
         overrides = ["data=celebdf", "data.root=null", f"data.cache_dir={small_cache}"]
-        return _instantiate(compose_config("evaluate", overrides))
+        return _instantiate(compose_config("predict", overrides))
 
     predictor = rootless()
     (report,) = predictor.setup_predict([next(small_dataset.glob("Celeb-synthesis/*.mp4"))])

@@ -106,7 +106,7 @@ def test_resume_continues_the_same_mlflow_run(trained_mesonet, small_dataset, sm
 @pytest.mark.parametrize("model", [pytest.param("meso4", marks=pytest.mark.slow), "resnet_lstm"])
 def test_each_model_trains_a_step(model, small_dataset, small_cache, tmp_path):
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "DEEPFAKE_NUM_WORKERS": "0"}
-    extra = ["model.input.frames_per_clip=2", "model.input.size=112", "model.freeze_backbone=true"] if model == "resnet_lstm" else []
+    extra = ["model.input.frames_per_clip=2", "model.input.size=112", "model.net.freeze_backbone=true"] if model == "resnet_lstm" else []
     run_script(
         "train.py",
         [f"model={model}", "weights=scratch", "trainer.max_epochs=1", "trainer.limit_train_batches=2",

@@ -77,33 +77,35 @@ class LoaderSettings:
               "must be a fraction in [0, 1]")
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: it is also the model.input node's schema, which Hydra merges into
 class InputContract:
-    """The model's input as the data module needs it: frames or clips, their size, normalization and clip
-    length (the model declares it: `module.input_contract`, from `model.input`)."""
+    """What the network expects (the model declares it; conf/model/shared/input.yaml reads it from the net
+    class into `model.input`, typed by this class): kind frame|clip, square size in pixels, per-channel
+    mean/std of RGB in [0, 1], crops per clip, and the only size that works where the net has one."""
 
     kind: str = "frame"  # frame: items are single crops; clip: frames_per_clip crops of one video
     size: int = 256
-    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
-    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    mean: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.0, 0.0])
+    std: list[float] = dataclasses.field(default_factory=lambda: [1.0, 1.0, 1.0])
     frames_per_clip: int = 1
+    fixed_size: int | None = None  # the only size that works, where a dense layer is sized for it
 
     def __post_init__(self):
         check(self.kind in ("frame", "clip"), "model.input.kind", self.kind, "must be frame or clip")
         check(_is_int(self.frames_per_clip) and self.frames_per_clip >= 1, "model.input.frames_per_clip",
               self.frames_per_clip, "must be at least 1")
         check(_is_int(self.size) and self.size >= 16, "model.input.size", self.size, "must be an integer >= 16")
-        for name in ("mean", "std"):  # stored as tuples: the contract is a value, hashable and immutable
+        for name in ("mean", "std"):
             values = getattr(self, name)
             ok = isinstance(values, Sequence) and not isinstance(values, str) and len(values) == 3
             check(ok and all(isinstance(v, Real) for v in values), f"model.input.{name}", values,
                   "must be 3 numbers (R, G, B)")
-            object.__setattr__(self, name, tuple(float(v) for v in values))
+            setattr(self, name, [float(v) for v in values])
         check(all(v > 0 for v in self.std), "model.input.std", self.std, "must be 3 numbers > 0")
 
     @classmethod
     def of(cls, value: InputContract | Mapping | None) -> InputContract:
-        """From itself, a `model.input` mapping (its other keys, e.g. fixed_size, concern the model), or the default."""
+        """From itself, a `model.input` mapping, or the default."""
         if value is None or isinstance(value, cls):
             return value or cls()
         return cls(**{f.name: value[f.name] for f in fields(cls) if f.name in value})

@@ -6,10 +6,11 @@ value DeepfakeDetector logs for it (`val/video_auc_then_loss`, conf/callbacks/de
 from __future__ import annotations
 
 import os
-import uuid
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from src.utils.files import atomic_write
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -21,16 +22,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
-        path = os.fspath(path)
-        folder = os.path.dirname(path) or "."
-        os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "wb") as handle:
-                torch.save(checkpoint, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
+        with atomic_write(path) as handle:
+            torch.save(checkpoint, handle)

@@ -17,22 +17,10 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from src.data.settings import InputContract
+
 
 # -- model ------------------------------------------------------------------------------------------
-@dataclass
-class InputContract:
-    """What the network expects (conf/model/shared/input.yaml reads it from the net class): kind frame|clip,
-    square size in pixels, per-channel mean/std of RGB in [0, 1], crops per clip, and the only size that
-    works where the net has one."""
-
-    kind: str = MISSING
-    size: int = MISSING
-    mean: list[float] = MISSING
-    std: list[float] = MISSING
-    frames_per_clip: int = MISSING
-    fixed_size: int | None = None
-
-
 @dataclass
 class PretrainedSpec:
     """Where weights=pretrained finds the net's published weights (each net reads the keys it knows)."""

@@ -211,7 +211,10 @@ def _train(cfg, module, datamodule, folder: Path, recorded: dict | None, run: Ru
     if trainer.is_global_zero and best:
         run.log_file(Path(best), "checkpoints", "best.ckpt")
         run.set_tags({"best_checkpoint": best})
-    metrics["best_model_score"] = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
+    # the monitored value orders epochs (AUC, then loss); what a person reads is the selected epoch's AUC
+    selected = torch.load(best, map_location="cpu", weights_only=True, mmap=True).get("validation_metrics", {}) \
+        if best else {}
+    metrics["best_val_video_auc"] = float(selected.get("val/video_auc", float("nan")))
     metrics["best_checkpoint"] = best  # type: ignore[assignment]
     return metrics
 
@@ -225,7 +228,7 @@ def _hydra_output_dir() -> Path | None:
 
 def _print_summary(run: Run, metrics: dict, folder: Path) -> None:
     best = metrics.get("best_checkpoint") or "none (no validation epoch finished)"
-    lines = [f"best checkpoint: {best} (val/video_auc {metrics.get('best_model_score', float('nan')):#.4g})"]
+    lines = [f"best checkpoint: {best} (val/video_auc {metrics.get('best_val_video_auc', float('nan')):#.4g})"]
     tested = {k.removeprefix("test/video_"): v for k, v in metrics.items() if k.startswith("test/video_")}
     if tested:
         lines.append("test (video level) of the best checkpoint: "

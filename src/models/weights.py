@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 
 from src.utils.errors import UserError, check
+from src.utils.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -123,15 +123,11 @@ def download(url: str, path: Path, sha256_prefix: str | None = None, timeout: fl
     import urllib.request
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, tmp.open("wb") as out:  # noqa: S310
-            for block in iter(lambda: response.read(1 << 20), b""):
-                out.write(block)
-        check_sha256(tmp, sha256_prefix, f"Downloaded from {url}; try again later.")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with urllib.request.urlopen(url, timeout=timeout) as response, atomic_write(path) as out:  # noqa: S310
+        for block in iter(lambda: response.read(1 << 20), b""):
+            out.write(block)
+        out.flush()
+        check_sha256(Path(out.name), sha256_prefix, f"Downloaded from {url}; try again later.")
     return path
 
 

@@ -89,7 +89,7 @@ def _weighted_metrics(probs: np.ndarray, labels: np.ndarray, counts: np.ndarray,
 
 
 def _interpolated_eer(fpr: np.ndarray, fnr: np.ndarray) -> np.ndarray:
-    """Row-wise FNR = FPR on the ROC polyline (as BinaryEER): linear between the points around the crossing."""
+    """Row-wise FNR = FPR on the ROC polyline (as InterpolatedEER): linear between the points around the crossing."""
     gap = fnr - fpr  # non-increasing along each row; 1 at (0, 0), -1 at (1, 1)
     after = np.argmax(gap <= 0, axis=1)
     before = np.maximum(after - 1, 0)
