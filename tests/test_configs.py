@@ -24,13 +24,18 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 
+def _needs_root(option: str) -> bool:
+    """A dataset the user points at (data.root: ???), not one generated on first use."""
+    return OmegaConf.is_missing(compose_config("train", [f"data={option}"]).data, "root")
+
+
 CASES = [(group, option) for group in GROUPS for option in _options(group)]
 
 
 @pytest.mark.parametrize("group, option", CASES, ids=[f"{g}={o}" for g, o in CASES])
 def test_every_group_option_composes_and_passes_the_config_checks(group, option, tmp_path):
     overrides = [f"{group}={option}", f"paths.data_dir={tmp_path}"]
-    if option in ("celebdf", "ffpp"):
+    if group == "data" and _needs_root(option):
         overrides.append(f"data.root={tmp_path}/dataset")
     for name in ("train", "evaluate", "predict"):
         if (group in ("callbacks", "train_augment") and name != "train") or (group == "augment" and name == "train") \
@@ -65,7 +70,7 @@ def test_every_weight_source_is_an_object_hydra_builds(option):
 @pytest.mark.parametrize("option", _options("data"))
 def test_every_dataset_builds_its_datamodule_without_touching_data(option, tmp_path):
     overrides = [f"data={option}", f"paths.data_dir={tmp_path}/data"]
-    if option in ("celebdf", "ffpp"):
+    if _needs_root(option):
         with pytest.raises(Exception, match="root not found"):  # a missing root fails before any run starts
             build_datamodule(compose_config("train", [*overrides, f"data.root={tmp_path}/missing"]))
         (tmp_path / "dataset").mkdir()
@@ -313,7 +318,7 @@ def test_instantiate_builds_the_data_module_and_the_model_from_a_composed_config
 
     for option in _options("data"):
         overrides = [f"data={option}", f"paths.data_dir={tmp_path}"]
-        if option in ("celebdf", "ffpp"):
+        if _needs_root(option):
             overrides.append(f"data.root={tmp_path}")
         cfg = compose_config("train", [*overrides, "data.fold=1", "data.face_margin=1.5"])
         datamodule = hydra.utils.instantiate(cfg.data)
@@ -348,3 +353,19 @@ def test_each_data_key_is_declared_once():
             assert schema[field.name] == field.default, field.name
     with pytest.raises(ConfigError, match=r"^data\.fold=3 is out of range for data\.folds=3"):
         check_config(compose_config("train", ["data.folds=3", "data.fold=3"]))
+
+
+def test_train_refuses_a_test_time_perturbation_naming_where_it_belongs(monkeypatch, capsys):
+    """`python train.py augment=heavy` used to change only the final test, silently."""
+    import sys
+
+    from src.experiments.cli import run
+
+    monkeypatch.setattr(sys, "argv", ["train.py", "augment=heavy"])
+    with pytest.raises(SystemExit) as exit:
+        run(lambda: pytest.fail("train ran"), task="train")
+    assert exit.value.code == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("Error: augment=heavy: train.py has no test-time perturbation: training augmentation is "
+                           "train_augment=weak|strong")
+    assert "augment" not in compose_config("train") and compose_config("train").train_augment.level == "weak"

@@ -69,11 +69,6 @@ def _announce_synthetic(root: Path, params: dict) -> None:
                 megabytes)
 
 
-def _torch_device(accelerator: str) -> str:
-    """The trainer's accelerator as a device for the face detector: the GPU when there is one."""
-    return "cuda" if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
-
-
 def _torch_device(name: str) -> str:
     """data.detect_device as a torch device: auto (and gpu, cuda) take the GPU when there is one."""
     return "cuda" if name in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"

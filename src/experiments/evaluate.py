@@ -55,8 +55,6 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     module, provenance = _model_with_weights(cfg)  # missing or unusable weights: no run is started
     run = Run.start(cfg.get("logger"), name=run_name(cfg), tags=run_tags(cfg))
     with run.state(), run.files("evaluation") as folder:
-        if not run.is_mlflow:
-            run.set_tags(run_tags(cfg))
         metrics = _evaluate_into(run, cfg, datamodule, folder, module, provenance)
     output = folder if folder.exists() else "(the files are in MLflow only)"
 
@@ -65,7 +63,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                 f"{metrics[f'test/video_{m}_ci_high']:.3g}]")
 
     run.print_summary("evaluate", [f"test video AUC {interval('auc')}, AP {interval('ap')}, EER {interval('eer')} "
-                                   f"on {int(metrics['data/scored_videos'])} videos"], output)
+                                   f"on {int(metrics['data/scored_videos'])} videos"], {"output": output})
     return metrics
 
 

@@ -154,7 +154,7 @@ def predict_videos(cfg: DictConfig) -> list[dict]:
         if nothing:
             print("\n".join([scored_line, f"Wrote {output}"]))
             raise nothing  # the run ends FAILED with the reason; the CSV stays
-    run.print_summary("predict", [scored_line], output)
+    run.print_summary("predict", [scored_line], {"output": output})
     return rows
 
 

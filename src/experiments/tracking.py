@@ -279,13 +279,16 @@ class Run:
               run_id: str | None = None) -> Run:
         """The run of the logger `logger_cfg` configures (`_target_`; None for logger=none). An MLflow run goes
         into its experiment, created first (classic ML kind, with its description, artifacts next to the
-        store), named `name` and tagged `tags` -- or continues `run_id`."""
+        store), named `name` and tagged `tags` -- or continues `run_id`; another logger keeps the tags with its
+        params."""
         import hydra
 
         if logger_cfg is None or not logger_cfg.get("_target_"):
             return cls(None)
         if not uses_mlflow(logger_cfg):
-            return cls(hydra.utils.instantiate(logger_cfg))
+            run = cls(hydra.utils.instantiate(logger_cfg))
+            run.set_tags(tags or {})
+            return run
         uri = str(logger_cfg.get("tracking_uri") or default_tracking_uri())
         experiment_id(client(uri), uri, str(logger_cfg.experiment_name))
         arguments = {"run_id": run_id} if run_id else {"run_name": name, "tags": tags}
@@ -438,8 +441,8 @@ class Run:
                 else:
                     time.sleep(1.0)
 
-    def print_summary(self, task: str, lines: list[str], output: Path | None = None) -> None:
-        """The one run summary every task ends with: what ran, its numbers, where to look."""
+    def print_summary(self, task: str, lines: list[str], folders: dict[str, Path | str | None]) -> None:
+        """The one run summary every task ends with: what ran, its numbers, the run's link, its folders."""
         head = f"{task} run {self.name()} ({self.id}) finished" if self.is_mlflow else f"{task} run finished"
-        where = [f"  output: {output}"] if output is not None else []
+        where = [f"  {name}: {folder}" for name, folder in folders.items() if folder is not None]
         print("\n".join([head, *(f"  {line}" for line in lines), f"  {self.link()}", *where]))

@@ -233,5 +233,4 @@ def _print_summary(run: Run, metrics: dict, folder: Path) -> None:
     if tested:
         lines.append("test (video level) of the best checkpoint: "
                      + ", ".join(f"{k.upper()} {tested[k]:#.4g}" for k in ("auc", "ap", "acc", "eer", "loss") if k in tested))
-    lines.append(f"checkpoints: {folder}")
-    run.print_summary("train", lines, _hydra_output_dir())
+    run.print_summary("train", lines, {"checkpoints": folder, "output": _hydra_output_dir()})
