@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 
@@ -22,13 +23,17 @@ AUGMENT_YAMLS = sorted(path.stem for path in (CONFIG_DIR / "augment").glob("*.ya
 MODEL_SIZES = (224, 256, 299)  # ResNet, MesoNet, Xception
 
 
-def build(kind: str, level: str, size: int):
-    """The transform conf/train_augment/<level>.yaml or conf/augment/<level>.yaml builds for a model input size."""
+@functools.cache
+def _partial(kind: str, level: str):
+    """What conf/train_augment/<level>.yaml or conf/augment/<level>.yaml builds: a function of the input size."""
     if kind == "train":
-        spec = compose_config("train", [f"train_augment={level}"]).train_augment.transform
-    else:
-        spec = compose_config("evaluate", [f"augment={level}"]).augment.transform
-    return hydra.utils.instantiate(spec)(size=size)
+        return hydra.utils.instantiate(compose_config("train", [f"train_augment={level}"]).train_augment.transform)
+    return hydra.utils.instantiate(compose_config("evaluate", [f"augment={level}"]).augment.transform)
+
+
+def build(kind: str, level: str, size: int):
+    """The transform of that YAML for a model input size (a fresh pipeline each call)."""
+    return _partial(kind, level)(size=size)
 
 
 def build_test_transform(level: str, size: int):

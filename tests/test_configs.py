@@ -3,6 +3,7 @@ a plug-in that breaks fails here in seconds, not in a subprocess minutes later."
 
 from __future__ import annotations
 
+import functools
 import re
 
 import hydra
@@ -24,6 +25,7 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 
+@functools.cache
 def _needs_root(option: str) -> bool:
     """A dataset the user points at (data.root: ???), not one generated on first use."""
     return OmegaConf.is_missing(compose_config("train", [f"data={option}"]).data, "root")

@@ -1,7 +1,7 @@
 """weights=finetuned: a checkpoint written by train.py, found in the tracking store by its lineage.
 
 A weight source like src/models/weights.py's, called as `source(module, lineage) -> Provenance`; it lives
-here because it reads the MLflow store (through src/experiments/tracking.py), which models never touch.
+here because it reads the MLflow store (through src/experiments/tracking), which models never touch.
 """
 
 from __future__ import annotations

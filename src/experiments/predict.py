@@ -113,7 +113,7 @@ PREDICTION_COLUMNS = ("path", "p_fake", "logit", "frames", "frames_with_face", "
 
 
 def predict_videos(cfg: DictConfig) -> list[dict]:
-    """`evaluate.py videos=<folder|glob|list> [output=<csv>]`: a CSV row per video and a summary; logged
+    """`predict.py videos=<folder|glob|list> [output=<csv>]`: a CSV row per video and a summary; logged
     to MLflow (experiment `predict`) unless logger=none."""
     from hydra.core.hydra_config import HydraConfig
 
@@ -171,7 +171,7 @@ def _check_output(output: Path) -> None:
 
 
 def predict_video(cfg: DictConfig, video: Path) -> dict:
-    """`evaluate.py video=<file>`: the score of one video, printed with its per-frame scores."""
+    """`predict.py video=<file>`: the score of one video, printed with its per-frame scores."""
     (row,) = predict_files(cfg, [video])
     if row["error"]:
         raise ValueError(f"cannot score {row['error']}")  # the reason starts with the path
