@@ -40,7 +40,7 @@ class SplitSettings:
 
     def __post_init__(self):
         check(_is_int(self.folds) and self.folds >= 2, "data.folds", self.folds,
-              "k-fold cross-validation needs an integer >= 2")
+              "k-fold cross-validation needs at least 2 folds")
         if not (_is_int(self.fold) and 0 <= self.fold < self.folds):
             raise ConfigError(f"data.fold={self.fold!r} is out of range for data.folds={self.folds} "
                               f"(0..{self.folds - 1})")
