@@ -39,7 +39,6 @@ from src.models.weights import WeightsNotFound
 from src.utils.stats import bootstrap_intervals
 
 log = logging.getLogger(__name__)
-METRICS = ("auc", "ap", "acc", "loss", "eer")
 GALLERY_VIDEOS = 4  # worst false positives and false negatives each
 GALLERY_FRAMES = 6
 
