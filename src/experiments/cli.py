@@ -16,7 +16,6 @@ from typing import Any
 
 from src.experiments.config import CONFIG_DIR, config_error_line
 from src.experiments.runtime import exit_on_signals
-from src.experiments.sweep import report_failed_sweep
 from src.utils.errors import ConfigError, UserError
 
 # what a task does not take, and where it is instead
@@ -80,6 +79,9 @@ def run(main: Callable[[], Any], task: str | None = None) -> Any:
         print(f"Error: {config_error_line(error)}", file=sys.stderr)
         raise SystemExit(1) from None
     except Exception as error:
+        # imported here: the sweep machinery brings torch, and a config error should not wait for it
+        from src.experiments.sweep import report_failed_sweep
+
         if report_failed_sweep(error):  # a sweep whose jobs failed: its table and one line per failed job
             raise SystemExit(1) from None
         raise
