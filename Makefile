@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 WEIGHTS_SRC ?= ../shared/mesonet/weights
 WEIGHTS_DIR ?= $(or $(DEEPFAKE_WEIGHTS_DIR),$(HOME)/.cache/deepfake-detection/weights)
 
-.PHONY: help install test test-all lint weights demo report audit bench ui clean clean-cache
+.PHONY: help install test test-all lint format weights demo report audit bench ui clean clean-cache
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -28,8 +28,16 @@ test: install  ## run the test suite (slow end-to-end tests excluded; exit code 
 test-all: install  ## run every test, the slow end-to-end ones included
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; [ $$rc -ne 5 ] || exit 1; exit $$rc
 
-lint: install  ## ruff
-	$(VENV)/bin/ruff check src tests benchmarks train.py evaluate.py predict.py
+LINT_PATHS := src tests benchmarks conf docs *.py README.md Makefile
+
+lint: install  ## ruff check, ruff format --check and codespell (the same checks as .pre-commit-config.yaml)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/codespell $(LINT_PATHS)
+
+format: install  ## apply ruff's formatting and safe fixes
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 weights:  ## copy the original MesoNet .h5 files into the weights cache (make weights WEIGHTS_SRC=<folder>)
 	@mkdir -p "$(WEIGHTS_DIR)"

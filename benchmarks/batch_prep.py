@@ -32,21 +32,31 @@ def measure(overrides: list[str], rounds: int = 20) -> dict:
     def in_place():
         return pixels.movedim(-1, -3).float().sub_(mean).mul_(scale)
 
-    variants = {"on_after_batch_transfer (framework)": framework, "in place: float().sub_(mean).mul_(1/std)": in_place}
+    variants = {
+        "on_after_batch_transfer (framework)": framework,
+        "in place: float().sub_(mean).mul_(1/std)": in_place,
+    }
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
         for name, fn in variants.items():
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {"batch": f"{batch}x{size}x{size}x3 uint8, a fresh process",
-            "median_ms": {k: rnd(median(v) * 1e3, 2) for k, v in times.items()},
-            "same_values_atol_1e-6": bool(torch.allclose(framework(), in_place(), atol=1e-6))}
+    return {
+        "batch": f"{batch}x{size}x{size}x3 uint8, a fresh process",
+        "median_ms": {k: rnd(median(v) * 1e3, 2) for k, v in times.items()},
+        "same_values_atol_1e-6": bool(torch.allclose(framework(), in_place(), atol=1e-6)),
+    }
 
 
 def profile_batch_prep(overrides: list[str]) -> dict:
-    done = subprocess.run([sys.executable, "-m", "benchmarks.batch_prep", json.dumps(overrides)], cwd=PROJECT_ROOT,
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.batch_prep", json.dumps(overrides)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -65,11 +65,19 @@ def _time_build(kind: str, videos: list[Path], workers: int, settings: CropSetti
         naive_build(videos, out, settings, workers=workers)
         extra = {}
     seconds = time.perf_counter() - start
-    return {"kind": kind, "workers": workers, "seconds": seconds, "videos_per_s": len(videos) / seconds,
-            "cpu_s_per_video": (cpu_seconds() - cpu) / len(videos), **extra}
+    return {
+        "kind": kind,
+        "workers": workers,
+        "seconds": seconds,
+        "videos_per_s": len(videos) / seconds,
+        "cpu_s_per_video": (cpu_seconds() - cpu) / len(videos),
+        **extra,
+    }
 
 
-def build_rates(videos, settings, scratch: Path, variants: list[tuple[str, int]], rounds: int) -> tuple[dict, list]:
+def build_rates(
+    videos, settings, scratch: Path, variants: list[tuple[str, int]], rounds: int
+) -> tuple[dict, list]:
     """Videos/s of each (kind, workers) variant, variants interleaved, the order reversed every other round."""
     runs = []
     for r in range(rounds):
@@ -92,29 +100,65 @@ def bench_cache_build(plan: Plan, work: Path, root: Path, cfg) -> list[Measureme
     size = f"{int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))}x{int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))}"
     length = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     capture.release()
-    common = (f"{len(videos)} videos of {size}, {settings.frames_per_video} of {length} frames sampled, "
-              f"{plan.build_rounds} interleaved round(s), fresh cache dirs")
-    details = {"runs": [{k: rnd(v, 4) if isinstance(v, float) else v for k, v in run.items()} for run in runs]}
+    common = (
+        f"{len(videos)} videos of {size}, {settings.frames_per_video} of {length} frames sampled, "
+        f"{plan.build_rounds} interleaved round(s), fresh cache dirs"
+    )
+    details = {
+        "runs": [{k: rnd(v, 4) if isinstance(v, float) else v for k, v in run.items()} for run in runs]
+    }
     c1, c2, n1, n2 = (rates[v] for v in variants)
-    cpu = {v: median(run["cpu_s_per_video"] for run in runs if (run["kind"], run["workers"]) == v) for v in variants}
-    cpu_note = ("CPU s/video (this process + build workers): " + ", ".join(
-        f"{kind} {workers}w {cpu[(kind, workers)]:.3f}" for kind, workers in variants)
+    cpu = {
+        v: median(run["cpu_s_per_video"] for run in runs if (run["kind"], run["workers"]) == v)
+        for v in variants
+    }
+    cpu_note = (
+        "CPU s/video (this process + build workers): "
+        + ", ".join(f"{kind} {workers}w {cpu[(kind, workers)]:.3f}" for kind, workers in variants)
         + "; FaceCropCache builds in spawned worker processes even with 1 worker (isolation), the naive "
-        "baseline with 1 worker runs in-process")
+        "baseline with 1 worker runs in-process"
+    )
     side = detection_side(settings)
-    detect_note = (f"detect_max_side={side} is the full frame size here, so the cache "
-                   "detects at the same resolution as the naive baseline; only decoding differs")
+    detect_note = (
+        f"detect_max_side={side} is the full frame size here, so the cache "
+        "detects at the same resolution as the naive baseline; only decoding differs"
+    )
     same_res = max(map(int, size.split("x"))) <= side
     rows = [
-        Measurement("cache build: 2 workers vs 1", rnd(c2), "videos/s", rnd(c1), rnd(ratio(c2, c1)), ">= 1.7x",
-                    ratio(c2, c1) >= 1.7,
-                    f"{common}; 2 spawned workers on a 2-core machine shared with other jobs; {cpu_note}",
-                    "1 cache build", details),
-        Measurement("cache build vs naive OpenCV, 1 worker", rnd(c1), "videos/s", rnd(n1), rnd(ratio(c1, n1)),
-                    ">= 3x", ratio(c1, n1) >= 3, f"{common}" + (f"; {detect_note}" if same_res else ""),
-                    "1 cache build"),
-        Measurement("cache build vs naive OpenCV, 2 workers", rnd(c2), "videos/s", rnd(n2), rnd(ratio(c2, n2)),
-                    ">= 3x", ratio(c2, n2) >= 3, common, "1 cache build"),
+        Measurement(
+            "cache build: 2 workers vs 1",
+            rnd(c2),
+            "videos/s",
+            rnd(c1),
+            rnd(ratio(c2, c1)),
+            ">= 1.7x",
+            ratio(c2, c1) >= 1.7,
+            f"{common}; 2 spawned workers on a 2-core machine shared with other jobs; {cpu_note}",
+            "1 cache build",
+            details,
+        ),
+        Measurement(
+            "cache build vs naive OpenCV, 1 worker",
+            rnd(c1),
+            "videos/s",
+            rnd(n1),
+            rnd(ratio(c1, n1)),
+            ">= 3x",
+            ratio(c1, n1) >= 3,
+            f"{common}" + (f"; {detect_note}" if same_res else ""),
+            "1 cache build",
+        ),
+        Measurement(
+            "cache build vs naive OpenCV, 2 workers",
+            rnd(c2),
+            "videos/s",
+            rnd(n2),
+            rnd(ratio(c2, n2)),
+            ">= 3x",
+            ratio(c2, n2) >= 3,
+            common,
+            "1 cache build",
+        ),
     ]
     return rows
 
@@ -130,12 +174,24 @@ def bench_cache_hires(plan: Plan, work: Path, cfg) -> list[Measurement]:
     rates, runs = build_rates(videos, settings, work / "scratch" / "build-hires", variants, plan.build_rounds)
     c1, n1 = rates[("cache", 1)], rates[("naive", 1)]
     size = frame_size(plan.hires)
-    details = {"runs": [{k: rnd(v, 4) if isinstance(v, float) else v for k, v in run.items()} for run in runs]}
-    return [Measurement(
-        f"cache build vs naive OpenCV, {size}, 1 worker", rnd(c1), "videos/s", rnd(n1), rnd(ratio(c1, n1)), ">= 3x",
-        ratio(c1, n1) >= 3,
-        f"{len(videos)} videos of {size}; the cache detects at {detection_side(settings)} px, the baseline at "
-        f"full resolution; {plan.build_rounds} interleaved round(s)", "1 cache build", details)]
+    details = {
+        "runs": [{k: rnd(v, 4) if isinstance(v, float) else v for k, v in run.items()} for run in runs]
+    }
+    return [
+        Measurement(
+            f"cache build vs naive OpenCV, {size}, 1 worker",
+            rnd(c1),
+            "videos/s",
+            rnd(n1),
+            rnd(ratio(c1, n1)),
+            ">= 3x",
+            ratio(c1, n1) >= 3,
+            f"{len(videos)} videos of {size}; the cache detects at {detection_side(settings)} px, the baseline at "
+            f"full resolution; {plan.build_rounds} interleaved round(s)",
+            "1 cache build",
+            details,
+        )
+    ]
 
 
 # -- profile: where one video's build time goes -------------------------------------------------------
@@ -146,7 +202,9 @@ def _truth(root: Path) -> dict:
 def _detect(cascade, frame, max_side: int, scale_factor: float, min_size: int):
     small, scale = _downscale(frame, max_side)
     gray = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
-    faces = cascade.detectMultiScale(gray, scaleFactor=scale_factor, minNeighbors=5, minSize=(min_size, min_size))
+    faces = cascade.detectMultiScale(
+        gray, scaleFactor=scale_factor, minNeighbors=5, minSize=(min_size, min_size)
+    )
     if len(faces) == 0:
         return None
     x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
@@ -209,14 +267,19 @@ def profile_build(root: Path, count: int, settings: CropSettings, scratch: Path)
         return out
 
     for video in videos:
-        frames, indices = timed("decode: decord, sampled frames (framework)", read_frames, video, settings.frames_per_video)
+        frames, indices = timed(
+            "decode: decord, sampled frames (framework)", read_frames, video, settings.frames_per_video
+        )
         timed("decode: cv2, every frame", _decode_all_cv2, video, indices)
         timed("decode: cv2 grab all, convert sampled", _decode_grab_cv2, video, indices)
         faces = truth[str(video.relative_to(root))]
         boxes = None
         for name, (side, factor, min_size) in DETECT_VARIANTS.items():
-            found = timed(f"detect: {name}", lambda fs, a=side, b=factor, c=min_size: [
-                _detect(cascade, f, a, b, c) for f in fs], frames)
+            found = timed(
+                f"detect: {name}",
+                lambda fs, a=side, b=factor, c=min_size: [_detect(cascade, f, a, b, c) for f in fs],
+                frames,
+            )
             if boxes is None:
                 boxes = found
             q = quality[name]
@@ -227,8 +290,11 @@ def profile_build(root: Path, count: int, settings: CropSettings, scratch: Path)
                     cx, cy, height = faces[i]
                     error = np.hypot((box[0] + box[2]) / 2 - cx, (box[1] + box[3]) / 2 - cy) / height
                     q["hits"] += bool(error < 0.25)
-        sparse_found = timed(f"detect: {SPARSE}", lambda fs: [_detect(cascade, f, *DETECT_VARIANTS[DEFAULT])
-                                                               for f in fs[::SPARSE_STEP]], frames)
+        sparse_found = timed(
+            f"detect: {SPARSE}",
+            lambda fs: [_detect(cascade, f, *DETECT_VARIANTS[DEFAULT]) for f in fs[::SPARSE_STEP]],
+            frames,
+        )
         sparse = [None] * len(frames)
         sparse[::SPARSE_STEP] = sparse_found
         filled = track_faces(sparse, frames.shape[1:3], 1.0)
@@ -247,9 +313,12 @@ def profile_build(root: Path, count: int, settings: CropSettings, scratch: Path)
         "seconds_per_video": {k: rnd(v, 4) for k, v in per_video.items()},
         "median_seconds_per_video": {k: rnd(median(v), 4) for k, v in stages.items()},
         "detection": {
-            name: {"found_rate": rnd(q["found"] / q["frames"]), "hit_rate": rnd(q["hits"] / q["frames"]),
-                   "note": "hit: box centre within 0.25 face heights of the rendered face (sparse detection: "
-                           "found = a box from some detection)"}
+            name: {
+                "found_rate": rnd(q["found"] / q["frames"]),
+                "hit_rate": rnd(q["hits"] / q["frames"]),
+                "note": "hit: box centre within 0.25 face heights of the rendered face (sparse detection: "
+                "found = a box from some detection)",
+            }
             for name, q in quality.items()
         },
     }

@@ -44,21 +44,21 @@ class Plan:
     # the main synthetic dataset (generate_synthetic_celebdf keyword arguments; {} = the embedded default)
     data: dict
     folds: int
-    build_videos: int          # videos per cache-build timing
+    build_videos: int  # videos per cache-build timing
     build_rounds: int
     # a Celeb-DF-sized variant of the synthetic set, for the detection-resolution row: 896x504 is 16:9 and near
     # Celeb-DF's 942x500 within the generator's rule (v2: width a multiple of 128, height even)
     hires: dict
     loader_rounds: int
     loader_frames_per_video: int
-    loader_samples: int        # samples per timed loader run (whole passes)
-    meso_steps: int            # timed training steps per Lightning / plain-loop run (MesoInception4)
-    lstm_steps: int            # the same for ResNetLSTM
-    overhead_rounds: int       # Lightning+MLflow vs plain loop: ABBA rounds
+    loader_samples: int  # samples per timed loader run (whole passes)
+    meso_steps: int  # timed training steps per Lightning / plain-loop run (MesoInception4)
+    lstm_steps: int  # the same for ResNetLSTM
+    overhead_rounds: int  # Lightning+MLflow vs plain loop: ABBA rounds
     meso_throughput_rounds: int
     lstm_throughput_rounds: int
     auc_epochs: int
-    eval_passes: int           # timed passes of the pure-inference baseline
+    eval_passes: int  # timed passes of the pure-inference baseline
     scaling: tuple[dict, ...]  # datasets of growing size
     scaling_train_frames: int  # data.train_frames_per_video of the scaling training epochs
 
@@ -71,8 +71,15 @@ QUICK = Plan(
     folds=2,
     build_videos=8,
     build_rounds=1,
-    hires={"num_identities": 2, "real_per_identity": 1, "fakes_per_real": 1, "youtube_real": 0,
-           "num_frames": 48, "width": 896, "height": 504},
+    hires={
+        "num_identities": 2,
+        "real_per_identity": 1,
+        "fakes_per_real": 1,
+        "youtube_real": 0,
+        "num_frames": 48,
+        "width": 896,
+        "height": 504,
+    },
     loader_rounds=3,
     loader_frames_per_video=20,
     loader_samples=1500,
@@ -93,8 +100,15 @@ FULL = Plan(
     folds=5,
     build_videos=24,
     build_rounds=2,
-    hires={"num_identities": 3, "real_per_identity": 1, "fakes_per_real": 2, "youtube_real": 0,
-           "num_frames": 48, "width": 896, "height": 504},
+    hires={
+        "num_identities": 3,
+        "real_per_identity": 1,
+        "fakes_per_real": 2,
+        "youtube_real": 0,
+        "num_frames": 48,
+        "width": 896,
+        "height": 504,
+    },
     loader_rounds=5,
     loader_frames_per_video=20,
     loader_samples=4000,
@@ -114,8 +128,15 @@ FULL = Plan(
 def dataset_name(params: dict) -> str:
     if not params:
         return "synthetic-default"
-    short = {"num_identities": "i", "real_per_identity": "r", "fakes_per_real": "f", "youtube_real": "y",
-             "num_frames": "n", "width": "w", "height": "h"}
+    short = {
+        "num_identities": "i",
+        "real_per_identity": "r",
+        "fakes_per_real": "f",
+        "youtube_real": "y",
+        "num_frames": "n",
+        "width": "w",
+        "height": "h",
+    }
     return "synthetic-" + "-".join(f"{short.get(k, k)}{v}" for k, v in sorted(params.items()))
 
 
@@ -166,8 +187,11 @@ def cpu_seconds() -> float:
     """User + system CPU time of this process and of its finished (reaped) child processes."""
     import resource
 
-    return sum(getattr(resource.getrusage(who), field) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-               for field in ("ru_utime", "ru_stime"))
+    return sum(
+        getattr(resource.getrusage(who), field)
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+        for field in ("ru_utime", "ru_stime")
+    )
 
 
 def loadavg() -> list[float]:
@@ -207,7 +231,9 @@ def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
 def auc_standard_error(auc: float, n_pos: int, n_neg: int) -> float:
     """Hanley & McNeil (1982) standard error of an AUC from n_pos positives and n_neg negatives."""
     q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
-    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) / (n_pos * n_neg)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) / (
+        n_pos * n_neg
+    )
     return math.sqrt(max(var, 0.0))
 
 

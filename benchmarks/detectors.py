@@ -45,7 +45,7 @@ BACKGROUNDS = ("coffee", "rocket", "brick", "grass", "gravel", "hubble_deep_fiel
 
 @dataclass
 class FaceFrame:
-    image: np.ndarray                               # (540, 960, 3) RGB uint8
+    image: np.ndarray  # (540, 960, 3) RGB uint8
     box: tuple[float, float, float, float] | None  # the pasted face, None for an empty frame
     height: int = 0
     angle: float = 0.0
@@ -66,9 +66,14 @@ def face_sources(mesonet: Path | None = SHARED_MESONET) -> list[tuple[str, np.nd
     astronaut = data.astronaut()
     x0, y0, x1, y1 = ASTRONAUT_FACE
     # the face with some head and shoulders around it, not the whole photo
-    context = astronaut[max(0, y0 - 60):y1 + 60, max(0, x0 - 60):x1 + 60]
-    sources.append(("astronaut", np.ascontiguousarray(context),
-                    (x0 - max(0, x0 - 60), y0 - max(0, y0 - 60), x1 - max(0, x0 - 60), y1 - max(0, y0 - 60))))
+    context = astronaut[max(0, y0 - 60) : y1 + 60, max(0, x0 - 60) : x1 + 60]
+    sources.append(
+        (
+            "astronaut",
+            np.ascontiguousarray(context),
+            (x0 - max(0, x0 - 60), y0 - max(0, y0 - 60), x1 - max(0, x0 - 60), y1 - max(0, y0 - 60)),
+        )
+    )
     return sources
 
 
@@ -81,14 +86,22 @@ def backgrounds() -> list[np.ndarray]:
         image = np.stack([image] * 3, axis=-1) if image.ndim == 2 else image[..., :3]
         width, height = FRAME_SIZE
         scale = max(width / image.shape[1], height / image.shape[0])
-        resized = cv2.resize(image, (int(np.ceil(image.shape[1] * scale)), int(np.ceil(image.shape[0] * scale))))
+        resized = cv2.resize(
+            image, (int(np.ceil(image.shape[1] * scale)), int(np.ceil(image.shape[0] * scale)))
+        )
         top, left = (resized.shape[0] - height) // 2, (resized.shape[1] - width) // 2
-        out.append(np.ascontiguousarray(resized[top:top + height, left:left + width]))
+        out.append(np.ascontiguousarray(resized[top : top + height, left : left + width]))
     return out
 
 
-def paste_face(background: np.ndarray, source: np.ndarray, face_box, height: int, angle: float,
-               centre: tuple[float, float]) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+def paste_face(
+    background: np.ndarray,
+    source: np.ndarray,
+    face_box,
+    height: int,
+    angle: float,
+    centre: tuple[float, float],
+) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     """`source` scaled so its face is `height` px tall, rotated by `angle` degrees about the face centre, with the
     face centre at `centre` of `background`; returns the frame and the face's (axis-aligned, unrotated-size) box."""
     x0, y0, x1, y1 = face_box
@@ -105,12 +118,15 @@ def paste_face(background: np.ndarray, source: np.ndarray, face_box, height: int
 
 
 def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
-    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    ok, encoded = cv2.imencode(
+        ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
     return cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
-def real_face_frames(repeats: int = 1, empty: int = 12, seed: int = 0,
-                     mesonet: Path | None = SHARED_MESONET) -> list[FaceFrame]:
+def real_face_frames(
+    repeats: int = 1, empty: int = 12, seed: int = 0, mesonet: Path | None = SHARED_MESONET
+) -> list[FaceFrame]:
     """Every face source at every height and angle, `repeats` times (other background, place, JPEG quality,
     rotation direction), then `empty` frames of background only."""
     rng = np.random.default_rng(seed)
@@ -123,10 +139,15 @@ def real_face_frames(repeats: int = 1, empty: int = 12, seed: int = 0,
                 for angle in ANGLES:
                     ground = grounds[rng.integers(len(grounds))]
                     margin_x, margin_y = 0.9 * height, 0.8 * height
-                    centre = (rng.uniform(margin_x, width - margin_x), rng.uniform(margin_y, height_px - margin_y))
+                    centre = (
+                        rng.uniform(margin_x, width - margin_x),
+                        rng.uniform(margin_y, height_px - margin_y),
+                    )
                     signed = float(angle * rng.choice((-1, 1)))
                     image, face = paste_face(ground, source, box, height, signed, centre)
-                    frames.append(FaceFrame(jpeg(image, int(rng.integers(40, 91))), face, height, angle, name))
+                    frames.append(
+                        FaceFrame(jpeg(image, int(rng.integers(40, 91))), face, height, angle, name)
+                    )
     for _ in range(empty):
         ground = grounds[rng.integers(len(grounds))]
         if rng.random() < 0.5:
@@ -149,9 +170,12 @@ def score_detector(detector, frames: list[FaceFrame], batch: int = 8) -> dict:
     start = time.perf_counter()
     found = []
     for i in range(0, len(images), batch):
-        found += detector.detect_batch(images[i:i + batch])
+        found += detector.detect_batch(images[i : i + batch])
     seconds = time.perf_counter() - start
-    hits = [f.box is not None and box is not None and iou(box, f.box) >= IOU_HIT for f, box in zip(frames, found, strict=True)]
+    hits = [
+        f.box is not None and box is not None and iou(box, f.box) >= IOU_HIT
+        for f, box in zip(frames, found, strict=True)
+    ]
     false_boxes = sum(box is not None and not hit for box, hit in zip(found, hits, strict=True))
 
     def recall(keep) -> float | None:
@@ -186,8 +210,12 @@ def make_variant(name: str, kwargs: dict):
     """A detector with non-default parameters (build_detector takes only the configured ones)."""
     from src.data.detectors import DlibHogFaceDetector, HaarFaceDetector, MTCNNFaceDetector, YuFaceDetector
 
-    classes = {"mtcnn": MTCNNFaceDetector, "yuface": YuFaceDetector, "dlib": DlibHogFaceDetector,
-               "haar": HaarFaceDetector}
+    classes = {
+        "mtcnn": MTCNNFaceDetector,
+        "yuface": YuFaceDetector,
+        "dlib": DlibHogFaceDetector,
+        "haar": HaarFaceDetector,
+    }
     return classes[name](**kwargs)
 
 
@@ -207,19 +235,30 @@ def bench_detection(repeats: int = 3, empty: int = 20) -> tuple[list[Measurement
             continue
         result = score_detector(detector, frames)
         table.append({"detector": label, **result})
-        rows.append(Measurement(
-            f"detector recall on real faces: {label}", rnd(result["recall"]), "recall", None, None,
-            ">= 0.95 (real-data default)" if label.startswith("mtcnn (default") else "",
-            result["recall"] >= 0.95 if label.startswith("mtcnn (default") else None,
-            f"{result['face_frames']} face frames from {len(sources)} faces ({', '.join(sources)}) + "
-            f"{result['empty_frames']} empty, 960x540; 30-degree recall {rnd(result['recall_30deg'])}, "
-            f"40 px recall {rnd(result['recall_40px'])}, {result['false_boxes']} false boxes, "
-            f"{result['ms_per_frame']:.0f} ms/frame (1 thread)", "detectors", result))
+        rows.append(
+            Measurement(
+                f"detector recall on real faces: {label}",
+                rnd(result["recall"]),
+                "recall",
+                None,
+                None,
+                ">= 0.95 (real-data default)" if label.startswith("mtcnn (default") else "",
+                result["recall"] >= 0.95 if label.startswith("mtcnn (default") else None,
+                f"{result['face_frames']} face frames from {len(sources)} faces ({', '.join(sources)}) + "
+                f"{result['empty_frames']} empty, 960x540; 30-degree recall {rnd(result['recall_30deg'])}, "
+                f"40 px recall {rnd(result['recall_40px'])}, {result['false_boxes']} false boxes, "
+                f"{result['ms_per_frame']:.0f} ms/frame (1 thread)",
+                "detectors",
+                result,
+            )
+        )
     return rows, table
 
 
 # -- cache build on Celeb-DF-like videos --------------------------------------------------------------
-def write_celebdf_like_videos(folder: Path, count: int, seconds: float = 13.0, fps: int = 30) -> tuple[list[Path], str]:
+def write_celebdf_like_videos(
+    folder: Path, count: int, seconds: float = 13.0, fps: int = 30
+) -> tuple[list[Path], str]:
     """`count` 960x540 videos of a real face drifting and turning slowly over a photo; H.264 where OpenCV has an
     encoder, else MPEG-4 part 2. Returns (videos, codec)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -249,8 +288,9 @@ def write_celebdf_like_videos(folder: Path, count: int, seconds: float = 13.0, f
             phase = t / frames_total
             centre = start + drift * np.sin(2 * np.pi * phase)
             angle = 12 * np.sin(4 * np.pi * phase)
-            frame, _ = paste_face(ground, source, box, height * (1 + 0.1 * np.sin(2 * np.pi * phase)), angle,
-                                  tuple(centre))
+            frame, _ = paste_face(
+                ground, source, box, height * (1 + 0.1 * np.sin(2 * np.pi * phase)), angle, tuple(centre)
+            )
             writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         writer.release()
     return videos, {"avc1": "H.264", "mp4v": "MPEG-4 part 2 (no H.264 encoder in OpenCV)"}[codec or "mp4v"]
@@ -278,7 +318,9 @@ def bench_build(work: Path, count: int = 8, variants=BUILD_VARIANTS) -> tuple[li
             detectors[name] = detectors.get(name) or build_detector(name)
         except MissingDetectorPackage:
             continue
-        settings = replace(base, face_detector=name, detect_max_side=detectors[name].detect_max_side, detect_every=every)
+        settings = replace(
+            base, face_detector=name, detect_max_side=detectors[name].detect_max_side, detect_every=every
+        )
         caches[(name, every)] = FaceCropCache(fresh_dir(work / "cache" / f"{name}-{every}"), settings)
     for detector in detectors.values():
         detector.detect_batch(np.zeros((2, 540, 960, 3), np.uint8))  # load the model before timing
@@ -300,21 +342,46 @@ def bench_build(work: Path, count: int = 8, variants=BUILD_VARIANTS) -> tuple[li
         # how far the interpolated crop boxes are from those of the same detector run on every frame
         box_iou = None
         if every > 1 and (name, 1) in caches:
-            box_iou = float(np.mean([iou(a, b) for video in videos for a, b in zip(
-                caches[(name, 1)].load(video)[1]["boxes"], caches[variant].load(video)[1]["boxes"], strict=True)]))
-        entry = {"detector": name, "detect_every": every, "s_per_video": per_video, "box_iou_vs_every_frame": box_iou,
-                 "vs_haar": per_video / haar if haar else None,
-                 "searched_frames_per_video": searched / len(videos),
-                 "detected_of_searched": detected / searched if searched else None,
-                 "centre_fallback_videos": sum(r.centre_fallback for r in reports[variant])}
+            box_iou = float(
+                np.mean(
+                    [
+                        iou(a, b)
+                        for video in videos
+                        for a, b in zip(
+                            caches[(name, 1)].load(video)[1]["boxes"],
+                            caches[variant].load(video)[1]["boxes"],
+                            strict=True,
+                        )
+                    ]
+                )
+            )
+        entry = {
+            "detector": name,
+            "detect_every": every,
+            "s_per_video": per_video,
+            "box_iou_vs_every_frame": box_iou,
+            "vs_haar": per_video / haar if haar else None,
+            "searched_frames_per_video": searched / len(videos),
+            "detected_of_searched": detected / searched if searched else None,
+            "centre_fallback_videos": sum(r.centre_fallback for r in reports[variant]),
+        }
         table.append(entry)
         is_default = variant == ("mtcnn", DEFAULT_DETECT_EVERY)
-        rows.append(Measurement(
-            f"cache build per video, {name}, detect_every={every}", rnd(per_video), "s/video (median)", rnd(haar),
-            rnd(entry["vs_haar"]), "<= 2x haar" if is_default else "",
-            (entry["vs_haar"] <= 2) if is_default and haar else None,
-            f"{len(videos)} videos 960x540 30 fps 13 s ({codec}), 20 frames sampled, in-process, 1 thread; "
-            f"faces found in {entry['detected_of_searched']:.2f} of searched frames", "detectors", entry))
+        rows.append(
+            Measurement(
+                f"cache build per video, {name}, detect_every={every}",
+                rnd(per_video),
+                "s/video (median)",
+                rnd(haar),
+                rnd(entry["vs_haar"]),
+                "<= 2x haar" if is_default else "",
+                (entry["vs_haar"] <= 2) if is_default and haar else None,
+                f"{len(videos)} videos 960x540 30 fps 13 s ({codec}), 20 frames sampled, in-process, 1 thread; "
+                f"faces found in {entry['detected_of_searched']:.2f} of searched frames",
+                "detectors",
+                entry,
+            )
+        )
     # the whole build as the cache runs it, in a spawned worker process; building 1 video first measures the
     # worker's start-up (imports, model), paid once per worker, not per video
     for name in ("haar", "mtcnn"):
@@ -326,20 +393,37 @@ def bench_build(work: Path, count: int = 8, variants=BUILD_VARIANTS) -> tuple[li
         for subset in (videos[:1], videos):
             start = time.perf_counter()
             report = FaceCropCache(fresh_dir(work / "cache" / f"full-{name}"), settings).build(
-                subset, workers=1, progress=False)
+                subset, workers=1, progress=False
+            )
             timings.append(time.perf_counter() - start)
         rate = len(videos) / timings[1]
         marginal = (timings[1] - timings[0]) / (len(videos) - 1) if len(videos) > 1 else None
-        table.append({"detector": name, "detect_every": every, "build_videos_per_s_1_worker": rate,
-                      "build_s_per_video_after_startup": marginal, "startup_and_first_video_s": timings[0],
-                      "frame_detection_rate": report.frame_detection_rate})
-        rows.append(Measurement(f"cache build, {name}, detect_every={every}, 1 worker", rnd(rate), "videos/s",
-                                None, None, "", None,
-                                f"FaceCropCache.build of {len(videos)} videos, worker start-up included "
-                                f"(start-up + first video {timings[0]:.1f} s; then "
-                                f"{marginal if marginal is not None else float('nan'):.2f} s/video)", "detectors"))
+        table.append(
+            {
+                "detector": name,
+                "detect_every": every,
+                "build_videos_per_s_1_worker": rate,
+                "build_s_per_video_after_startup": marginal,
+                "startup_and_first_video_s": timings[0],
+                "frame_detection_rate": report.frame_detection_rate,
+            }
+        )
+        rows.append(
+            Measurement(
+                f"cache build, {name}, detect_every={every}, 1 worker",
+                rnd(rate),
+                "videos/s",
+                None,
+                None,
+                "",
+                None,
+                f"FaceCropCache.build of {len(videos)} videos, worker start-up included "
+                f"(start-up + first video {timings[0]:.1f} s; then "
+                f"{marginal if marginal is not None else float('nan'):.2f} s/video)",
+                "detectors",
+            )
+        )
     return rows, table
-
 
 
 def bench_detectors(plan, work: Path) -> list[Measurement]:
@@ -354,34 +438,51 @@ def bench_detectors(plan, work: Path) -> list[Measurement]:
 
 
 def markdown_tables(detection: list[dict], build: list[dict]) -> str:
-    lines = ["| detector | recall | 30-degree faces | 40 px faces | false boxes | ms per frame (1 thread) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| detector | recall | 30-degree faces | 40 px faces | false boxes | ms per frame (1 thread) |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in detection:
         if "missing" in row:
             lines.append(f"| {row['detector']} | not installed: {row['missing']} | | | | |")
             continue
-        lines.append(f"| {row['detector']} | {row['recall']:.2f} | {row['recall_30deg']:.2f} | "
-                     f"{row['recall_40px']:.2f} | {row['false_boxes']} | {row['ms_per_frame']:.0f} |")
+        lines.append(
+            f"| {row['detector']} | {row['recall']:.2f} | {row['recall_30deg']:.2f} | "
+            f"{row['recall_40px']:.2f} | {row['false_boxes']} | {row['ms_per_frame']:.0f} |"
+        )
     if build:
-        lines += ["", "| detector | detect_every | s/video (median, in-process) | x Haar | frames searched/video | "
-                      "faces found in searched frames | crop-box IoU vs every frame |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| detector | detect_every | s/video (median, in-process) | x Haar | frames searched/video | "
+            "faces found in searched frames | crop-box IoU vs every frame |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for row in (r for r in build if "s_per_video" in r):
             box_iou = row["box_iou_vs_every_frame"]
-            lines.append(f"| {row['detector']} | {row['detect_every']} | {row['s_per_video']:.3f} | "
-                         f"{row['vs_haar']:.2f} | {row['searched_frames_per_video']:.1f} | "
-                         f"{row['detected_of_searched']:.2f} | {'-' if box_iou is None else f'{box_iou:.3f}'} |")
-        lines += ["", "| detector | detect_every | FaceCropCache.build, 1 worker: videos/s | worker start-up + "
-                      "first video (s) | s/video after start-up | frame_detection_rate |", "|---|---|---|---|---|---|"]
+            lines.append(
+                f"| {row['detector']} | {row['detect_every']} | {row['s_per_video']:.3f} | "
+                f"{row['vs_haar']:.2f} | {row['searched_frames_per_video']:.1f} | "
+                f"{row['detected_of_searched']:.2f} | {'-' if box_iou is None else f'{box_iou:.3f}'} |"
+            )
+        lines += [
+            "",
+            "| detector | detect_every | FaceCropCache.build, 1 worker: videos/s | worker start-up + "
+            "first video (s) | s/video after start-up | frame_detection_rate |",
+            "|---|---|---|---|---|---|",
+        ]
         for row in (r for r in build if "build_videos_per_s_1_worker" in r):
-            lines.append(f"| {row['detector']} | {row['detect_every']} | {row['build_videos_per_s_1_worker']:.2f} | "
-                         f"{row['startup_and_first_video_s']:.1f} | {row['build_s_per_video_after_startup']:.2f} | "
-                         f"{row['frame_detection_rate']:.2f} |")
+            lines.append(
+                f"| {row['detector']} | {row['detect_every']} | {row['build_videos_per_s_1_worker']:.2f} | "
+                f"{row['startup_and_first_video_s']:.1f} | {row['build_s_per_video_after_startup']:.2f} | "
+                f"{row['frame_detection_rate']:.2f} |"
+            )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=3, help="passes over every face x height x angle")
     parser.add_argument("--empty", type=int, default=20, help="frames without a face")
     parser.add_argument("--videos", type=int, default=8, help="Celeb-DF-like videos for the build timing")
@@ -400,5 +501,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # libfacedetection (yuface) and dlib: 1 thread like the rest
+    os.environ.setdefault(
+        "OMP_NUM_THREADS", "1"
+    )  # libfacedetection (yuface) and dlib: 1 thread like the rest
     sys.exit(main())

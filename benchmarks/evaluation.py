@@ -20,15 +20,22 @@ LEVELS = "none,flip,heavy,none,flip,heavy"
 
 
 def _import_seconds() -> float:
-    code = ("import time; t = time.perf_counter(); import torch, lightning, mlflow, hydra; "
-            "import src.experiments.evaluate; print(time.perf_counter() - t)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
+    code = (
+        "import time; t = time.perf_counter(); import torch, lightning, mlflow, hydra; "
+        "import src.experiments.evaluate; print(time.perf_counter() - t)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
 def _collate(items):
-    return (torch.stack([x for x, _, _ in items]), torch.tensor([y for _, y, _ in items]),
-            torch.tensor([v for _, _, v in items]))
+    return (
+        torch.stack([x for x, _, _ in items]),
+        torch.tensor([y for _, y, _ in items]),
+        torch.tensor([v for _, _, v in items]),
+    )
 
 
 def pure_inference(cfg, dm, batch_sizes: list[int], passes: int) -> dict[int, dict]:
@@ -38,8 +45,10 @@ def pure_inference(cfg, dm, batch_sizes: list[int], passes: int) -> dict[int, di
     module.eval()
     dataset = dm.eval_dataset("test", dm.test_augment)
     items = [dataset[i] for i in range(len(dataset))]
-    batched = {n: [dm.on_after_batch_transfer(_collate(items[i:i + n]), 0) for i in range(0, len(items), n)]
-               for n in batch_sizes}
+    batched = {
+        n: [dm.on_after_batch_transfer(_collate(items[i : i + n]), 0) for i in range(0, len(items), n)]
+        for n in batch_sizes
+    }
     bf16 = cfg.trainer.precision == "bf16-mixed"
     times: dict[int, list[float]] = {n: [] for n in batch_sizes}
     for r in range(passes + 1):  # pass 0 creates the oneDNN primitives
@@ -50,8 +59,16 @@ def pure_inference(cfg, dm, batch_sizes: list[int], passes: int) -> dict[int, di
                     module.video_scores(x)
             times[n].append(time.perf_counter() - start)
     frames = sum(x.shape[0] * x.shape[1] for x, _, _ in batched[batch_sizes[0]])
-    return {n: {"warm_s": median(t[1:]), "first_s": t[0], "frames": frames, "videos": len(items),
-                "frames_per_s": frames / median(t[1:])} for n, t in times.items()}
+    return {
+        n: {
+            "warm_s": median(t[1:]),
+            "first_s": t[0],
+            "frames": frames,
+            "videos": len(items),
+            "frames_per_s": frames / median(t[1:]),
+        }
+        for n, t in times.items()
+    }
 
 
 def first_batch_seconds(dm) -> tuple[float, float]:
@@ -98,8 +115,16 @@ def pictures_seconds(folder: Path, cfg, dm) -> float:
     p_fake = np.random.default_rng(0).random(len(records))
     metrics = score(p_fake, labels)  # the interval the ROC's title shows
     start = time.perf_counter()
-    _draw_pictures(cfg, folder, metrics, p_fake, labels, records, list(range(len(records))),
-                   dm.eval_dataset("test", dm.test_augment))
+    _draw_pictures(
+        cfg,
+        folder,
+        metrics,
+        p_fake,
+        labels,
+        records,
+        list(range(len(records))),
+        dm.eval_dataset("test", dm.test_augment),
+    )
     return time.perf_counter() - start
 
 
@@ -119,8 +144,14 @@ def predict_seconds(overrides: list[str], level: str) -> float:
     dm.prepare_data()
     dm.setup("test")
     module = instantiate(cfg.model)
-    trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False,
-                          enable_progress_bar=False, enable_model_summary=False)
+    trainer = instantiate(
+        cfg.trainer,
+        logger=False,
+        callbacks=[],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     start = time.perf_counter()
     trainer.predict(module, datamodule=dm)
     seconds = time.perf_counter() - start
@@ -143,8 +174,15 @@ def bench_eval_grid(work: Path, overrides: list[str], passes: int) -> list[Measu
     dm.prepare_data()  # the sweep reuses this cache, as it would reuse the one train.py built
     dm.setup("test")
 
-    command = [sys.executable, "evaluate.py", "-m", f"augment={LEVELS}", "weights=scratch", *overrides,
-               f"hydra.sweep.dir={scratch / 'multirun'}"]
+    command = [
+        sys.executable,
+        "evaluate.py",
+        "-m",
+        f"augment={LEVELS}",
+        "weights=scratch",
+        *overrides,
+        f"hydra.sweep.dir={scratch / 'multirun'}",
+    ]
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HYDRA_FULL_ERROR": "1"}
     launched = time.time()
     start = time.perf_counter()
@@ -191,27 +229,52 @@ def bench_eval_grid(work: Path, overrides: list[str], passes: int) -> list[Measu
         "trainer_predict_heavy_s": predict_s["heavy"],
     }
     inside = median(durations) - infer["warm_s"] if durations else float("nan")
-    notes = (f"mesonet weights=scratch, augment={LEVELS}, basic launcher (jobs in one process); test set "
-             f"{infer['videos']} videos x {infer['frames'] // max(infer['videos'], 1)} frames, eval batch "
-             f"{batch_videos} video(s); pure inference {infer['warm_s']:.2f} s/job "
-             f"({infer['frames_per_s']:.0f} frames/s); per-job fixed costs: imports {imports:.1f} s (once), "
-             f"launch->first run {fixed['launch_to_first_run_start_s']:.1f} s, median run {median(durations):.1f} s "
-             f"of which ~{inside:.1f} s is not inference (DataModule prepare+setup {prepare_s:.2f} s, predict loader "
-             f"first batch {first:.2f} s, Trainer.predict {predict_s['none']:.2f} s for augment=none and "
-             f"{predict_s['heavy']:.2f} s for heavy vs {infer['warm_s']:.2f} s of forward passes, MLflow bookkeeping "
-             f"{mlflow_s:.2f} s, the four pictures {pictures_s:.2f} s), gaps between runs {median(gaps):.2f} s; "
-             f"inference frames/s at other eval batch sizes (videos/batch, interleaved passes): "
-             + ", ".join(f"{n}: {v:.0f}" for n, v in bigger.items()))
+    notes = (
+        f"mesonet weights=scratch, augment={LEVELS}, basic launcher (jobs in one process); test set "
+        f"{infer['videos']} videos x {infer['frames'] // max(infer['videos'], 1)} frames, eval batch "
+        f"{batch_videos} video(s); pure inference {infer['warm_s']:.2f} s/job "
+        f"({infer['frames_per_s']:.0f} frames/s); per-job fixed costs: imports {imports:.1f} s (once), "
+        f"launch->first run {fixed['launch_to_first_run_start_s']:.1f} s, median run {median(durations):.1f} s "
+        f"of which ~{inside:.1f} s is not inference (DataModule prepare+setup {prepare_s:.2f} s, predict loader "
+        f"first batch {first:.2f} s, Trainer.predict {predict_s['none']:.2f} s for augment=none and "
+        f"{predict_s['heavy']:.2f} s for heavy vs {infer['warm_s']:.2f} s of forward passes, MLflow bookkeeping "
+        f"{mlflow_s:.2f} s, the four pictures {pictures_s:.2f} s), gaps between runs {median(gaps):.2f} s; "
+        f"inference frames/s at other eval batch sizes (videos/batch, interleaved passes): "
+        + ", ".join(f"{n}: {v:.0f}" for n, v in bigger.items())
+    )
     del dm
     one_time = (fixed["launch_to_first_run_start_s"] or 0.0) + (fixed["last_run_end_to_exit_s"] or 0.0)
     per_job = Measurement(
-        "evaluation grid: median job vs its pure inference", rnd(median(durations), 2), "s", rnd(infer["warm_s"], 2),
-        rnd(ratio(median(durations), infer["warm_s"])), "", None,
+        "evaluation grid: median job vs its pure inference",
+        rnd(median(durations), 2),
+        "s",
+        rnd(infer["warm_s"], 2),
+        rnd(ratio(median(durations), infer["warm_s"])),
+        "",
+        None,
         f"one MLflow run from its start to its end (data set-up, weights, Trainer.predict, metrics and intervals, "
         f"pictures, files) against the forward passes alone; the sweep's one-time costs outside the jobs "
-        f"(process start-up and imports, composing, the store check, exit) are {one_time:.1f} s", "6 evaluation grid")
-    return [per_job, Measurement("evaluation grid: 6-job sweep vs 6x pure inference", rnd(sweep_s, 2), "s", rnd(baseline, 2),
-                        rnd(r), "<= 1.5x", r <= 1.5, notes, "6 evaluation grid",
-                        {k: ([rnd(x) for x in v] if isinstance(v, list) else rnd(v)) for k, v in fixed.items()}
-                        | {"eval_batch_frames_per_s": {str(batch_videos): rnd(infer["frames_per_s"], 1),
-                                                       **{str(n): rnd(v, 1) for n, v in bigger.items()}}})]
+        f"(process start-up and imports, composing, the store check, exit) are {one_time:.1f} s",
+        "6 evaluation grid",
+    )
+    return [
+        per_job,
+        Measurement(
+            "evaluation grid: 6-job sweep vs 6x pure inference",
+            rnd(sweep_s, 2),
+            "s",
+            rnd(baseline, 2),
+            rnd(r),
+            "<= 1.5x",
+            r <= 1.5,
+            notes,
+            "6 evaluation grid",
+            {k: ([rnd(x) for x in v] if isinstance(v, list) else rnd(v)) for k, v in fixed.items()}
+            | {
+                "eval_batch_frames_per_s": {
+                    str(batch_videos): rnd(infer["frames_per_s"], 1),
+                    **{str(n): rnd(v, 1) for n, v in bigger.items()},
+                }
+            },
+        ),
+    ]

@@ -69,8 +69,13 @@ def train(root: Path, work: Path, epochs: int, extra: list[str]) -> dict:
     if "DEEPFAKE_WEIGHTS_DIR" not in os.environ and SHARED_WEIGHTS.is_dir():
         env["DEEPFAKE_WEIGHTS_DIR"] = str(SHARED_WEIGHTS)
     command = [
-        sys.executable, "train.py", f"data.root={root}", f"trainer.max_epochs={epochs}",
-        f"paths.checkpoint_dir={work}/checkpoints", f"hydra.run.dir={work}/hydra", *extra,
+        sys.executable,
+        "train.py",
+        f"data.root={root}",
+        f"trainer.max_epochs={epochs}",
+        f"paths.checkpoint_dir={work}/checkpoints",
+        f"hydra.run.dir={work}/hydra",
+        *extra,
     ]
     start = time.perf_counter()
     result = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
@@ -79,7 +84,10 @@ def train(root: Path, work: Path, epochs: int, extra: list[str]) -> dict:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
     store = client(uri)
     experiment = store.get_experiment_by_name("train")
-    run = store.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
+    run = store.search_runs(
+        [experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1
+    )[0]
+
     def per_epoch(metric: str) -> list[float]:
         history = sorted(store.get_metric_history(run.info.run_id, metric), key=lambda m: m.step)
         return [round(m.value, 4) for m in history]
@@ -134,10 +142,16 @@ def main(argv: list[str] | None = None) -> dict:
     if "train" in record:
         tr = record["train"]
         checks[f"best val video AUC >= {FINAL_TARGET}"] = (tr["best_val_auc"] or 0) >= FINAL_TARGET
-        checks[f"val video AUC after epoch 1 < {FIRST_EPOCH_LIMIT}"] = (tr["first_epoch_val_auc"] or 1) < FIRST_EPOCH_LIMIT
+        checks[f"val video AUC after epoch 1 < {FIRST_EPOCH_LIMIT}"] = (
+            tr["first_epoch_val_auc"] or 1
+        ) < FIRST_EPOCH_LIMIT
         rows += [
             ("val video AUC after epoch 1", f"{tr['first_epoch_val_auc']}", f"< {FIRST_EPOCH_LIMIT}"),
-            (f"best val video AUC ({tr['epochs_run']} epochs)", f"{tr['best_val_auc']}", f">= {FINAL_TARGET}"),
+            (
+                f"best val video AUC ({tr['epochs_run']} epochs)",
+                f"{tr['best_val_auc']}",
+                f">= {FINAL_TARGET}",
+            ),
             ("val video AUC per epoch", " ".join(f"{a:.2f}" for a in tr["val_video_auc_per_epoch"]), ""),
             ("val frame AUC per epoch", " ".join(f"{a:.2f}" for a in tr["val_frame_auc_per_epoch"]), ""),
             ("training run", f"{tr['train_s']} s", ""),

@@ -21,8 +21,14 @@ from src.experiments.wiring import build_datamodule
 class JpegFrameDataset(Dataset):
     """`FrameDataset` over per-frame JPEG files: (crop (S, S, 3) uint8, label, video index)."""
 
-    def __init__(self, folders: list[Path], labels: list[int], frame_counts: list[int], transform,
-                 frames_per_epoch: int | None):
+    def __init__(
+        self,
+        folders: list[Path],
+        labels: list[int],
+        frame_counts: list[int],
+        transform,
+        frames_per_epoch: int | None,
+    ):
         from PIL import Image  # noqa: F401 - fail at construction if Pillow is missing
 
         self.folders, self.labels_, self.frame_counts = folders, labels, frame_counts
@@ -64,8 +70,15 @@ def jpeg_twin(dm, folder: Path, frames_per_epoch: int | None) -> JpegFrameDatase
 def same_loader(dm, dataset) -> DataLoader:
     """A DataLoader with the settings of `dm.train_dataloader()` (DeepfakeDataModule._loader, train=True)."""
     workers = dm.loaders.num_workers
-    return DataLoader(dataset, batch_size=dm.batch_size, shuffle=True, num_workers=workers,
-                      persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(), drop_last=False)
+    return DataLoader(
+        dataset,
+        batch_size=dm.batch_size,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=False,
+    )
 
 
 def _epoch(loader, passes: int = 1) -> tuple[int, float]:
@@ -123,7 +136,9 @@ def _augment_costs(dataset, count: int = 200) -> dict[str, float]:
 
 
 def bench_loading(plan: Plan, work: Path, overrides: list[str]) -> list[Measurement]:
-    cfg = compose([*overrides, "model=mesonet", f"data.train_frames_per_video={plan.loader_frames_per_video}"])
+    cfg = compose(
+        [*overrides, "model=mesonet", f"data.train_frames_per_video={plan.loader_frames_per_video}"]
+    )
     dm = build_datamodule(cfg)
     dm.prepare_data()
     dm.setup("fit")
@@ -135,8 +150,12 @@ def bench_loading(plan: Plan, work: Path, overrides: list[str]) -> list[Measurem
     for _ in range(3):
         for name, dataset in (("cache", cached), ("jpeg", jpeg)):
             per_sample[name].append(_in_process(dataset, 200))
-        per_sample["cache read only"].append(_read_only(lambda v, f: np.asarray(cached.crops(v)[f:f + 1]), cached))
-        per_sample["jpeg decode only"].append(_read_only(lambda v, f: _decode_jpeg(jpeg.folders[v], f), cached))
+        per_sample["cache read only"].append(
+            _read_only(lambda v, f: np.asarray(cached.crops(v)[f : f + 1]), cached)
+        )
+        per_sample["jpeg decode only"].append(
+            _read_only(lambda v, f: _decode_jpeg(jpeg.folders[v], f), cached)
+        )
         for name, seconds in _augment_costs(cached).items():
             per_sample.setdefault(name, []).append(seconds)
 
@@ -151,22 +170,37 @@ def bench_loading(plan: Plan, work: Path, overrides: list[str]) -> list[Measurem
     release()
 
     rate = {name: sum(s for s, _ in runs) / sum(t for _, t in runs) for name, runs in passes.items()}
-    round_ratios = [(c[0] / c[1]) / (j[0] / j[1]) for c, j in zip(passes["cache"], passes["jpeg"], strict=True)]
+    round_ratios = [
+        (c[0] / c[1]) / (j[0] / j[1]) for c, j in zip(passes["cache"], passes["jpeg"], strict=True)
+    ]
     in_process = {name: median(v) for name, v in per_sample.items()}
     hp = dm.loaders
-    notes = (f"{len(cached)} samples/pass ({len(dm.splits['train'])} train videos x "
-             f"{plan.loader_frames_per_video} random frames), {repeat} passes per timing, batch {dm.batch_size}, "
-             f"num_workers={hp.num_workers}, persistent workers, "
-             f"{cfg.train_augment.level} train augmentation, resize {dm.crops.crop_size}->{dm.input.size}; "
-             f"{plan.loader_rounds} interleaved passes each; per-round ratios {[rnd(x, 2) for x in round_ratios]}; "
-             f"in one process: cache {in_process['cache'] * 1e3:.2f} ms/sample "
-             f"(read {in_process['cache read only'] * 1e3:.3f}), JPEG {in_process['jpeg'] * 1e3:.2f} ms/sample "
-             f"(decode {in_process['jpeg decode only'] * 1e3:.2f}), {in_process['jpeg'] / in_process['cache']:.2f}x")
+    notes = (
+        f"{len(cached)} samples/pass ({len(dm.splits['train'])} train videos x "
+        f"{plan.loader_frames_per_video} random frames), {repeat} passes per timing, batch {dm.batch_size}, "
+        f"num_workers={hp.num_workers}, persistent workers, "
+        f"{cfg.train_augment.level} train augmentation, resize {dm.crops.crop_size}->{dm.input.size}; "
+        f"{plan.loader_rounds} interleaved passes each; per-round ratios {[rnd(x, 2) for x in round_ratios]}; "
+        f"in one process: cache {in_process['cache'] * 1e3:.2f} ms/sample "
+        f"(read {in_process['cache read only'] * 1e3:.3f}), JPEG {in_process['jpeg'] * 1e3:.2f} ms/sample "
+        f"(decode {in_process['jpeg decode only'] * 1e3:.2f}), {in_process['jpeg'] / in_process['cache']:.2f}x"
+    )
     details = {
         "passes": {k: [[s, rnd(t, 4)] for s, t in v] for k, v in passes.items()},
         "first_pass_seconds_with_worker_startup": {k: rnd(v, 3) for k, v in startup.items()},
         "in_process_ms_per_sample": {k: rnd(v * 1e3, 4) for k, v in in_process.items()},
     }
-    return [Measurement("training data loading: cache vs per-frame JPEG", rnd(rate["cache"], 1), "samples/s",
-                        rnd(rate["jpeg"], 1), rnd(ratio(rate["cache"], rate["jpeg"])), ">= 5x",
-                        ratio(rate["cache"], rate["jpeg"]) >= 5, notes, "2 data loading", details)]
+    return [
+        Measurement(
+            "training data loading: cache vs per-frame JPEG",
+            rnd(rate["cache"], 1),
+            "samples/s",
+            rnd(rate["jpeg"], 1),
+            rnd(ratio(rate["cache"], rate["jpeg"])),
+            ">= 5x",
+            ratio(rate["cache"], rate["jpeg"]) >= 5,
+            notes,
+            "2 data loading",
+            details,
+        )
+    ]

@@ -17,7 +17,7 @@ from src.data.faces import crop_faces, track_faces
 from src.data.video import VideoDecodeError, evenly_spaced_indices
 
 FULL_RESOLUTION = 1 << 20  # a detect_max_side no frame reaches: detection never downscales
-JPEG_QUALITY = 95          # cv2.imwrite's default
+JPEG_QUALITY = 95  # cv2.imwrite's default
 
 _state: dict = {}
 
@@ -48,8 +48,11 @@ def naive_extract(video: Path, settings: CropSettings, detector) -> tuple[np.nda
 def write_jpegs(folder: Path, crops: np.ndarray) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for i, crop in enumerate(crops):
-        cv2.imwrite(str(folder / f"{i:04d}.jpg"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR),
-                    [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        cv2.imwrite(
+            str(folder / f"{i:04d}.jpg"),
+            cv2.cvtColor(crop, cv2.COLOR_RGB2BGR),
+            [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY],
+        )
 
 
 def _one(video: Path) -> int:

@@ -16,8 +16,14 @@ from src.experiments.config import PROJECT_ROOT
 
 def _run(args: list[str], env: dict) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "predict.py", *args], cwd=PROJECT_ROOT, env=env, check=True,
-                   capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, "predict.py", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return time.perf_counter() - start
 
 
@@ -28,15 +34,31 @@ def bench_prediction(root: Path, work: Path, count: int) -> list[Measurement]:
         (folder / video.name).symlink_to(video)
     cache, outputs = work / "scratch" / "predict-cache", fresh_dir(work / "scratch" / "predict-out")
     env = {**os.environ, "DEEPFAKE_NUM_WORKERS": "0", "MLFLOW_TRACKING_URI": f"sqlite:///{outputs}/mlflow.db"}
-    common = ["weights=scratch", "logger=none", "data=celebdf", f"data.cache_dir={cache}",
-              "data.face_detector=haar", "data.detect_max_side=320", "data.detect_every=1",
-              f"hydra.run.dir={outputs}/hydra"]
+    common = [
+        "weights=scratch",
+        "logger=none",
+        "data=celebdf",
+        f"data.cache_dir={cache}",
+        "data.face_detector=haar",
+        "data.detect_max_side=320",
+        "data.detect_every=1",
+        f"hydra.run.dir={outputs}/hydra",
+    ]
     _run([*common, f"videos={folder}", f"output={outputs}/warm.csv"], env)  # builds the cache entries
     batch = _run([*common, f"videos={folder}", f"output={outputs}/batch.csv"], env)
     single = sum(_run([*common, f"video={video}"], env) for video in sorted(folder.iterdir()))
     ratio = single / batch
-    return [Measurement(
-        f"batch prediction, {len(videos)} videos: videos=<folder> vs one video= per file (s per video)",
-        batch / len(videos), "s/video", single / len(videos), ratio, ">= 5x", ratio >= 5,
-        notes=f"{len(videos)} synthetic videos, warm cache, MesoInception4 from scratch weights, logger=none; "
-              f"one process: {batch:.1f} s in all; {len(videos)} processes: {single:.1f} s", section="predict")]
+    return [
+        Measurement(
+            f"batch prediction, {len(videos)} videos: videos=<folder> vs one video= per file (s per video)",
+            batch / len(videos),
+            "s/video",
+            single / len(videos),
+            ratio,
+            ">= 5x",
+            ratio >= 5,
+            notes=f"{len(videos)} synthetic videos, warm cache, MesoInception4 from scratch weights, logger=none; "
+            f"one process: {batch:.1f} s in all; {len(videos)} processes: {single:.1f} s",
+            section="predict",
+        )
+    ]

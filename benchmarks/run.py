@@ -32,7 +32,9 @@ SECTIONS = ("cache", "detectors", "loading", "loop", "precision", "eval", "predi
 
 
 def _log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')} load {loadavg()[0]:.1f}] {message}", file=sys.stderr, flush=True)
+    print(
+        f"[bench {time.strftime('%H:%M:%S')} load {loadavg()[0]:.1f}] {message}", file=sys.stderr, flush=True
+    )
 
 
 def _fmt(x) -> str:
@@ -46,11 +48,15 @@ def _fmt(x) -> str:
 
 
 def markdown(rows: list[Measurement]) -> str:
-    lines = ["| # | measurement | value | unit | baseline | ratio | target | met |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| # | measurement | value | unit | baseline | ratio | target | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for i, m in enumerate(rows, 1):
-        lines.append(f"| {i} | {m.name} | {_fmt(m.value)} | {m.unit} | {_fmt(m.baseline)} | {_fmt(m.ratio)} | "
-                     f"{m.target} | {_fmt(m.met)} |")
+        lines.append(
+            f"| {i} | {m.name} | {_fmt(m.value)} | {m.unit} | {_fmt(m.baseline)} | {_fmt(m.ratio)} | "
+            f"{m.target} | {_fmt(m.met)} |"
+        )
     lines.append("")
     lines += [f"{i}. {m.notes}" for i, m in enumerate(rows, 1) if m.notes]
     return "\n".join(lines)
@@ -60,18 +66,27 @@ def profile_markdown(profile: dict) -> str:
     lines = []
     for name, prof in profile.items():
         if "median_ms" in prof:
-            lines += [f"\nProfile of {name} ({prof['batch']}; same values: {prof['same_values_atol_1e-6']}):", "",
-                      "| variant | ms (median) |", "|---|---|"]
+            lines += [
+                f"\nProfile of {name} ({prof['batch']}; same values: {prof['same_values_atol_1e-6']}):",
+                "",
+                "| variant | ms (median) |",
+                "|---|---|",
+            ]
             lines += [f"| {variant} | {ms} |" for variant, ms in prof["median_ms"].items()]
         if "seconds_per_video" not in prof:
             continue
-        lines += [f"\nProfile of one video's cache build, {name} ({prof['videos']} videos, 1 thread):", "",
-                  "| stage | ms/video (mean) | ms/video (median) | faces found | hits vs rendered face |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            f"\nProfile of one video's cache build, {name} ({prof['videos']} videos, 1 thread):",
+            "",
+            "| stage | ms/video (mean) | ms/video (median) | faces found | hits vs rendered face |",
+            "|---|---|---|---|---|",
+        ]
         for stage, seconds in prof["seconds_per_video"].items():
             detection = prof["detection"].get(stage.removeprefix("detect: "), {})
-            lines.append(f"| {stage} | {seconds * 1e3:.1f} | {prof['median_seconds_per_video'][stage] * 1e3:.1f} | "
-                         f"{_fmt(detection.get('found_rate'))} | {_fmt(detection.get('hit_rate'))} |")
+            lines.append(
+                f"| {stage} | {seconds * 1e3:.1f} | {prof['median_seconds_per_video'][stage] * 1e3:.1f} | "
+                f"{_fmt(detection.get('found_rate'))} | {_fmt(detection.get('hit_rate'))} |"
+            )
     return "\n".join(lines)
 
 
@@ -83,19 +98,33 @@ def _merged(previous: dict, current: dict) -> dict:
     names = {m["name"] for m in current["measurements"]}
     kept = [m for m in previous.get("measurements", []) if m["name"] not in names]
     order = [m["name"] for m in previous.get("measurements", [])]
-    rows = sorted(kept + current["measurements"],
-                  key=lambda m: order.index(m["name"]) if m["name"] in order else len(order))
+    rows = sorted(
+        kept + current["measurements"],
+        key=lambda m: order.index(m["name"]) if m["name"] in order else len(order),
+    )
     sections = {**previous.get("sections", {}), **current["sections"]}
-    return {**previous, "sections": sections, "measurements": rows,
-            "profile": {**previous.get("profile", {}), **current["profile"]}}
+    return {
+        **previous,
+        "sections": sections,
+        "measurements": rows,
+        "profile": {**previous.get("profile", {}), **current["profile"]},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a smaller dataset and fewer steps (a few minutes)")
-    parser.add_argument("--out", type=Path, default=HERE / "results.json", help="where to write the JSON results")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a smaller dataset and fewer steps (a few minutes)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=HERE / "results.json", help="where to write the JSON results"
+    )
     parser.add_argument("--work", type=Path, default=HERE / "work", help="datasets, caches and scratch files")
-    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument(
+        "--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}"
+    )
     args = parser.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(only) - set(SECTIONS)
@@ -130,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = crop_settings(cfg)
         count = 3 if plan.quick else 6
         profile["main dataset"] = profile_build(root, count, settings, work / "scratch" / "profile")
-        profile[f"{frame_size(plan.hires)} dataset"] = profile_build(make_dataset(work, plan.hires), min(count, 4),
-                                                                     settings, work / "scratch" / "profile")
+        profile[f"{frame_size(plan.hires)} dataset"] = profile_build(
+            make_dataset(work, plan.hires), min(count, 4), settings, work / "scratch" / "profile"
+        )
         profile["batch preparation"] = profile_batch_prep(overrides)
         return []
 
@@ -157,10 +187,24 @@ def main(argv: list[str] | None = None) -> int:
             rows += sections[name]()
         except Exception as error:  # one broken section must not hide the others' numbers
             traceback.print_exc()
-            rows.append(Measurement(f"{name}: FAILED", None, "", None, None, "runs", False,
-                                    f"{type(error).__name__}: {error}"[:500], name))
-        timings[name] = {"seconds": round(time.perf_counter() - start, 1), "loadavg_before": load_before,
-                         "loadavg_after": loadavg()}
+            rows.append(
+                Measurement(
+                    f"{name}: FAILED",
+                    None,
+                    "",
+                    None,
+                    None,
+                    "runs",
+                    False,
+                    f"{type(error).__name__}: {error}"[:500],
+                    name,
+                )
+            )
+        timings[name] = {
+            "seconds": round(time.perf_counter() - start, 1),
+            "loadavg_before": load_before,
+            "loadavg_after": loadavg(),
+        }
         _log(f"section {name} took {timings[name]['seconds']:.0f} s")
 
     wall = time.perf_counter() - started
@@ -171,12 +215,25 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": round(wall, 1),
         "loadavg_start": load_start,
         "loadavg_end": load_end,
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-                    "torch": torch.__version__, "platform": platform.platform()},
-        "dataset": {"root": str(root), "params": plan.data or "embedded default", "folds": plan.folds,
-                    "generate_s": round(generate_s, 1)},
-        "config": {"num_workers": cfg.data.num_workers, "build_workers": cfg.data.build_workers,
-                   "precision": cfg.trainer.precision, "detect_max_side": cfg.data.detect_max_side},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "platform": platform.platform(),
+        },
+        "dataset": {
+            "root": str(root),
+            "params": plan.data or "embedded default",
+            "folds": plan.folds,
+            "generate_s": round(generate_s, 1),
+        },
+        "config": {
+            "num_workers": cfg.data.num_workers,
+            "build_workers": cfg.data.build_workers,
+            "precision": cfg.trainer.precision,
+            "detect_max_side": cfg.data.detect_max_side,
+        },
         "sections": timings,
         "measurements": [m.as_dict() for m in rows],
         "profile": profile,
@@ -185,8 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         result = _merged(json.loads(args.out.read_text()), result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str))
-    print(f"\n## Benchmarks ({result['mode']}, {wall / 60:.1f} min, load average {load_start} -> {load_end}, "
-          f"{os.cpu_count()} CPUs)\n")
+    print(
+        f"\n## Benchmarks ({result['mode']}, {wall / 60:.1f} min, load average {load_start} -> {load_end}, "
+        f"{os.cpu_count()} CPUs)\n"
+    )
     print(markdown(rows))
     if profile:
         print(profile_markdown(profile))

@@ -34,13 +34,25 @@ def _row(name: str, sizes: list[int], seconds: list[float], what: str) -> Measur
     marginal = [_slope(sizes, seconds, i, i + 1) for i in range(len(sizes) - 1)]
     r = ratio(per_video[-1], per_video[0])
     return Measurement(
-        name, rnd(per_video[-1], 4), f"s/video at {sizes[-1]}", rnd(per_video[0], 4), rnd(r),
-        f"{LINEAR[0]}-{LINEAR[1]}x (linear)", r is not None and LINEAR[0] <= r <= LINEAR[1],
+        name,
+        rnd(per_video[-1], 4),
+        f"s/video at {sizes[-1]}",
+        rnd(per_video[0], 4),
+        rnd(r),
+        f"{LINEAR[0]}-{LINEAR[1]}x (linear)",
+        r is not None and LINEAR[0] <= r <= LINEAR[1],
         f"{what}; {'train ' if 'train' in name else ''}videos {sizes}: {[rnd(s, 1) for s in seconds]} s, per video "
         f"{[rnd(p, 3) for p in per_video]} s, marginal {[rnd(m, 3) for m in marginal]} s/video; "
-        f"fit t = {a:.2f} s + {b:.4f} s x videos, R^2 = {r2:.3f}", "7 scaling",
-        {"videos": sizes, "seconds": [rnd(s, 3) for s in seconds], "intercept_s": rnd(a), "slope_s": rnd(b, 5),
-         "r2": rnd(r2, 4)})
+        f"fit t = {a:.2f} s + {b:.4f} s x videos, R^2 = {r2:.3f}",
+        "7 scaling",
+        {
+            "videos": sizes,
+            "seconds": [rnd(s, 3) for s in seconds],
+            "intercept_s": rnd(a),
+            "slope_s": rnd(b, 5),
+            "r2": rnd(r2, 4),
+        },
+    )
 
 
 def bench_scaling(plan: Plan, work: Path, cfg) -> list[Measurement]:
@@ -56,8 +68,11 @@ def bench_scaling(plan: Plan, work: Path, cfg) -> list[Measurement]:
         build_cpu.append(cpu_seconds() - cpu)
         sizes.append(len(videos))
 
-        run_cfg = configure(data_overrides(root, cache_dir, params, folds=2), "mesonet",
-                            (f"data.train_frames_per_video={plan.scaling_train_frames}",))
+        run_cfg = configure(
+            data_overrides(root, cache_dir, params, folds=2),
+            "mesonet",
+            (f"data.train_frames_per_video={plan.scaling_train_frames}",),
+        )
         dm = prepared_datamodule(run_cfg)
         _, timer, _ = lightning_run(run_cfg, dm, 0, None, epochs=3)
         # epochs 2 and 3 (persistent DataLoader workers already started); the faster one, as other jobs'
@@ -65,16 +80,30 @@ def bench_scaling(plan: Plan, work: Path, cfg) -> list[Measurement]:
         train_s.append(min(timer.epoch_seconds[1:]))
         train_cpu.append(min(timer.epoch_cpu_seconds[1:]))
         train_videos.append(len(dm.splits["train"]))
-    train_note = (f"MesoInception4 under Lightning, the faster of epochs 2 and 3 (persistent workers), "
-                  f"data.train_frames_per_video={plan.scaling_train_frames}, datasets of {sizes} videos")
+    train_note = (
+        f"MesoInception4 under Lightning, the faster of epochs 2 and 3 (persistent workers), "
+        f"data.train_frames_per_video={plan.scaling_train_frames}, datasets of {sizes} videos"
+    )
     cpu_note = "CPU time of this process (a second view, less disturbed by other jobs than wall time)"
     return [
-        _row("scaling: cache build time per video", sizes, build_s,
-             "FaceCropCache.build, 1 worker, fresh cache"),
-        _row("scaling: cache build CPU time per video", sizes, build_cpu,
-             "the same builds; CPU time of this process and its reaped build worker (less disturbed by other "
-             "jobs than wall time)"),
+        _row(
+            "scaling: cache build time per video",
+            sizes,
+            build_s,
+            "FaceCropCache.build, 1 worker, fresh cache",
+        ),
+        _row(
+            "scaling: cache build CPU time per video",
+            sizes,
+            build_cpu,
+            "the same builds; CPU time of this process and its reaped build worker (less disturbed by other "
+            "jobs than wall time)",
+        ),
         _row("scaling: training epoch time per train video", train_videos, train_s, train_note),
-        _row("scaling: training epoch CPU time per train video", train_videos, train_cpu,
-             f"{train_note}; {cpu_note}, DataLoader workers excluded"),
+        _row(
+            "scaling: training epoch CPU time per train video",
+            train_videos,
+            train_cpu,
+            f"{train_note}; {cpu_note}, DataLoader workers excluded",
+        ),
     ]

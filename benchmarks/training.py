@@ -186,8 +186,14 @@ class MlflowStore:
         return OmegaConf.merge(cfg.logger, {"experiment_name": self.experiment, "tracking_uri": self.uri})
 
 
-def lightning_run(cfg, dm: BenchDataModule, steps: int, store: MlflowStore | None, epochs: int | None = None,
-                  validate: bool = False) -> tuple[dict, StepTimer, object]:
+def lightning_run(
+    cfg,
+    dm: BenchDataModule,
+    steps: int,
+    store: MlflowStore | None,
+    epochs: int | None = None,
+    validate: bool = False,
+) -> tuple[dict, StepTimer, object]:
     """Fit the real module under a Trainer shaped by cfg.trainer: `steps` steps (+1 warm-up), or `epochs`."""
     from src.experiments.tracking import Run, flat_params
 
@@ -202,15 +208,25 @@ def lightning_run(cfg, dm: BenchDataModule, steps: int, store: MlflowStore | Non
     t = cfg.trainer
     with run.state():
         trainer = L.Trainer(
-            accelerator=t.accelerator, devices=1, precision=t.precision, logger=run.logger or False,
-            callbacks=[timer], max_steps=-1 if epochs else steps + 1, max_epochs=epochs or -1,
-            log_every_n_steps=t.log_every_n_steps, limit_val_batches=None if validate else 0, num_sanity_val_steps=0,
-            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            accelerator=t.accelerator,
+            devices=1,
+            precision=t.precision,
+            logger=run.logger or False,
+            callbacks=[timer],
+            max_steps=-1 if epochs else steps + 1,
+            max_epochs=epochs or -1,
+            log_every_n_steps=t.log_every_n_steps,
+            limit_val_batches=None if validate else 0,
+            num_sanity_val_steps=0,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
             default_root_dir=str(dm.cache.cache_dir.parent),
         )
         trainer.fit(module, datamodule=dm)
-    result = summarize(timer.starts, timer.ends, timer.samples, dm.load_spans, dm.prep_spans, setup_start,
-                       timer.cpu_ends)
+    result = summarize(
+        timer.starts, timer.ends, timer.samples, dm.load_spans, dm.prep_spans, setup_start, timer.cpu_ends
+    )
     del trainer
     release()
     return result, timer, module
@@ -270,8 +286,10 @@ def _agg(runs: list[dict]) -> dict:
 
 
 def _rounded(d: dict) -> dict:
-    return {k: rnd(v, 4) if isinstance(v, float) else [rnd(x, 4) for x in v] if isinstance(v, list) else v
-            for k, v in d.items()}
+    return {
+        k: rnd(v, 4) if isinstance(v, float) else [rnd(x, 4) for x in v] if isinstance(v, list) else v
+        for k, v in d.items()
+    }
 
 
 # -- 3 and 5: data wait share, Lightning + MLflow vs plain loop ---------------------------------------
@@ -295,38 +313,59 @@ def bench_loop(plan: Plan, work: Path, overrides: list[str]) -> list[Measurement
     lstm = _agg([lightning_run(lstm_cfg, lstm_dm, plan.lstm_steps, store)[0]])
 
     hp, t = dm.loaders, cfg.trainer
-    setup = (f"real DataModule + module under a Lightning Trainer with MLflowLogger, precision={t.precision}, "
-             f"num_workers={hp.num_workers}, pin_memory={torch.cuda.is_available()}; wait = time blocked in the "
-             "DataLoader's next() + on_after_batch_transfer (uint8->float, normalise), steady state after step 0")
+    setup = (
+        f"real DataModule + module under a Lightning Trainer with MLflowLogger, precision={t.precision}, "
+        f"num_workers={hp.num_workers}, pin_memory={torch.cuda.is_available()}; wait = time blocked in the "
+        "DataLoader's next() + on_after_batch_transfer (uint8->float, normalise), steady state after step 0"
+    )
     epoch_steps = -(-len(dm.train_dataset()) // dm.batch_size)
     rows = [
         Measurement(
-            "data wait share of a training step: MesoInception4, batch 32", rnd(100 * lit["data_wait_share"], 2), "%",
-            None, rnd(lit["data_wait_share"], 4), "< 5%", lit["data_wait_share"] < 0.05,
+            "data wait share of a training step: MesoInception4, batch 32",
+            rnd(100 * lit["data_wait_share"], 2),
+            "%",
+            None,
+            rnd(lit["data_wait_share"], 4),
+            "< 5%",
+            lit["data_wait_share"] < 0.05,
             f"{setup}; {plan.meso_steps} steps x {plan.overhead_rounds} run(s), an epoch is {epoch_steps} steps; "
             f"next() {100 * lit['loader_next_share']:.1f}% + batch prep {100 * lit['batch_prep_share']:.1f}%; "
             f"all time between steps (incl. Lightning bookkeeping, logging) is "
             f"{100 * lit['between_steps_share']:.1f}%; {lit['seconds_per_step']:.2f} s/step",
-            "3 data wait", {"lightning": _rounded(lit), "runs": [_rounded(r) for r in runs["lightning"]]}),
+            "3 data wait",
+            {"lightning": _rounded(lit), "runs": [_rounded(r) for r in runs["lightning"]]},
+        ),
         Measurement(
             "data wait share of a training step: ResNetLSTM (frozen backbone), batch 4x20 frames",
-            rnd(100 * lstm["data_wait_share"], 2), "%", None, rnd(lstm["data_wait_share"], 4), "< 5%",
+            rnd(100 * lstm["data_wait_share"], 2),
+            "%",
+            None,
+            rnd(lstm["data_wait_share"], 4),
+            "< 5%",
             lstm["data_wait_share"] < 0.05,
             f"{setup}; model.net.freeze_backbone=true (backbone under no_grad); {plan.lstm_steps} steps; next() "
             f"{100 * lstm['loader_next_share']:.1f}% + batch prep {100 * lstm['batch_prep_share']:.1f}%; all time between "
             f"steps is {100 * lstm['between_steps_share']:.1f}%; {lstm['seconds_per_step']:.2f} s/step",
-            "3 data wait", {"lightning": _rounded(lstm)}),
+            "3 data wait",
+            {"lightning": _rounded(lstm)},
+        ),
     ]
     cycle_ratio = ratio(lit["median_cycle_s"], plain["median_cycle_s"])
     mean_ratio = ratio(lit["seconds_per_step"], plain["seconds_per_step"])
     cpu_ratio = ratio(lit["cpu_seconds_per_step"], plain["cpu_seconds_per_step"])
-    round_ratios = [ratio(a["seconds_per_step"], b["seconds_per_step"])
-                    for a, b in zip(runs["lightning"], runs["plain"], strict=True)]
+    round_ratios = [
+        ratio(a["seconds_per_step"], b["seconds_per_step"])
+        for a, b in zip(runs["lightning"], runs["plain"], strict=True)
+    ]
     e2e_ratio = ratio(lit["end_to_end_s"], plain["end_to_end_s"])
     rows += [
         Measurement(
-            "Lightning + MLflow loop vs plain PyTorch loop: median time per step", rnd(lit["median_cycle_s"], 4),
-            "s/step", rnd(plain["median_cycle_s"], 4), rnd(cycle_ratio, 4), "< 1.05x (overhead < 5%)",
+            "Lightning + MLflow loop vs plain PyTorch loop: median time per step",
+            rnd(lit["median_cycle_s"], 4),
+            "s/step",
+            rnd(plain["median_cycle_s"], 4),
+            rnd(cycle_ratio, 4),
+            "< 1.05x (overhead < 5%)",
             cycle_ratio < 1.05,
             f"MesoInception4, batch 32, {t.precision}, same DataModule/loader/optimizer, Lightning with MLFlowLogger "
             f"(temp sqlite store, log_every_n_steps={t.log_every_n_steps}) and train.py's params; "
@@ -334,16 +373,27 @@ def bench_loop(plan: Plan, work: Path, overrides: list[str]) -> list[Measurement
             f"optimizer step to the end of the next (data, bookkeeping, logging included); the median, because "
             f"other jobs' bursts stall 2-thread steps for up to ~3x; mean-based ratio {mean_ratio:.3f} (per round "
             f"{[rnd(x, 2) for x in round_ratios]}), main-process CPU time ratio {cpu_ratio:.3f}; MLflow store "
-            f"creation (not counted, once): {store.creation_s:.1f} s", "5 loop overhead",
-            {"lightning": _rounded(lit), "plain": _rounded(plain),
-             "runs": {k: [_rounded(r) for r in v] for k, v in runs.items()}}),
+            f"creation (not counted, once): {store.creation_s:.1f} s",
+            "5 loop overhead",
+            {
+                "lightning": _rounded(lit),
+                "plain": _rounded(plain),
+                "runs": {k: [_rounded(r) for r in v] for k, v in runs.items()},
+            },
+        ),
         Measurement(
             f"Lightning + MLflow loop vs plain PyTorch loop: end to end, {plan.meso_steps}+1 steps incl. start-up",
-            rnd(lit["end_to_end_s"], 3), "s", rnd(plain["end_to_end_s"], 3), rnd(e2e_ratio, 4),
-            "< 1.05x (overhead < 5%)", e2e_ratio < 1.05,
+            rnd(lit["end_to_end_s"], 3),
+            "s",
+            rnd(plain["end_to_end_s"], 3),
+            rnd(e2e_ratio, 4),
+            "< 1.05x (overhead < 5%)",
+            e2e_ratio < 1.05,
             f"start-up to the end of step 0: {lit['startup_s']:.2f} s (Lightning: seed, module, MLflow run + "
             f"params, Trainer, fit set-up, workers) vs {plain['startup_s']:.2f} s (plain); a fixed cost that a "
-            "real training run amortises over many steps", "5 loop overhead"),
+            "real training run amortises over many steps",
+            "5 loop overhead",
+        ),
     ]
     del dm, lstm_dm
     release()
@@ -369,8 +419,9 @@ def _step(module, optimizer, x, labels, bf16: bool) -> float:
     return time.perf_counter() - start
 
 
-def step_throughput(overrides: list[str], model: str, extra: tuple[str, ...], variants: list[str],
-                    rounds: int) -> dict:
+def step_throughput(
+    overrides: list[str], model: str, extra: tuple[str, ...], variants: list[str], rounds: int
+) -> dict:
     """Samples/s of training steps of each variant on the same real batches, variants interleaved per step."""
     cfg = configure(overrides, model, extra)
     dm = prepared_datamodule(cfg)
@@ -386,8 +437,11 @@ def step_throughput(overrides: list[str], model: str, extra: tuple[str, ...], va
     for name in variants:
         bf16, channels_last, nchw = VARIANTS[name]
         torch.manual_seed(0)
-        module = instantiate(compose([*overrides, f"model={model}", *extra,
-                                      f"model.channels_last={str(channels_last).lower()}"]).model)
+        module = instantiate(
+            compose(
+                [*overrides, f"model={model}", *extra, f"model.channels_last={str(channels_last).lower()}"]
+            ).model
+        )
         module.train()
         optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=1e-4)
         setups[name] = (module, optimizer, bf16, nchw)
@@ -409,8 +463,15 @@ def step_throughput(overrides: list[str], model: str, extra: tuple[str, ...], va
 def train_auc(overrides: list[str], epochs: int, variant: str) -> dict:
     bf16, channels_last, nchw = VARIANTS[variant]
     precision = "bf16-mixed" if bf16 else "32-true"
-    cfg = configure(overrides, "mesonet", ("weights=scratch", f"trainer.precision={precision}",
-                                           f"model.channels_last={str(channels_last).lower()}"))
+    cfg = configure(
+        overrides,
+        "mesonet",
+        (
+            "weights=scratch",
+            f"trainer.precision={precision}",
+            f"model.channels_last={str(channels_last).lower()}",
+        ),
+    )
     dm = prepared_datamodule(cfg)
     dm.nchw = nchw
     start = time.perf_counter()
@@ -419,8 +480,15 @@ def train_auc(overrides: list[str], epochs: int, variant: str) -> dict:
     val = dm.splits["val"]
     n_fake = sum(r.label for r in val)
     step_s = sum(e - s for s, e in zip(timer.starts, timer.ends, strict=True))
-    result = {"val_video_auc": timer.val_auc, "val_video_loss": timer.val_loss, "n_val_fake": n_fake, "n_val_real": len(val) - n_fake,
-              "fit_wall_s": wall, "train_samples_per_s": sum(timer.samples) / step_s, "epochs": epochs}
+    result = {
+        "val_video_auc": timer.val_auc,
+        "val_video_loss": timer.val_loss,
+        "n_val_fake": n_fake,
+        "n_val_real": len(val) - n_fake,
+        "fit_wall_s": wall,
+        "train_samples_per_s": sum(timer.samples) / step_s,
+        "epochs": epochs,
+    }
     del dm
     release()
     return result
@@ -429,37 +497,69 @@ def train_auc(overrides: list[str], epochs: int, variant: str) -> dict:
 def bench_precision(plan: Plan, overrides: list[str]) -> list[Measurement]:
     base, fp32 = "bf16-mixed + channels_last (default)", "fp32 NCHW"
     meso = step_throughput(overrides, "mesonet", (), list(VARIANTS), plan.meso_throughput_rounds)
-    lstm = step_throughput(overrides, "resnet_lstm", ("model.net.freeze_backbone=true",), [base, fp32],
-                           plan.lstm_throughput_rounds)
+    lstm = step_throughput(
+        overrides,
+        "resnet_lstm",
+        ("model.net.freeze_backbone=true",),
+        [base, fp32],
+        plan.lstm_throughput_rounds,
+    )
     rows = []
-    for label, res, rounds in (("MesoInception4, batch 32", meso, plan.meso_throughput_rounds),
-                               ("ResNetLSTM (frozen backbone), batch 4x20 frames", lstm, plan.lstm_throughput_rounds)):
+    for label, res, rounds in (
+        ("MesoInception4, batch 32", meso, plan.meso_throughput_rounds),
+        ("ResNetLSTM (frozen backbone), batch 4x20 frames", lstm, plan.lstm_throughput_rounds),
+    ):
         rates = res["rates"]
         r = ratio(rates[base], rates[fp32])
-        others = "; ".join(f"{name}: {rate:.2f} samples/s" for name, rate in rates.items() if name not in (base, fp32))
-        rows.append(Measurement(
-            f"training throughput bf16-mixed + channels_last vs fp32 NCHW: {label}", rnd(rates[base], 3),
-            "samples/s", rnd(rates[fp32], 3), rnd(r), ">= 2x", r >= 2,
-            f"optimizer steps on the same {rounds} real batches (+1 warm-up), variants interleaved per step"
-            + (f"; {others}" if others else ""), "4 precision",
-            {"step_seconds": {k: [rnd(t, 4) for t in v] for k, v in res["times"].items()}}))
+        others = "; ".join(
+            f"{name}: {rate:.2f} samples/s" for name, rate in rates.items() if name not in (base, fp32)
+        )
+        rows.append(
+            Measurement(
+                f"training throughput bf16-mixed + channels_last vs fp32 NCHW: {label}",
+                rnd(rates[base], 3),
+                "samples/s",
+                rnd(rates[fp32], 3),
+                rnd(r),
+                ">= 2x",
+                r >= 2,
+                f"optimizer steps on the same {rounds} real batches (+1 warm-up), variants interleaved per step"
+                + (f"; {others}" if others else ""),
+                "4 precision",
+                {"step_seconds": {k: [rnd(t, 4) for t in v] for k, v in res["times"].items()}},
+            )
+        )
 
     fits = {name: train_auc(overrides, plan.auc_epochs, name) for name in (base, fp32)}
     a, b = fits[base]["val_video_auc"][-1], fits[fp32]["val_video_auc"][-1]
     n_pos, n_neg = fits[base]["n_val_fake"], fits[base]["n_val_real"]
     se = auc_standard_error((a + b) / 2, n_pos, n_neg) if n_pos and n_neg else float("nan")
-    near_chance = (" (both near chance after this short training: the check shows the two precisions do not "
-                   "diverge, not that either has learned)") if max(abs(a - 0.5), abs(b - 0.5)) < 2 * se else ""
-    rows.append(Measurement(
-        f"val video AUC after {plan.auc_epochs} epoch(s) from scratch: bf16-mixed + channels_last vs fp32 NCHW",
-        rnd(a, 4), "AUC", rnd(b, 4), rnd(ratio(a, b), 4), f"|diff| <= 2 SE (SE {se:.3f})", abs(a - b) <= 2 * se,
-        f"MesoInception4, weights=scratch, seed {compose([]).seed}, same data and split; val set {n_pos} fake + "
-        f"{n_neg} real videos, SE by Hanley-McNeil; per-epoch AUC {[rnd(x, 3) for x in fits[base]['val_video_auc']]} "
-        f"vs {[rnd(x, 3) for x in fits[fp32]['val_video_auc']]}, val video loss "
-        f"{[rnd(x, 4) for x in fits[base]['val_video_loss']]} vs {[rnd(x, 4) for x in fits[fp32]['val_video_loss']]}"
-        f"{near_chance}; fit wall {fits[base]['fit_wall_s']:.0f} s vs "
-        f"{fits[fp32]['fit_wall_s']:.0f} s, train {fits[base]['train_samples_per_s']:.1f} vs "
-        f"{fits[fp32]['train_samples_per_s']:.1f} samples/s (Lightning, incl. epoch-boundary waits)",
-        "4 precision", {k: _rounded(v) for k, v in fits.items()}))
+    near_chance = (
+        (
+            " (both near chance after this short training: the check shows the two precisions do not "
+            "diverge, not that either has learned)"
+        )
+        if max(abs(a - 0.5), abs(b - 0.5)) < 2 * se
+        else ""
+    )
+    rows.append(
+        Measurement(
+            f"val video AUC after {plan.auc_epochs} epoch(s) from scratch: bf16-mixed + channels_last vs fp32 NCHW",
+            rnd(a, 4),
+            "AUC",
+            rnd(b, 4),
+            rnd(ratio(a, b), 4),
+            f"|diff| <= 2 SE (SE {se:.3f})",
+            abs(a - b) <= 2 * se,
+            f"MesoInception4, weights=scratch, seed {compose([]).seed}, same data and split; val set {n_pos} fake + "
+            f"{n_neg} real videos, SE by Hanley-McNeil; per-epoch AUC {[rnd(x, 3) for x in fits[base]['val_video_auc']]} "
+            f"vs {[rnd(x, 3) for x in fits[fp32]['val_video_auc']]}, val video loss "
+            f"{[rnd(x, 4) for x in fits[base]['val_video_loss']]} vs {[rnd(x, 4) for x in fits[fp32]['val_video_loss']]}"
+            f"{near_chance}; fit wall {fits[base]['fit_wall_s']:.0f} s vs "
+            f"{fits[fp32]['fit_wall_s']:.0f} s, train {fits[base]['train_samples_per_s']:.1f} vs "
+            f"{fits[fp32]['train_samples_per_s']:.1f} samples/s (Lightning, incl. epoch-boundary waits)",
+            "4 precision",
+            {k: _rounded(v) for k, v in fits.items()},
+        )
+    )
     return rows
-

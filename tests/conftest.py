@@ -71,7 +71,9 @@ def run_script(script: str, overrides: list[str], env: dict[str, str], timeout: 
         timeout=timeout,
     )
     if result.returncode != 0:
-        raise AssertionError(f"{script} {' '.join(overrides)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+        raise AssertionError(
+            f"{script} {' '.join(overrides)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+        )
     return result
 
 
@@ -84,8 +86,13 @@ def trained_mesonet(small_dataset, small_cache, tmp_path_factory):
     checkpoints = store / "checkpoints"
     result = run_script(
         "train.py",
-        ["weights=scratch", f"paths.checkpoint_dir={checkpoints}", "trainer.max_epochs=2",
-         "trainer.log_every_n_steps=1", *data_overrides(small_dataset, small_cache)],
+        [
+            "weights=scratch",
+            f"paths.checkpoint_dir={checkpoints}",
+            "trainer.max_epochs=2",
+            "trainer.log_every_n_steps=1",
+            *data_overrides(small_dataset, small_cache),
+        ],
         env,
     )
     (store / "train-output.txt").write_text(result.stdout + result.stderr)  # what the user saw

@@ -37,8 +37,10 @@ def _imported_modules(path: Path, root: Path = ROOT) -> set[str]:
 def _src_graph(root: Path = ROOT) -> dict[str, set[str]]:
     """Which src module imports which (a package's __init__ counts as the package)."""
     files = {_module_name(f, root): f for f in (root / "src").rglob("*.py")}
-    return {name: {m for m in _imported_modules(path, root) if m in files and m != name}
-            for name, path in files.items()}
+    return {
+        name: {m for m in _imported_modules(path, root) if m in files and m != name}
+        for name, path in files.items()
+    }
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -51,7 +53,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return [*stack[stack.index(nxt):], nxt]
+                return [*stack[stack.index(nxt) :], nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         stack.pop()
@@ -61,16 +63,27 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return next((cycle for module in sorted(graph) if module not in state and (cycle := visit(module))), None)
 
 
-@pytest.mark.parametrize(("layer", "forbidden"), [("data", "src.experiments"), ("models", "src.experiments"),
-                                                 ("models", "src.data"), ("utils", "src.data"),
-                                                 ("utils", "src.models"), ("utils", "src.experiments")])
+@pytest.mark.parametrize(
+    ("layer", "forbidden"),
+    [
+        ("data", "src.experiments"),
+        ("models", "src.experiments"),
+        ("models", "src.data"),
+        ("utils", "src.data"),
+        ("utils", "src.models"),
+        ("utils", "src.experiments"),
+    ],
+)
 def test_a_layer_never_imports_the_layers_above_it(layer, forbidden):
     """utils at the bottom; data and models never import orchestration; a network knows its input contract,
     not the dataset code."""
     files = sorted((SRC / layer).rglob("*.py"))
     assert files, f"no modules found under src/{layer}"
-    offending = {str(f.relative_to(ROOT)): m for f in files
-                 if (m := sorted(x for x in _imported_modules(f) if x == forbidden or x.startswith(forbidden + ".")))}
+    offending = {
+        str(f.relative_to(ROOT)): m
+        for f in files
+        if (m := sorted(x for x in _imported_modules(f) if x == forbidden or x.startswith(forbidden + ".")))
+    }
     assert not offending, f"src/{layer} imports {forbidden}: {offending}"
 
 
@@ -92,12 +105,18 @@ def test_the_cycle_finder_finds_a_cycle_hidden_in_functions(tmp_path):
 
 
 def test_no_file_under_src_is_longer_than_450_lines():
-    long = {str(f.relative_to(ROOT)): n for f in SRC.rglob("*.py") if (n := len(f.read_text().splitlines())) > MAX_LINES}
+    long = {
+        str(f.relative_to(ROOT)): n
+        for f in SRC.rglob("*.py")
+        if (n := len(f.read_text().splitlines())) > MAX_LINES
+    }
     assert not long, f"split these along their seams: {long}"
 
 
 def test_only_the_tracking_module_constructs_an_mlflow_client():
-    constructing = sorted(str(f.relative_to(ROOT)) for f in SRC.rglob("*.py") if "MlflowClient(" in f.read_text())
+    constructing = sorted(
+        str(f.relative_to(ROOT)) for f in SRC.rglob("*.py") if "MlflowClient(" in f.read_text()
+    )
     assert constructing == ["src/experiments/tracking/store.py"]
 
 
@@ -111,9 +130,18 @@ def test_no_override_of_a_private_lightning_method():
         if "lightning" not in path.read_text():
             continue
         module = importlib.import_module(_module_name(path))
-        for cls in (c for _, c in inspect.getmembers(module, inspect.isclass) if c.__module__ == module.__name__):
-            lightning_bases = [b for b in cls.__mro__[1:] if b.__module__.startswith(("lightning", "pytorch_lightning"))]
-            offending += [f"{cls.__module__}.{cls.__name__}.{name}" for name, value in vars(cls).items()
-                          if inspect.isfunction(value) and name.startswith("_") and not name.startswith("__")
-                          and any(name in vars(base) for base in lightning_bases)]
+        for cls in (
+            c for _, c in inspect.getmembers(module, inspect.isclass) if c.__module__ == module.__name__
+        ):
+            lightning_bases = [
+                b for b in cls.__mro__[1:] if b.__module__.startswith(("lightning", "pytorch_lightning"))
+            ]
+            offending += [
+                f"{cls.__module__}.{cls.__name__}.{name}"
+                for name, value in vars(cls).items()
+                if inspect.isfunction(value)
+                and name.startswith("_")
+                and not name.startswith("__")
+                and any(name in vars(base) for base in lightning_bases)
+            ]
     assert not offending, offending

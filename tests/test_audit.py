@@ -32,7 +32,9 @@ def test_noise_estimate_follows_added_noise():
     rng = np.random.default_rng(0)
     ramp = np.tile(np.linspace(40, 200, 320, dtype=np.float32), (240, 1))  # smooth content: no response
     for sigma in (2.0, 6.0):
-        assert noise_sigma(ramp + rng.normal(0, sigma, ramp.shape).astype(np.float32)) == pytest.approx(sigma, rel=0.1)
+        assert noise_sigma(ramp + rng.normal(0, sigma, ramp.shape).astype(np.float32)) == pytest.approx(
+            sigma, rel=0.1
+        )
 
 
 def planted(n: int = 60, seed: int = 0) -> list[VideoFeatures]:
@@ -59,10 +61,10 @@ def test_audit_flags_a_planted_shortcut_and_no_independent_feature():
 
 def test_a_chance_ordering_in_a_tiny_split_is_not_a_shortcut():
     # 3 real and 3 fake videos perfectly ordered by chance: AUC 1.0, but the interval includes 0.5
-    videos = [
-        VideoFeatures(f"v{i}.mp4", int(i >= 3), "val", {"brightness": float(i)}) for i in range(6)
-    ]
-    row = next(r for r in audit_table(videos, resamples=1000) if r.feature == "brightness" and r.split == "val")
+    videos = [VideoFeatures(f"v{i}.mp4", int(i >= 3), "val", {"brightness": float(i)}) for i in range(6)]
+    row = next(
+        r for r in audit_table(videos, resamples=1000) if r.feature == "brightness" and r.split == "val"
+    )
     assert row.auc == 1.0 and not row.flagged
 
 
@@ -102,7 +104,9 @@ def test_audit_of_the_embedded_set_writes_its_reports(small_dataset, small_cache
 def test_audit_flags_sharpness_on_the_first_generator(tmp_path):
     """Preset v1 pastes a low-resolution face without camera noise: a blur detector separates it."""
     extra = ["data.synthetic.preset=v1", "audit.mlflow=false"]
-    cfg = compose_config("audit", audit_overrides(tmp_path / "v1", tmp_path / "cache", tmp_path / "out", extra))
+    cfg = compose_config(
+        "audit", audit_overrides(tmp_path / "v1", tmp_path / "cache", tmp_path / "out", extra)
+    )
     assert cfg.data.synthetic.num_identities == SMALL_SYNTHETIC["num_identities"]
     flagged = flagged_features(run_audit(cfg))
     assert "sharpness" in flagged and "face_sharpness" in flagged
@@ -112,4 +116,6 @@ def test_audit_composes_with_any_dataset():
     cfg = compose_config("audit", ["data=celebdf", "data.root=/data/Celeb-DF-v2"])
     assert cfg.data.name == "celebdf" and cfg.data.root == "/data/Celeb-DF-v2"
     assert cfg.audit.band == [0.35, 0.65] and cfg.logger.experiment_name == "audit"
-    assert "model" not in cfg and "augment" not in cfg and "train_augment" not in cfg  # the audit uses no model
+    assert (
+        "model" not in cfg and "augment" not in cfg and "train_augment" not in cfg
+    )  # the audit uses no model

@@ -27,7 +27,9 @@ MODEL_SIZES = (224, 256, 299)  # ResNet, MesoNet, Xception
 def _partial(kind: str, level: str):
     """What conf/train_augment/<level>.yaml or conf/augment/<level>.yaml builds: a function of the input size."""
     if kind == "train":
-        return hydra.utils.instantiate(compose_config("train", [f"train_augment={level}"]).train_augment.transform)
+        return hydra.utils.instantiate(
+            compose_config("train", [f"train_augment={level}"]).train_augment.transform
+        )
     return hydra.utils.instantiate(compose_config("evaluate", [f"augment={level}"]).augment.transform)
 
 
@@ -185,9 +187,14 @@ def test_stable_seed():
 # --- strength at the model input (issue 10.6) ------------------------------------------------------
 
 NEUTRAL_HEAVY = {  # every heavy step off, so one step can be measured alone
-    "brightness_range": (1.0, 1.0), "blur_sigma_range": (0.0, 0.0), "dropout_range": (0.0, 0.0),
-    "noise_std_range": (0.0, 0.0), "contrast_range": (1.0, 1.0), "grayscale_range": (0.0, 0.0),
-    "vertical_flip_p": 0.0, "max_rotation": 0.0,
+    "brightness_range": (1.0, 1.0),
+    "blur_sigma_range": (0.0, 0.0),
+    "dropout_range": (0.0, 0.0),
+    "noise_std_range": (0.0, 0.0),
+    "contrast_range": (1.0, 1.0),
+    "grayscale_range": (0.0, 0.0),
+    "vertical_flip_p": 0.0,
+    "max_rotation": 0.0,
 }
 
 
@@ -240,7 +247,9 @@ def test_jpeg_quality_is_drawn_from_the_range_once_per_clip():
     qualities = set()
     for seed in range(6):
         out = augment_clip(transform, clip, seed)
-        matches = [q for q in range(1, 101) if all(np.array_equal(out[i], encoded(clip[i], q)) for i in range(3))]
+        matches = [
+            q for q in range(1, 101) if all(np.array_equal(out[i], encoded(clip[i], q)) for i in range(3))
+        ]
         assert len(matches) >= 1 and all(30 <= q <= 70 for q in matches), (seed, matches)
         qualities.add(matches[0])
     assert len(qualities) > 1  # the quality is drawn, not fixed

@@ -18,7 +18,17 @@ from src.experiments.wiring import build_datamodule
 from src.utils.errors import ConfigError
 from tests.conftest import compose_config
 
-GROUPS = ("data", "model", "weights", "augment", "train_augment", "trainer", "logger", "callbacks", "experiment")
+GROUPS = (
+    "data",
+    "model",
+    "weights",
+    "augment",
+    "train_augment",
+    "trainer",
+    "logger",
+    "callbacks",
+    "experiment",
+)
 
 
 def _options(group: str) -> list[str]:
@@ -40,8 +50,11 @@ def test_every_group_option_composes_and_passes_the_config_checks(group, option,
     if group == "data" and _needs_root(option):
         overrides.append(f"data.root={tmp_path}/dataset")
     for name in ("train", "evaluate", "predict"):
-        if (group in ("callbacks", "train_augment") and name != "train") or (group == "augment" and name == "train") \
-                or (group == "experiment" and name != "evaluate"):
+        if (
+            (group in ("callbacks", "train_augment") and name != "train")
+            or (group == "augment" and name == "train")
+            or (group == "experiment" and name != "evaluate")
+        ):
             continue
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = compose(name, overrides=overrides, return_hydra_config=True)
@@ -85,7 +98,9 @@ def test_every_dataset_builds_its_datamodule_without_touching_data(option, tmp_p
 
 def test_a_misspelt_data_key_is_refused_naming_it():
     cfg = compose_config("train", ["+data.fols=3"])
-    with pytest.raises(Exception, match=r"data\.fols: no such key") as error:  # Hydra wraps what the module raised
+    with pytest.raises(
+        Exception, match=r"data\.fols: no such key"
+    ) as error:  # Hydra wraps what the module raised
         build_datamodule(cfg)
     assert isinstance(error.value.__cause__, ConfigError)
 
@@ -134,13 +149,24 @@ def test_a_value_of_the_wrong_type_fails_at_composition_in_one_line_naming_the_k
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("trainer.max_epoch=2", "Could not override 'trainer.max_epoch': no such key in trainer (did you mean "
-                                "trainer.max_epochs?)"),
-        ("model.batchsize=8", "Could not override 'model.batchsize': no such key in model (did you mean "
-                              "model.batch_size?)"),
+        (
+            "trainer.max_epoch=2",
+            "Could not override 'trainer.max_epoch': no such key in trainer (did you mean "
+            "trainer.max_epochs?)",
+        ),
+        (
+            "model.batchsize=8",
+            "Could not override 'model.batchsize': no such key in model (did you mean model.batch_size?)",
+        ),
         ("weights.weights_dri=/w", "no such key in weights (did you mean weights.weights_dir?)"),
-        ("train_augment.levl=x", "no such key in train_augment (did you mean train_augment.level?)"),
-        ("ckpt_pth=last", "Could not override 'ckpt_pth': no such key in the config (did you mean ckpt_path?)"),
+        (
+            "train_augment.levl=x",  # codespell:ignore
+            "no such key in train_augment (did you mean train_augment.level?)",
+        ),
+        (
+            "ckpt_pth=last",
+            "Could not override 'ckpt_pth': no such key in the config (did you mean ckpt_path?)",
+        ),
     ],
 )
 def test_a_misspelt_key_fails_at_composition_with_the_closest_key(override, message):
@@ -155,9 +181,15 @@ def test_a_misspelt_key_fails_at_composition_with_the_closest_key(override, mess
     ("override", "message"),
     [
         # Hydra's own hint for a misspelt key: it composes, then failed in Lightning 13 s later
-        ("+trainer.max_epoch=2", "trainer.max_epoch: no such key in trainer (did you mean trainer.max_epochs?)"),
-        ("+model.input.frame_per_clip=2", "model.input.frame_per_clip: no such key in model.input (did you mean "
-                                          "model.input.frames_per_clip?)"),
+        (
+            "+trainer.max_epoch=2",
+            "trainer.max_epoch: no such key in trainer (did you mean trainer.max_epochs?)",
+        ),
+        (
+            "+model.input.frame_per_clip=2",
+            "model.input.frame_per_clip: no such key in model.input (did you mean "
+            "model.input.frames_per_clip?)",
+        ),
         ("+model.net.hidden=8", "model.net.hidden: MesoInception4 takes no such argument"),
         ("+seeds=3", "seeds: no such key in the config (did you mean seed?)"),
     ],
@@ -170,7 +202,9 @@ def test_a_key_added_with_plus_that_no_schema_declares_fails_the_config_check(ov
 
 
 def test_a_missing_mandatory_value_is_named_with_the_fix():
-    with pytest.raises(ValueError, match=r"^data\.root has no value and is mandatory here: add data\.root=<value>"):
+    with pytest.raises(
+        ValueError, match=r"^data\.root has no value and is mandatory here: add data\.root=<value>"
+    ):
         check_config(compose_config("train", ["data=celebdf"]))
     # scoring video files needs no dataset root
     check_config(compose_config("predict", ["data=celebdf", "videos=/some/folder"]))
@@ -187,17 +221,40 @@ def test_values_the_schemas_cannot_refuse_are_checked():
     check_config(compose_config("train", ["model.pos_weight=auto"]))
 
 
-@pytest.mark.parametrize("config, override, message", [
-    ("train", "trainer.devices=abc", "trainer: `devices` selected with `CPUAccelerator` should be an int > 0"),
-    ("evaluate", "trainer.devices=0", "trainer: `Trainer(devices=0)` value is not a valid input"),
-    ("train", "trainer.limit_train_batches=-1", "trainer: You have passed invalid value -1 for limit_train_batches"),
-    ("train", "trainer.accelerator=gpuu", "trainer: You selected an invalid accelerator name"),
-    ("train", "trainer.val_check_interval=0", "trainer.val_check_interval=0: must be > 0"),
-    ("train", "model.optimizer.lr=-1", "model.optimizer: Invalid learning rate: -1"),
-    ("train", "callbacks.early_stopping.patience=abc", "callbacks.early_stopping.patience='abc': must be int"),
-    ("train", "callbacks.early_stopping.min_delta=x", "callbacks.early_stopping.min_delta='x': must be float"),
-    ("train", "callbacks.model_checkpoint.save_top_k=1.5", "callbacks.model_checkpoint.save_top_k=1.5: must be int"),
-])
+@pytest.mark.parametrize(
+    "config, override, message",
+    [
+        (
+            "train",
+            "trainer.devices=abc",
+            "trainer: `devices` selected with `CPUAccelerator` should be an int > 0",
+        ),
+        ("evaluate", "trainer.devices=0", "trainer: `Trainer(devices=0)` value is not a valid input"),
+        (
+            "train",
+            "trainer.limit_train_batches=-1",
+            "trainer: You have passed invalid value -1 for limit_train_batches",
+        ),
+        ("train", "trainer.accelerator=gpuu", "trainer: You selected an invalid accelerator name"),
+        ("train", "trainer.val_check_interval=0", "trainer.val_check_interval=0: must be > 0"),
+        ("train", "model.optimizer.lr=-1", "model.optimizer: Invalid learning rate: -1"),
+        (
+            "train",
+            "callbacks.early_stopping.patience=abc",
+            "callbacks.early_stopping.patience='abc': must be int",
+        ),
+        (
+            "train",
+            "callbacks.early_stopping.min_delta=x",
+            "callbacks.early_stopping.min_delta='x': must be float",
+        ),
+        (
+            "train",
+            "callbacks.model_checkpoint.save_top_k=1.5",
+            "callbacks.model_checkpoint.save_top_k=1.5: must be int",
+        ),
+    ],
+)
 def test_values_only_their_constructor_can_judge_fail_the_config_check(config, override, message):
     """The Trainer, optimizer and callbacks are built once in the check: these failed after the MLflow run had
     started (a traceback and a FAILED run), or not at all (a patience of 'abc' ran until its first comparison)."""
@@ -215,19 +272,34 @@ def test_every_lightning_trainer_argument_is_typed_in_the_schema_with_its_defaul
 
     from src.experiments.schemas import TrainerConfig
 
-    signature = {n: p.default for n, p in inspect.signature(pl.Trainer.__init__).parameters.items() if n != "self"}
+    signature = {
+        n: p.default for n, p in inspect.signature(pl.Trainer.__init__).parameters.items() if n != "self"
+    }
     schema = {f.name: f.default for f in dataclasses.fields(TrainerConfig) if f.name != "_target_"}
     assert schema == signature
 
 
 def test_trainer_overrides_keep_lightnings_meaning():
-    cfg = compose_config("train", ["trainer.limit_train_batches=2", "trainer.limit_val_batches=0.5",
-                                   "trainer.gradient_clip_val=1", "trainer.max_epochs=3"])
+    cfg = compose_config(
+        "train",
+        [
+            "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=0.5",
+            "trainer.gradient_clip_val=1",
+            "trainer.max_epochs=3",
+        ],
+    )
     # an int counts batches, a float is a fraction: the schema must not turn 2 into 2.0
     assert cfg.trainer.limit_train_batches == 2 and isinstance(cfg.trainer.limit_train_batches, int)
     assert cfg.trainer.limit_val_batches == 0.5 and cfg.trainer.gradient_clip_val == 1.0
-    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False,
-                                      enable_progress_bar=False, enable_model_summary=False)
+    trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        logger=False,
+        callbacks=[],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     assert trainer.max_epochs == 3 and trainer.limit_train_batches == 2 and trainer.gradient_clip_val == 1.0
 
 
@@ -245,12 +317,20 @@ def test_composition_errors_print_one_line_from_the_command_line(monkeypatch, ca
 
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     for override, expected in [
-        ("trainer.max_epochs=two", "Error: trainer.max_epochs=two: Value 'two' of type 'str' could not be "
-                                   "converted to Integer"),
-        ("model=mesonett", "Error: Could not find 'model/mesonett'; choose one of efficientnet_lstm, meso4, "
-                           "mesonet, resnet_lstm, xception"),
-        ("model=null", "Error: model=null: model cannot be left empty; choose one of efficientnet_lstm, meso4, "
-                       "mesonet, resnet_lstm, xception"),
+        (
+            "trainer.max_epochs=two",
+            "Error: trainer.max_epochs=two: Value 'two' of type 'str' could not be converted to Integer",
+        ),
+        (
+            "model=mesonett",
+            "Error: Could not find 'model/mesonett'; choose one of efficientnet_lstm, meso4, "
+            "mesonet, resnet_lstm, xception",
+        ),
+        (
+            "model=null",
+            "Error: model=null: model cannot be left empty; choose one of efficientnet_lstm, meso4, "
+            "mesonet, resnet_lstm, xception",
+        ),
     ]:
         monkeypatch.setattr(sys, "argv", ["train.py", override])
         try:
@@ -272,9 +352,23 @@ def test_a_null_config_group_on_the_command_line_selects_its_none_option(monkeyp
 
     from src.experiments.cli import null_group_overrides, run
 
-    assert null_group_overrides(["logger=null", "augment=none,null", "logger.tracking_uri=null", "~logger",
-                                 "+logger=null", "data.root=null"]) == [
-        "logger=none", "augment=none,none", "logger.tracking_uri=null", "~logger", "+logger=null", "data.root=null"]
+    assert null_group_overrides(
+        [
+            "logger=null",
+            "augment=none,null",
+            "logger.tracking_uri=null",
+            "~logger",
+            "+logger=null",
+            "data.root=null",
+        ]
+    ) == [
+        "logger=none",
+        "augment=none,none",
+        "logger.tracking_uri=null",
+        "~logger",
+        "+logger=null",
+        "data.root=null",
+    ]
     seen = {}
 
     @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
@@ -301,14 +395,27 @@ def test_the_input_contract_is_the_nets_own(option):
     assert contract == input_contract_of(cfg.model.net)
     assert contract["kind"] == net_class(cfg.model.net._target_).input_kind
     text = (CONFIG_DIR / "model" / f"{option}.yaml").read_text()
-    assert not re.search(r"^\s*(input|size|mean|std|frames_per_clip):", text, re.M), "the yaml repeats the contract"
+    assert not re.search(r"^\s*(input|size|mean|std|frames_per_clip):", text, re.M), (
+        "the yaml repeats the contract"
+    )
 
 
 def test_one_field_of_the_contract_can_still_be_overridden():
-    cfg = compose_config("train", ["model=resnet_lstm", "model.input.frames_per_clip=8", "model.input.size=112"])
+    cfg = compose_config(
+        "train", ["model=resnet_lstm", "model.input.frames_per_clip=8", "model.input.size=112"]
+    )
     assert (cfg.model.input.frames_per_clip, cfg.model.input.size, cfg.model.input.kind) == (8, 112, "clip")
-    datamodule = build_datamodule(compose_config("train", ["model=resnet_lstm", "model.input.frames_per_clip=8",
-                                                           "model.input.size=112", "data.frames_per_video=8"]))
+    datamodule = build_datamodule(
+        compose_config(
+            "train",
+            [
+                "model=resnet_lstm",
+                "model.input.frames_per_clip=8",
+                "model.input.size=112",
+                "data.frames_per_video=8",
+            ],
+        )
+    )
     assert (datamodule.input.frames_per_clip, datamodule.input.size) == (8, 112)
     assert list(cfg.model.input.mean) == pytest.approx([0.485, 0.456, 0.406])
 
@@ -337,8 +444,12 @@ def test_no_group_reads_another_groups_keys():
         group = path.relative_to(CONFIG_DIR).parts[0]
         if group in ("hydra", "experiment") or path.parent == CONFIG_DIR:
             continue  # the top-level configs and presets combine groups on purpose
-        read = set(re.findall(r"\$\{(?:oc\.select:)?([a-z_]+)\.", path.read_text())) - {"oc"}  # oc.env, oc.decode
-        assert read <= {group, "paths", "hydra"}, f"{path.relative_to(CONFIG_DIR)} reads {read - {group, 'paths'}}"
+        read = set(re.findall(r"\$\{(?:oc\.select:)?([a-z_]+)\.", path.read_text())) - {
+            "oc"
+        }  # oc.env, oc.decode
+        assert read <= {group, "paths", "hydra"}, (
+            f"{path.relative_to(CONFIG_DIR)} reads {read - {group, 'paths'}}"
+        )
 
 
 def test_each_data_key_is_declared_once():
@@ -368,6 +479,8 @@ def test_train_refuses_a_test_time_perturbation_naming_where_it_belongs(monkeypa
         run(lambda: pytest.fail("train ran"), task="train")
     assert exit.value.code == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith("Error: augment=heavy: train.py has no test-time perturbation: training augmentation is "
-                           "train_augment=weak|strong")
+    assert line.startswith(
+        "Error: augment=heavy: train.py has no test-time perturbation: training augmentation is "
+        "train_augment=weak|strong"
+    )
     assert "augment" not in compose_config("train") and compose_config("train").train_augment.level == "weak"

@@ -53,8 +53,15 @@ def test_empty_folders_become_batches_for_frame_and_clip_models(tmp_path):
 
 def test_eval_batches_are_whole_videos_and_splits_are_disjoint(small_dataset, small_cache):
     datamodule = build_datamodule(
-        compose_config("train", [f"data.root={small_dataset}", f"data.cache_dir={small_cache}", "data.folds=2",
-                                 *(f"+data.synthetic.{k}={v}" for k, v in SMALL_SYNTHETIC.items())])
+        compose_config(
+            "train",
+            [
+                f"data.root={small_dataset}",
+                f"data.cache_dir={small_cache}",
+                "data.folds=2",
+                *(f"+data.synthetic.{k}={v}" for k, v in SMALL_SYNTHETIC.items()),
+            ],
+        )
     )
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -71,9 +78,16 @@ def test_eval_batches_are_whole_videos_and_splits_are_disjoint(small_dataset, sm
 
 def test_balanced_sampling_draws_both_classes_evenly(small_dataset, small_cache):
     datamodule = build_datamodule(
-        compose_config("train", [f"data.root={small_dataset}", f"data.cache_dir={small_cache}", "data.folds=2",
-                                 "data.balanced_sampling=true",
-                                 *(f"+data.synthetic.{k}={v}" for k, v in SMALL_SYNTHETIC.items())])
+        compose_config(
+            "train",
+            [
+                f"data.root={small_dataset}",
+                f"data.cache_dir={small_cache}",
+                "data.folds=2",
+                "data.balanced_sampling=true",
+                *(f"+data.synthetic.{k}={v}" for k, v in SMALL_SYNTHETIC.items()),
+            ],
+        )
     )
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -119,7 +133,9 @@ def test_a_data_root_holding_something_else_is_refused_and_generation_announces_
         _announce_synthetic(other, {"preset": "v2"})
     with caplog.at_level(logging.WARNING):
         _announce_synthetic(tmp_path / "new", {"preset": "v2", "num_identities": 2})
-    assert "generating the embedded synthetic Celeb-DF" in caplog.text and str(tmp_path / "new") in caplog.text
+    assert (
+        "generating the embedded synthetic Celeb-DF" in caplog.text and str(tmp_path / "new") in caplog.text
+    )
     assert " MB" in caplog.text and not (tmp_path / "new").exists()
 
 
@@ -185,18 +201,45 @@ def test_a_bad_value_from_the_command_line_fails_when_the_module_is_built(tmp_pa
 
 
 def test_build_datamodule_reads_each_setting_from_its_key(tmp_path):
-    overrides = ["data=celebdf", f"data.root={tmp_path}", "data.folds=3", "data.fold=2", "data.split_seed=7",
-                 "data.identity_split=strict", "data.frames_per_video=12", "data.face_detector=haar",
-                 "data.face_margin=1.5", "data.crop_size=128", "data.detect_max_side=400", "data.detect_every=3",
-                 "data.batch_size=5", "data.num_workers=0", "data.build_workers=3", "data.balanced_sampling=true",
-                 "data.train_frames_per_video=null", "data.max_bad_fraction=0.5", "train_augment=strong",
-                 "seed=11", "model.input.size=112"]
+    overrides = [
+        "data=celebdf",
+        f"data.root={tmp_path}",
+        "data.folds=3",
+        "data.fold=2",
+        "data.split_seed=7",
+        "data.identity_split=strict",
+        "data.frames_per_video=12",
+        "data.face_detector=haar",
+        "data.face_margin=1.5",
+        "data.crop_size=128",
+        "data.detect_max_side=400",
+        "data.detect_every=3",
+        "data.batch_size=5",
+        "data.num_workers=0",
+        "data.build_workers=3",
+        "data.balanced_sampling=true",
+        "data.train_frames_per_video=null",
+        "data.max_bad_fraction=0.5",
+        "train_augment=strong",
+        "seed=11",
+        "model.input.size=112",
+    ]
     datamodule = build_datamodule(compose_config("train", overrides))
-    assert (datamodule.split.folds, datamodule.split.fold, datamodule.split.split_seed,
-            datamodule.split.identity_split) == (3, 2, 7, "strict")
+    assert (
+        datamodule.split.folds,
+        datamodule.split.fold,
+        datamodule.split.split_seed,
+        datamodule.split.identity_split,
+    ) == (3, 2, 7, "strict")
     crops = datamodule.crops
-    assert (crops.frames_per_video, crops.face_detector, crops.face_margin, crops.crop_size, crops.detect_max_side,
-            crops.detect_every) == (12, "haar", 1.5, 128, 400, 3)
+    assert (
+        crops.frames_per_video,
+        crops.face_detector,
+        crops.face_margin,
+        crops.crop_size,
+        crops.detect_max_side,
+        crops.detect_every,
+    ) == (12, "haar", 1.5, 128, 400, 3)
     assert datamodule.cache.settings is crops
     assert datamodule.loaders == _settings_class("LoaderSettings")(5, 0, 3, True, None, 0.5)
     assert datamodule.input.size == 112 and datamodule.input.kind == "frame"
@@ -206,15 +249,23 @@ def test_build_datamodule_reads_each_setting_from_its_key(tmp_path):
     assert evaluation.test_augment["_target_"].endswith("flip") and evaluation.train_augment is None
     # the batch size is the model's unless data.batch_size says otherwise
     assert build_datamodule(compose_config("train", [f"data.root={tmp_path}"])).batch_size == 32
-    assert build_datamodule(compose_config("train", ["model=resnet_lstm", f"data.root={tmp_path}"])).batch_size == 4
+    assert (
+        build_datamodule(compose_config("train", ["model=resnet_lstm", f"data.root={tmp_path}"])).batch_size
+        == 4
+    )
 
 
 def test_the_module_uses_its_settings(small_dataset, small_cache):
     """What the loaders and datasets do comes from the settings the module was given."""
     cfg = compose_config("train", data_overrides(small_dataset, small_cache))
     datamodule = build_datamodule(cfg)
-    arguments = {**datamodule.hparams, "batch_size": 3, "num_workers": 0, "train_frames_per_video": 2,
-                 "augment_seed": 5}
+    arguments = {
+        **datamodule.hparams,
+        "batch_size": 3,
+        "num_workers": 0,
+        "train_frames_per_video": 2,
+        "augment_seed": 5,
+    }
     datamodule = type(datamodule)(**arguments)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -230,8 +281,9 @@ def test_checkpoint_hyperparameters_are_plain_data_that_rebuild_the_module(tmp_p
     plain data, loadable with weights_only=True, and enough to rebuild the module."""
     from src.data.datamodule import DeepfakeDataModule
 
-    datamodule = build_datamodule(compose_config("evaluate", ["data=ffpp", f"data.root={tmp_path}",
-                                                              "augment=jpeg"]))
+    datamodule = build_datamodule(
+        compose_config("evaluate", ["data=ffpp", f"data.root={tmp_path}", "augment=jpeg"])
+    )
     torch.save({"datamodule_hyper_parameters": dict(datamodule.hparams)}, tmp_path / "x.ckpt")
     stored = torch.load(tmp_path / "x.ckpt", weights_only=True)["datamodule_hyper_parameters"]
 
@@ -256,8 +308,10 @@ def test_a_missing_root_and_a_subclass_target(tmp_path):
     with pytest.raises(MissingMandatoryValue, match=r"data\.root"):  # check_config says it in one line first
         build_datamodule(compose_config("train", ["data=celebdf"]))
     # benchmarks time the module through a subclass named by data._target_
-    cfg = compose_config("train", ["data=celebdf", f"data.root={tmp_path}",
-                                   "data._target_=tests.test_datamodule.CountingDataModule"])
+    cfg = compose_config(
+        "train",
+        ["data=celebdf", f"data.root={tmp_path}", "data._target_=tests.test_datamodule.CountingDataModule"],
+    )
     assert type(build_datamodule(cfg)).__name__ == "CountingDataModule"
 
 
@@ -275,8 +329,13 @@ CountingDataModule = _counting_module()
 
 @pytest.mark.parametrize(
     "overrides",
-    [["data.fold=two"], ["data.flod=1"], ["data.num_workers=[2]"], ["data=celebdf", "data.compression=c23"],
-     ["data=ffpp", "data.methods=Deepfakes"]],
+    [
+        ["data.fold=two"],
+        ["data.flod=1"],
+        ["data.num_workers=[2]"],
+        ["data=celebdf", "data.compression=c23"],
+        ["data=ffpp", "data.methods=Deepfakes"],
+    ],
     ids=["wrong type", "misspelt key", "list for an int", "another dataset's key", "a method, not a list"],
 )
 def test_the_data_schema_refuses_wrong_types_and_unknown_keys_at_composition(overrides):

@@ -31,7 +31,9 @@ def _evaluate_runs(env, status=None):
 def augmentation_sweep(trained_mesonet, small_dataset, small_cache, tmp_path_factory):
     """`python evaluate.py -m augment=none,flip,heavy` on the finetuned MesoNet, in a fresh store copy."""
     env, _ = trained_mesonet
-    result = run_script("evaluate.py", ["-m", "augment=none,flip,heavy", *data_overrides(small_dataset, small_cache)], env)
+    result = run_script(
+        "evaluate.py", ["-m", "augment=none,flip,heavy", *data_overrides(small_dataset, small_cache)], env
+    )
     return env, result
 
 
@@ -46,20 +48,37 @@ def test_augmentation_sweep_logs_one_tagged_run_per_level(augmentation_sweep, tm
         assert run.data.tags["data"] == "synthetic"
         for key in ("auc", "ap", "acc", "loss", "eer"):
             assert f"test/video_{key}" in run.data.metrics and f"test/frame_{key}" in run.data.metrics
-            low, high = run.data.metrics[f"test/video_{key}_ci_low"], run.data.metrics[f"test/video_{key}_ci_high"]
+            low, high = (
+                run.data.metrics[f"test/video_{key}_ci_low"],
+                run.data.metrics[f"test/video_{key}_ci_high"],
+            )
             assert low <= run.data.metrics[f"test/video_{key}"] <= high, (key, low, high)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"config.yaml", "roc_curve.png", "precision_recall.png", "confusion_matrix.png", "worst_videos.png",
-                "video_scores.csv", "data_report.json"} <= artifacts, level
+        assert {
+            "config.yaml",
+            "roc_curve.png",
+            "precision_recall.png",
+            "confusion_matrix.png",
+            "worst_videos.png",
+            "video_scores.csv",
+            "data_report.json",
+        } <= artifacts, level
         assert run.data.tags["initial_weights"].startswith("runs:/") and run.data.tags["source_run_id"]
         assert run.data.tags["source_weights"] == "scratch"
         assert run.info.run_name.startswith(f"mesonet-finetuned-synthetic-{level}-f0-s42-")
         (dataset,) = client.get_run(run.info.run_id).inputs.dataset_inputs  # the UI's Dataset column
-        assert dataset.dataset.name == "synthetic-fold0" and dataset.dataset.digest == run.data.tags["data_fingerprint"][:36]
+        assert (
+            dataset.dataset.name == "synthetic-fold0"
+            and dataset.dataset.digest == run.data.tags["data_fingerprint"][:36]
+        )
 
     def rows(level):
-        path = mlflow.artifacts.download_artifacts(run_id=by_level[level].info.run_id, artifact_path="video_scores.csv",
-                                                   dst_path=str(tmp_path / level), tracking_uri=env["MLFLOW_TRACKING_URI"])
+        path = mlflow.artifacts.download_artifacts(
+            run_id=by_level[level].info.run_id,
+            artifact_path="video_scores.csv",
+            dst_path=str(tmp_path / level),
+            tracking_uri=env["MLFLOW_TRACKING_URI"],
+        )
         return list(csv.DictReader(open(path)))
 
     def scores(level):
@@ -95,14 +114,26 @@ def test_report_prints_the_seed_tables_from_the_sweep(augmentation_sweep, monkey
     assert (tmp_path / "report.md").is_file() and (tmp_path / "report.html").is_file()
 
 
-def test_a_failing_job_is_reported_and_the_others_still_log(trained_mesonet, small_dataset, small_cache, tmp_path):
+def test_a_failing_job_is_reported_and_the_others_still_log(
+    trained_mesonet, small_dataset, small_cache, tmp_path
+):
     env, checkpoints = trained_mesonet
     store = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
     good = _best_checkpoint(checkpoints)
     result = subprocess.run(
-        [sys.executable, "evaluate.py", "-m", f"hydra.sweep.dir={tmp_path}/sweep",
-         f"weights.path={tmp_path}/missing.ckpt,{good}", *data_overrides(small_dataset, small_cache)],
-        cwd=PROJECT_ROOT, env={**__import__("os").environ, **env, **store}, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "evaluate.py",
+            "-m",
+            f"hydra.sweep.dir={tmp_path}/sweep",
+            f"weights.path={tmp_path}/missing.ckpt,{good}",
+            *data_overrides(small_dataset, small_cache),
+        ],
+        cwd=PROJECT_ROOT,
+        env={**__import__("os").environ, **env, **store},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode != 0
     assert "missing.ckpt" in result.stderr
@@ -114,12 +145,24 @@ def test_a_failing_job_is_reported_and_the_others_still_log(trained_mesonet, sma
 
 
 @pytest.mark.slow  # make test runs a real sweep through submitit_local; joblib in make test-all
-def test_joblib_launcher_runs_parallel_jobs_into_one_sqlite_store(trained_mesonet, small_dataset, small_cache, tmp_path):
+def test_joblib_launcher_runs_parallel_jobs_into_one_sqlite_store(
+    trained_mesonet, small_dataset, small_cache, tmp_path
+):
     env, checkpoints = trained_mesonet
     store = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "DEEPFAKE_NUM_WORKERS": "0"}
     weights = f"weights.path={_best_checkpoint(checkpoints)}"
-    run_script("evaluate.py", ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", weights,
-                               "augment=none,flip", *data_overrides(small_dataset, small_cache)], {**env, **store})
+    run_script(
+        "evaluate.py",
+        [
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            weights,
+            "augment=none,flip",
+            *data_overrides(small_dataset, small_cache),
+        ],
+        {**env, **store},
+    )
     client, runs = _evaluate_runs(store)
     assert sorted(r.data.tags["augment"] for r in runs) == ["flip", "none"]
     assert all(r.info.status == "FINISHED" and len(r.data.metrics) >= 10 for r in runs)
@@ -130,9 +173,19 @@ def test_submitit_local_launcher_runs_a_real_sweep(trained_mesonet, small_datase
     env, checkpoints = trained_mesonet
     store = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "DEEPFAKE_NUM_WORKERS": "0"}
     weights = f"weights.path={_best_checkpoint(checkpoints)}"
-    run_script("evaluate.py", ["-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=20", weights,
-                               "augment=none,flip", *data_overrides(small_dataset, small_cache)], {**env, **store},
-               timeout=600)
+    run_script(
+        "evaluate.py",
+        [
+            "-m",
+            "hydra/launcher=submitit_local",
+            "hydra.launcher.timeout_min=20",
+            weights,
+            "augment=none,flip",
+            *data_overrides(small_dataset, small_cache),
+        ],
+        {**env, **store},
+        timeout=600,
+    )
     _, runs = _evaluate_runs(store)
     assert sorted(r.data.tags["augment"] for r in runs) == ["flip", "none"]
     assert all(r.info.status == "FINISHED" for r in runs)
@@ -142,8 +195,11 @@ def test_single_video_prediction_prints_probability_and_face_count(small_dataset
     if not (PROJECT_ROOT.parent / "shared" / "mesonet").is_dir():
         pytest.skip("../shared/mesonet is absent: no original MesoNet weights to predict with")
     video = next((small_dataset / "Celeb-synthesis").glob("*.mp4"))
-    result = run_script("predict.py", ["weights=pretrained", f"video={video}", *data_overrides(small_dataset, small_cache)],
-                        {"DEEPFAKE_WEIGHTS_DIR": str(PROJECT_ROOT.parent / "shared" / "mesonet" / "weights")})
+    result = run_script(
+        "predict.py",
+        ["weights=pretrained", f"video={video}", *data_overrides(small_dataset, small_cache)],
+        {"DEEPFAKE_WEIGHTS_DIR": str(PROJECT_ROOT.parent / "shared" / "mesonet" / "weights")},
+    )
     assert f"{video}: P(fake) = " in result.stdout
     assert "faces detected in" in result.stdout and "of 20 frames" in result.stdout
     assert len(result.stdout.split("per-frame P(fake):")[1].split()) == 20
@@ -169,9 +225,17 @@ def test_make_ui_serves_the_runs_over_the_rest_api(augmentation_sweep):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen(["make", "ui", f"PORT={port}"], cwd=PROJECT_ROOT, env={**os.environ, **env},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    experiment = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"]).get_experiment_by_name("evaluate").experiment_id
+    server = subprocess.Popen(
+        ["make", "ui", f"PORT={port}"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    experiment = (
+        mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"]).get_experiment_by_name("evaluate").experiment_id
+    )
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search",
         data=json.dumps({"experiment_ids": [experiment]}).encode(),
@@ -217,19 +281,37 @@ def test_full_grid_logs_twelve_runs(trained_mesonet, small_dataset, small_cache,
     __import__("torch").save(resnet50(weights=None).state_dict(), imagenet)
     env = {**env, "DEEPFAKE_WEIGHTS_DIR": str(shared)}
     clip = ["model.input.frames_per_clip=2", "model.input.size=112"]
-    run_script("train.py", ["model=resnet_lstm", "weights=pretrained", f"model.pretrained.file={imagenet}", "model.net.freeze_backbone=true",
-                            "trainer.max_epochs=1", f"paths.checkpoint_dir={tmp_path}/ckpt", *clip,
-                            *data_overrides(small_dataset, small_cache)], env, timeout=600)
+    run_script(
+        "train.py",
+        [
+            "model=resnet_lstm",
+            "weights=pretrained",
+            f"model.pretrained.file={imagenet}",
+            "model.net.freeze_backbone=true",
+            "trainer.max_epochs=1",
+            f"paths.checkpoint_dir={tmp_path}/ckpt",
+            *clip,
+            *data_overrides(small_dataset, small_cache),
+        ],
+        env,
+        timeout=600,
+    )
     # one sweep per model: model.pretrained.file means the ImageNet file only to resnet_lstm
     grid = ["experiment=study_grid", *data_overrides(small_dataset, small_cache)]
     run_script("evaluate.py", [*grid, "hydra.sweeper.params.model=mesonet"], env, timeout=1200)
     # the clip model is scored with the input contract it was trained with (lineage refuses any other)
-    run_script("evaluate.py", [*grid, "hydra.sweeper.params.model=resnet_lstm", f"model.pretrained.file={imagenet}",
-                               *clip], env, timeout=1200)
+    run_script(
+        "evaluate.py",
+        [*grid, "hydra.sweeper.params.model=resnet_lstm", f"model.pretrained.file={imagenet}", *clip],
+        env,
+        timeout=1200,
+    )
     _, sweep = _evaluate_runs(env, "FINISHED")
     cells = {(r.data.tags["model"], r.data.tags["weights"], r.data.tags["augment"]) for r in sweep}
     assert len(cells) == 12
-    origins = {r.data.tags["model"] + "/" + r.data.tags["weights"]: r.data.tags["initial_weights"] for r in sweep}
+    origins = {
+        r.data.tags["model"] + "/" + r.data.tags["weights"]: r.data.tags["initial_weights"] for r in sweep
+    }
     assert "MesoInception_DF.h5 sha256=234586d4" in origins["mesonet/pretrained"]
     assert origins["resnet_lstm/pretrained"].startswith(f"{imagenet} sha256=")
 
@@ -264,8 +346,17 @@ def test_batch_prediction_writes_a_row_per_video_failed_ones_included(small_data
         (folder / video.name).symlink_to(video)
     (folder / "broken.mp4").write_bytes(b"not a video")
     output = tmp_path / "out" / "scores.csv"
-    cfg = compose_config("predict", ["weights=scratch", f"videos={folder}", f"output={output}", "logger=none",
-                                      "data=celebdf", f"data.cache_dir={small_cache}"])
+    cfg = compose_config(
+        "predict",
+        [
+            "weights=scratch",
+            f"videos={folder}",
+            f"output={output}",
+            "logger=none",
+            "data=celebdf",
+            f"data.cache_dir={small_cache}",
+        ],
+    )
     rows = predict_videos(cfg)
     table = list(csv.DictReader(output.open()))
     assert [Path(r["path"]).name for r in table] == sorted(p.name for p in folder.iterdir())
@@ -277,7 +368,9 @@ def test_batch_prediction_writes_a_row_per_video_failed_ones_included(small_data
     assert mlflow.MlflowClient().get_experiment_by_name("predict") is None, "logger=none must not log"
 
 
-def test_batch_prediction_with_nothing_scorable_fails_its_run_and_keeps_the_csv(small_cache, tmp_path, capsys):
+def test_batch_prediction_with_nothing_scorable_fails_its_run_and_keeps_the_csv(
+    small_cache, tmp_path, capsys
+):
     """No video could be scored: an error naming the CSV (exit 1 from the command line), the MLflow run FAILED
     with the reason, the CSV with every reason kept; the same command twice gives two run names."""
     from src.experiments.predict import predict_videos
@@ -288,35 +381,54 @@ def test_batch_prediction_with_nothing_scorable_fails_its_run_and_keeps_the_csv(
     for name in ("a.mp4", "b.mp4"):
         (folder / name).write_bytes(b"not a video")
     output = tmp_path / "scores.csv"
-    cfg = compose_config("predict", ["weights=scratch", f"videos={folder}", f"output={output}",
-                                     f"data.cache_dir={small_cache}"])
+    cfg = compose_config(
+        "predict",
+        ["weights=scratch", f"videos={folder}", f"output={output}", f"data.cache_dir={small_cache}"],
+    )
     for _ in range(2):
-        with pytest.raises(ValueError, match=f"none of the 2 videos .* could be scored; the reasons are in {output}"):
+        with pytest.raises(
+            ValueError, match=f"none of the 2 videos .* could be scored; the reasons are in {output}"
+        ):
             predict_videos(cfg)
     assert "Scored 0 of 2 videos" in capsys.readouterr().out
     assert [r["error"] != "" for r in csv.DictReader(output.open())] == [True, True]
     client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])  # the store predict_videos used
     runs = client.search_runs([client.get_experiment_by_name("predict").experiment_id])
-    assert [r.info.status for r in runs] == ["FAILED", "FAILED"] and all("could be scored" in r.data.tags["error"]
-                                                                         for r in runs)
+    assert [r.info.status for r in runs] == ["FAILED", "FAILED"] and all(
+        "could be scored" in r.data.tags["error"] for r in runs
+    )
     assert len({r.info.run_name for r in runs}) == 2
-    assert client.get_experiment_by_name("predict").tags.get("mlflow.note.content"), "the experiment's description"
+    assert client.get_experiment_by_name("predict").tags.get("mlflow.note.content"), (
+        "the experiment's description"
+    )
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["output={tmp}"], "is a folder: give a file name"),
-    (["output={tmp}/file.txt/scores.csv"], "file.txt is a file, not a folder"),
-    (["video={tmp}/a.mp4"], "give video=<file> .* or videos=<folder|glob|list file> .*, not both"),
-])
-def test_batch_prediction_refuses_an_unusable_output_or_two_inputs_before_scoring(overrides, message, tmp_path):
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["output={tmp}"], "is a folder: give a file name"),
+        (["output={tmp}/file.txt/scores.csv"], "file.txt is a file, not a folder"),
+        (["video={tmp}/a.mp4"], "give video=<file> .* or videos=<folder|glob|list file> .*, not both"),
+    ],
+)
+def test_batch_prediction_refuses_an_unusable_output_or_two_inputs_before_scoring(
+    overrides, message, tmp_path
+):
     from src.experiments.predict import predict
     from src.utils.errors import ConfigError
     from tests.conftest import compose_config
 
     (tmp_path / "file.txt").write_text("x")
     (tmp_path / "a.mp4").write_bytes(b"x")
-    cfg = compose_config("predict", ["weights=scratch", f"videos={tmp_path}", "logger=none",
-                                     *(o.format(tmp=tmp_path) for o in overrides)])
+    cfg = compose_config(
+        "predict",
+        [
+            "weights=scratch",
+            f"videos={tmp_path}",
+            "logger=none",
+            *(o.format(tmp=tmp_path) for o in overrides),
+        ],
+    )
     with pytest.raises(ConfigError, match=message):
         predict(cfg)
 
@@ -333,7 +445,8 @@ def test_evaluate_points_video_files_at_predict(monkeypatch, capsys):
     assert exit.value.code == 1
     assert capsys.readouterr().err.strip().splitlines() == [
         "Error: video=clip.mp4: scoring video files is python predict.py video=<...> (evaluate.py evaluates a "
-        "test list)"]
+        "test list)"
+    ]
 
 
 def test_a_sweep_ends_with_its_id_its_jobs_and_the_report_line(tmp_path, monkeypatch, capsys):
@@ -343,12 +456,24 @@ def test_a_sweep_ends_with_its_id_its_jobs_and_the_report_line(tmp_path, monkeyp
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("evaluate", overrides=[f"hydra.sweep.dir={tmp_path}/multirun/sweep-7"], return_hydra_config=True)
+        cfg = compose(
+            "evaluate", overrides=[f"hydra.sweep.dir={tmp_path}/multirun/sweep-7"], return_hydra_config=True
+        )
     client = mlflow.MlflowClient(uri)
     experiment = client.create_experiment("evaluate")
     for level, auc, seed in (("none", 0.8, "1"), ("heavy", 0.5, "2")):
-        run = client.create_run(experiment, tags={"sweep_id": "sweep-7", "model": "mesonet", "weights": "finetuned",
-                                                  "data": "synthetic", "augment": level, "fold": "0", "seed": seed})
+        run = client.create_run(
+            experiment,
+            tags={
+                "sweep_id": "sweep-7",
+                "model": "mesonet",
+                "weights": "finetuned",
+                "data": "synthetic",
+                "augment": level,
+                "fold": "0",
+                "seed": seed,
+            },
+        )
         client.log_metric(run.info.run_id, "test/video_auc", auc)
         client.set_terminated(run.info.run_id, "FINISHED")
     PrepareSweep().on_multirun_end(config=cfg)
@@ -375,33 +500,55 @@ def test_every_logger_option_builds_the_lightning_logger_it_names(option, tmp_pa
         run = logger.experiment.get_run(logger.run_id)
         assert run.info.run_name == "r" and run.data.tags["model"] == "mesonet"
         experiment = logger.experiment.get_experiment(run.info.experiment_id)
-        assert experiment.name == "evaluate" and experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+        assert (
+            experiment.name == "evaluate"
+            and experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+        )
 
 
 def test_evaluate_with_the_csv_logger_writes_its_metrics_and_files_there_and_nothing_to_mlflow(
-        small_dataset, small_cache, tmp_path):
+    small_dataset, small_cache, tmp_path
+):
     """logger=csv used to be ignored by evaluate.py, which always wrote to MLflow."""
     from src.experiments.evaluate import evaluate
     from tests.conftest import compose_config
 
-    cfg = compose_config("evaluate", ["weights=scratch", "logger=csv", f"logger.save_dir={tmp_path}/logs",
-                                      *data_overrides(small_dataset, small_cache)])
+    cfg = compose_config(
+        "evaluate",
+        [
+            "weights=scratch",
+            "logger=csv",
+            f"logger.save_dir={tmp_path}/logs",
+            *data_overrides(small_dataset, small_cache),
+        ],
+    )
     metrics = evaluate(cfg)
     (folder,) = (tmp_path / "logs" / "evaluate").iterdir()
     logged = list(csv.DictReader((folder / "metrics.csv").open()))
     assert float(logged[0]["test/video_auc"]) == pytest.approx(metrics["test/video_auc"])
-    assert {"video_scores.csv", "roc_curve.png", "worst_videos.png", "config.yaml", "data_report.json",
-            "hparams.yaml"} <= {p.name for p in folder.iterdir()}
+    assert {
+        "video_scores.csv",
+        "roc_curve.png",
+        "worst_videos.png",
+        "config.yaml",
+        "data_report.json",
+        "hparams.yaml",
+    } <= {p.name for p in folder.iterdir()}
     assert "tags.model: mesonet" in (folder / "hparams.yaml").read_text()
     store = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])  # this test's own store (conftest)
     assert store.search_experiments(filter_string="name = 'evaluate'") == []
 
 
-@pytest.mark.parametrize("weights, message", [
-    (["weights=finetuned"], "found no finished mesonet training run"),
-    (["weights=pretrained", "model.pretrained.url=http://127.0.0.1:9/MesoInception_DF.h5"],
-     "MesoNet weights MesoInception_DF.h5 are not in"),  # an empty weights cache, no download possible
-])
+@pytest.mark.parametrize(
+    "weights, message",
+    [
+        (["weights=finetuned"], "found no finished mesonet training run"),
+        (
+            ["weights=pretrained", "model.pretrained.url=http://127.0.0.1:9/MesoInception_DF.h5"],
+            "MesoNet weights MesoInception_DF.h5 are not in",
+        ),  # an empty weights cache, no download possible
+    ],
+)
 def test_missing_weights_fail_before_a_run_or_any_data_work(weights, message, tmp_path):
     """The error was raised inside the run: every such evaluation (each job of a sweep) left a FAILED run."""
     from src.experiments.evaluate import evaluate

@@ -53,8 +53,12 @@ def test_mtcnn_loads_the_weights_inside_its_wheel_as_data_and_keeps_the_process_
 
 def test_each_detector_and_its_parameters_have_their_own_cache_key():
     pytest.importorskip("facenet_pytorch", reason="facenet-pytorch is a project dependency")
-    keys = {build_detector("haar").cache_key, build_detector("haar", 640).cache_key,
-            build_detector("mtcnn").cache_key, build_detector("mtcnn", 960).cache_key}
+    keys = {
+        build_detector("haar").cache_key,
+        build_detector("haar", 640).cache_key,
+        build_detector("mtcnn").cache_key,
+        build_detector("mtcnn", 960).cache_key,
+    }
     assert len(keys) == 4
     assert build_detector("mtcnn").cache_key == build_detector("mtcnn").cache_key
 
@@ -72,8 +76,14 @@ def test_boxes_between_detections_are_interpolated_and_ends_take_the_nearest():
     a, b = (0, 0, 40, 40), (80, 40, 120, 80)
     searched = np.array([True, True, False, False, True, True])
     track = track_faces([None, a, None, None, b, None], (200, 200), 1.0, searched)
-    assert track.boxes.tolist() == [[0, 0, 40, 40], [0, 0, 40, 40], [27, 13, 67, 53], [53, 27, 93, 67],
-                                    [80, 40, 120, 80], [80, 40, 120, 80]]
+    assert track.boxes.tolist() == [
+        [0, 0, 40, 40],
+        [0, 0, 40, 40],
+        [27, 13, 67, 53],
+        [53, 27, 93, 67],
+        [80, 40, 120, 80],
+        [80, 40, 120, 80],
+    ]
     # detected: the detector ran on the frame and found a face there; every other frame is filled
     assert track.detected.tolist() == [False, True, False, False, True, False]
     assert track.num_filled == 4 and track.num_searched == 4 and track.num_missed == 2

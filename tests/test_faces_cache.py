@@ -102,7 +102,13 @@ def test_missing_detections_are_interpolated_and_none_falls_back_to_centre():
 
 def _settings(**changes) -> CropSettings:
     """Few, small crops by the fast detector, on every frame."""
-    quick = {"frames_per_video": 6, "crop_size": 64, "face_detector": "haar", "detect_max_side": 320, "detect_every": 1}
+    quick = {
+        "frames_per_video": 6,
+        "crop_size": 64,
+        "face_detector": "haar",
+        "detect_max_side": 320,
+        "detect_every": 1,
+    }
     return CropSettings(**{**quick, **changes})
 
 
@@ -119,10 +125,21 @@ def test_cache_build_reuse_and_invalidation(small_dataset, tmp_path):
     assert again.num_built == 0 and again.num_reused == 3
 
     # the detector's device changes no pixel: same entries
-    assert FaceCropCache(tmp_path / "cache", _settings(detect_device="cuda")).build(videos, progress=False).num_reused == 3
+    assert (
+        FaceCropCache(tmp_path / "cache", _settings(detect_device="cuda"))
+        .build(videos, progress=False)
+        .num_reused
+        == 3
+    )
     # settings that change pixels get new entries; a touched file is rebuilt
-    assert FaceCropCache(tmp_path / "cache", _settings(face_margin=1.6)).build(videos, progress=False).num_built == 3
-    assert FaceCropCache(tmp_path / "cache", _settings(crop_size=32)).build(videos, progress=False).num_built == 3
+    assert (
+        FaceCropCache(tmp_path / "cache", _settings(face_margin=1.6)).build(videos, progress=False).num_built
+        == 3
+    )
+    assert (
+        FaceCropCache(tmp_path / "cache", _settings(crop_size=32)).build(videos, progress=False).num_built
+        == 3
+    )
     stat = videos[1].stat()
     os.utime(videos[1], ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     assert cache.build(videos, workers=1, progress=False).num_built == 1
@@ -174,5 +191,3 @@ def test_yunet_without_model_file_is_a_clear_error(tmp_path):
         build_detector("yunet", yunet_model=str(tmp_path / "missing.onnx"))
     with pytest.raises(ValueError, match="unknown data.face_detector='no-such-detector'"):
         build_detector("no-such-detector")
-
-

@@ -41,7 +41,12 @@ def test_labels_identities_and_groups(ffpp_root):
     real = records["original_sequences/youtube/c23/videos/000.mp4"]
     assert (real.label, real.source, real.identities, real.identity) == (0, "youtube", ("000",), "000+001")
     fake = records["manipulated_sequences/Face2Face/c23/videos/001_000.mp4"]
-    assert (fake.label, fake.source, fake.identities, fake.identity) == (1, "Face2Face", ("001", "000"), "000+001")
+    assert (fake.label, fake.source, fake.identities, fake.identity) == (
+        1,
+        "Face2Face",
+        ("001", "000"),
+        "000+001",
+    )
     # one group per pair: target and source of every fake are in the group its pair names
     for record in index.records:
         assert set(record.identities) <= set(record.identity.split("+"))
@@ -52,7 +57,7 @@ def test_labels_identities_and_groups(ffpp_root):
 
 def test_test_split_is_the_test_pairs_in_both_directions(ffpp_root):
     index = index_ffpp(ffpp_root)
-    (a, b), = split_pairs(ffpp_root, "test")
+    ((a, b),) = split_pairs(ffpp_root, "test")
     expected = {f"original_sequences/youtube/c23/videos/{v}.mp4" for v in (a, b)} | {
         f"manipulated_sequences/{m}/c23/videos/{t}_{s}.mp4" for m in PRESENT for t, s in ((a, b), (b, a))
     }
@@ -79,7 +84,9 @@ def test_official_val_split_and_folds(ffpp_root):
 
 def test_absent_method_is_reported_and_skipped(ffpp_root):
     index = index_ffpp(ffpp_root)
-    assert index.skipped == [("manipulated_sequences/FaceShifter/c23/videos", "method folder absent; FaceShifter skipped")]
+    assert index.skipped == [
+        ("manipulated_sequences/FaceShifter/c23/videos", "method folder absent; FaceShifter skipped")
+    ]
     only = index_ffpp(ffpp_root, methods=["Deepfakes"])
     assert only.skipped == [] and {r.source for r in only.records if r.label == 1} == {"Deepfakes"}
 
@@ -105,14 +112,16 @@ def test_fingerprint_follows_the_split_files(own_copy):
 
 def test_splits_dir_elsewhere(own_copy, tmp_path):
     moved = Path(shutil.move(own_copy / "splits", tmp_path / "my-splits"))
-    with pytest.raises(FileNotFoundError, match=r"split file not found: .*splits.train\.json.*data\.splits_dir"):
+    with pytest.raises(
+        FileNotFoundError, match=r"split file not found: .*splits.train\.json.*data\.splits_dir"
+    ):
         index_ffpp(own_copy)
     assert len(index_ffpp(own_copy, splits_dir=str(moved)).test()) == 2 + 2 * len(PRESENT)
 
 
 def test_stray_files_and_cross_split_fakes_are_skipped(own_copy):
     folder = own_copy / "manipulated_sequences" / "Deepfakes" / "c23" / "videos"
-    (a, _), = split_pairs(own_copy, "test")
+    ((a, _),) = split_pairs(own_copy, "test")
     train_id = split_pairs(own_copy, "train")[0][0]
     shutil.copy(folder / "000_001.mp4", folder / f"{train_id}_{a}.mp4")  # target in train, source in test
     (folder / "notes.txt").touch()
@@ -125,7 +134,9 @@ def test_stray_files_and_cross_split_fakes_are_skipped(own_copy):
 
 
 def test_missing_root(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"FaceForensics\+\+ root not found: .*nowhere.*original_sequences"):
+    with pytest.raises(
+        FileNotFoundError, match=r"FaceForensics\+\+ root not found: .*nowhere.*original_sequences"
+    ):
         index_ffpp(tmp_path / "nowhere")
 
 
@@ -150,7 +161,7 @@ def test_bad_settings(ffpp_root, kwargs, message):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("[[\"000\", \"001\"]", r"cannot read FaceForensics\+\+ split file .*train\.json"),
+        ('[["000", "001"]', r"cannot read FaceForensics\+\+ split file .*train\.json"),
         ('[["000"]]', r"train\.json: entry 0 is \['000'\], not a pair of ids"),
         ('[["000", "abc"]]', r"entry 0 is \['000', 'abc'\], not a pair of ids"),
         ('[["000", "001"], ["006", "007"]]', r"id 006 is in both train\.json and test\.json"),
@@ -174,8 +185,14 @@ def test_data_ffpp_is_one_yaml_away_from_training_and_evaluation(ffpp_root, smal
 
     from tests.conftest import compose_config
 
-    overrides = ["data=ffpp", f"data.root={ffpp_root}", f"data.cache_dir={small_cache}", "data.folds=2",
-                 "data.methods=[Deepfakes,FaceSwap]", "augment=jpeg"]
+    overrides = [
+        "data=ffpp",
+        f"data.root={ffpp_root}",
+        f"data.cache_dir={small_cache}",
+        "data.folds=2",
+        "data.methods=[Deepfakes,FaceSwap]",
+        "augment=jpeg",
+    ]
     cfg = compose_config("evaluate", overrides)
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()

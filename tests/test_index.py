@@ -387,11 +387,18 @@ def paired_records(n_pairs: int = 6, per_id: int = 2) -> list[VideoRecord]:
     for i in range(2 * n_pairs):
         partner = i + 1 if i % 2 == 0 else i - 1
         for k in range(per_id):
-            records.append(VideoRecord(f"Celeb-real/id{i}_{k:04d}.mp4", 0, f"id{i}", "Celeb-real", False, f"id{i}"))
+            records.append(
+                VideoRecord(f"Celeb-real/id{i}_{k:04d}.mp4", 0, f"id{i}", "Celeb-real", False, f"id{i}")
+            )
             records.append(
                 VideoRecord(
-                    f"Celeb-synthesis/id{i}_id{partner}_{k:04d}.mp4", 1, f"id{i}", "Celeb-synthesis", False,
-                    f"id{i}", f"id{partner}",
+                    f"Celeb-synthesis/id{i}_id{partner}_{k:04d}.mp4",
+                    1,
+                    f"id{i}",
+                    "Celeb-synthesis",
+                    False,
+                    f"id{i}",
+                    f"id{partner}",
                 )
             )
     return records
@@ -428,14 +435,18 @@ def test_strict_groups_are_the_components_linked_by_fakes():
     ]
     for order in (chain, chain[::-1]):
         assert fold_groups(order, "strict") == {
-            "Celeb-synthesis/id5_id7_0000.mp4": "id5", "Celeb-synthesis/id7_id6_0000.mp4": "id5",
-            "Celeb-real/id6_0000.mp4": "id5", "Celeb-real/id8_0000.mp4": "id8",
+            "Celeb-synthesis/id5_id7_0000.mp4": "id5",
+            "Celeb-synthesis/id7_id6_0000.mp4": "id5",
+            "Celeb-real/id6_0000.mp4": "id5",
+            "Celeb-real/id8_0000.mp4": "id8",
         }
     assert fold_groups(chain) == {r.path: r.identity for r in chain}  # official: unchanged
 
 
 def test_unknown_identity_split(train_val):
-    with pytest.raises(ValueError, match=r"unknown data.identity_split='loose'; valid values: official, strict"):
+    with pytest.raises(
+        ValueError, match=r"unknown data.identity_split='loose'; valid values: official, strict"
+    ):
         split_folds(train_val, 2, 0, identity_split="loose")
 
 
@@ -461,8 +472,12 @@ def test_identity_overlap_counts_fakes_whose_face_appears_elsewhere():
     ]
     overlap = identity_overlap({"train": train, "test": test})
     assert overlap["test"] == {
-        "fakes": 2, "fakes_source_elsewhere": 1, "fakes_source_elsewhere_by_split": {"train": 1},
-        "fakes_target_elsewhere": 2, "reals": 1, "reals_identity_elsewhere": 1,
+        "fakes": 2,
+        "fakes_source_elsewhere": 1,
+        "fakes_source_elsewhere_by_split": {"train": 1},
+        "fakes_target_elsewhere": 2,
+        "reals": 1,
+        "reals_identity_elsewhere": 1,
     }
     assert overlap["train"]["fakes_source_elsewhere"] == 1  # id2 is shown by the test videos
     assert overlap["train"]["reals_identity_elsewhere"] == 1  # id0's face is swapped into a test fake

@@ -17,24 +17,43 @@ from src.experiments.finetuned import Finetuned
 from src.models.weights import Lineage, WeightsNotFound, input_contract
 from tests.conftest import compose_config
 
-MESONET_CONTRACT = input_contract({"kind": "frame", "size": 256, "mean": [0, 0, 0], "std": [1, 1, 1],
-                                   "frames_per_clip": 1})
+MESONET_CONTRACT = input_contract(
+    {"kind": "frame", "size": 256, "mean": [0, 0, 0], "std": [1, 1, 1], "frames_per_clip": 1}
+)
 
 
 def _mesonet():
     return hydra.utils.instantiate(compose_config("evaluate", ["weights=scratch"]).model)
 
 
-def _train_run(client, experiment: str, tmp_path: Path, *, data: str, fold: int, fingerprint: str, seed: int = 42,
-               contract: str = MESONET_CONTRACT, weights: str = "pretrained", fill: float = 0.0) -> str:
+def _train_run(
+    client,
+    experiment: str,
+    tmp_path: Path,
+    *,
+    data: str,
+    fold: int,
+    fingerprint: str,
+    seed: int = 42,
+    contract: str = MESONET_CONTRACT,
+    weights: str = "pretrained",
+    fill: float = 0.0,
+) -> str:
     """A finished train run with lineage tags and a best checkpoint whose weights are all `fill`."""
     module = _mesonet()
     with torch.no_grad():
         for tensor in module.state_dict().values():
             if tensor.is_floating_point():
                 tensor.fill_(fill)
-    tags = {"model": "mesonet", "data": data, "fold": str(fold), "data_fingerprint": fingerprint, "seed": str(seed),
-            "input_contract": contract, "weights": weights}
+    tags = {
+        "model": "mesonet",
+        "data": data,
+        "fold": str(fold),
+        "data_fingerprint": fingerprint,
+        "seed": str(seed),
+        "input_contract": contract,
+        "weights": weights,
+    }
     run = client.create_run(experiment, tags=tags)
     folder = tmp_path / run.info.run_id
     folder.mkdir()
@@ -58,9 +77,13 @@ def _loaded_fill(module) -> float:
 def test_finetuned_takes_only_a_checkpoint_of_the_same_dataset_index_and_fold(store, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="src.experiments.finetuned")
     uri, client, experiment = store
-    celebdf = _train_run(client, experiment, tmp_path, data="celebdf", fold=0, fingerprint="cdf-v2", fill=0.25)
+    celebdf = _train_run(
+        client, experiment, tmp_path, data="celebdf", fold=0, fingerprint="cdf-v2", fill=0.25
+    )
     _train_run(client, experiment, tmp_path, data="synthetic", fold=3, fingerprint="syn", fill=0.5)  # newer
-    _train_run(client, experiment, tmp_path, data="celebdf", fold=0, fingerprint="other-copy", fill=0.75)  # newest
+    _train_run(
+        client, experiment, tmp_path, data="celebdf", fold=0, fingerprint="other-copy", fill=0.75
+    )  # newest
     module = _mesonet()
     provenance = Finetuned(uri)(module, Lineage("mesonet", "celebdf", 0, MESONET_CONTRACT, "cdf-v2"))
     assert _loaded_fill(module) == 0.25
@@ -91,13 +114,17 @@ def test_cross_dataset_evaluation_picks_the_named_training_data(store, tmp_path)
     ffpp = _train_run(client, experiment, tmp_path, data="ffpp", fold=2, fingerprint="ff", fill=0.3)
     _train_run(client, experiment, tmp_path, data="celebdf", fold=0, fingerprint="cdf", fill=0.6)
     module = _mesonet()
-    provenance = Finetuned(uri, train_data="ffpp")(module, Lineage("mesonet", "celebdf", 0, MESONET_CONTRACT, "cdf"))
+    provenance = Finetuned(uri, train_data="ffpp")(
+        module, Lineage("mesonet", "celebdf", 0, MESONET_CONTRACT, "cdf")
+    )
     assert provenance.source_run_id == ffpp and _loaded_fill(module) == pytest.approx(0.3)
 
 
 def test_another_input_contract_or_seed_is_not_a_match(store, tmp_path):
     uri, client, experiment = store
-    _train_run(client, experiment, tmp_path, data="synthetic", fold=0, fingerprint="syn", contract="frame/128px/...")
+    _train_run(
+        client, experiment, tmp_path, data="synthetic", fold=0, fingerprint="syn", contract="frame/128px/..."
+    )
     lineage = Lineage("mesonet", "synthetic", 0, MESONET_CONTRACT, "syn")
     with pytest.raises(WeightsNotFound, match="other input"):
         Finetuned(uri)(_mesonet(), lineage)
@@ -144,7 +171,9 @@ def _scripted_detector(logits: list[list[float]]):
 
     from src.models.module import DeepfakeDetector
 
-    return DeepfakeDetector(ScriptedClips(logits), optimizer=partial(torch.optim.SGD, lr=0.0), channels_last=False)
+    return DeepfakeDetector(
+        ScriptedClips(logits), optimizer=partial(torch.optim.SGD, lr=0.0), channels_last=False
+    )
 
 
 def _videos(labels: list[float]):
@@ -161,15 +190,32 @@ def test_a_tie_in_validation_auc_goes_to_the_lower_loss_and_a_gain_in_auc_beats_
     Monitoring AUC alone would select epoch 1 and stop after epoch 2; the loss alone, epoch 0 and epoch 1."""
     from src.models.module import SELECTION_METRIC
 
-    logits = [[3.0, 0.0, -3.0, 0.0], [0.01, 0.01, -0.01, -0.01], [0.3, 0.3, -0.3, -0.3], [0.2, 0.2, -0.2, -0.2],
-              [5.0, 5.0, -5.0, -5.0], [5.0, 5.0, -5.0, -5.0]]
-    cfg = compose_config("train", ["callbacks.early_stopping.patience=1", f"callbacks.model_checkpoint.dirpath={tmp_path}"])
+    logits = [
+        [3.0, 0.0, -3.0, 0.0],
+        [0.01, 0.01, -0.01, -0.01],
+        [0.3, 0.3, -0.3, -0.3],
+        [0.2, 0.2, -0.2, -0.2],
+        [5.0, 5.0, -5.0, -5.0],
+        [5.0, 5.0, -5.0, -5.0],
+    ]
+    cfg = compose_config(
+        "train", ["callbacks.early_stopping.patience=1", f"callbacks.model_checkpoint.dirpath={tmp_path}"]
+    )
     checkpoint = hydra.utils.instantiate(cfg.callbacks.model_checkpoint)
     stopping = hydra.utils.instantiate(cfg.callbacks.early_stopping)
-    assert type(checkpoint) is L.pytorch.callbacks.ModelCheckpoint and type(stopping) is L.pytorch.callbacks.EarlyStopping
+    assert (
+        type(checkpoint) is L.pytorch.callbacks.ModelCheckpoint
+        and type(stopping) is L.pytorch.callbacks.EarlyStopping
+    )
     assert checkpoint.monitor == stopping.monitor == SELECTION_METRIC
-    trainer = L.Trainer(max_epochs=len(logits), callbacks=[FollowEpochs(), checkpoint, stopping], logger=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer = L.Trainer(
+        max_epochs=len(logits),
+        callbacks=[FollowEpochs(), checkpoint, stopping],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     videos = _videos([1.0, 1.0, 0.0, 0.0])
     trainer.fit(_scripted_detector(logits), train_dataloaders=videos, val_dataloaders=videos)
     assert stopping.stopped_epoch == 3, "early stopping did not follow AUC first, then loss"
@@ -185,10 +231,18 @@ def test_the_selection_value_counts_the_videos_of_every_process():
     from src.models.metrics import auc_then_loss
     from src.models.module import SELECTION_METRIC
 
-    trainer = L.Trainer(accelerator="cpu", strategy="ddp_spawn", devices=2, callbacks=[FollowEpochs()], logger=False,
-                        enable_progress_bar=False, enable_model_summary=False)
-    (logged,) = trainer.validate(_scripted_detector([[0.3, 0.3, -0.3, -0.3]]), _videos([1.0, 1.0, 0.0, 0.0]),
-                                 verbose=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        strategy="ddp_spawn",
+        devices=2,
+        callbacks=[FollowEpochs()],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    (logged,) = trainer.validate(
+        _scripted_detector([[0.3, 0.3, -0.3, -0.3]]), _videos([1.0, 1.0, 0.0, 0.0]), verbose=False
+    )
     expected = auc_then_loss(torch.tensor(1.0), torch.tensor(logged["val/video_loss"]), 2, 2)
     assert logged[SELECTION_METRIC] == pytest.approx(float(expected), abs=1e-9)
 
@@ -230,7 +284,9 @@ def test_lstms_run_in_fp32_under_autocast():
 
 
 def test_clip_models_log_no_frame_level_metrics():
-    module = hydra.utils.instantiate(compose_config("evaluate", ["model=resnet_lstm", "weights=scratch"]).model)
+    module = hydra.utils.instantiate(
+        compose_config("evaluate", ["model=resnet_lstm", "weights=scratch"]).model
+    )
     assert set(module.metrics) == {"val_video", "test_video"}
     assert {"val_frame", "val_video"} <= set(_mesonet().metrics)
 
@@ -241,11 +297,15 @@ def test_a_frame_models_video_logit_stays_finite_where_its_probability_underflow
     frame_logits = torch.tensor([[-200.0, -210.0, -190.0]], dtype=torch.float64)
     logit = DeepfakeDetector.video_logit_from_frames(frame_logits)
     # far below zero, sigmoid(l) ~ exp(l): the mean's logit is log(mean(exp(l)))
-    expected = (torch.logsumexp(frame_logits, dim=1) - torch.log(torch.tensor(3.0, dtype=torch.float64))).item()
+    expected = (
+        torch.logsumexp(frame_logits, dim=1) - torch.log(torch.tensor(3.0, dtype=torch.float64))
+    ).item()
     assert torch.isfinite(logit).all() and logit.item() == pytest.approx(expected, abs=1e-9)
     probs = torch.sigmoid(torch.tensor([[0.3, -1.2, 2.0]], dtype=torch.float64))
     expected = probs.mean()
-    assert torch.sigmoid(DeepfakeDetector.video_logit_from_frames(torch.logit(probs))).item() == pytest.approx(expected.item())
+    assert torch.sigmoid(
+        DeepfakeDetector.video_logit_from_frames(torch.logit(probs))
+    ).item() == pytest.approx(expected.item())
 
 
 def test_validation_metrics_update_outside_autocast(monkeypatch):
@@ -255,8 +315,11 @@ def test_validation_metrics_update_outside_autocast(monkeypatch):
 
     seen = []
     original = MeanBCE.update
-    monkeypatch.setattr(MeanBCE, "update", lambda self, p, t: (seen.append(torch.is_autocast_enabled("cpu")),
-                                                              original(self, p, t)))
+    monkeypatch.setattr(
+        MeanBCE,
+        "update",
+        lambda self, p, t: (seen.append(torch.is_autocast_enabled("cpu")), original(self, p, t)),
+    )
     module = _mesonet().eval()
     batch = (torch.rand(2, 2, 3, 256, 256), torch.tensor([0.0, 1.0]), torch.arange(2))
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):

@@ -49,7 +49,10 @@ def test_trainable_parameter_count(cls, n_params):
 @pytest.mark.parametrize("batch", [1, 3])
 def test_output_is_one_logit_per_frame(cls, batch):
     net = cls().eval()
-    assert cls.input_kind == "frame" and cls.input_contract()["size"] == cls.input_contract()["fixed_size"] == 256
+    assert (
+        cls.input_kind == "frame"
+        and cls.input_contract()["size"] == cls.input_contract()["fixed_size"] == 256
+    )
     with torch.no_grad():
         out = net(torch.rand(batch, 3, 256, 256))
     assert out.shape == (batch,)

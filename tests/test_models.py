@@ -48,9 +48,14 @@ def test_composed_model_config_gives_the_module_and_the_bare_net(model):
 def test_the_module_keeps_every_argument_it_takes():
     """The weights block next to the input contract (weights=pretrained reads it from the module), and the
     batch size under Lightning's name; freezing is the backbone nets' own argument."""
-    cfg = compose_config("train", ["model=resnet_lstm", "model.batch_size=3", "model.net.freeze_backbone=true"])
+    cfg = compose_config(
+        "train", ["model=resnet_lstm", "model.batch_size=3", "model.net.freeze_backbone=true"]
+    )
     module = hydra.utils.instantiate(cfg.model)
-    assert module.pretrained_cfg["torchvision_weights"] == "IMAGENET1K_V1" and module.input_contract["size"] == 224
+    assert (
+        module.pretrained_cfg["torchvision_weights"] == "IMAGENET1K_V1"
+        and module.input_contract["size"] == 224
+    )
     assert module.batch_size == 3 and module.net.freeze_backbone
     assert "freeze_backbone" not in cfg.model
 
@@ -90,7 +95,9 @@ def test_auc_then_loss_orders_by_auc_then_by_the_lower_loss_on_a_large_grid():
     low, high = torch.tensor(0.1), torch.tensor(0.2)
     assert auc_then_loss(auc, low, 1000, 1000) > auc_then_loss(rounded_up, high, 1000, 1000)
     step_up = torch.tensor(0.9 + 1 / (2 * pairs), dtype=torch.float32)
-    assert auc_then_loss(step_up, torch.tensor(50.0), 1000, 1000) > auc_then_loss(auc, torch.tensor(0.0), 1000, 1000)
+    assert auc_then_loss(step_up, torch.tensor(50.0), 1000, 1000) > auc_then_loss(
+        auc, torch.tensor(0.0), 1000, 1000
+    )
     assert auc_then_loss(auc, low, 0, 5) > auc_then_loss(auc, high, 0, 5)  # one class: the loss decides
 
 
@@ -100,7 +107,9 @@ def eer_by_root_finding(labels: np.ndarray, probs: np.ndarray) -> float:
 
     fpr, tpr, _ = roc_curve(labels, probs, drop_intermediate=False)
     along = np.arange(len(fpr))
-    root = brentq(lambda s: (1 - np.interp(s, along, tpr)) - np.interp(s, along, fpr), 0, len(fpr) - 1, xtol=1e-12)
+    root = brentq(
+        lambda s: (1 - np.interp(s, along, tpr)) - np.interp(s, along, fpr), 0, len(fpr) - 1, xtol=1e-12
+    )
     return float(np.interp(root, along, fpr))
 
 
@@ -136,7 +145,9 @@ def test_imagenet_weights_load_through_torchvision_cache_only_with_the_published
     with pytest.raises(IncompatibleWeights, match="does not match the published 0676ba61"):
         hydra.utils.instantiate(cfg.weights)(hydra.utils.instantiate(cfg.model))
 
-    cfg = compose_config("train", ["model=resnet_lstm", "weights=pretrained", f"model.pretrained.file={target}"])
+    cfg = compose_config(
+        "train", ["model=resnet_lstm", "weights=pretrained", f"model.pretrained.file={target}"]
+    )
     module = hydra.utils.instantiate(cfg.model)
     origin = hydra.utils.instantiate(cfg.weights)(module).initial_weights
     assert origin.startswith(f"{target} sha256=")
@@ -181,7 +192,9 @@ def test_bad_checkpoints_are_refused_with_the_file_and_the_mismatch(tmp_path, mo
     not_a_checkpoint = tmp_path / "notes.ckpt"
     not_a_checkpoint.write_text("hello")
     other_model = tmp_path / "mesoinception.ckpt"
-    torch.save({"state_dict": hydra.utils.instantiate(compose_config("train").model).state_dict()}, other_model)
+    torch.save(
+        {"state_dict": hydra.utils.instantiate(compose_config("train").model).state_dict()}, other_model
+    )
     wrong_shape = tmp_path / "wrong_shape.ckpt"
     state = {k: (torch.zeros(7) if i == 0 else v) for i, (k, v) in enumerate(module.state_dict().items())}
     torch.save({"state_dict": state}, wrong_shape)

@@ -356,7 +356,11 @@ def _check_data_report(report: dict, root: Path) -> None:
     assert degraded["Celeb-real/id11_0000.mp4"].startswith("short video: 5 of 8 frames")
     assert "centre crops" in degraded["YouTube-real/00077.mp4"]
     # test-list lines ("<list>:<n>: '<line>'"); the videos such lines name are quarantined as separate entries
-    entries = {e["entry"].split(": ", 1)[1]: e["reason"] for e in report["skipped_index_entries"] if ": " in e["entry"]}
+    entries = {
+        e["entry"].split(": ", 1)[1]: e["reason"]
+        for e in report["skipped_index_entries"]
+        if ": " in e["entry"]
+    }
     assert "malformed" in entries["'this line is malformed'"]
     assert "file not found" in entries["'1 Celeb-real/id99_0000.mp4'"]
     assert "escapes the dataset root" in entries["'1 ../outside/Celeb-real/id0_0000.mp4'"]
@@ -553,9 +557,7 @@ def test_too_many_bad_videos_is_a_clear_failure_naming_them(failing_runs, bad_co
     code, _, stderr, work = failing_runs[case]
     root = bad_corpus
     assert code != 0
-    line = next(
-        (line for line in stderr.splitlines() if "TooManyBadVideos: " in line), ""
-    )
+    line = next((line for line in stderr.splitlines() if "TooManyBadVideos: " in line), "")
     # 26 + 11 videos, less the one a rejected test-list line keeps out of train/val
     assert f"5 of 36 videos under {root} could not be decoded" in line, stderr[-3000:]
     assert "> data.max_bad_fraction=0.1" in line
@@ -764,13 +766,17 @@ def test_parallel_sweep_jobs_lose_no_run_and_no_metric(bad_training, small_datas
         f"test/{level}_{m}" for level in ("video", "frame") for m in ("auc", "ap", "acc", "loss", "eer")
     }
     expected |= {"data/skipped_videos", "data/frame_detection_rate", "data/scored_videos"}
-    expected |= {f"test/video_{m}_ci_{end}" for m in ("auc", "ap", "acc", "loss", "eer") for end in ("low", "high")}
+    expected |= {
+        f"test/video_{m}_ci_{end}" for m in ("auc", "ap", "acc", "loss", "eer") for end in ("low", "high")
+    }
     # each level's perturbation parameters are params too, so the count is per level
     for level in ("none", "flip", "heavy"):
         params = {len(r.data.params) for r in runs if r.data.tags["augment"] == level}
         assert len(params) == 1, f"{level} runs lost params: {params}"
     for run in runs:
-        assert run.info.status == "FINISHED" and expected <= set(run.data.metrics), expected - set(run.data.metrics)
+        assert run.info.status == "FINISHED" and expected <= set(run.data.metrics), expected - set(
+            run.data.metrics
+        )
         for key in expected:
             assert len(client.get_metric_history(run.info.run_id, key)) == 1, key
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -824,7 +830,9 @@ def test_a_code_running_pickle_in_torchvisions_cache_never_runs(tmp_path, monkey
     cached.parent.mkdir(parents=True)
     torch.save({"state_dict": _RunsCode(marker)}, cached)
     cfg = _resnet_cfg()
-    with pytest.raises(IncompatibleWeights, match=r"resnet50-0676ba61\.pth: SHA-256 .* does not match the published 0676ba61"):
+    with pytest.raises(
+        IncompatibleWeights, match=r"resnet50-0676ba61\.pth: SHA-256 .* does not match the published 0676ba61"
+    ):
         hydra.utils.instantiate(cfg.weights)(hydra.utils.instantiate(cfg.model))
     assert not marker.exists(), "the cached torchvision file ran its code"
 
@@ -860,11 +868,15 @@ def test_a_mesonet_download_that_does_not_match_the_original_is_never_used(tmp_p
     fake.write_bytes(b"not the original")
     weights_dir = tmp_path / "weights"
     with pytest.raises(IncompatibleWeights, match="does not match the published"):
-        fetch_keras_weights("MesoInception_DF.h5", fake.as_uri(), weights_dir, ORIGINAL_SHA256["MesoInception_DF.h5"])
+        fetch_keras_weights(
+            "MesoInception_DF.h5", fake.as_uri(), weights_dir, ORIGINAL_SHA256["MesoInception_DF.h5"]
+        )
     assert not weights_dir.exists() or not any(weights_dir.iterdir()), list(weights_dir.iterdir())
     shared = PROJECT_ROOT.parent / "shared" / "mesonet" / "weights" / "MesoInception_DF.h5"
     if shared.is_file():
-        path = fetch_keras_weights("MesoInception_DF.h5", shared.as_uri(), weights_dir, ORIGINAL_SHA256["MesoInception_DF.h5"])
+        path = fetch_keras_weights(
+            "MesoInception_DF.h5", shared.as_uri(), weights_dir, ORIGINAL_SHA256["MesoInception_DF.h5"]
+        )
         assert path.read_bytes() == shared.read_bytes()
 
 
@@ -875,7 +887,6 @@ def test_initial_weights_record_the_file_and_its_sha256(tmp_path, monkeypatch):
     import torch
     from torchvision.models import resnet50
 
-
     own = tmp_path / "my-resnet50.pth"
     torch.save(resnet50(weights=None).state_dict(), own)
     cfg = _resnet_cfg(f"model.pretrained.file={own}")
@@ -884,7 +895,9 @@ def test_initial_weights_record_the_file_and_its_sha256(tmp_path, monkeypatch):
 
 
 # -- 8. round two: signals end runs as KILLED, non-zero ------------------------------------------------
-def _signal_after(process: subprocess.Popen, condition, logs: Path, signum: int = signal.SIGTERM, timeout: float = 240):
+def _signal_after(
+    process: subprocess.Popen, condition, logs: Path, signum: int = signal.SIGTERM, timeout: float = 240
+):
     try:
         _wait_for(condition, process, timeout, "the moment to signal", logs)
         process.send_signal(signum)
@@ -933,8 +946,11 @@ def _mlflow_run(tmp_path):
 
     from src.experiments.tracking import Run
 
-    logger = {"_target_": "lightning.pytorch.loggers.MLFlowLogger", "experiment_name": "signals",
-              "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}
+    logger = {
+        "_target_": "lightning.pytorch.loggers.MLFlowLogger",
+        "experiment_name": "signals",
+        "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
+    }
     return Run.start(OmegaConf.create(logger), name="signals")
 
 
@@ -953,29 +969,55 @@ def test_a_stop_signal_inside_a_run_ends_it_killed(signum, tmp_path):
     assert stored.info.status == "KILLED" and signal.Signals(signum).name in stored.data.tags["error"]
 
 
-def test_sigterm_during_training_ends_the_run_killed_with_a_non_zero_status(small_dataset, small_cache, tmp_path):
+def test_sigterm_during_training_ends_the_run_killed_with_a_non_zero_status(
+    small_dataset, small_cache, tmp_path
+):
     env, logs = _env(tmp_path), tmp_path / "logs"
     checkpoints = tmp_path / "checkpoints"
-    process = _start("train.py", ["weights=scratch", f"paths.checkpoint_dir={checkpoints}", "trainer.max_epochs=50",
-                                  "trainer.limit_train_batches=2", *data_overrides(small_dataset, small_cache)],
-                     env, logs, start_new_session=True)
+    process = _start(
+        "train.py",
+        [
+            "weights=scratch",
+            f"paths.checkpoint_dir={checkpoints}",
+            "trainer.max_epochs=50",
+            "trainer.limit_train_batches=2",
+            *data_overrides(small_dataset, small_cache),
+        ],
+        env,
+        logs,
+        start_new_session=True,
+    )
     code = _signal_after(process, lambda: any(checkpoints.glob("*/run-*/last.ckpt")), logs)
     assert code == 128 + signal.SIGTERM, (logs / "stderr").read_text()[-2000:]
     (run,) = _runs_with(tmp_path, "train")
     assert run.info.status == "KILLED" and "SIGTERM" in run.data.tags["error"]
 
 
-def test_sigterm_during_an_evaluation_sweep_stops_it_and_no_run_stays_running(trained_mesonet, small_dataset,
-                                                                             small_cache, tmp_path):
+def test_sigterm_during_an_evaluation_sweep_stops_it_and_no_run_stays_running(
+    trained_mesonet, small_dataset, small_cache, tmp_path
+):
     _, checkpoints = trained_mesonet
     best = next(checkpoints.glob("*/run-*/best-*.ckpt"))
     env, logs = _env(tmp_path), tmp_path / "logs"
-    process = _start("evaluate.py", ["-m", f"weights.path={best}", "augment=none,flip,heavy,jpeg",
-                                     f"hydra.sweep.dir={tmp_path}/sweep", *data_overrides(small_dataset, small_cache)],
-                     env, logs, start_new_session=True)
+    process = _start(
+        "evaluate.py",
+        [
+            "-m",
+            f"weights.path={best}",
+            "augment=none,flip,heavy,jpeg",
+            f"hydra.sweep.dir={tmp_path}/sweep",
+            *data_overrides(small_dataset, small_cache),
+        ],
+        env,
+        logs,
+        start_new_session=True,
+    )
     # the sweep folder of job 0 exists once the store was created (before the jobs): polling it is safe then
-    code = _signal_after(process, lambda: (tmp_path / "sweep" / "0").is_dir()
-                         and bool(_runs_with(tmp_path, "evaluate", "FINISHED")), logs)
+    code = _signal_after(
+        process,
+        lambda: (tmp_path / "sweep" / "0").is_dir() and bool(_runs_with(tmp_path, "evaluate", "FINISHED")),
+        logs,
+    )
     assert code == 128 + signal.SIGTERM, (logs / "stderr").read_text()[-2000:]
     runs = _runs_with(tmp_path, "evaluate")
     assert not [r for r in runs if r.info.status == "RUNNING"]
@@ -988,8 +1030,13 @@ def test_sigterm_during_evaluates_cache_build_ends_the_run_killed(small_dataset,
     root = tmp_path / "root"
     shutil.copytree(small_dataset, root, copy_function=os.link)
     env, logs = _env(tmp_path), tmp_path / "logs"
-    process = _start("evaluate.py", ["weights=scratch", *data_overrides(root, tmp_path / "fresh-cache")], env, logs,
-                     start_new_session=True)
+    process = _start(
+        "evaluate.py",
+        ["weights=scratch", *data_overrides(root, tmp_path / "fresh-cache")],
+        env,
+        logs,
+        start_new_session=True,
+    )
     code = _signal_after(process, lambda: any((tmp_path / "fresh-cache").rglob("*.json")), logs)
     assert code == 128 + signal.SIGTERM, (logs / "stderr").read_text()[-2000:]
     (run,) = _runs_with(tmp_path, "evaluate")
@@ -1002,7 +1049,9 @@ def test_an_unusable_tracking_store_fails_in_seconds_with_one_line(store, small_
     from src.experiments.tracking import TrackingStoreError, check_tracking_store
 
     db = tmp_path / "mlflow.db"
-    uri = {"unreachable": "http://127.0.0.1:9", "corrupt": f"sqlite:///{db}", "read_only": f"sqlite:///{db}"}[store]
+    uri = {"unreachable": "http://127.0.0.1:9", "corrupt": f"sqlite:///{db}", "read_only": f"sqlite:///{db}"}[
+        store
+    ]
     if store == "corrupt":
         db.write_bytes(b"this is not a database" * 100)
     if store == "read_only":
@@ -1016,21 +1065,37 @@ def test_an_unusable_tracking_store_fails_in_seconds_with_one_line(store, small_
         check_tracking_store(uri)
     assert "\n" not in str(error.value) and (str(db) in str(error.value) or "127.0.0.1:9" in str(error.value))
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "train.py", "weights=scratch", f"data.root={tmp_path}/never"],
-                            cwd=PROJECT_ROOT, env=_env(tmp_path, MLFLOW_TRACKING_URI=uri), capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "train.py", "weights=scratch", f"data.root={tmp_path}/never"],
+        cwd=PROJECT_ROOT,
+        env=_env(tmp_path, MLFLOW_TRACKING_URI=uri),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1 and time.monotonic() - started < 60
     assert "Traceback" not in result.stderr and result.stderr.strip().splitlines()[-1].startswith("Error: ")
     assert not (tmp_path / "never").exists(), "data was touched before the store was checked"
 
 
-@pytest.mark.parametrize("override, key", [("trainer.precision=8", "trainer.precision"),
-                                           ("data.folds=abc", "data.folds"),
-                                           ("trainer.max_epochs=two", "trainer.max_epochs"),
-                                           ("data.frames_per_video=0", "data.frames_per_video")])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("trainer.precision=8", "trainer.precision"),
+        ("data.folds=abc", "data.folds"),
+        ("trainer.max_epochs=two", "trainer.max_epochs"),
+        ("data.frames_per_video=0", "data.frames_per_video"),
+    ],
+)
 def test_bad_values_fail_before_any_run_starts(override, key, tmp_path):
-    result = subprocess.run([sys.executable, "evaluate.py", "weights=scratch", override, f"data.root={tmp_path}/never"],
-                            cwd=PROJECT_ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "evaluate.py", "weights=scratch", override, f"data.root={tmp_path}/never"],
+        cwd=PROJECT_ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert key in last and "Traceback" not in result.stderr
@@ -1039,24 +1104,51 @@ def test_bad_values_fail_before_any_run_starts(override, key, tmp_path):
 
 def test_a_bad_value_in_any_job_of_a_sweep_fails_before_the_first_job_and_the_data_work(tmp_path):
     """Job #0 used to run to the end (or the data be generated) before job #1 failed with a traceback."""
-    result = subprocess.run([sys.executable, "evaluate.py", "-m", "weights=scratch", "augment=none,heavvy",
-                             f"data.root={tmp_path}/never", f"hydra.sweep.dir={tmp_path}/multirun"],
-                            cwd=PROJECT_ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "evaluate.py",
+            "-m",
+            "weights=scratch",
+            "augment=none,heavvy",
+            f"data.root={tmp_path}/never",
+            f"hydra.sweep.dir={tmp_path}/multirun",
+        ],
+        cwd=PROJECT_ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1, result.stderr[-2000:]
-    assert result.stderr.strip().splitlines()[-1] == ("Error: Could not find 'augment/heavvy'; choose one of flip, "
-                                                      "heavy, jpeg, none (job augment=heavvy); no job was started")
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: Could not find 'augment/heavvy'; choose one of flip, "
+        "heavy, jpeg, none (job augment=heavvy); no job was started"
+    )
     assert "Traceback" not in result.stderr and "Launching" not in result.stdout + result.stderr
     assert not _runs_with(tmp_path, "evaluate") and not (tmp_path / "never").exists()
     assert not (tmp_path / "multirun").exists()
 
 
-@pytest.mark.parametrize("sweep, message", [
-    (["data.batch_size=4,0"], "ConfigError: data.batch_size=0: must be at least 1 (job data.batch_size=0)"),
-    (["trainer.devices=1,abc"], "ConfigError: trainer: `devices` selected with `CPUAccelerator` should be an int > 0. "
-                                "(job trainer.devices=abc)"),
-    (["model=mesonet,meso4", "trainer.max_epochs=1,-1"], "ConfigError: trainer.max_epochs=-1: must be at least 1 "
-                                                         "(job model=mesonet trainer.max_epochs=-1)"),
-])
+@pytest.mark.parametrize(
+    "sweep, message",
+    [
+        (
+            ["data.batch_size=4,0"],
+            "ConfigError: data.batch_size=0: must be at least 1 (job data.batch_size=0)",
+        ),
+        (
+            ["trainer.devices=1,abc"],
+            "ConfigError: trainer: `devices` selected with `CPUAccelerator` should be an int > 0. "
+            "(job trainer.devices=abc)",
+        ),
+        (
+            ["model=mesonet,meso4", "trainer.max_epochs=1,-1"],
+            "ConfigError: trainer.max_epochs=-1: must be at least 1 "
+            "(job model=mesonet trainer.max_epochs=-1)",
+        ),
+    ],
+)
 def test_the_sweep_check_composes_every_value_of_every_swept_key(sweep, message, capsys):
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
@@ -1079,21 +1171,38 @@ def test_the_sweep_check_composes_every_value_of_every_swept_key(sweep, message,
 
 
 def test_a_sweep_whose_jobs_fail_at_run_time_still_ends_with_its_table_and_a_line_per_failed_job(
-        small_dataset, small_cache, tmp_path):
+    small_dataset, small_cache, tmp_path
+):
     """weights=finetuned with nothing trained fails inside each job: Hydra raised the first job's error with a
     traceback and no sweep summary."""
-    result = subprocess.run([sys.executable, "evaluate.py", "-m", "augment=none,flip",
-                             *data_overrides(small_dataset, small_cache), f"hydra.sweep.dir={tmp_path}/multirun/sweep-9"],
-                            cwd=PROJECT_ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "evaluate.py",
+            "-m",
+            "augment=none,flip",
+            *data_overrides(small_dataset, small_cache),
+            f"hydra.sweep.dir={tmp_path}/multirun/sweep-9",
+        ],
+        cwd=PROJECT_ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 1, result.stderr[-2000:]
-    assert "Sweep sweep-9: 0 runs" in result.stdout and "Traceback" not in result.stderr  # failed before a run
+    assert (
+        "Sweep sweep-9: 0 runs" in result.stdout and "Traceback" not in result.stderr
+    )  # failed before a run
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 3 and errors[-1].startswith("Error: 2 of 2 jobs failed")
     assert all("WeightsNotFound" in line for line in errors[:2])
     assert "job augment=none failed" in errors[0] and "job augment=flip failed" in errors[1]
 
 
-def test_an_unwritable_artifact_folder_ends_the_run_failed(trained_mesonet, small_dataset, small_cache, tmp_path):
+def test_an_unwritable_artifact_folder_ends_the_run_failed(
+    trained_mesonet, small_dataset, small_cache, tmp_path
+):
     """An error after the run started (here: the artifact store) marks it FAILED, never RUNNING."""
     if os.geteuid() == 0:
         pytest.skip("root may write to read-only folders")
@@ -1106,8 +1215,14 @@ def test_an_unwritable_artifact_folder_ends_the_run_failed(trained_mesonet, smal
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir(mode=0o555)
     client.create_experiment("evaluate", artifact_location=artifacts.as_uri())
-    result = subprocess.run([sys.executable, "evaluate.py", f"weights.path={best}", *data_overrides(small_dataset, small_cache)],
-                            cwd=PROJECT_ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "evaluate.py", f"weights.path={best}", *data_overrides(small_dataset, small_cache)],
+        cwd=PROJECT_ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode != 0
     (run,) = _runs_with(tmp_path, "evaluate")
     assert run.info.status == "FAILED"
@@ -1135,10 +1250,22 @@ def test_resume_refuses_a_folder_of_another_configuration(tmp_path):
     folder.mkdir(parents=True)
     (folder / RUN_FILE).write_text(json.dumps({"mlflow_run_id": "abc", "resume_key": resume_key(first)}))
     (folder / "last.ckpt").write_bytes(b"x")
-    again, recorded = run_folder(_train_cfg(tmp_path, "data.root=/data/one", "seed=1", "ckpt_path=last",
-                                            "trainer.max_epochs=40", "data.num_workers=0"))
+    again, recorded = run_folder(
+        _train_cfg(
+            tmp_path,
+            "data.root=/data/one",
+            "seed=1",
+            "ckpt_path=last",
+            "trainer.max_epochs=40",
+            "data.num_workers=0",
+        )
+    )
     assert again == folder and recorded["mlflow_run_id"] == "abc"
-    for change, named in (("data.root=/data/two", "data.root"), ("data.folds=3", "data.folds"), ("seed=2", "seed")):
+    for change, named in (
+        ("data.root=/data/two", "data.root"),
+        ("data.folds=3", "data.folds"),
+        ("seed=2", "seed"),
+    ):
         with pytest.raises(ResumeMismatch, match=named):
             run_folder(_train_cfg(tmp_path, "data.root=/data/one", "seed=1", "ckpt_path=last", change))
     with pytest.raises(ResumeMismatch, match="data.root"):
@@ -1155,7 +1282,11 @@ def test_checkpoints_are_written_atomically_in_their_own_folder(tmp_path, monkey
     io.save_checkpoint({"step": 1}, path)
     writes = []
     real_save = torch.save
-    monkeypatch.setattr(torch, "save", lambda obj, f, *a, **k: (writes.append(os.path.dirname(f.name)), real_save(obj, f, *a, **k)))
+    monkeypatch.setattr(
+        torch,
+        "save",
+        lambda obj, f, *a, **k: (writes.append(os.path.dirname(f.name)), real_save(obj, f, *a, **k)),
+    )
 
     def interrupted(*args):
         raise KeyboardInterrupt

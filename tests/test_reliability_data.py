@@ -22,7 +22,9 @@ from src.data.cache import CropSettings, FaceCropCache
 from src.experiments.wiring import build_datamodule
 from tests.conftest import compose_config, data_overrides
 
-QUICK = CropSettings(frames_per_video=6, crop_size=64, face_detector="haar", detect_max_side=320, detect_every=1)
+QUICK = CropSettings(
+    frames_per_video=6, crop_size=64, face_detector="haar", detect_max_side=320, detect_every=1
+)
 
 
 def _instantiate(config):
@@ -57,7 +59,9 @@ def prepared(small_dataset, small_cache):
     of its path (as `predict.py video=../ds/Celeb-real/x.mp4` does): (datamodule, that video's path)."""
     datamodule = _datamodule(small_dataset, small_cache)
     index_test = sorted(small_dataset.glob("Celeb-real/*.mp4"))
-    listed = {line.split()[1] for line in (small_dataset / "List_of_testing_videos.txt").read_text().splitlines()}
+    listed = {
+        line.split()[1] for line in (small_dataset / "List_of_testing_videos.txt").read_text().splitlines()
+    }
     video = next(v for v in index_test if f"Celeb-real/{v.name}" in listed)
     odd = _odd_spelling(video)
     cache = datamodule.cache
@@ -94,8 +98,9 @@ def test_a_video_cached_under_another_spelling_is_still_scored(prepared):
     _check_every_video_accounted_for(datamodule)
 
 
-def test_a_relative_root_reuses_the_cache_built_with_the_absolute_one(prepared, small_dataset, small_cache,
-                                                                      tmp_path, monkeypatch):
+def test_a_relative_root_reuses_the_cache_built_with_the_absolute_one(
+    prepared, small_dataset, small_cache, tmp_path, monkeypatch
+):
     """Was: `data.root=../ds` matched no report and failed with 'need at least folds=2 identity groups'."""
     monkeypatch.chdir(tmp_path)
     relative = os.path.relpath(small_dataset, tmp_path)
@@ -104,7 +109,9 @@ def test_a_relative_root_reuses_the_cache_built_with_the_absolute_one(prepared, 
     datamodule.prepare_data()
     datamodule.setup("fit")
     assert datamodule.build_report.num_built == 0, "the same videos were built again"
-    assert {s: len(r) for s, r in datamodule.splits.items()} == {s: len(r) for s, r in prepared[0].splits.items()}
+    assert {s: len(r) for s, r in datamodule.splits.items()} == {
+        s: len(r) for s, r in prepared[0].splits.items()
+    }
     _check_every_video_accounted_for(datamodule)
 
 
@@ -262,8 +269,11 @@ def test_a_one_class_validation_split_is_a_clear_error(prepared, small_dataset, 
     folds, fold = _one_class_fold(prepared[0].index)
     datamodule = _datamodule(small_dataset, small_cache, f"data.folds={folds}", f"data.fold={fold}")
     datamodule.prepare_data()
-    with pytest.raises(ValueError, match=rf"^the val split of fold {fold} \(data.folds={folds}, data.split_seed=0\) "
-                                         r"has (0 real and \d+ fake|\d+ real and 0 fake) videos: AUC is undefined"):
+    with pytest.raises(
+        ValueError,
+        match=rf"^the val split of fold {fold} \(data.folds={folds}, data.split_seed=0\) "
+        r"has (0 real and \d+ fake|\d+ real and 0 fake) videos: AUC is undefined",
+    ):
         datamodule.setup("fit")
     # evaluation needs only the test split
     evaluation = _datamodule(small_dataset, small_cache, f"data.folds={folds}", f"data.fold={fold}")
@@ -287,7 +297,9 @@ def test_a_videos_perturbation_does_not_depend_on_the_videos_before_it(prepared)
         assert fewer.records[i].path == full.records[i + 1].path
         assert torch.equal(fewer[i][0], full[i + 1][0]), fewer.records[i].path
     plain = datamodule.eval_dataset("test", _perturbation("none"))
-    assert not torch.equal(full[1][0], plain[1][0]), "the heavy level changed nothing: the test proves nothing"
+    assert not torch.equal(full[1][0], plain[1][0]), (
+        "the heavy level changed nothing: the test proves nothing"
+    )
 
 
 # -- 10.7: the data report ---------------------------------------------------------------------------
@@ -299,8 +311,9 @@ def _flat_video(path: Path, frames: int = 12) -> Path:
     return path
 
 
-def test_the_data_report_counts_splits_classes_and_flags_faceless_videos(small_dataset, small_cache, prepared,
-                                                                         tmp_path):
+def test_the_data_report_counts_splits_classes_and_flags_faceless_videos(
+    small_dataset, small_cache, prepared, tmp_path
+):
     root = tmp_path / "root"
     shutil.copytree(small_dataset, root)  # times kept: the copy's entries are the original's
     datamodule = prepared[0]
@@ -313,7 +326,9 @@ def test_the_data_report_counts_splits_classes_and_flags_faceless_videos(small_d
     report = copy.data_report()
 
     flagged = {v["video"]: v for v in report["mostly_undetected_videos"]}
-    assert faceless in flagged and flagged[faceless]["centre_fallback"] and flagged[faceless]["split"] == "train"
+    assert (
+        faceless in flagged and flagged[faceless]["centre_fallback"] and flagged[faceless]["split"] == "train"
+    )
     assert str(root / faceless) == flagged[faceless]["path"]
     train_real = report["splits"]["train"]["real"]
     assert train_real["centre_fallback_videos"] >= 1 and train_real["mostly_undetected_videos"] >= 1
@@ -383,7 +398,6 @@ def test_the_test_list_is_still_what_predict_yields_without_setup_predict(prepar
     assert ids.tolist() == list(range(len(datamodule.splits["test"])))
 
 
-
 def test_data_summaries_print_once_per_sweep_and_every_time_outside_one(monkeypatch, caplog):
     """A sweep's jobs rebuild the same data module: its index, cache and split lines printed once per job."""
     import logging
@@ -402,4 +416,6 @@ def test_data_summaries_print_once_per_sweep_and_every_time_outside_one(monkeypa
             log.info("test split: %d videos", 27)  # another job's data: printed
     finally:
         log.removeFilter(filter_)
-    assert [r.getMessage() for r in caplog.records] == ["test split: 26 videos"] * 3 + ["test split: 27 videos"]
+    assert [r.getMessage() for r in caplog.records] == ["test split: 26 videos"] * 3 + [
+        "test split: 27 videos"
+    ]

@@ -25,8 +25,12 @@ SEED_HEADER = ["MesoNet", "MesoNet (finetuned)", "ResNetLSTM", "ResNetLSTM (fine
 STUDY = load_preset("study")
 # the tags evaluate.py writes from conf/model/<name>.yaml and conf/augment/<name>.yaml
 MODEL_TITLES = {"mesonet": "MesoNet", "resnet_lstm": "ResNetLSTM", "meso4": "Meso4"}
-AUGMENT_TAGS = {"none": ("no augmentation", "0"), "flip": ("rotation/flip", "1"), "heavy": ("heavy augmentation", "2"),
-                "jpeg": ("JPEG quality 30-70", "3")}
+AUGMENT_TAGS = {
+    "none": ("no augmentation", "0"),
+    "flip": ("rotation/flip", "1"),
+    "heavy": ("heavy augmentation", "2"),
+    "jpeg": ("JPEG quality 30-70", "3"),
+}
 ROW_ORDER = ["Loss", "AUC", "AP", "Accuracy", "EER"]
 TITLES = ["Test metrics, no augmentation", "Test metrics, rotation/flip", "Test metrics, heavy augmentation"]
 METRIC_OF_ROW = {"Loss": "loss", "AUC": "auc", "AP": "ap", "Accuracy": "acc", "EER": "eer"}
@@ -49,22 +53,44 @@ class FakeStore:
             self.experiments[name] = self.client.create_experiment(name, artifact_location=location)
         return self.experiments[name]
 
-    def log(self, model, weights, augment, data="synthetic", sweep=None, status="FINISHED", tags=None,
-            scores=None, experiment="evaluate", intervals=True) -> dict:
+    def log(
+        self,
+        model,
+        weights,
+        augment,
+        data="synthetic",
+        sweep=None,
+        status="FINISHED",
+        tags=None,
+        scores=None,
+        experiment="evaluate",
+        intervals=True,
+    ) -> dict:
         """Random metrics (in (0.05, 0.95): a rounded real value is never "0.000"), or for `scores`
         (rows path, label, p_fake, group) the metrics and intervals stats computes from them. Tagged as
         evaluate.py tags (titles and axis position), `tags` added or overriding."""
         self.clock += 1000
         title, axis = AUGMENT_TAGS[augment]
-        all_tags = {"model": model, "weights": weights, "augment": augment, "data": data,
-                    "model_title": MODEL_TITLES[model], "augment_title": title, "augment_axis": axis, **(tags or {})}
+        all_tags = {
+            "model": model,
+            "weights": weights,
+            "augment": augment,
+            "data": data,
+            "model_title": MODEL_TITLES[model],
+            "augment_title": title,
+            "augment_axis": axis,
+            **(tags or {}),
+        }
         if sweep:
             all_tags["sweep_id"] = sweep
         run = self.client.create_run(self.experiment(experiment), start_time=self.clock, tags=all_tags)
         run_id = run.info.run_id
         if scores is None:
-            metrics = {f"test/{lvl}_{m}": self.rng.uniform(0.05, 0.95)
-                       for lvl in ("video", "frame") for m in stats.METRICS}
+            metrics = {
+                f"test/{lvl}_{m}": self.rng.uniform(0.05, 0.95)
+                for lvl in ("video", "frame")
+                for m in stats.METRICS
+            }
             if intervals:
                 for m in stats.METRICS:
                     value = metrics[f"test/video_{m}"]
@@ -85,7 +111,9 @@ class FakeStore:
                 for path, label, prob, group in scores:
                     writer.writerow([path, label, repr(float(np.log(prob / (1 - prob)))), repr(prob), group])
             self.client.log_artifact(run_id, str(folder / "video_scores.csv"))
-        self.client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, v, self.clock, 0) for k, v in metrics.items()])
+        self.client.log_batch(
+            run_id, metrics=[mlflow.entities.Metric(k, v, self.clock, 0) for k, v in metrics.items()]
+        )
         self.client.set_terminated(run_id, status, end_time=self.clock + 500)
         return {"run_id": run_id, **metrics}
 
@@ -108,17 +136,27 @@ def store(tmp_path_factory):
             for augment in ("none", "flip", "heavy"):
                 if (model, weights, augment) == ("resnet_lstm", "finetuned", "heavy"):
                     continue
-                logged["sweep-a"][(model, weights, augment)] = fake.log(model, weights, augment, sweep="sweep-a")
-    for cell in (("mesonet", "pretrained", "none"), ("meso4", "pretrained", "none"), ("meso4", "pretrained", "flip")):
+                logged["sweep-a"][(model, weights, augment)] = fake.log(
+                    model, weights, augment, sweep="sweep-a"
+                )
+    for cell in (
+        ("mesonet", "pretrained", "none"),
+        ("meso4", "pretrained", "none"),
+        ("meso4", "pretrained", "flip"),
+    ):
         logged["sweep-b"][cell] = fake.log(*cell, sweep="sweep-b", intervals=False)
-    logged["celebdf"] = {("mesonet", "pretrained", "none"): fake.log("mesonet", "pretrained", "none", data="celebdf",
-                                                                    sweep="sweep-b", intervals=False)}
+    logged["celebdf"] = {
+        ("mesonet", "pretrained", "none"): fake.log(
+            "mesonet", "pretrained", "none", data="celebdf", sweep="sweep-b", intervals=False
+        )
+    }
     fake.log("mesonet", "scratch", "heavy")
     fake.log("mesonet", "finetuned", "none", sweep="sweep-b", status="FAILED")  # newest, but not finished
     for augment in ("none", "flip"):
         fake.log("mesonet", "pretrained", augment, experiment="evaluate-single")
         logged["single"][("mesonet", "pretrained", augment)] = fake.log(
-            "mesonet", "pretrained", augment, experiment="evaluate-single")  # re-run: replaces the first
+            "mesonet", "pretrained", augment, experiment="evaluate-single"
+        )  # re-run: replaces the first
     return uri, logged
 
 
@@ -176,9 +214,12 @@ def check_table(table, cells: dict, augment: str, columns: dict[str, tuple[str, 
 
 
 ALL_COLUMNS = {
-    "MesoNet": ("mesonet", "pretrained"), "MesoNet (finetuned)": ("mesonet", "finetuned"),
-    "ResNetLSTM": ("resnet_lstm", "pretrained"), "ResNetLSTM (finetuned)": ("resnet_lstm", "finetuned"),
-    "MesoNet (untrained)": ("mesonet", "scratch"), "Meso4": ("meso4", "pretrained"),
+    "MesoNet": ("mesonet", "pretrained"),
+    "MesoNet (finetuned)": ("mesonet", "finetuned"),
+    "ResNetLSTM": ("resnet_lstm", "pretrained"),
+    "ResNetLSTM (finetuned)": ("resnet_lstm", "finetuned"),
+    "MesoNet (untrained)": ("mesonet", "scratch"),
+    "Meso4": ("meso4", "pretrained"),
 }
 
 
@@ -195,8 +236,13 @@ def test_cells_print_the_value_and_its_interval(store):
     assert parsed["synthetic"][TITLES[2]][1]["AUC"]["ResNetLSTM (finetuned)"] == "–"
     # frame level has no intervals: bare values
     frame = parse_report(render_tables(collect_results(uri, sweep_id="sweep-a"), level="frame"))
-    check_table(frame["synthetic"][TITLES[0]], logged["sweep-a"], "none", {k: ALL_COLUMNS[k] for k in SEED_HEADER},
-                level="frame")
+    check_table(
+        frame["synthetic"][TITLES[0]],
+        logged["sweep-a"],
+        "none",
+        {k: ALL_COLUMNS[k] for k in SEED_HEADER},
+        level="frame",
+    )
     assert "[" not in frame["synthetic"][TITLES[0]][1]["AUC"]["MesoNet"]
 
 
@@ -207,7 +253,9 @@ def test_default_is_the_latest_sweep_only(store):
     assert collect.latest_sweep(uri) == "sweep-b"
     results = collect_results(uri)
     assert {r["sweep_id"] for r in results} == {"sweep-b"}
-    assert {(r["model"], r["weights"], r["augment"]) for r in results if r["data"] == "synthetic"} == set(logged["sweep-b"])
+    assert {(r["model"], r["weights"], r["augment"]) for r in results if r["data"] == "synthetic"} == set(
+        logged["sweep-b"]
+    )
     parsed = parse_report(render_tables(results))
     assert list(parsed) == ["celebdf", "synthetic"]
     assert list(parsed["synthetic"]) == TITLES[:2] and list(parsed["celebdf"]) == TITLES[:1]
@@ -224,15 +272,21 @@ def test_the_study_preset_shows_its_four_columns_first_even_without_runs(store):
     """conf/report/study.yaml: the seed's four columns in its order, – where nothing was scored (the FAILED
     run of sweep-b made no MesoNet (finetuned) cell), other columns with runs after them."""
     uri, logged = store
-    assert STUDY.columns == (("mesonet", "pretrained"), ("mesonet", "finetuned"), ("resnet_lstm", "pretrained"),
-                             ("resnet_lstm", "finetuned"))
+    assert STUDY.columns == (
+        ("mesonet", "pretrained"),
+        ("mesonet", "finetuned"),
+        ("resnet_lstm", "pretrained"),
+        ("resnet_lstm", "finetuned"),
+    )
     parsed = parse_report(render_tables(collect_results(uri), preset=STUDY))
     for title, augment in zip(TITLES[:2], ("none", "flip"), strict=True):
         table = parsed["synthetic"][title]
         assert table[0] == SEED_HEADER + ["Meso4"]
         check_table(table, logged["sweep-b"], augment, {k: ALL_COLUMNS[k] for k in SEED_HEADER + ["Meso4"]})
     assert parsed["synthetic"][TITLES[0]][1]["AUC"]["MesoNet (finetuned)"] == "–"
-    check_table(parsed["celebdf"][TITLES[0]], logged["celebdf"], "none", {k: ALL_COLUMNS[k] for k in SEED_HEADER})
+    check_table(
+        parsed["celebdf"][TITLES[0]], logged["celebdf"], "none", {k: ALL_COLUMNS[k] for k in SEED_HEADER}
+    )
 
 
 def test_presets_are_checked_and_named_in_errors(tmp_path, monkeypatch, capsys):
@@ -241,7 +295,9 @@ def test_presets_are_checked_and_named_in_errors(tmp_path, monkeypatch, capsys):
     message = capsys.readouterr().err
     assert "--preset='no-such-preset'" in message and "study" in message
     monkeypatch.setattr(tables, "PRESET_DIR", tmp_path)
-    (tmp_path / "broken.yaml").write_text("columns:\n  - {model: mesonet, weights: pretrained}\n  - {model: mesonet}\n")
+    (tmp_path / "broken.yaml").write_text(
+        "columns:\n  - {model: mesonet, weights: pretrained}\n  - {model: mesonet}\n"
+    )
     with pytest.raises(ConfigError, match=r"broken.yaml: columns\[1\]="):
         load_preset("broken")
     (tmp_path / "empty.yaml").write_text("columns: []\n")
@@ -254,7 +310,9 @@ def test_without_sweeps_the_latest_run_per_cell_is_reported(store):
     results = collect_results(uri, experiment="evaluate-single")
     assert len(results) == 2 and all(len(r["runs"]) == 1 and r["sweep_id"] is None for r in results)
     parsed = parse_report(render_tables(results))
-    check_table(parsed["synthetic"][TITLES[1]], logged["single"], "flip", {"MesoNet": ("mesonet", "pretrained")})
+    check_table(
+        parsed["synthetic"][TITLES[1]], logged["single"], "flip", {"MesoNet": ("mesonet", "pretrained")}
+    )
 
 
 def test_main_writes_reports_folder_of_the_sweep_prints_and_logs(use_store, tmp_path, monkeypatch, capsys):
@@ -290,8 +348,12 @@ def test_sweep_option_picks_another_sweep(use_store, tmp_path, monkeypatch, caps
     assert main(["--sweep-id", "sweep-a", "--no-log", "--preset", "study"]) == 0
     markdown = (tmp_path / "reports" / "sweep-a" / "report.md").read_text(encoding="utf-8")
     assert "preset `study`" in markdown
-    check_table(parse_report(markdown)["synthetic"][TITLES[1]], logged["sweep-a"], "flip",
-                {k: ALL_COLUMNS[k] for k in SEED_HEADER})
+    check_table(
+        parse_report(markdown)["synthetic"][TITLES[1]],
+        logged["sweep-a"],
+        "flip",
+        {k: ALL_COLUMNS[k] for k in SEED_HEADER},
+    )
     assert "Logged MLflow run" not in capsys.readouterr().out
     assert main(["--sweep-id", "sweep-a", "--no-log", "--out", str(tmp_path / "elsewhere")]) == 0
     assert (tmp_path / "elsewhere" / "report.html").exists()
@@ -312,7 +374,10 @@ def test_no_log_and_data_filter(use_store, tmp_path, capsys):
 
 def test_robustness_chart_is_png_with_a_title_naming_data_and_sweep(store, tmp_path):
     uri, _ = store
-    for name, results in (("one.png", collect_results(uri, sweep_id="sweep-a")), ("all.png", collect_results(uri))):
+    for name, results in (
+        ("one.png", collect_results(uri, sweep_id="sweep-a")),
+        ("all.png", collect_results(uri)),
+    ):
         path = plot_robustness(results, tmp_path / name, sweep_id="sweep-a")
         content = path.read_bytes()
         assert content[:8] == b"\x89PNG\r\n\x1a\n"
@@ -343,50 +408,127 @@ def test_empty_store_exits_1(tmp_path, monkeypatch, capsys):
 
 def result_of(model, weights, augment, start, data="d", **tags) -> dict:
     """A result as collect_results makes it, one run with an AUC of 0.8 and the given tags."""
-    run = {"run_id": f"{model}-{weights}-{augment}", "start_time": start, "replicate": ("", "", ""),
-           "metrics": {"test/video_auc": 0.8}, "tags": {"model": model, "weights": weights, "augment": augment, **tags}}
-    return {"model": model, "weights": weights, "augment": augment, "data": data, "sweep_id": "s", "runs": [run],
-            "replaced": [], **{key: run[key] for key in ("run_id", "metrics", "tags", "start_time")}}
+    run = {
+        "run_id": f"{model}-{weights}-{augment}",
+        "start_time": start,
+        "replicate": ("", "", ""),
+        "metrics": {"test/video_auc": 0.8},
+        "tags": {"model": model, "weights": weights, "augment": augment, **tags},
+    }
+    return {
+        "model": model,
+        "weights": weights,
+        "augment": augment,
+        "data": data,
+        "sweep_id": "s",
+        "runs": [run],
+        "replaced": [],
+        **{key: run[key] for key in ("run_id", "metrics", "tags", "start_time")},
+    }
 
 
 def test_a_new_model_and_perturbation_sort_and_title_from_their_tags():
     """No list names `blur` or `newnet`: the tables follow augment_axis and augment_title, the columns the
     runs' start order and model_title."""
     results = [
-        result_of("newnet", "pretrained", "heavy", 1, model_title="NewNet-X", augment_title="heavy augmentation",
-             augment_axis="2"),
-        result_of("newnet", "pretrained", "blur", 2, model_title="NewNet-X", augment_title="Gaussian blur", augment_axis="1"),
-        result_of("newnet", "pretrained", "none", 3, model_title="NewNet-X", augment_title="no augmentation",
-             augment_axis="0"),
-        result_of("mesonet", "scratch", "none", 4, model_title="MesoNet", augment_title="no augmentation", augment_axis="0"),
-        result_of("mesonet", "finetuned", "blur", 5, model_title="MesoNet", augment_title="Gaussian blur", augment_axis="1",
-             source_weights="pretrained"),
+        result_of(
+            "newnet",
+            "pretrained",
+            "heavy",
+            1,
+            model_title="NewNet-X",
+            augment_title="heavy augmentation",
+            augment_axis="2",
+        ),
+        result_of(
+            "newnet",
+            "pretrained",
+            "blur",
+            2,
+            model_title="NewNet-X",
+            augment_title="Gaussian blur",
+            augment_axis="1",
+        ),
+        result_of(
+            "newnet",
+            "pretrained",
+            "none",
+            3,
+            model_title="NewNet-X",
+            augment_title="no augmentation",
+            augment_axis="0",
+        ),
+        result_of(
+            "mesonet",
+            "scratch",
+            "none",
+            4,
+            model_title="MesoNet",
+            augment_title="no augmentation",
+            augment_axis="0",
+        ),
+        result_of(
+            "mesonet",
+            "finetuned",
+            "blur",
+            5,
+            model_title="MesoNet",
+            augment_title="Gaussian blur",
+            augment_axis="1",
+            source_weights="pretrained",
+        ),
     ]
     assert collect.augment_levels(results) == ["none", "blur", "heavy"]
     parsed = parse_report(render_tables(results))["d"]
-    assert list(parsed) == ["Test metrics, no augmentation", "Test metrics, Gaussian blur",
-                            "Test metrics, heavy augmentation"]
-    assert parsed["Test metrics, Gaussian blur"][0] == ["NewNet-X", "MesoNet (untrained)", "MesoNet (finetuned)"]
-    assert parsed["Test metrics, Gaussian blur"][1]["AUC"] == {"NewNet-X": "0.800", "MesoNet (untrained)": "–",
-                                                                 "MesoNet (finetuned)": "0.800"}
+    assert list(parsed) == [
+        "Test metrics, no augmentation",
+        "Test metrics, Gaussian blur",
+        "Test metrics, heavy augmentation",
+    ]
+    assert parsed["Test metrics, Gaussian blur"][0] == [
+        "NewNet-X",
+        "MesoNet (untrained)",
+        "MesoNet (finetuned)",
+    ]
+    assert parsed["Test metrics, Gaussian blur"][1]["AUC"] == {
+        "NewNet-X": "0.800",
+        "MesoNet (untrained)": "–",
+        "MesoNet (finetuned)": "0.800",
+    }
     # a store from before the title tags: the tags themselves, levels by name
-    old = [result_of("resnet_lstm", "pretrained", "none", 1), result_of("resnet_lstm", "pretrained", "flip", 2)]
+    old = [
+        result_of("resnet_lstm", "pretrained", "none", 1),
+        result_of("resnet_lstm", "pretrained", "flip", 2),
+    ]
     assert list(parse_report(render_tables(old))["d"]) == ["Test metrics, flip", "Test metrics, none"]
     assert parse_report(render_tables(old))["d"]["Test metrics, none"][0] == ["resnet_lstm"]
 
 
 def test_the_chart_has_a_tick_per_level_with_runs_only():
     """A sweep over augment=none,heavy: two ticks, no empty rotation/flip between them."""
-    results = [result_of("mesonet", "pretrained", augment, index, augment_title=AUGMENT_TAGS[augment][0],
-                    augment_axis=AUGMENT_TAGS[augment][1]) for index, augment in enumerate(("heavy", "none"))]
+    results = [
+        result_of(
+            "mesonet",
+            "pretrained",
+            augment,
+            index,
+            augment_title=AUGMENT_TAGS[augment][0],
+            augment_axis=AUGMENT_TAGS[augment][1],
+        )
+        for index, augment in enumerate(("heavy", "none"))
+    ]
     (axes,) = robustness_figure(results).axes
     assert [label.get_text() for label in axes.get_xticklabels()] == ["no augmentation", "heavy augmentation"]
 
 
 # -- one study sweep with scores: replicates, lineage, titles from tags, paired comparisons ---------------------
 N_VIDEOS = 40
-STUDY_AUGMENT_TAGS = {"none": ("none", "0"), "flip": ("rotation/flip", "1"), "jpeg": ("JPEG q=30", "1.5"),
-                      "heavy": ("heavy", "2")}
+STUDY_AUGMENT_TAGS = {
+    "none": ("none", "0"),
+    "flip": ("rotation/flip", "1"),
+    "jpeg": ("JPEG q=30", "1.5"),
+    "heavy": ("heavy", "2"),
+}
 
 
 def video_rows(probs) -> list[tuple[str, int, float, str]]:
@@ -394,7 +536,11 @@ def video_rows(probs) -> list[tuple[str, int, float, str]]:
     rows = []
     for i, prob in enumerate(probs):
         label = int(i >= N_VIDEOS // 2)
-        path = f"Celeb-synthesis/id{i % 8}_id{(i + 3) % 8}_{i:04d}.mp4" if label else f"Celeb-real/id{i % 8}_{i:04d}.mp4"
+        path = (
+            f"Celeb-synthesis/id{i % 8}_id{(i + 3) % 8}_{i:04d}.mp4"
+            if label
+            else f"Celeb-real/id{i % 8}_{i:04d}.mp4"
+        )
         rows.append((path, label, float(prob), f"id{i % 8}"))
     return rows
 
@@ -419,19 +565,43 @@ def study(tmp_path_factory):
 
     def log(model, weights, augment, probs, **tags):
         title, axis = STUDY_AUGMENT_TAGS[augment]
-        run = fake.log(model, weights, augment, sweep="study", scores=video_rows(probs),
-                       tags={"augment_title": title, "augment_axis": axis, **tags})
+        run = fake.log(
+            model,
+            weights,
+            augment,
+            sweep="study",
+            scores=video_rows(probs),
+            tags={"augment_title": title, "augment_axis": axis, **tags},
+        )
         logged.setdefault((model, weights, augment), []).append(run)
 
     weights_file = {"initial_weights": "MesoInception_DF.h5 sha256:abc"}
-    for augment, probs in (("none", strong), ("flip", jitter(strong, 1)), ("jpeg", jitter(strong, 2)), ("heavy", chance)):
+    for augment, probs in (
+        ("none", strong),
+        ("flip", jitter(strong, 1)),
+        ("jpeg", jitter(strong, 2)),
+        ("heavy", chance),
+    ):
         log("mesonet", "pretrained", augment, probs, **weights_file)
     for seed in (1, 2, 3):
         for augment in ("none", "flip", "heavy"):
-            log("mesonet", "finetuned", augment, jitter(strong, 10 * seed + len(augment)), train_seed=str(seed),
-                source_run_id=f"train-{seed}", source_weights="pretrained")
+            log(
+                "mesonet",
+                "finetuned",
+                augment,
+                jitter(strong, 10 * seed + len(augment)),
+                train_seed=str(seed),
+                source_run_id=f"train-{seed}",
+                source_weights="pretrained",
+            )
     log("resnet_lstm", "pretrained", "none", chance, initial_weights="torchvision resnet50 sha256:def")
-    log("resnet_lstm", "pretrained", "flip", jitter(chance, 3), initial_weights="torchvision resnet50 sha256:def")
+    log(
+        "resnet_lstm",
+        "pretrained",
+        "flip",
+        jitter(chance, 3),
+        initial_weights="torchvision resnet50 sha256:def",
+    )
     log("resnet_lstm", "finetuned", "none", strong, source_run_id="train-x", source_weights="scratch")
     log("resnet_lstm", "finetuned", "flip", strong, source_run_id="train-y", source_weights="scratch")
     log("meso4", "scratch", "none", chance, model_title="Meso-4")
@@ -442,13 +612,26 @@ def study(tmp_path_factory):
 def test_titles_and_level_order_come_from_the_runs_tags(study):
     uri, logged, results = study
     parsed = parse_report(render_tables(results))["synthetic"]
-    assert list(parsed) == ["Test metrics, none", "Test metrics, rotation/flip", "Test metrics, JPEG q=30",
-                            "Test metrics, heavy"]
+    assert list(parsed) == [
+        "Test metrics, none",
+        "Test metrics, rotation/flip",
+        "Test metrics, JPEG q=30",
+        "Test metrics, heavy",
+    ]
     header = parsed["Test metrics, none"][0]
-    assert header == ["MesoNet", "MesoNet (finetuned)", "ResNetLSTM", "ResNetLSTM (trained from scratch) ⚠",
-                      "Meso-4 (untrained)"]
+    assert header == [
+        "MesoNet",
+        "MesoNet (finetuned)",
+        "ResNetLSTM",
+        "ResNetLSTM (trained from scratch) ⚠",
+        "Meso-4 (untrained)",
+    ]
     assert [collect.augment_title(a, results) for a in collect.augment_levels(results)] == [
-        "none", "rotation/flip", "JPEG q=30", "heavy"]
+        "none",
+        "rotation/flip",
+        "JPEG q=30",
+        "heavy",
+    ]
 
 
 def test_replicates_are_aggregated_as_mean_and_sd(study):
@@ -457,7 +640,10 @@ def test_replicates_are_aggregated_as_mean_and_sd(study):
     for row, metric in METRIC_OF_ROW.items():
         values = [run[f"test/video_{metric}"] for run in logged[("mesonet", "finetuned", "flip")]]
         mean, sd = stats.mean_sd(values)
-        assert parsed["Test metrics, rotation/flip"][1][row]["MesoNet (finetuned)"] == f"{mean:.3f} ± {sd:.3f} (n=3)"
+        assert (
+            parsed["Test metrics, rotation/flip"][1][row]["MesoNet (finetuned)"]
+            == f"{mean:.3f} ± {sd:.3f} (n=3)"
+        )
     # a single run keeps its interval
     single = logged[("mesonet", "pretrained", "flip")][0]
     assert parsed["Test metrics, rotation/flip"][1]["AUC"]["MesoNet"] == expected_cell(single, "AUC")
@@ -485,29 +671,47 @@ def test_paired_comparisons_mark_only_differences_beyond_noise(study, tmp_path):
     uri, logged, results = study
     rows = comparisons.paired_comparisons(results, comparisons.ScoreFiles(uri, tmp_path))
     heavy = comparison(rows, "MesoNet", "heavy − none")
-    expected = (logged[("mesonet", "pretrained", "heavy")][0]["test/video_auc"]
-                - logged[("mesonet", "pretrained", "none")][0]["test/video_auc"])
+    expected = (
+        logged[("mesonet", "pretrained", "heavy")][0]["test/video_auc"]
+        - logged[("mesonet", "pretrained", "none")][0]["test/video_auc"]
+    )
     assert heavy["diff"] == pytest.approx(expected, abs=1e-9) and heavy["videos"] == N_VIDEOS
     assert heavy["excludes_zero"] and heavy["high"] < 0
     for label in ("rotation/flip − none", "JPEG q=30 − none"):
         assert not comparison(rows, "MesoNet", label)["excludes_zero"]
     for seed in (1, 2, 3):
-        assert not comparison(rows, "MesoNet (finetuned)", f"heavy − none (train_seed={seed})")["excludes_zero"]
+        assert not comparison(rows, "MesoNet (finetuned)", f"heavy − none (train_seed={seed})")[
+            "excludes_zero"
+        ]
         robust = comparison(rows, "MesoNet (finetuned)", f"finetuned − pretrained, heavy (train_seed={seed})")
         assert robust["excludes_zero"] and robust["low"] > 0
-        assert not comparison(rows, "MesoNet (finetuned)",
-                              f"finetuned − pretrained, none (train_seed={seed})")["excludes_zero"]
-    assert comparison(rows, "ResNetLSTM (trained from scratch)", "finetuned − pretrained, none")["excludes_zero"]
-    assert "mixed checkpoints" in comparison(rows, "ResNetLSTM (trained from scratch)", "rotation/flip − none")
+        assert not comparison(
+            rows, "MesoNet (finetuned)", f"finetuned − pretrained, none (train_seed={seed})"
+        )["excludes_zero"]
+    assert comparison(rows, "ResNetLSTM (trained from scratch)", "finetuned − pretrained, none")[
+        "excludes_zero"
+    ]
+    assert "mixed checkpoints" in comparison(
+        rows, "ResNetLSTM (trained from scratch)", "rotation/flip − none"
+    )
 
     markdown = comparisons.render_comparisons(rows)
-    table = {tuple(cells[:2]): cells[2:] for cells in
-             ([c.strip() for c in line.strip().strip("|").split("|")] for line in markdown.splitlines()
-              if line.startswith("|"))}
-    assert table[("MesoNet", "heavy − none")] == [f"{heavy['diff']:+.3f} [{heavy['low']:+.2f}, {heavy['high']:+.2f}] *",
-                                                  "40"]
+    table = {
+        tuple(cells[:2]): cells[2:]
+        for cells in (
+            [c.strip() for c in line.strip().strip("|").split("|")]
+            for line in markdown.splitlines()
+            if line.startswith("|")
+        )
+    }
+    assert table[("MesoNet", "heavy − none")] == [
+        f"{heavy['diff']:+.3f} [{heavy['low']:+.2f}, {heavy['high']:+.2f}] *",
+        "40",
+    ]
     assert not table[("MesoNet", "rotation/flip − none")][0].endswith("*")
-    assert table[("ResNetLSTM (trained from scratch)", "rotation/flip − none")][0].startswith("– (not compared")
+    assert table[("ResNetLSTM (trained from scratch)", "rotation/flip − none")][0].startswith(
+        "– (not compared"
+    )
     assert "*: the interval excludes 0" in markdown
 
 
@@ -518,8 +722,14 @@ def test_comparisons_join_on_path_and_say_when_scores_are_missing(study, tmp_pat
     rng = np.random.default_rng(1)
     rows = video_rows(rng.random(N_VIDEOS))
     fake.log("mesonet", "pretrained", "none", sweep="s", scores=rows, experiment="evaluate-join")
-    fake.log("mesonet", "pretrained", "flip", sweep="s", scores=list(reversed(rows[1:-1])),  # 38, another order
-             experiment="evaluate-join")
+    fake.log(
+        "mesonet",
+        "pretrained",
+        "flip",
+        sweep="s",
+        scores=list(reversed(rows[1:-1])),  # 38, another order
+        experiment="evaluate-join",
+    )
     fake.log("resnet_lstm", "pretrained", "none", sweep="s", experiment="evaluate-join")
     fake.log("resnet_lstm", "pretrained", "flip", sweep="s", experiment="evaluate-join")
     results = collect_results(uri, experiment="evaluate-join")

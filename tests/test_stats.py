@@ -118,8 +118,9 @@ def test_paired_difference_marks_a_real_difference_and_not_noise():
     useless = rng.random(labels.size)
     clear = stats.paired_difference(good, useless, labels, n_boot=500)
     assert clear["excludes_zero"] and clear["low"] > 0
-    assert clear["diff"] == pytest.approx(stats.video_metrics(good, labels)["auc"]
-                                          - stats.video_metrics(useless, labels)["auc"])
+    assert clear["diff"] == pytest.approx(
+        stats.video_metrics(good, labels)["auc"] - stats.video_metrics(useless, labels)["auc"]
+    )
     jittered = np.clip(good + rng.normal(0, 0.02, labels.size), 0, 1)
     noise = stats.paired_difference(good, jittered, labels, n_boot=500)
     assert not noise["excludes_zero"] and noise["low"] <= noise["diff"] <= noise["high"]
@@ -149,7 +150,9 @@ def test_importing_stats_imports_no_framework():
     import subprocess
     import sys
 
-    code = "import sys, src.utils.stats; sys.exit(any(m in sys.modules for m in ('mlflow', 'torch', 'scipy')))"
+    code = (
+        "import sys, src.utils.stats; sys.exit(any(m in sys.modules for m in ('mlflow', 'torch', 'scipy')))"
+    )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
@@ -191,4 +194,6 @@ def test_bootstrap_interval_holds_the_auc_and_narrows_with_more_videos():
     assert big_high - big_low < 0.5 * (small_high - small_low)
     assert big_low - 0.05 < 0.714 < big_high + 0.05  # the true AUC, Phi(0.8 / sqrt 2)
     scores, labels = sample(30)
-    assert stats.bootstrap_auc(scores, labels, seed=5) == stats.bootstrap_auc(scores, labels, seed=5)  # reproducible
+    assert stats.bootstrap_auc(scores, labels, seed=5) == stats.bootstrap_auc(
+        scores, labels, seed=5
+    )  # reproducible

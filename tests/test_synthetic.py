@@ -265,7 +265,8 @@ def test_haar_detects_the_faces(small):
             box = detector.detect(frame)
             cx, cy, height = track[i]
             on_face = box is not None and (
-                abs((box[0] + box[2]) / 2 - cx) < 0.25 * height and abs((box[1] + box[3]) / 2 - cy) < 0.25 * height
+                abs((box[0] + box[2]) / 2 - cx) < 0.25 * height
+                and abs((box[1] + box[3]) / 2 - cy) < 0.25 * height
             )
             hits["fake" if rel.startswith("Celeb-synthesis") else "real"].append(on_face)
     for kind, found in hits.items():
@@ -306,8 +307,13 @@ def test_the_blend_darkens_a_thin_seam_along_the_mask_edge():
         assert manip.seam > 0.1
         with_seam, without = (
             _fake_v2(
-                clip, textures[0], textures[1], np.zeros(n, np.int64), dataclasses.replace(manip, seam=seam),
-                _rng(0, 7), identities[0].mouth_y,
+                clip,
+                textures[0],
+                textures[1],
+                np.zeros(n, np.int64),
+                dataclasses.replace(manip, seam=seam),
+                _rng(0, 7),
+                identities[0].mouth_y,
             ).astype(np.int16)
             for seam in (manip.seam, 0.0)
         )

@@ -144,7 +144,9 @@ def test_pretrained_backbone_loads_strictly_from_a_local_file(name, suffix, tmp_
     cfg = compose_config("train", [f"model={name}", "weights=pretrained", f"model.pretrained.file={path}"])
     module = hydra.utils.instantiate(cfg.model)
     head = {k: v.clone() for k, v in module.net.head.state_dict().items()}
-    origin = hydra.utils.instantiate(cfg.weights)(module).initial_weights  # as train.py and evaluate.py call it
+    origin = hydra.utils.instantiate(cfg.weights)(
+        module
+    ).initial_weights  # as train.py and evaluate.py call it
     assert str(path) in origin and TIMM_NAMES[name] in origin
     _assert_backbone_is(module.net, saved)
     assert all(torch.equal(v, head[k]) for k, v in module.net.head.state_dict().items())
@@ -196,7 +198,9 @@ def test_hf_hub_offline_fails_without_trying_the_network(empty_caches, monkeypat
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(socket, "create_connection", no_connection_expected)
     with pytest.raises(FileNotFoundError, match="efficientnet_b1"):
-        EfficientNetLSTM().load_pretrained(compose_config("train", ["model=efficientnet_lstm"]).model.pretrained)
+        EfficientNetLSTM().load_pretrained(
+            compose_config("train", ["model=efficientnet_lstm"]).model.pretrained
+        )
 
 
 def test_a_local_file_of_another_model_or_none_is_refused(tmp_path):

@@ -17,8 +17,11 @@ def _train_runs(env, model: str = "mesonet"):
     """The store's training runs of `model` (the session store also holds other models' runs in make test-all)."""
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("train")
-    return client, client.search_runs([experiment.experiment_id], filter_string=f"tags.model = '{model}'",
-                                      order_by=["attributes.start_time DESC"])
+    return client, client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.model = '{model}'",
+        order_by=["attributes.start_time DESC"],
+    )
 
 
 def test_training_run_is_tracked_with_tags_config_metrics_and_checkpoint(trained_mesonet, tmp_path):
@@ -28,14 +31,28 @@ def test_training_run_is_tracked_with_tags_config_metrics_and_checkpoint(trained
     run = runs[0]
     assert run.info.status == "FINISHED"
     assert {k: run.data.tags[k] for k in ("model", "weights", "augment", "data")} == {
-        "model": "mesonet", "weights": "scratch", "augment": "none", "data": "synthetic"}
-    for key in ("val/video_auc", "val/frame_auc", "val/video_eer", "test/video_auc", "test/frame_ap", "train/loss_epoch"):
+        "model": "mesonet",
+        "weights": "scratch",
+        "augment": "none",
+        "data": "synthetic",
+    }
+    for key in (
+        "val/video_auc",
+        "val/frame_auc",
+        "val/video_eer",
+        "test/video_auc",
+        "test/frame_ap",
+        "train/loss_epoch",
+    ):
         assert key in run.data.metrics, key
     assert len(client.get_metric_history(run.info.run_id, "val/video_auc")) == 2  # per epoch
     assert run.data.metrics["data/skipped_videos"] == 0
 
-    local = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=str(tmp_path),
-                                                     tracking_uri=env["MLFLOW_TRACKING_URI"]))
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, dst_path=str(tmp_path), tracking_uri=env["MLFLOW_TRACKING_URI"]
+        )
+    )
     config = yaml.safe_load((local / "config.yaml").read_text())
     assert config["model"]["name"] == "mesonet" and config["model"]["input"]["size"] == 256
     checkpoint = torch.load(local / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
@@ -50,17 +67,25 @@ def test_a_training_run_prints_each_line_once_without_noise_and_ends_with_its_su
     logged = [line.split("] - ", 1)[-1] for line in lines if line.startswith("[20")]  # Hydra's log format
     assert logged and len(logged) == len(set(logged)), "a log line was printed twice"
     assert sum("Seed set to" in line for line in lines) == 1
-    for noise in ("litlogger", "exists and is not empty", "No positive samples", "smaller than the logging interval",
-                  "Downloading artifacts", "is not supported by the model summary"):
+    for noise in (
+        "litlogger",
+        "exists and is not empty",
+        "No positive samples",
+        "smaller than the logging interval",
+        "Downloading artifacts",
+        "is not supported by the model summary",
+    ):
         assert noise not in output, noise
     _, runs = _train_runs(env)
-    summary = output[output.index(f"train run {runs[0].info.run_name} ({runs[0].info.run_id}) finished"):]
+    summary = output[output.index(f"train run {runs[0].info.run_name} ({runs[0].info.run_id}) finished") :]
     assert "best checkpoint: " in summary and "(val/video_auc " in summary
     assert f"/#/experiments/{runs[0].info.experiment_id}/runs/{runs[0].info.run_id}" in summary
     test_line = next(line for line in summary.splitlines() if line.strip().startswith("test (video level)"))
     numbers = re.findall(r"[A-Z]+ (\d[\d.e+-]*)", test_line)
     significant = [n.replace(".", "").lstrip("0") for n in numbers]
-    assert numbers and all(len(d) == 4 or not d for d in significant), test_line  # 4 significant digits, zeros kept
+    assert numbers and all(len(d) == 4 or not d for d in significant), (
+        test_line
+    )  # 4 significant digits, zeros kept
     assert "  output: " in summary, "the Hydra output folder (the run's log) is named"
 
 
@@ -76,15 +101,24 @@ def test_finetuned_weights_are_found_from_a_new_process(trained_mesonet, small_d
     result = run_script(
         "evaluate.py", ["weights=finetuned", *data_overrides(small_dataset, small_cache)], env
     )
-    assert f"weights=finetuned: using the checkpoint of run {runs[0].info.run_id}" in result.stdout + result.stderr  # the choice is printed
-    assert "Downloading artifacts" not in result.stdout + result.stderr  # MLflow's bar for one small file is noise
+    assert (
+        f"weights=finetuned: using the checkpoint of run {runs[0].info.run_id}"
+        in result.stdout + result.stderr
+    )  # the choice is printed
+    assert (
+        "Downloading artifacts" not in result.stdout + result.stderr
+    )  # MLflow's bar for one small file is noise
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     evaluate = client.get_experiment_by_name("evaluate")
     run = client.search_runs([evaluate.experiment_id])[0]
-    assert run.data.tags["initial_weights"].startswith(f"runs:/{runs[0].info.run_id}/checkpoints/best.ckpt sha256=")
+    assert run.data.tags["initial_weights"].startswith(
+        f"runs:/{runs[0].info.run_id}/checkpoints/best.ckpt sha256="
+    )
     assert run.data.tags["source_run_id"] == runs[0].info.run_id
     # the evaluation scores the checkpoint's test videos as training's own test did
-    assert run.data.metrics["test/video_auc"] == pytest.approx(runs[0].data.metrics["test/video_auc"], abs=1e-6)
+    assert run.data.metrics["test/video_auc"] == pytest.approx(
+        runs[0].data.metrics["test/video_auc"], abs=1e-6
+    )
 
 
 def test_resume_continues_the_same_mlflow_run(trained_mesonet, small_dataset, small_cache):
@@ -92,8 +126,13 @@ def test_resume_continues_the_same_mlflow_run(trained_mesonet, small_dataset, sm
     _, before = _train_runs(env)
     run_script(
         "train.py",
-        ["weights=scratch", "ckpt_path=last", f"paths.checkpoint_dir={checkpoints}", "trainer.max_epochs=3",
-         *data_overrides(small_dataset, small_cache)],
+        [
+            "weights=scratch",
+            "ckpt_path=last",
+            f"paths.checkpoint_dir={checkpoints}",
+            "trainer.max_epochs=3",
+            *data_overrides(small_dataset, small_cache),
+        ],
         env,
     )
     client, after = _train_runs(env)
@@ -106,12 +145,24 @@ def test_resume_continues_the_same_mlflow_run(trained_mesonet, small_dataset, sm
 @pytest.mark.parametrize("model", [pytest.param("meso4", marks=pytest.mark.slow), "resnet_lstm"])
 def test_each_model_trains_a_step(model, small_dataset, small_cache, tmp_path):
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "DEEPFAKE_NUM_WORKERS": "0"}
-    extra = ["model.input.frames_per_clip=2", "model.input.size=112", "model.net.freeze_backbone=true"] if model == "resnet_lstm" else []
+    extra = (
+        ["model.input.frames_per_clip=2", "model.input.size=112", "model.net.freeze_backbone=true"]
+        if model == "resnet_lstm"
+        else []
+    )
     run_script(
         "train.py",
-        [f"model={model}", "weights=scratch", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-         "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", f"paths.checkpoint_dir={tmp_path}/ckpt",
-         *extra, *data_overrides(small_dataset, small_cache)],
+        [
+            f"model={model}",
+            "weights=scratch",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=2",
+            "trainer.limit_test_batches=2",
+            f"paths.checkpoint_dir={tmp_path}/ckpt",
+            *extra,
+            *data_overrides(small_dataset, small_cache),
+        ],
         env,
     )
     _, runs = _train_runs(env, model)
@@ -123,9 +174,16 @@ def test_ddp_on_cpu_runs_two_processes_into_one_run(small_dataset, small_cache, 
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "DEEPFAKE_NUM_WORKERS": "0"}
     result = run_script(
         "train.py",
-        ["trainer=ddp", "weights=scratch", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-         "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", f"paths.checkpoint_dir={tmp_path}/ckpt",
-         *data_overrides(small_dataset, small_cache)],
+        [
+            "trainer=ddp",
+            "weights=scratch",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=2",
+            "trainer.limit_test_batches=2",
+            f"paths.checkpoint_dir={tmp_path}/ckpt",
+            *data_overrides(small_dataset, small_cache),
+        ],
         env,
     )
     log = result.stdout + result.stderr
@@ -142,9 +200,17 @@ def test_logger_none_trains_without_any_tracking_store(small_dataset, small_cach
     (tmp_path / "store").mkdir()
     result = run_script(
         "train.py",
-        ["logger=none", "weights=scratch", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-         "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", f"paths.checkpoint_dir={tmp_path}/ckpt",
-         f"hydra.run.dir={tmp_path}/out", *data_overrides(small_dataset, small_cache)],
+        [
+            "logger=none",
+            "weights=scratch",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=2",
+            "trainer.limit_test_batches=2",
+            f"paths.checkpoint_dir={tmp_path}/ckpt",
+            f"hydra.run.dir={tmp_path}/out",
+            *data_overrides(small_dataset, small_cache),
+        ],
         env,
     )
     assert "not logged (logger=none)" in result.stdout and "best checkpoint: " in result.stdout

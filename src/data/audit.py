@@ -168,7 +168,9 @@ def face_features(crops: np.ndarray, meta: dict) -> dict[str, float]:
         "face_size": float(((boxes[:, 2] - boxes[:, 0]) / height).mean()),
         "face_x": float(((boxes[:, 0] + boxes[:, 2]) / 2 / width).mean()),
         "face_y": float(((boxes[:, 1] + boxes[:, 3]) / 2 / height).mean()),
-        "face_sharpness": float(np.mean([laplacian_variance(_luma(np.asarray(c[lo:hi, lo:hi]))) for c in crops])),
+        "face_sharpness": float(
+            np.mean([laplacian_variance(_luma(np.asarray(c[lo:hi, lo:hi]))) for c in crops])
+        ),
         "undetected_frames": 1 - report["num_detected"] / max(report["num_frames"], 1),
         "centre_fallback": float(report["centre_fallback"]),
     }
@@ -221,7 +223,9 @@ class AucRow:
 
 
 def split_members(split: str, video_split: str) -> bool:
-    return split == "all" or split == video_split or (split == "train+val" and video_split in ("train", "val"))
+    return (
+        split == "all" or split == video_split or (split == "train+val" and video_split in ("train", "val"))
+    )
 
 
 def audit_table(
@@ -239,9 +243,7 @@ def audit_table(
     rows = []
     for feature in FEATURES:
         for split in SPLITS:
-            members = [
-                v for v in videos if split_members(split, v.split) and feature in v.values
-            ]
+            members = [v for v in videos if split_members(split, v.split) and feature in v.values]
             labels = np.array([v.label for v in members])
             raw = [v.values[feature] for v in members]
             if feature in CATEGORICAL:
@@ -251,8 +253,10 @@ def audit_table(
                 keep = np.isfinite(scores)
                 scores, labels = scores[keep], labels[keep]
             auc, low, high = bootstrap_auc(scores, labels, n_boot=resamples, seed=seed)
-            flagged = not math.isnan(auc) and not band[0] <= auc <= band[1] and (
-                separation_p_value(scores, labels) < alpha / (len(FEATURES) * len(SPLITS))
+            flagged = (
+                not math.isnan(auc)
+                and not band[0] <= auc <= band[1]
+                and (separation_p_value(scores, labels) < alpha / (len(FEATURES) * len(SPLITS)))
             )
             n_fake = int(labels.sum())
             rows.append(AucRow(feature, split, len(labels) - n_fake, n_fake, auc, low, high, flagged))
@@ -293,7 +297,11 @@ def console_table(rows: list[AucRow]) -> str:
         cells = []
         for split in SPLITS:
             r = by[feature, split]
-            text = "-" if math.isnan(r.auc) else f"{r.auc:.2f} [{r.low:.2f},{r.high:.2f}]" + ("!" if r.flagged else " ")
+            text = (
+                "-"
+                if math.isnan(r.auc)
+                else f"{r.auc:.2f} [{r.low:.2f},{r.high:.2f}]" + ("!" if r.flagged else " ")
+            )
             cells.append(text.rjust(20))
         risk = "SHORTCUT" if any(by[feature, s].flagged for s in SPLITS) else ""
         out.append(feature.ljust(width) + "".join(cells) + "  " + risk)

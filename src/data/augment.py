@@ -107,7 +107,9 @@ class JpegRecompression(A.ImageOnlyTransform):
         return {"quality": self.py_random.randint(*self.quality_range)}
 
     def apply(self, img: np.ndarray, quality: int, **params) -> np.ndarray:
-        ok, data = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        ok, data = cv2.imencode(
+            ".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+        )
         if not ok:
             raise RuntimeError(f"OpenCV could not JPEG-encode a {img.shape} {img.dtype} image")
         return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
@@ -130,6 +132,7 @@ def _check_size(size: int) -> None:
 # conf/train_augment/<name>.yaml builds one of these (``_target_`` + ``_partial_: true``; the data module
 # passes ``size``). The crop is perturbed first and resized last, at the cached resolution.
 
+
 def weak(size: int, horizontal_flip_p: float = 0.5) -> A.Compose:
     """A horizontal flip, then the resize to the model input."""
     _check_size(size)
@@ -144,7 +147,9 @@ def strong(size: int, horizontal_flip_p: float = 0.5) -> A.Compose:
         A.ImageCompression(compression_type="jpeg", quality_range=(60, 100), p=0.5),
         A.GaussNoise(std_range=(0.01, 0.05), per_channel=False, p=0.2),
         A.GaussianBlur(sigma_limit=(0.2, 1.2), blur_limit=0, p=0.1),
-        A.ColorJitter(brightness=(0.8, 1.2), contrast=(0.8, 1.2), saturation=(0.8, 1.2), hue=(-0.03, 0.03), p=0.5),
+        A.ColorJitter(
+            brightness=(0.8, 1.2), contrast=(0.8, 1.2), saturation=(0.8, 1.2), hue=(-0.03, 0.03), p=0.5
+        ),
         A.ToGray(p=0.1),
         A.Affine(scale=(0.9, 1.1), translate_percent=(-0.06, 0.06), rotate=(-10, 10), p=0.5),
     ]
@@ -157,6 +162,7 @@ def strong(size: int, horizontal_flip_p: float = 0.5) -> A.Compose:
 # title and axis position. Every level resizes to ``size`` FIRST and perturbs afterwards, so a level's
 # strength (noise std, blur sigma, dropout rate, JPEG block grid, rotation) is defined in pixels of the
 # model's input and is the same for MesoNet (256), ResNet (224) and Xception (299).
+
 
 def _pair(value: Sequence[float], name: str) -> tuple[float, float]:
     # YAML lists arrive as ListConfig; albumentations wants plain tuples.
@@ -178,7 +184,10 @@ def none(size: int) -> A.Compose:
 
 
 def flip(
-    size: int, horizontal_flip_p: float = 0.5, vertical_flip_p: float = 0.5, max_rotation: float = MAX_ROTATION
+    size: int,
+    horizontal_flip_p: float = 0.5,
+    vertical_flip_p: float = 0.5,
+    max_rotation: float = MAX_ROTATION,
 ) -> A.Compose:
     """The seed study's "slightly rotated and/or flipped": independent horizontal and vertical flips and a
     uniform rotation in [-max_rotation, max_rotation] degrees, one draw per clip."""
@@ -215,12 +224,18 @@ def heavy(
         [
             _resize(size),
             A.MultiplicativeNoise(
-                multiplier=_pair(brightness_range, "brightness_range"), per_channel=False, elementwise=False, p=1.0
+                multiplier=_pair(brightness_range, "brightness_range"),
+                per_channel=False,
+                elementwise=False,
+                p=1.0,
             ),
             A.GaussianBlur(sigma_limit=sigma, blur_limit=0, p=1.0),
             RandomDropout(rate_range=_pair(dropout_range, "dropout_range"), p=1.0),
             A.GaussNoise(
-                std_range=_pair(noise_std_range, "noise_std_range"), mean_range=(0.0, 0.0), per_channel=False, p=1.0
+                std_range=_pair(noise_std_range, "noise_std_range"),
+                mean_range=(0.0, 0.0),
+                per_channel=False,
+                p=1.0,
             ),
             LinearContrast(alpha_range=_pair(contrast_range, "contrast_range"), p=1.0),
             GrayscaleBlend(alpha_range=_pair(grayscale_range, "grayscale_range"), p=1.0),

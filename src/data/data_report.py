@@ -19,18 +19,30 @@ def data_report(module) -> dict:
         if not v.ok
     ]
     per_split = {
-        split: {name: _split_stats(module, [r for r in part if r.label == label]) for name, label in
-                (("real", 0), ("fake", 1))}
+        split: {
+            name: _split_stats(module, [r for r in part if r.label == label])
+            for name, label in (("real", 0), ("fake", 1))
+        }
         for split, part in module.indexed_splits.items()
     }
     mostly_undetected = [
-        {"path": v.path, "video": path, "split": split_of.get(path, ""), "frames": v.num_frames,
-         "frames_detected": v.num_detected, "centre_fallback": v.centre_fallback}
+        {
+            "path": v.path,
+            "video": path,
+            "split": split_of.get(path, ""),
+            "frames": v.num_frames,
+            "frames_detected": v.num_detected,
+            "centre_fallback": v.centre_fallback,
+        }
         for path, v in module.video_reports.items()
         if v.ok and v.num_detected < MOSTLY_UNDETECTED * v.frames_searched
     ]
-    summary = {**report.summary(), "indexed_videos": len(module.video_reports), "skipped_videos": len(skipped),
-               "mostly_undetected_videos": len(mostly_undetected)}
+    summary = {
+        **report.summary(),
+        "indexed_videos": len(module.video_reports),
+        "skipped_videos": len(skipped),
+        "mostly_undetected_videos": len(mostly_undetected),
+    }
     return {
         "summary": summary,
         "splits": per_split,
@@ -46,6 +58,7 @@ def data_report(module) -> dict:
         "skipped_index_entries": [{"entry": e, "reason": r} for e, r in module.index.skipped],
         "class_counts": module.class_counts(),
     }
+
 
 def _split_stats(module, records: list[VideoRecord]) -> dict[str, int]:
     reports = [module.video_reports[r.path] for r in records]

@@ -14,6 +14,7 @@ are pinned for the whole run: touching a video mid-run does not make its crops u
 Batches carry uint8 HWC pixels, normalized after the transfer to the device (4x fewer bytes through
 the worker queues, channels_last layout for free).
 """
+
 from __future__ import annotations
 
 import logging
@@ -48,27 +49,6 @@ class TooManyBadVideos(ValueError):
     pass
 
 
-def _announce_synthetic(root: Path, params: dict) -> None:
-    """Say where the embedded set goes and how big it is before generating it (a mistyped data.root is
-    noticed), and refuse a folder that holds something else instead of writing next to it."""
-    from src.data.synthetic import MARKER, PRESETS
-
-    if (root / MARKER).is_file():
-        return
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        if (root / "Celeb-real").is_dir() or (root / "Celeb-synthesis").is_dir():
-            raise ValueError(f"data.root={root} holds a Celeb-DF dataset, not the embedded synthetic one: "
-                             f"use data=celebdf data.root={root}")
-        raise ValueError(f"data.root={root} exists and holds neither the embedded synthetic set nor a Celeb-DF "
-                         "layout: give data=synthetic a new folder, or use data=celebdf / data=ffpp for a real dataset")
-    knobs = {**PRESETS.get(params.get("preset", "v2"), {}), **params}
-    videos = knobs["num_identities"] * knobs["real_per_identity"] * (1 + knobs["fakes_per_real"]) + knobs["youtube_real"]
-    megabytes = videos * knobs["num_frames"] * knobs["width"] * knobs["height"] * 0.06 / 1e6  # ~0.06 B/pixel
-    log.warning("generating the embedded synthetic Celeb-DF (preset %s) into %s: %d videos of %d frames, "
-                "about %.0f MB; this happens once", knobs.get("preset", "v2"), root, videos, knobs["num_frames"],
-                megabytes)
-
-
 def _torch_device(name: str) -> str:
     """data.detect_device as a torch device: auto (and gpu, cuda) take the GPU when there is one."""
     return "cuda" if name in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
@@ -89,7 +69,9 @@ def _plain(value):
 
 def _transform_spec(value, key: str) -> dict | None:
     if value is not None and not (isinstance(value, Mapping) and "_target_" in value):
-        raise ConfigError(f"{key}={value!r}: must be a transform spec with _target_ (a partial called with size=)")
+        raise ConfigError(
+            f"{key}={value!r}: must be a transform spec with _target_ (a partial called with size=)"
+        )
     return _plain(value)
 
 
@@ -120,7 +102,9 @@ class DeepfakeDataModule(L.LightningDataModule):
         index = _plain(index)
         if index is not None and not (isinstance(index, Mapping) and "_target_" in index):
             raise ConfigError(f"data.index={index!r}: must be an indexer spec with _target_")
-        dataset_keys = [k for k in (index or {}) if not k.startswith("_") and k != "root"]  # e.g. FF++'s methods
+        dataset_keys = [
+            k for k in (index or {}) if not k.startswith("_") and k != "root"
+        ]  # e.g. FF++'s methods
         settings = settings_from(keys, dataset_keys)
         self.split, self.crops, self.loaders = settings["split"], settings["crops"], settings["loaders"]
         self.input = contract = InputContract.of(_plain(input_contract))
@@ -135,21 +119,37 @@ class DeepfakeDataModule(L.LightningDataModule):
                 f"{self.crops.frames_per_video}: a clip cannot have more frames than are cached per video"
             )
         if contract.size > 2 * self.crops.crop_size:
-            raise ConfigError(f"model.input.size={contract.size} does not fit data.crop_size={self.crops.crop_size}")
+            raise ConfigError(
+                f"model.input.size={contract.size} does not fit data.crop_size={self.crops.crop_size}"
+            )
         if root not in (None, "") and synthetic is None and not Path(root).expanduser().is_dir():
-            raise FileNotFoundError(f"{DATASET_TITLES.get(name, name)} root not found: {Path(root).expanduser()} "
-                                    "(data.root); point data.root at the dataset folder")
+            raise FileNotFoundError(
+                f"{DATASET_TITLES.get(name, name)} root not found: {Path(root).expanduser()} "
+                "(data.root); point data.root at the dataset folder"
+            )
         # what a checkpoint stores: plain data only, enough to rebuild the module
-        self.save_hyperparameters(_plain({
-            "name": name, "root": root, "index": index, "cache_dir": str(cache_dir), "synthetic": synthetic,
-            "input_contract": asdict(contract), "train_augment": self.train_augment,
-            "test_augment": self.test_augment, "augment_seed": augment_seed,
-            **{k: v for group in settings.values() for k, v in asdict(group).items()},
-        }), logger=False)
+        self.save_hyperparameters(
+            _plain(
+                {
+                    "name": name,
+                    "root": root,
+                    "index": index,
+                    "cache_dir": str(cache_dir),
+                    "synthetic": synthetic,
+                    "input_contract": asdict(contract),
+                    "train_augment": self.train_augment,
+                    "test_augment": self.test_augment,
+                    "augment_seed": augment_seed,
+                    **{k: v for group in settings.values() for k, v in asdict(group).items()},
+                }
+            ),
+            logger=False,
+        )
         self.name, self.index_spec, self.synthetic = name, index, _plain(synthetic)
         self.root = None if root in (None, "") else Path(root).expanduser()
-        self.cache = FaceCropCache(cache_dir, self.crops, root=self.root,
-                                   device=_torch_device(self.crops.detect_device))
+        self.cache = FaceCropCache(
+            cache_dir, self.crops, root=self.root, device=_torch_device(self.crops.detect_device)
+        )
         self.batch_size = self.loaders.batch_size or DEFAULT_BATCH_SIZE
         self.index: VideoIndex | None = None
         self.build_report: BuildReport | None = None
@@ -179,16 +179,18 @@ class DeepfakeDataModule(L.LightningDataModule):
             return
         root = self._require_root()
         if self.synthetic is not None:
-            from src.data.synthetic import generate_synthetic_celebdf
+            from src.data.synthetic import announce_synthetic, generate_synthetic_celebdf
 
-            _announce_synthetic(root, self.synthetic)
+            announce_synthetic(root, self.synthetic)
             generate_synthetic_celebdf(root, **self.synthetic)
         self._build(self._make_index())
 
     def _build(self, index: VideoIndex) -> BuildReport:
         report = self.cache.build([index.root / r.path for r in index.records], self.loaders.build_workers)
         if len(report.videos) != len(index.records):  # one report per video, by position
-            raise RuntimeError(f"the cache reported {len(report.videos)} videos for {len(index.records)} indexed")
+            raise RuntimeError(
+                f"the cache reported {len(report.videos)} videos for {len(index.records)} indexed"
+            )
         self.index, self.build_report = index, report
         self.video_reports = {r.path: v for r, v in zip(index.records, report.videos, strict=True)}
         self.entries = {
@@ -200,7 +202,11 @@ class DeepfakeDataModule(L.LightningDataModule):
             log.warning("skipped video %s: %s", video.path, video.reason)
         for video in report.videos:
             if video.ok and (video.degraded or video.reason):
-                log.info("degraded video %s: %s", video.path, "; ".join(filter(None, [video.reason, video.degraded])))
+                log.info(
+                    "degraded video %s: %s",
+                    video.path,
+                    "; ".join(filter(None, [video.reason, video.degraded])),
+                )
         log.info("face-crop cache %s: %s", self.cache.cache_dir, report.summary())
         bad = len(report.failed) / max(len(report.videos), 1)
         if bad > self.loaders.max_bad_fraction:
@@ -226,15 +232,24 @@ class DeepfakeDataModule(L.LightningDataModule):
         usable = {path for path, report in self.video_reports.items() if report.ok}
         self.frame_counts = {path: self.video_reports[path].num_frames for path in usable}
         # folds come from every indexed video, so a video that fails to decode moves no other video
-        train, val = split_folds(index.train_val(), split.folds, split.fold, split.split_seed,
-                                 identity_split=split.identity_split)
+        train, val = split_folds(
+            index.train_val(), split.folds, split.fold, split.split_seed, identity_split=split.identity_split
+        )
         self.indexed_splits = {"train": train, "val": val, "test": index.test()}
-        self.splits = {name: [r for r in part if r.path in usable] for name, part in self.indexed_splits.items()}
+        self.splits = {
+            name: [r for r in part if r.path in usable] for name, part in self.indexed_splits.items()
+        }
         for split, items in self.splits.items():
             fake = sum(r.label for r in items)
             skipped = len(self.indexed_splits[split]) - len(items)
-            log.info("%s split: %d videos (%d real, %d fake), %d skipped", split, len(items), len(items) - fake, fake,
-                     skipped)
+            log.info(
+                "%s split: %d videos (%d real, %d fake), %d skipped",
+                split,
+                len(items),
+                len(items) - fake,
+                fake,
+                skipped,
+            )
 
     def _check_both_classes(self, split: str) -> None:
         """A split without both classes is an error here, not a silent AUC of 0.0 (or nan) later."""
@@ -251,8 +266,10 @@ class DeepfakeDataModule(L.LightningDataModule):
             where = f"the test split of {self.index.root}"
         else:
             fix = "choose another data.fold/data.folds or data.split_seed"
-            where = (f"the {split} split of fold {settings.fold} (data.folds={settings.folds}, "
-                     f"data.split_seed={settings.split_seed})")
+            where = (
+                f"the {split} split of fold {settings.fold} (data.folds={settings.folds}, "
+                f"data.split_seed={settings.split_seed})"
+            )
         raise ValueError(f"{where} has {counts}: {why}; {fix}")
 
     def setup_predict(self, videos: Sequence[str | Path]) -> list[VideoReport]:
@@ -299,8 +316,9 @@ class DeepfakeDataModule(L.LightningDataModule):
         transform = self.train_transform()
         if self.input.kind == "frame":
             counts = [self.frame_counts[r.path] for r in records]
-            return FrameDataset(self._entries(records), records, counts, transform,
-                                self.loaders.train_frames_per_video)
+            return FrameDataset(
+                self._entries(records), records, counts, transform, self.loaders.train_frames_per_video
+            )
         return VideoDataset(self._entries(records), records, self.input.frames_per_clip, transform, seed=None)
 
     def _make_index(self) -> VideoIndex:
@@ -333,7 +351,11 @@ class DeepfakeDataModule(L.LightningDataModule):
     def eval_dataset(self, split: str, perturbation: Mapping | None = None) -> VideoDataset:
         records = self.splits[split]
         return VideoDataset(
-            self._entries(records), records, self._eval_frames(), self.eval_transform(perturbation), self.augment_seed
+            self._entries(records),
+            records,
+            self._eval_frames(),
+            self.eval_transform(perturbation),
+            self.augment_seed,
         )
 
     def predict_dataset(self) -> VideoDataset:

@@ -76,7 +76,9 @@ class VideoDataset(_CachedVideos):
     identically, whatever other videos are in the list (a video that fails to decode changes nothing).
     """
 
-    def __init__(self, entries, records, num_frames: int, transform, seed: int | None, ids: list[int] | None = None):
+    def __init__(
+        self, entries, records, num_frames: int, transform, seed: int | None, ids: list[int] | None = None
+    ):
         super().__init__(entries, records)
         self.num_frames, self.transform, self.seed = num_frames, transform, seed
         self.ids = list(range(len(records))) if ids is None else list(ids)

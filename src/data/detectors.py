@@ -79,8 +79,9 @@ class HaarFaceDetector(FaceDetector):
     def _detect_one(self, frame: np.ndarray) -> Box | None:
         small, scale = _downscale(frame, self.detect_max_side)
         gray = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
-        faces = self.cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5,
-                                              minSize=(self.min_size, self.min_size))
+        faces = self.cascade.detectMultiScale(
+            gray, scaleFactor=1.1, minNeighbors=5, minSize=(self.min_size, self.min_size)
+        )
         box = _largest((x, y, x + w, y + h) for x, y, w, h in faces)
         return None if box is None else _scale_box(box, scale)
 
@@ -91,7 +92,9 @@ class YuNetFaceDetector(FaceDetector):
     name = "yunet"
     default_max_side = 640
 
-    def __init__(self, model_file: str | Path, detect_max_side: int | None = None, score_threshold: float = 0.7):
+    def __init__(
+        self, model_file: str | Path, detect_max_side: int | None = None, score_threshold: float = 0.7
+    ):
         super().__init__(detect_max_side)
         self.model_file = Path(model_file)
         if not self.model_file.is_file():
@@ -127,7 +130,9 @@ class YuFaceDetector(FaceDetector):
     def __init__(self, detect_max_side: int | None = None, score_threshold: float = 0.7):
         super().__init__(detect_max_side)
         self.score_threshold = score_threshold
-        self.yuface = _optional_import("yuface", "yuface", "pip install yuface==2023.5.1 (wheels for Python <= 3.11)")
+        self.yuface = _optional_import(
+            "yuface", "yuface", "pip install yuface==2023.5.1 (wheels for Python <= 3.11)"
+        )
 
     @property
     def cache_key(self) -> str:
@@ -137,7 +142,9 @@ class YuFaceDetector(FaceDetector):
 
     def _detect_one(self, frame: np.ndarray) -> Box | None:
         small, scale = _downscale(frame, self.detect_max_side)
-        confidences, boxes, _ = self.yuface.detect(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), conf=self.score_threshold)
+        confidences, boxes, _ = self.yuface.detect(
+            cv2.cvtColor(small, cv2.COLOR_RGB2BGR), conf=self.score_threshold
+        )
         box = _largest((int(x), int(y), int(x) + int(w), int(y) + int(h)) for x, y, w, h in boxes)
         return None if box is None else _scale_box(box, scale)
 
@@ -179,23 +186,39 @@ class MTCNNFaceDetector(FaceDetector):
     name = "mtcnn"
     default_max_side = 640
 
-    def __init__(self, detect_max_side: int | None = None, min_face: int = 24, confidence: float = 0.95,
-                 device: str = "cpu", batch_size: int = 8, threads: int = 1):
+    def __init__(
+        self,
+        detect_max_side: int | None = None,
+        min_face: int = 24,
+        confidence: float = 0.95,
+        device: str = "cpu",
+        batch_size: int = 8,
+        threads: int = 1,
+    ):
         super().__init__(detect_max_side)
         self.min_face, self.confidence, self.batch_size = min_face, confidence, batch_size
         self.device, self.threads = device, threads
-        facenet = _optional_import("facenet_pytorch", "facenet-pytorch",
-                                   "pip install facenet-pytorch==2.5.3 (a project dependency: pip install -e .)")
-        self.weight_files = [Path(facenet.__file__).parent / "data" / f"{net}.pt" for net in ("pnet", "rnet", "onet")]
+        facenet = _optional_import(
+            "facenet_pytorch",
+            "facenet-pytorch",
+            "pip install facenet-pytorch==2.5.3 (a project dependency: pip install -e .)",
+        )
+        self.weight_files = [
+            Path(facenet.__file__).parent / "data" / f"{net}.pt" for net in ("pnet", "rnet", "onet")
+        ]
         missing = [str(f) for f in self.weight_files if not f.is_file()]
         if missing:
-            raise FileNotFoundError(f"MTCNN weights missing from the facenet-pytorch install: {missing}; reinstall "
-                                    "facenet-pytorch==2.5.3")
+            raise FileNotFoundError(
+                f"MTCNN weights missing from the facenet-pytorch install: {missing}; reinstall "
+                "facenet-pytorch==2.5.3"
+            )
         self._nets = None  # loaded on first use: computing the cache key needs no model
 
     @property
     def cache_key(self) -> str:
-        digest = hashlib.sha256(b"".join(_file_digest(f).encode() for f in self.weight_files)).hexdigest()[:16]
+        digest = hashlib.sha256(b"".join(_file_digest(f).encode() for f in self.weight_files)).hexdigest()[
+            :16
+        ]
         return f"mtcnn-{digest}-{self.detect_max_side}-min{self.min_face}-p{self.confidence:g}"
 
     def _load(self):
@@ -217,12 +240,13 @@ class MTCNNFaceDetector(FaceDetector):
         pnet, rnet, onet = self._nets or self._load()
         found: list[Box | None] = []
         for start in range(0, len(frames), self.batch_size):
-            chunk = frames[start:start + self.batch_size]
+            chunk = frames[start : start + self.batch_size]
             small, scale = _downscale_batch(chunk, self.detect_max_side)
             with torch.inference_mode(), _torch_threads(self.threads):
                 try:
-                    batch_boxes, _ = detect_face(small, self.min_face, pnet, rnet, onet, [0.6, 0.7, 0.7], 0.709,
-                                                 self.device)
+                    batch_boxes, _ = detect_face(
+                        small, self.min_face, pnet, rnet, onet, [0.6, 0.7, 0.7], 0.709, self.device
+                    )
                 except RuntimeError as error:
                     # facenet-pytorch concatenates an empty list when every candidate box falls outside the
                     # frame after refinement: no face
@@ -253,8 +277,13 @@ def _torch_threads(threads: int):
         torch.set_num_threads(before)
 
 
-def build_detector(name: str, detect_max_side: int | None = None, yunet_model: str | None = None,
-                   device: str = "cpu", threads: int = 1) -> FaceDetector:
+def build_detector(
+    name: str,
+    detect_max_side: int | None = None,
+    yunet_model: str | None = None,
+    device: str = "cpu",
+    threads: int = 1,
+) -> FaceDetector:
     """The detector `data.face_detector=<name>`; a missing optional package is a one-line error naming it."""
     if name == "mtcnn":
         return MTCNNFaceDetector(detect_max_side, device=device, threads=threads)
@@ -264,8 +293,10 @@ def build_detector(name: str, detect_max_side: int | None = None, yunet_model: s
         return YuFaceDetector(detect_max_side)
     if name == "yunet":
         if not yunet_model:
-            raise ConfigError("data.face_detector=yunet needs data.yunet_model=<path to the YuNet .onnx file> "
-                             "(or use data.face_detector=yuface, the same network from the yuface package)")
+            raise ConfigError(
+                "data.face_detector=yunet needs data.yunet_model=<path to the YuNet .onnx file> "
+                "(or use data.face_detector=yuface, the same network from the yuface package)"
+            )
         return YuNetFaceDetector(yunet_model, detect_max_side)
     if name == "dlib":
         return DlibHogFaceDetector(detect_max_side)
@@ -282,7 +313,9 @@ def _optional_import(module: str, package: str, how: str):
     try:
         return importlib.import_module(module)
     except ImportError as error:
-        raise MissingDetectorPackage(f"this face detector needs the {package} package ({error}): {how}") from None
+        raise MissingDetectorPackage(
+            f"this face detector needs the {package} package ({error}): {how}"
+        ) from None
 
 
 def _package_version(distribution: str) -> str:

@@ -19,8 +19,8 @@ from src.data.detectors import Box, FaceDetector
 class FaceTrack:
     """Square crop boxes for a video's frames, and how each was obtained."""
 
-    boxes: np.ndarray      # (N, 4) int x0, y0, x1, y1
-    detected: np.ndarray   # (N,) bool: the detector ran on this frame and found a face in it
+    boxes: np.ndarray  # (N, 4) int x0, y0, x1, y1
+    detected: np.ndarray  # (N,) bool: the detector ran on this frame and found a face in it
     centre_fallback: bool  # no face in any frame: every box is a centre crop
     searched: np.ndarray = field(default=None)  # (N,) bool: the detector ran on this frame (default: all)
 
@@ -43,8 +43,12 @@ class FaceTrack:
         return int((self.searched & ~self.detected).sum())
 
 
-def track_faces(raw_boxes: list[Box | None], frame_shape: tuple[int, int], margin: float,
-                searched: np.ndarray | None = None) -> FaceTrack:
+def track_faces(
+    raw_boxes: list[Box | None],
+    frame_shape: tuple[int, int],
+    margin: float,
+    searched: np.ndarray | None = None,
+) -> FaceTrack:
     """Square boxes (scaled by `margin`, clamped to the frame) for every frame.
 
     A frame without a detection (not searched, or no face found) gets a box interpolated linearly
@@ -59,7 +63,12 @@ def track_faces(raw_boxes: list[Box | None], frame_shape: tuple[int, int], margi
         raise ValueError("track_faces: a frame has a box but is not marked as searched")
     if not detected.any():
         side = min(height, width)
-        box = ((width - side) // 2, (height - side) // 2, (width - side) // 2 + side, (height - side) // 2 + side)
+        box = (
+            (width - side) // 2,
+            (height - side) // 2,
+            (width - side) // 2 + side,
+            (height - side) // 2 + side,
+        )
         return FaceTrack(np.tile(np.array(box), (len(raw_boxes), 1)), detected, True, searched)
     found = np.flatnonzero(detected)
     known = np.array([raw_boxes[i] for i in found], dtype=np.float64)
@@ -80,7 +89,9 @@ def search_positions(num_frames: int, every: int) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, num_frames - 1, count)).astype(np.int64))
 
 
-def detect_faces(frames: np.ndarray, detector: FaceDetector, every: int = 1) -> tuple[list[Box | None], np.ndarray]:
+def detect_faces(
+    frames: np.ndarray, detector: FaceDetector, every: int = 1
+) -> tuple[list[Box | None], np.ndarray]:
     """Raw face boxes of `frames`, the detector run on every `every`-th (see `search_positions`).
 
     If those frames hold no face, the detector also runs on the others before the caller gives up on the video.

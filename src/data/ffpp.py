@@ -93,7 +93,9 @@ def index_ffpp(
             where = {vid: split_of.get(vid) for vid in (target, source)}
             missing = [vid for vid, split in where.items() if split is None]
             if missing:
-                skipped.append((rel, f"id {', '.join(missing)} is in none of the split files in {splits_dir}"))
+                skipped.append(
+                    (rel, f"id {', '.join(missing)} is in none of the split files in {splits_dir}")
+                )
                 continue
             if where[target] != where[source]:
                 reason = f"target {target} is in {where[target]}, source {source} in {where[source]}: would cross splits"
@@ -111,7 +113,11 @@ def index_ffpp(
     }
     official_val = frozenset(r.path for r in records if split_of[r.identities[0]] == "val")
     index = VideoIndex(
-        root=root, records=records, skipped=skipped, dataset="ffpp", protocol=protocol,
+        root=root,
+        records=records,
+        skipped=skipped,
+        dataset="ffpp",
+        protocol=protocol,
         official_val_paths=official_val,
     )
     index.check_classes()

@@ -292,7 +292,10 @@ def index_celebdf(root: str | Path) -> VideoIndex:
         if rel in tainted:
             lines = ", ".join(map(str, tainted[rel]))
             skipped.append(
-                (rel, f"named only by rejected {TEST_LIST} lines ({lines}); kept out of train/val to avoid leakage")
+                (
+                    rel,
+                    f"named only by rejected {TEST_LIST} lines ({lines}); kept out of train/val to avoid leakage",
+                )
             )
             continue
         records.append(replace(record, is_test=rel in test_paths))
@@ -396,10 +399,17 @@ def split_folds(
         largest = max(groups.values(), key=len)
         log.info(
             "strict identity split: %d videos form %d groups; the largest holds %d videos (%.0f%%)",
-            len(records), len(groups), len(largest), 100 * len(largest) / max(len(records), 1),
+            len(records),
+            len(groups),
+            len(largest),
+            100 * len(largest) / max(len(records), 1),
         )
     if len(groups) < folds:
-        how = "" if identity_split == "official" else f" (data.identity_split={identity_split} joins every face linked by a fake)"
+        how = (
+            ""
+            if identity_split == "official"
+            else f" (data.identity_split={identity_split} joins every face linked by a fake)"
+        )
         raise ValueError(f"need at least folds={folds} identity groups to split, got {len(groups)}{how}")
 
     keys = sorted(groups)

@@ -39,14 +39,23 @@ class SplitSettings:
     identity_split: str = "official"  # official: fakes grouped by target identity | strict: no face crosses
 
     def __post_init__(self):
-        check(_is_int(self.folds) and self.folds >= 2, "data.folds", self.folds,
-              "k-fold cross-validation needs at least 2 folds")
+        check(
+            _is_int(self.folds) and self.folds >= 2,
+            "data.folds",
+            self.folds,
+            "k-fold cross-validation needs at least 2 folds",
+        )
         if not (_is_int(self.fold) and 0 <= self.fold < self.folds):
-            raise ConfigError(f"data.fold={self.fold!r} is out of range for data.folds={self.folds} "
-                              f"(0..{self.folds - 1})")
+            raise ConfigError(
+                f"data.fold={self.fold!r} is out of range for data.folds={self.folds} (0..{self.folds - 1})"
+            )
         check(_is_int(self.split_seed), "data.split_seed", self.split_seed, "must be an integer")
-        check(self.identity_split in IDENTITY_SPLITS, "data.identity_split", self.identity_split,
-              "choose official or strict")
+        check(
+            self.identity_split in IDENTITY_SPLITS,
+            "data.identity_split",
+            self.identity_split,
+            "choose official or strict",
+        )
 
 
 @dataclass(frozen=True)
@@ -57,24 +66,51 @@ class LoaderSettings:
     num_workers: int = 2
     build_workers: int = 2
     balanced_sampling: bool = False
-    train_frames_per_video: int | None = 4  # frame models: random cached frames per video per epoch (null: all)
+    train_frames_per_video: int | None = (
+        4  # frame models: random cached frames per video per epoch (null: all)
+    )
     max_bad_fraction: float = 0.2  # more undecodable videos than this stops the run
 
     def __post_init__(self):
-        check(self.train_frames_per_video is None or (_is_int(self.train_frames_per_video)
-                                                      and self.train_frames_per_video >= 1),
-              "data.train_frames_per_video", self.train_frames_per_video, "must be null (all) or an integer >= 1")
-        check(_is_int(self.build_workers) and self.build_workers >= 1, "data.build_workers", self.build_workers,
-              "must be an integer >= 1")
-        check(_is_int(self.num_workers) and self.num_workers >= 0, "data.num_workers", self.num_workers,
-              "must be an integer >= 0")
-        check(self.batch_size is None or (_is_int(self.batch_size) and self.batch_size >= 1), "data.batch_size",
-              self.batch_size, "must be at least 1")
-        check(isinstance(self.balanced_sampling, bool), "data.balanced_sampling", self.balanced_sampling,
-              "must be true or false")
-        check(isinstance(self.max_bad_fraction, Real) and not isinstance(self.max_bad_fraction, bool)
-              and 0 <= self.max_bad_fraction <= 1, "data.max_bad_fraction", self.max_bad_fraction,
-              "must be a fraction in [0, 1]")
+        check(
+            self.train_frames_per_video is None
+            or (_is_int(self.train_frames_per_video) and self.train_frames_per_video >= 1),
+            "data.train_frames_per_video",
+            self.train_frames_per_video,
+            "must be null (all) or an integer >= 1",
+        )
+        check(
+            _is_int(self.build_workers) and self.build_workers >= 1,
+            "data.build_workers",
+            self.build_workers,
+            "must be an integer >= 1",
+        )
+        check(
+            _is_int(self.num_workers) and self.num_workers >= 0,
+            "data.num_workers",
+            self.num_workers,
+            "must be an integer >= 0",
+        )
+        check(
+            self.batch_size is None or (_is_int(self.batch_size) and self.batch_size >= 1),
+            "data.batch_size",
+            self.batch_size,
+            "must be at least 1",
+        )
+        check(
+            isinstance(self.balanced_sampling, bool),
+            "data.balanced_sampling",
+            self.balanced_sampling,
+            "must be true or false",
+        )
+        check(
+            isinstance(self.max_bad_fraction, Real)
+            and not isinstance(self.max_bad_fraction, bool)
+            and 0 <= self.max_bad_fraction <= 1,
+            "data.max_bad_fraction",
+            self.max_bad_fraction,
+            "must be a fraction in [0, 1]",
+        )
 
 
 @dataclass  # not frozen: it is also the model.input node's schema, which Hydra merges into
@@ -92,14 +128,24 @@ class InputContract:
 
     def __post_init__(self):
         check(self.kind in ("frame", "clip"), "model.input.kind", self.kind, "must be frame or clip")
-        check(_is_int(self.frames_per_clip) and self.frames_per_clip >= 1, "model.input.frames_per_clip",
-              self.frames_per_clip, "must be at least 1")
-        check(_is_int(self.size) and self.size >= 16, "model.input.size", self.size, "must be an integer >= 16")
+        check(
+            _is_int(self.frames_per_clip) and self.frames_per_clip >= 1,
+            "model.input.frames_per_clip",
+            self.frames_per_clip,
+            "must be at least 1",
+        )
+        check(
+            _is_int(self.size) and self.size >= 16, "model.input.size", self.size, "must be an integer >= 16"
+        )
         for name in ("mean", "std"):
             values = getattr(self, name)
             ok = isinstance(values, Sequence) and not isinstance(values, str) and len(values) == 3
-            check(ok and all(isinstance(v, Real) for v in values), f"model.input.{name}", values,
-                  "must be 3 numbers (R, G, B)")
+            check(
+                ok and all(isinstance(v, Real) for v in values),
+                f"model.input.{name}",
+                values,
+                "must be 3 numbers (R, G, B)",
+            )
             setattr(self, name, [float(v) for v in values])
         check(all(v > 0 for v in self.std), "model.input.std", self.std, "must be 3 numbers > 0")
 
@@ -121,10 +167,14 @@ def settings_from(keys: Mapping[str, Any], dataset_keys: Sequence[str] = ()) -> 
     taken = {f.name for group in SETTINGS.values() for f in fields(group)}
     unknown = sorted(set(keys) - taken - set(dataset_keys))
     if unknown:
-        raise ConfigError(f"data.{unknown[0]}: no such key (this dataset's own keys: "
-                          f"{', '.join(sorted(dataset_keys)) or 'none'})")
-    return {name: group(**{f.name: keys[f.name] for f in fields(group) if f.name in keys})
-            for name, group in SETTINGS.items()}
+        raise ConfigError(
+            f"data.{unknown[0]}: no such key (this dataset's own keys: "
+            f"{', '.join(sorted(dataset_keys)) or 'none'})"
+        )
+    return {
+        name: group(**{f.name: keys[f.name] for f in fields(group) if f.name in keys})
+        for name, group in SETTINGS.items()
+    }
 
 
 # -- the structured config, generated from the settings ----------------------------------------------------
@@ -133,16 +183,23 @@ def _schema_fields(group: type) -> list[tuple[str, Any, Any]]:
     return [(f.name, hints[f.name], dataclasses.field(default=f.default)) for f in fields(group)]
 
 
-DataConfig = dataclasses.make_dataclass("DataConfig", [
-    ("_target_", str, dataclasses.field(default="src.data.datamodule.DeepfakeDataModule")),
-    ("_recursive_", bool, dataclasses.field(default=False)),  # the indexer and transforms are built on use
-    ("name", str, dataclasses.field(default=MISSING)),
-    ("root", str | None, dataclasses.field(default=MISSING)),
-    ("index", Any, dataclasses.field(default=None)),  # the dataset's indexer: a Hydra spec with _target_
-    ("cache_dir", str, dataclasses.field(default=MISSING)),
-    ("synthetic", Any, dataclasses.field(default=None)),  # the generator's parameters (data=synthetic)
-    *(item for group in SETTINGS.values() for item in _schema_fields(group)),
-])
+DataConfig = dataclasses.make_dataclass(
+    "DataConfig",
+    [
+        ("_target_", str, dataclasses.field(default="src.data.datamodule.DeepfakeDataModule")),
+        (
+            "_recursive_",
+            bool,
+            dataclasses.field(default=False),
+        ),  # the indexer and transforms are built on use
+        ("name", str, dataclasses.field(default=MISSING)),
+        ("root", str | None, dataclasses.field(default=MISSING)),
+        ("index", Any, dataclasses.field(default=None)),  # the dataset's indexer: a Hydra spec with _target_
+        ("cache_dir", str, dataclasses.field(default=MISSING)),
+        ("synthetic", Any, dataclasses.field(default=None)),  # the generator's parameters (data=synthetic)
+        *(item for group in SETTINGS.values() for item in _schema_fields(group)),
+    ],
+)
 DataConfig.__doc__ = "The keys users type into the data group: the dataset's, then each settings field."
 
 

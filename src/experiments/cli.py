@@ -20,10 +20,14 @@ from src.utils.errors import ConfigError, UserError
 
 # what a task does not take, and where it is instead
 ELSEWHERE = {
-    "evaluate": {key: f"scoring video files is python predict.py {key}=<...> (evaluate.py evaluates a test list)"
-                 for key in ("video", "videos", "output")},
-    "train": {"augment": "train.py has no test-time perturbation: training augmentation is train_augment=weak|strong, "
-                         "and evaluate.py augment=<level> perturbs the test list"},
+    "evaluate": {
+        key: f"scoring video files is python predict.py {key}=<...> (evaluate.py evaluates a test list)"
+        for key in ("video", "videos", "output")
+    },
+    "train": {
+        "augment": "train.py has no test-time perturbation: training augmentation is train_augment=weak|strong, "
+        "and evaluate.py augment=<level> perturbs the test list"
+    },
 }
 
 

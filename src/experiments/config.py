@@ -39,13 +39,28 @@ def selected_options(cfg: DictConfig) -> dict[str, str]:
     }
 
 
-PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine")
+PRECISIONS = (
+    "32-true",
+    "32",
+    "bf16-mixed",
+    "16-mixed",
+    "bf16-true",
+    "16-true",
+    "64-true",
+    "transformer-engine",
+)
 # (key, minimum): the types are the schemas'; ranges are not (the data keys' ranges are their settings')
 MINIMUMS = (
-    ("trainer.max_epochs", 1), ("trainer.min_epochs", 0), ("trainer.log_every_n_steps", 1),
-    ("model.batch_size", 1), ("model.input.size", 16), ("model.input.frames_per_clip", 1),
-    ("trainer.val_check_interval", 1e-9), ("trainer.check_val_every_n_epoch", 1),
-    ("trainer.accumulate_grad_batches", 1), ("trainer.gradient_clip_val", 0.0),
+    ("trainer.max_epochs", 1),
+    ("trainer.min_epochs", 0),
+    ("trainer.log_every_n_steps", 1),
+    ("model.batch_size", 1),
+    ("model.input.size", 16),
+    ("model.input.frames_per_clip", 1),
+    ("trainer.val_check_interval", 1e-9),
+    ("trainer.check_val_every_n_epoch", 1),
+    ("trainer.accumulate_grad_batches", 1),
+    ("trainer.gradient_clip_val", 0.0),
 )
 WHY_MINIMUM = {"trainer.val_check_interval": "must be > 0 (a fraction of an epoch, or a number of batches)"}
 # a missing value these configs can do without: scoring video files needs no dataset root
@@ -61,7 +76,11 @@ def _missing_keys(node: DictConfig | ListConfig, path: str = "") -> list[str]:
         child = node._get_node(key)
         if child._is_missing():
             missing.append(f"{path}{key}")
-        elif isinstance(child, DictConfig | ListConfig) and not child._is_interpolation() and not child._is_none():
+        elif (
+            isinstance(child, DictConfig | ListConfig)
+            and not child._is_interpolation()
+            and not child._is_none()
+        ):
             missing += _missing_keys(child, f"{path}{key}.")
     return missing
 
@@ -78,14 +97,18 @@ def _unknown_keys(node: DictConfig, path: str = "") -> None:
     schema = OmegaConf.get_type(node)
     declared = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else None
     for key in node.keys():
-        if path == "" and key == "hydra":  # Hydra's own node (compose(return_hydra_config=True)), its own schema
+        if (
+            path == "" and key == "hydra"
+        ):  # Hydra's own node (compose(return_hydra_config=True)), its own schema
             continue
         if declared is not None and key not in declared:
             close = difflib.get_close_matches(str(key), declared, n=1)
             hint = f" (did you mean {path}{close[0]}?)" if close else ""
             raise ConfigError(f"{path}{key}: no such key in {path.rstrip('.') or 'the config'}{hint}")
         child = node._get_node(key)
-        if isinstance(child, DictConfig) and not (child._is_missing() or child._is_interpolation() or child._is_none()):
+        if isinstance(child, DictConfig) and not (
+            child._is_missing() or child._is_interpolation() or child._is_none()
+        ):
             _unknown_keys(child, f"{path}{key}.")
 
 
@@ -102,7 +125,9 @@ def _net_arguments(model: DictConfig) -> None:
     for key in model.net.keys():
         if not str(key).startswith("_") and key not in parameters:
             accepted = ", ".join(parameters) or "none"
-            raise ConfigError(f"model.net.{key}: {cls.__name__} takes no such argument (its arguments: {accepted})")
+            raise ConfigError(
+                f"model.net.{key}: {cls.__name__} takes no such argument (its arguments: {accepted})"
+            )
 
 
 def _minimum(cfg: DictConfig, key: str, minimum: float) -> None:
@@ -141,7 +166,9 @@ def _data_settings(data: DictConfig) -> dict:
 
 def _check_model(model: DictConfig, frames_per_video: int) -> None:
     pos_weight = model.get("pos_weight")
-    if not (pos_weight is None or pos_weight == "auto" or (isinstance(pos_weight, int | float) and pos_weight > 0)):
+    if not (
+        pos_weight is None or pos_weight == "auto" or (isinstance(pos_weight, int | float) and pos_weight > 0)
+    ):
         raise ConfigError(f"model.pos_weight={pos_weight!r}: null, a positive number, or auto")
     _net_arguments(model)
     contract = model.input
@@ -176,16 +203,29 @@ def _check_built(cfg: DictConfig) -> None:
     if "trainer" in cfg:
         # the probe's "GPU available: ..." lines: the real Trainer prints them
         with quieter("lightning.pytorch.utilities.rank_zero"):
-            build("trainer", lambda: hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], plugins=None,
-                                                             enable_checkpointing=False, enable_progress_bar=False,
-                                                             enable_model_summary=False))
+            build(
+                "trainer",
+                lambda: hydra.utils.instantiate(
+                    cfg.trainer,
+                    logger=False,
+                    callbacks=[],
+                    plugins=None,
+                    enable_checkpointing=False,
+                    enable_progress_bar=False,
+                    enable_model_summary=False,
+                ),
+            )
     if cfg.get("task") == "train":
         import torch
 
         parameter = torch.nn.Parameter(torch.zeros(1))
-        optimizer = build("model.optimizer", lambda: hydra.utils.instantiate(cfg.model.optimizer)([parameter]))
+        optimizer = build(
+            "model.optimizer", lambda: hydra.utils.instantiate(cfg.model.optimizer)([parameter])
+        )
         if cfg.model.get("scheduler") is not None:
-            build("model.scheduler", lambda: hydra.utils.instantiate(cfg.model.scheduler)(optimizer=optimizer))
+            build(
+                "model.scheduler", lambda: hydra.utils.instantiate(cfg.model.scheduler)(optimizer=optimizer)
+            )
         for name, spec in (cfg.get("callbacks") or {}).items():
             if isinstance(spec, DictConfig) and "_target_" in spec:
                 _argument_types(f"callbacks.{name}", spec)
@@ -211,7 +251,9 @@ def _argument_types(key: str, spec: DictConfig) -> None:
         hint, value = hints.get(str(name)), spec.get(name)
         if hint is None or str(name).startswith("_") or OmegaConf.is_interpolation(spec, name):
             continue
-        options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        options = (
+            typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        )
         if not all(option in simple for option in options):
             continue
         allowed = tuple(t for option in options for t in simple[option])

@@ -53,7 +53,9 @@ def main() -> None:
     meso_weights = "pretrained" if mesonet_weights_cached() else "scratch"
     resnet_weights = "pretrained" if imagenet_weights_cached() else "scratch"
     if meso_weights == "scratch":
-        print("Original MesoNet weights not in the weights cache (make weights): MesoNet trains from scratch.")
+        print(
+            "Original MesoNet weights not in the weights cache (make weights): MesoNet trains from scratch."
+        )
     if resnet_weights == "scratch":
         print("torchvision's ImageNet ResNet50 is not cached (offline): ResNetLSTM trains from scratch.")
     resnet_train = [f"weights={resnet_weights}", *RESNET_CPU]
@@ -68,15 +70,40 @@ def main() -> None:
     levels = "augment=none,flip,heavy"
     # one sweep folder (one sweep id) for both grids, so the report shows them side by side
     sweep = f"hydra.sweep.dir=multirun/evaluate/demo-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
-    failures = run(["evaluate.py", "-m", "model=mesonet", f"weights={meso_grid}", levels, sweep,
-                    "hydra.sweep.subdir=mesonet-${hydra.job.num}"], check=False)
-    failures += run(["evaluate.py", "-m", "model=resnet_lstm", f"weights={resnet_grid}", levels, RESNET_CPU[0], sweep,
-                     "hydra.sweep.subdir=resnet-${hydra.job.num}"], check=False)
+    failures = run(
+        [
+            "evaluate.py",
+            "-m",
+            "model=mesonet",
+            f"weights={meso_grid}",
+            levels,
+            sweep,
+            "hydra.sweep.subdir=mesonet-${hydra.job.num}",
+        ],
+        check=False,
+    )
+    failures += run(
+        [
+            "evaluate.py",
+            "-m",
+            "model=resnet_lstm",
+            f"weights={resnet_grid}",
+            levels,
+            RESNET_CPU[0],
+            sweep,
+            "hydra.sweep.subdir=resnet-${hydra.job.num}",
+        ],
+        check=False,
+    )
     run(["-m", "src.experiments.report", "--preset", "study"])
-    print(f"\nDemo finished in {(time.perf_counter() - start) / 60:.1f} min"
-          + (" (some evaluation jobs failed: see above)" if failures else ""))
-    print(f"MLflow store: {uri}\nOpen the UI with: make ui   (then http://127.0.0.1:5000/#/experiments/"
-          "<evaluate's id>?workflowType=machine_learning, or choose 'Model training' at the top left)")
+    print(
+        f"\nDemo finished in {(time.perf_counter() - start) / 60:.1f} min"
+        + (" (some evaluation jobs failed: see above)" if failures else "")
+    )
+    print(
+        f"MLflow store: {uri}\nOpen the UI with: make ui   (then http://127.0.0.1:5000/#/experiments/"
+        "<evaluate's id>?workflowType=machine_learning, or choose 'Model training' at the top left)"
+    )
 
 
 if __name__ == "__main__":

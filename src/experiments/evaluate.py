@@ -58,15 +58,25 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     output = folder if folder.exists() else "(the files are in MLflow only)"
 
     def interval(m: str) -> str:
-        return (f"{metrics[f'test/video_{m}']:#.4g} [{metrics[f'test/video_{m}_ci_low']:.3g}, "
-                f"{metrics[f'test/video_{m}_ci_high']:.3g}]")
+        return (
+            f"{metrics[f'test/video_{m}']:#.4g} [{metrics[f'test/video_{m}_ci_low']:.3g}, "
+            f"{metrics[f'test/video_{m}_ci_high']:.3g}]"
+        )
 
-    run.print_summary("evaluate", [f"test video AUC {interval('auc')}, AP {interval('ap')}, EER {interval('eer')} "
-                                   f"on {int(metrics['data/scored_videos'])} videos"], {"output": output})
+    run.print_summary(
+        "evaluate",
+        [
+            f"test video AUC {interval('auc')}, AP {interval('ap')}, EER {interval('eer')} "
+            f"on {int(metrics['data/scored_videos'])} videos"
+        ],
+        {"output": output},
+    )
     return metrics
 
 
-def _evaluate_into(run: Run, cfg: DictConfig, datamodule, folder: Path, module, provenance) -> dict[str, float]:
+def _evaluate_into(
+    run: Run, cfg: DictConfig, datamodule, folder: Path, module, provenance
+) -> dict[str, float]:
     """Score the test list into `run`; the files (scores, pictures, config, data report) go to `folder`.
     `provenance` is None for finetuned weights, which are chosen here, by the data's lineage."""
     run.log_params(flat_params(cfg))
@@ -100,24 +110,34 @@ def _evaluate_into(run: Run, cfg: DictConfig, datamodule, folder: Path, module, 
     run.log_metrics(metrics)
     run.log_config(cfg)
     write_scores_csv(folder / "video_scores.csv", records, labels, video_logits.numpy(), p_fake, frame_probs)
-    _draw_pictures(cfg, folder, metrics, p_fake, labels, records, videos, datamodule.predict_dataloader().dataset)
+    _draw_pictures(
+        cfg, folder, metrics, p_fake, labels, records, videos, datamodule.predict_dataloader().dataset
+    )
     return metrics
 
 
-def _draw_pictures(cfg: DictConfig, folder: Path, metrics: dict, p_fake, labels, records, videos, dataset) -> None:
+def _draw_pictures(
+    cfg: DictConfig, folder: Path, metrics: dict, p_fake, labels, records, videos, dataset
+) -> None:
     """ROC, precision-recall, confusion matrix and the worst-scored videos (crops as the model saw them)."""
-    title = (f"{cfg.model.get('title') or cfg.model.name} ({cfg.weights.source} weights)\n"
-             f"{cfg.data.name} test, perturbation: {cfg.augment.get('title') or cfg.augment.level}")
+    title = (
+        f"{cfg.model.get('title') or cfg.model.name} ({cfg.weights.source} weights)\n"
+        f"{cfg.data.name} test, perturbation: {cfg.augment.get('title') or cfg.augment.level}"
+    )
     interval = (metrics["test/video_auc_ci_low"], metrics["test/video_auc_ci_high"])
     plots.plot_roc(p_fake, labels, folder / "roc_curve.png", title, metrics["test/video_auc"], interval)
-    plots.plot_precision_recall(p_fake, labels, folder / "precision_recall.png", title, metrics["test/video_ap"])
+    plots.plot_precision_recall(
+        p_fake, labels, folder / "precision_recall.png", title, metrics["test/video_ap"]
+    )
     plots.plot_confusion(p_fake, labels, folder / "confusion_matrix.png", title)
     strips = []
     for i, kind in plots.worst_videos(p_fake, labels, GALLERY_VIDEOS):
         pixels = np.asarray(dataset[videos[i]][0])
         picks = np.linspace(0, len(pixels) - 1, min(GALLERY_FRAMES, len(pixels))).round().astype(int)
         strips.append((pixels[picks], f"{kind}: P(fake) = {p_fake[i]:.3f}  {records[i].path}"))
-    plots.plot_gallery(strips, folder / "worst_videos.png", f"Most confident mistakes of {title}".replace("\n", ", "))
+    plots.plot_gallery(
+        strips, folder / "worst_videos.png", f"Most confident mistakes of {title}".replace("\n", ", ")
+    )
 
 
 def _model_with_weights(cfg: DictConfig):
@@ -133,8 +153,13 @@ def _model_with_weights(cfg: DictConfig):
     return module, None
 
 
-def score(p_fake: np.ndarray, labels: np.ndarray, frame_probs: np.ndarray | None = None,
-          groups: list[str] | None = None, seed: int = 0) -> dict[str, float]:
+def score(
+    p_fake: np.ndarray,
+    labels: np.ndarray,
+    frame_probs: np.ndarray | None = None,
+    groups: list[str] | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
     """test/video_* metrics with their 95 % bootstrap intervals (test/video_<m>_ci_low/_ci_high), and
     test/frame_* for frame models."""
     video = detection_metrics("test/video_")(torch.as_tensor(p_fake), torch.as_tensor(labels).long())
@@ -143,8 +168,9 @@ def score(p_fake: np.ndarray, labels: np.ndarray, frame_probs: np.ndarray | None
         metrics[f"test/video_{name}_ci_low"], metrics[f"test/video_{name}_ci_high"] = float(low), float(high)
     if frame_probs is not None:
         frame_labels = np.repeat(labels[:, None], frame_probs.shape[1], axis=1)
-        frame = detection_metrics("test/frame_")(torch.as_tensor(frame_probs.ravel()),
-                                                 torch.as_tensor(frame_labels.ravel()).long())
+        frame = detection_metrics("test/frame_")(
+            torch.as_tensor(frame_probs.ravel()), torch.as_tensor(frame_labels.ravel()).long()
+        )
         metrics.update({k: float(v) for k, v in frame.items()})
     return metrics
 
@@ -157,5 +183,13 @@ def write_scores_csv(path: Path, records, labels, logits, p_fake, frame_probs) -
         writer.writerow(["path", "label", "logit", "p_fake", "group", "frame_p_fake"])
         for i, record in enumerate(records):
             frames = "" if frame_probs is None else " ".join(repr(float(p)) for p in frame_probs[i])
-            writer.writerow([record.path, int(labels[i]), repr(float(logits[i])), repr(float(p_fake[i])),
-                             record.identity, frames])
+            writer.writerow(
+                [
+                    record.path,
+                    int(labels[i]),
+                    repr(float(logits[i])),
+                    repr(float(p_fake[i])),
+                    record.identity,
+                    frames,
+                ]
+            )

@@ -24,9 +24,17 @@ class Finetuned:
     input contract; `train_data` for another dataset, `train_seed` for one seed). `tracking_uri` is the store
     of the training runs (the task passes the run's own when weights.tracking_uri is null)."""
 
-    def __init__(self, tracking_uri: str | None = None, path: str | None = None, run_id: str | None = None,
-                 train_data: str | None = None, train_fold: int | None = None, train_seed: int | None = None,
-                 experiment: str = "train", source: str = "finetuned"):
+    def __init__(
+        self,
+        tracking_uri: str | None = None,
+        path: str | None = None,
+        run_id: str | None = None,
+        train_data: str | None = None,
+        train_fold: int | None = None,
+        train_seed: int | None = None,
+        experiment: str = "train",
+        source: str = "finetuned",
+    ):
         self.name = source
         self.tracking_uri, self.path, self.run_id = tracking_uri, path, run_id
         self.train_data, self.train_fold, self.train_seed = train_data, train_fold, train_seed
@@ -39,18 +47,25 @@ class Finetuned:
                 raise WeightsNotFound(f"weights.path={path}: no such checkpoint file")
             load_checkpoint(module, path)
             return Provenance(describe_file(path))
-        run = self.find_run(lineage) if not self.run_id else tracking.client(self.tracking_uri).get_run(self.run_id)
+        run = (
+            self.find_run(lineage)
+            if not self.run_id
+            else tracking.client(self.tracking_uri).get_run(self.run_id)
+        )
         run_id = run.info.run_id
         with tempfile.TemporaryDirectory(prefix="finetuned-") as tmp:  # no copy outlives the load
             try:
                 local = tracking.download_artifact(self.tracking_uri, run_id, BEST_CHECKPOINT, tmp)
             except Exception as error:  # MlflowException for unknown runs or missing artifacts
-                raise WeightsNotFound(f"MLflow run {run_id} has no artifact {BEST_CHECKPOINT} ({error})") from error
+                raise WeightsNotFound(
+                    f"MLflow run {run_id} has no artifact {BEST_CHECKPOINT} ({error})"
+                ) from error
             load_checkpoint(module, local)
             digest = sha256_of(local)
         tags = run.data.tags
-        return Provenance(f"runs:/{run_id}/{BEST_CHECKPOINT} sha256={digest}", run_id, tags.get("weights"),
-                          tags.get("seed"))
+        return Provenance(
+            f"runs:/{run_id}/{BEST_CHECKPOINT} sha256={digest}", run_id, tags.get("weights"), tags.get("seed")
+        )
 
     def candidates(self, model: str) -> list:
         """Finished training runs of `model` with a best checkpoint, newest first."""
@@ -88,31 +103,48 @@ class Finetuned:
         log.info(
             "weights=finetuned: using the checkpoint of run %s (%s, trained on %s fold %s, seed %s, finished %s)%s",
             run.info.run_id,
-            run.info.run_name, run.data.tags.get("data"), run.data.tags.get("fold"), run.data.tags.get("seed"),
-            _when(run.info.end_time), f"; the latest of {len(matches)} matching" if len(matches) > 1 else "")
+            run.info.run_name,
+            run.data.tags.get("data"),
+            run.data.tags.get("fold"),
+            run.data.tags.get("seed"),
+            _when(run.info.end_time),
+            f"; the latest of {len(matches)} matching" if len(matches) > 1 else "",
+        )
         return run
 
     def explain_missing(self, runs: list, wanted: dict[str, str]) -> str:
         """One line: what training runs exist, and which lineage none of them has."""
+
         def describe(tags: dict) -> str:
             text = f"{tags.get('data', '?')} fold {tags.get('fold', '?')}"
             if tags.get("input_contract") != wanted["input_contract"]:
                 text += " (other input)"
-            elif tags.get("data") == wanted["data"] and tags.get("data_fingerprint") != wanted.get("data_fingerprint",
-                                                                                               tags.get("data_fingerprint")):
+            elif tags.get("data") == wanted["data"] and tags.get("data_fingerprint") != wanted.get(
+                "data_fingerprint", tags.get("data_fingerprint")
+            ):
                 text += " (other index)"
             return text
 
         model = wanted["model"]
         found = sorted({describe(r.data.tags) for r in runs})
-        have = f"found {model} trained on " + ", ".join(found) if found else f"found no finished {model} training run"
-        want = f"{wanted['data']}" + (f" fold {wanted['fold']}" if "fold" in wanted else "") + (
-            f" seed {wanted['seed']}" if "seed" in wanted else "")
+        have = (
+            f"found {model} trained on " + ", ".join(found)
+            if found
+            else f"found no finished {model} training run"
+        )
+        want = (
+            f"{wanted['data']}"
+            + (f" fold {wanted['fold']}" if "fold" in wanted else "")
+            + (f" seed {wanted['seed']}" if "seed" in wanted else "")
+        )
         index = f", index {wanted['data_fingerprint']}" if "data_fingerprint" in wanted else ""
-        return (f"weights=finetuned: {have}; none on {want} (input {wanted['input_contract']}{index}) in experiment "
-                f"'{self.experiment}' of {self.tracking_uri}. Train one (python train.py model={model} "
-                f"data={wanted['data']}" + (f" data.fold={wanted['fold']}" if "fold" in wanted else "")
-                + "), or choose with weights.run_id=<run>, weights.path=<checkpoint> or weights.train_data=<data>.")
+        return (
+            f"weights=finetuned: {have}; none on {want} (input {wanted['input_contract']}{index}) in experiment "
+            f"'{self.experiment}' of {self.tracking_uri}. Train one (python train.py model={model} "
+            f"data={wanted['data']}"
+            + (f" data.fold={wanted['fold']}" if "fold" in wanted else "")
+            + "), or choose with weights.run_id=<run>, weights.path=<checkpoint> or weights.train_data=<data>."
+        )
 
 
 def _when(millis: int | None) -> str:

@@ -25,8 +25,14 @@ def _counts(labels: np.ndarray) -> str:
     return f"{int((labels == 0).sum())} real, {int((labels == 1).sum())} fake videos"
 
 
-def plot_roc(p_fake: np.ndarray, labels: np.ndarray, path: Path, title: str, auc: float | None = None,
-             interval: tuple[float, float] | None = None) -> Path:
+def plot_roc(
+    p_fake: np.ndarray,
+    labels: np.ndarray,
+    path: Path,
+    title: str,
+    auc: float | None = None,
+    interval: tuple[float, float] | None = None,
+) -> Path:
     import torch
     from torchmetrics.functional.classification import binary_roc
 
@@ -38,8 +44,12 @@ def plot_roc(p_fake: np.ndarray, labels: np.ndarray, path: Path, title: str, auc
         label += f" [{interval[0]:.2f}, {interval[1]:.2f}]"
     axes.plot(fpr.numpy(), tpr.numpy(), label=label)
     axes.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8, label="chance")
-    axes.set(xlabel="false positive rate (reals called fake)", ylabel="true positive rate (fakes caught)",
-             xlim=(0, 1), ylim=(0, 1.01))
+    axes.set(
+        xlabel="false positive rate (reals called fake)",
+        ylabel="true positive rate (fakes caught)",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
     axes.set_title(f"{title}\n{_counts(labels)}; positive class: fake", fontsize=9)
     axes.legend(loc="lower right")
     figure.tight_layout()
@@ -47,21 +57,32 @@ def plot_roc(p_fake: np.ndarray, labels: np.ndarray, path: Path, title: str, auc
     return path
 
 
-def plot_precision_recall(p_fake: np.ndarray, labels: np.ndarray, path: Path, title: str,
-                          ap: float | None = None) -> Path:
+def plot_precision_recall(
+    p_fake: np.ndarray, labels: np.ndarray, path: Path, title: str, ap: float | None = None
+) -> Path:
     import torch
     from torchmetrics.functional.classification import binary_precision_recall_curve
 
-    precision, recall, _ = binary_precision_recall_curve(torch.as_tensor(p_fake), torch.as_tensor(labels).long())
+    precision, recall, _ = binary_precision_recall_curve(
+        torch.as_tensor(p_fake), torch.as_tensor(labels).long()
+    )
     figure = _figure(5, 5)
     axes = figure.subplots()
     # as scikit-learn draws it: points from recall 1 down to 0, steps-post (AP is the area under these steps)
-    axes.plot(recall.numpy(), precision.numpy(), drawstyle="steps-post",
-              label="video" if ap is None else f"video AP {ap:.3f}")
+    axes.plot(
+        recall.numpy(),
+        precision.numpy(),
+        drawstyle="steps-post",
+        label="video" if ap is None else f"video AP {ap:.3f}",
+    )
     prevalence = float(labels.mean())
     axes.axhline(prevalence, linestyle="--", color="grey", linewidth=0.8, label=f"chance ({prevalence:.2f})")
-    axes.set(xlabel="recall (fakes caught)", ylabel="precision (called fake that are fake)", xlim=(0, 1),
-             ylim=(0, 1.01))
+    axes.set(
+        xlabel="recall (fakes caught)",
+        ylabel="precision (called fake that are fake)",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
     axes.set_title(f"{title}\n{_counts(labels)}; positive class: fake", fontsize=9)
     axes.legend(loc="lower left")
     figure.tight_layout()
@@ -69,7 +90,9 @@ def plot_precision_recall(p_fake: np.ndarray, labels: np.ndarray, path: Path, ti
     return path
 
 
-def plot_confusion(p_fake: np.ndarray, labels: np.ndarray, path: Path, title: str, threshold: float = 0.5) -> Path:
+def plot_confusion(
+    p_fake: np.ndarray, labels: np.ndarray, path: Path, title: str, threshold: float = 0.5
+) -> Path:
     predicted = (p_fake >= threshold).astype(int)
     matrix = np.array([[int(((labels == t) & (predicted == p)).sum()) for p in (0, 1)] for t in (0, 1)])
     figure = _figure(4.5, 4.2)
@@ -78,8 +101,14 @@ def plot_confusion(p_fake: np.ndarray, labels: np.ndarray, path: Path, title: st
     for t in (0, 1):
         for p in (0, 1):
             share = matrix[t, p] / max(matrix[t].sum(), 1)
-            axes.text(p, t, f"{matrix[t, p]}\n({share:.0%})", ha="center", va="center",
-                      color="white" if matrix[t, p] > matrix.max() / 2 else "black")
+            axes.text(
+                p,
+                t,
+                f"{matrix[t, p]}\n({share:.0%})",
+                ha="center",
+                va="center",
+                color="white" if matrix[t, p] > matrix.max() / 2 else "black",
+            )
     axes.set_xticks([0, 1], ["real", "fake"])
     axes.set_yticks([0, 1], ["real", "fake"])
     axes.set(xlabel=f"predicted (P(fake) >= {threshold:g})", ylabel="true")
@@ -126,5 +155,5 @@ def _side_by_side(frames: np.ndarray, columns: int, gap: int = 4) -> np.ndarray:
     size = frames.shape[1]
     strip = np.full((size, columns * (size + gap), 3), 255, np.uint8)
     for i, frame in enumerate(frames[:columns]):
-        strip[:, i * (size + gap): i * (size + gap) + size] = frame
+        strip[:, i * (size + gap) : i * (size + gap) + size] = frame
     return strip

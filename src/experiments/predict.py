@@ -38,8 +38,9 @@ def predict(cfg: DictConfig) -> list[dict] | dict:
     tidy_output()
     L.seed_everything(cfg.seed, workers=True)
     if bool(cfg.get("video")) == bool(cfg.get("videos")):
-        raise ConfigError("give video=<file> (one video) or videos=<folder|glob|list file> (many), not both "
-                          "and not neither")
+        raise ConfigError(
+            "give video=<file> (one video) or videos=<folder|glob|list file> (many), not both and not neither"
+        )
     if cfg.get("video"):
         return predict_video(cfg, Path(cfg.video))
     return predict_videos(cfg)
@@ -82,16 +83,33 @@ def predict_files(cfg: DictConfig, videos: list[Path]) -> list[dict]:
     reports = datamodule.setup_predict(videos)
     module = build_model(cfg)
     provenance = build_weights(cfg)(module, lineage(cfg))
-    rows = [{"path": str(video), "p_fake": "", "logit": "", "frames": report.num_frames,
-             "frames_with_face": report.num_detected, "fallback": _fallback(report), "error": report.reason if not report.ok else "",
-             "frame_p_fake": []} for video, report in zip(videos, reports, strict=True)]
+    rows = [
+        {
+            "path": str(video),
+            "p_fake": "",
+            "logit": "",
+            "frames": report.num_frames,
+            "frames_with_face": report.num_detected,
+            "fallback": _fallback(report),
+            "error": report.reason if not report.ok else "",
+            "frame_p_fake": [],
+        }
+        for video, report in zip(videos, reports, strict=True)
+    ]
     if any(report.ok for report in reports):
-        trainer = hydra.utils.instantiate(cfg.trainer, logger=False, enable_checkpointing=False,
-                                          callbacks=[L.pytorch.callbacks.TQDMProgressBar()])
+        trainer = hydra.utils.instantiate(
+            cfg.trainer,
+            logger=False,
+            enable_checkpointing=False,
+            callbacks=[L.pytorch.callbacks.TQDMProgressBar()],
+        )
         for output in trainer.predict(module, datamodule=datamodule):
             frame_logits = output["frame_logits"].double()
-            logits = (module.video_logit_from_frames(frame_logits) if module.input_kind == "frame"
-                      else output["video_logit"].double())
+            logits = (
+                module.video_logit_from_frames(frame_logits)
+                if module.input_kind == "frame"
+                else output["video_logit"].double()
+            )
             for position, logit, frames in zip(output["video"].tolist(), logits, frame_logits, strict=True):
                 row = rows[position]
                 row["logit"], row["p_fake"] = float(logit), float(torch.sigmoid(logit))
@@ -118,8 +136,11 @@ def predict_videos(cfg: DictConfig) -> list[dict]:
     from hydra.core.hydra_config import HydraConfig
 
     videos = resolve_videos(str(cfg.videos))
-    output = Path(cfg.get("output") or (Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized()
-                                         else Path.cwd()) / "predictions.csv").expanduser()
+    output = Path(
+        cfg.get("output")
+        or (Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd())
+        / "predictions.csv"
+    ).expanduser()
     _check_output(output)
     logged = uses_mlflow(cfg.get("logger"))
     if logged:
@@ -130,16 +151,28 @@ def predict_videos(cfg: DictConfig) -> list[dict]:
         writer = csv.writer(handle)
         writer.writerow(PREDICTION_COLUMNS)
         for row in rows:
-            writer.writerow([repr(row[c]) if isinstance(row[c], float) else row[c] for c in PREDICTION_COLUMNS])
+            writer.writerow(
+                [repr(row[c]) if isinstance(row[c], float) else row[c] for c in PREDICTION_COLUMNS]
+            )
     scored = [r for r in rows if r["p_fake"] != ""]
     fake = sum(r["p_fake"] >= 0.5 for r in scored)
-    nothing = None if scored else ValueError(
-        f"none of the {len(rows)} videos of videos={cfg.videos} could be scored; the reasons are in {output} "
-        f"(first: {rows[0]['error']})")
-    scored_line = (f"Scored {len(scored)} of {len(rows)} videos with {cfg.model.name} ({rows[0]['weights']}): "
-                   f"{fake} look fake (P(fake) >= 0.5), {len(scored) - fake} real"
-                   + (f"; {len(rows) - len(scored)} could not be scored (see the error column)"
-                      if len(scored) < len(rows) else ""))
+    nothing = (
+        None
+        if scored
+        else ValueError(
+            f"none of the {len(rows)} videos of videos={cfg.videos} could be scored; the reasons are in {output} "
+            f"(first: {rows[0]['error']})"
+        )
+    )
+    scored_line = (
+        f"Scored {len(scored)} of {len(rows)} videos with {cfg.model.name} ({rows[0]['weights']}): "
+        f"{fake} look fake (P(fake) >= 0.5), {len(scored) - fake} real"
+        + (
+            f"; {len(rows) - len(scored)} could not be scored (see the error column)"
+            if len(scored) < len(rows)
+            else ""
+        )
+    )
     if not logged:
         print("\n".join([scored_line, f"Wrote {output}"]))
         if nothing:
@@ -149,8 +182,9 @@ def predict_videos(cfg: DictConfig) -> list[dict]:
     run = Run.start(cfg.logger, name=name, tags={**run_tags(cfg), "videos": str(cfg.videos)[:5000]})
     with run.state():
         run.log_file(output)
-        run.log_metrics({"predict/videos": len(rows), "predict/scored_videos": len(scored),
-                         "predict/fake_videos": fake})
+        run.log_metrics(
+            {"predict/videos": len(rows), "predict/scored_videos": len(scored), "predict/fake_videos": fake}
+        )
         if nothing:
             print("\n".join([scored_line, f"Wrote {output}"]))
             raise nothing  # the run ends FAILED with the reason; the CSV stays
@@ -161,7 +195,9 @@ def predict_videos(cfg: DictConfig) -> list[dict]:
 def _check_output(output: Path) -> None:
     """Before any scoring: `output=` must name a CSV file that can be written."""
     if output.is_dir():
-        raise ConfigError(f"output={output} is a folder: give a file name, e.g. output={output / 'predictions.csv'}")
+        raise ConfigError(
+            f"output={output} is a folder: give a file name, e.g. output={output / 'predictions.csv'}"
+        )
     blocker = next((p for p in output.parents if p.exists() and not p.is_dir()), None)
     if blocker is not None:
         raise ConfigError(f"output={output}: {blocker} is a file, not a folder")
@@ -176,8 +212,10 @@ def predict_video(cfg: DictConfig, video: Path) -> dict:
     if row["error"]:
         raise ValueError(f"cannot score {row['error']}")  # the reason starts with the path
     print(f"{video}: P(fake) = {row['p_fake']:.4f}  ({cfg.model.name}, {row['weights']})")
-    print(f"faces detected in {row['frames_with_face']} of {row['frames']} frames"
-          + (f"; {row['fallback']}" if row["fallback"] else ""))
+    print(
+        f"faces detected in {row['frames_with_face']} of {row['frames']} frames"
+        + (f"; {row['fallback']}" if row["fallback"] else "")
+    )
     if row["frame_p_fake"]:
         print("per-frame P(fake):", " ".join(f"{p:.3f}" for p in row["frame_p_fake"]))
     return row

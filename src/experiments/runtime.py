@@ -85,9 +85,13 @@ def tidy_output() -> None:
         r".*is not supported by the model summary.*",  # the summary's size estimate, not the training
     ):
         warnings.filterwarnings("ignore", message=message)
-    for noisy in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
-                  "matplotlib",  # "generated new fontManager" on a first plot
-                  "mlflow.store.db.utils", "alembic"):  # the store's table creation, printed outside Hydra's format
+    for noisy in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.pytorch.accelerators.cuda",
+        "matplotlib",  # "generated new fontManager" on a first plot
+        "mlflow.store.db.utils",
+        "alembic",
+    ):  # the store's table creation, printed outside Hydra's format
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

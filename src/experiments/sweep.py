@@ -58,7 +58,6 @@ class PrepareSweep(Callback):
         except Exception as error:  # each job prepares its own data too, and reports the error there
             log.warning("could not prepare the data before the sweep: %s", error)
 
-
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
         from hydra.core.utils import JobStatus
 
@@ -83,7 +82,9 @@ def check_jobs(config: DictConfig) -> None:
 
     task = list(config.hydra.overrides.task)
     common = set(task)
-    params = config.hydra.sweeper.get("params") or {}  # as BasicSweeper: the config's sweep, then the command line
+    params = (
+        config.hydra.sweeper.get("params") or {}
+    )  # as BasicSweeper: the config's sweep, then the command line
     task = [f"{key}={value}" for key, value in params.items()] + task
     try:
         parsed = OverridesParser.create().parse_overrides(task)
@@ -136,7 +137,9 @@ def report_failed_sweep(error: BaseException) -> bool:
     common = set(_SWEEP["config"].hydra.overrides.task)
     for overrides, problem in failed:
         cell = _cell(overrides, common) or " ".join(overrides)
-        print(f"Error: job {cell} failed: {type(problem).__name__}: {problem}".splitlines()[0], file=sys.stderr)
+        print(
+            f"Error: job {cell} failed: {type(problem).__name__}: {problem}".splitlines()[0], file=sys.stderr
+        )
     print(f"Error: {len(failed)} of {jobs} jobs failed (their output folders hold the logs)", file=sys.stderr)
     _SWEEP.clear()
     return True
@@ -146,13 +149,25 @@ def sweep_summary(config: DictConfig, sweep: str) -> str:
     uri = tracking_uri(config)
     store = client(uri)
     experiment = store.get_experiment_by_name(config.logger.experiment_name)
-    runs = [] if experiment is None else store.search_runs(
-        [experiment.experiment_id], filter_string=f"tags.sweep_id = '{sweep}'", order_by=["attributes.start_time ASC"])
+    runs = (
+        []
+        if experiment is None
+        else store.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.sweep_id = '{sweep}'",
+            order_by=["attributes.start_time ASC"],
+        )
+    )
     lines = [f"Sweep {sweep}: {len(runs)} runs in experiment '{config.logger.experiment_name}' of {uri}"]
-    seeds = len({run.data.tags.get("seed") for run in runs}) > 1  # a seed sweep: otherwise its cells look alike
+    seeds = (
+        len({run.data.tags.get("seed") for run in runs}) > 1
+    )  # a seed sweep: otherwise its cells look alike
     for run in runs:
         tags, metrics = run.data.tags, run.data.metrics
-        cell = "/".join(tags.get(k, "?") for k in ("model", "weights", "data", "augment")) + f" fold {tags.get('fold')}"
+        cell = (
+            "/".join(tags.get(k, "?") for k in ("model", "weights", "data", "augment"))
+            + f" fold {tags.get('fold')}"
+        )
         cell += f" seed {tags.get('seed')}" if seeds else ""
         auc = metrics.get("test/video_auc")
         value = "–" if auc is None else f"{auc:#.4g}"

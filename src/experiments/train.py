@@ -78,12 +78,17 @@ def run_folder(cfg: DictConfig) -> tuple[Path, dict | None]:
         folder = Path(os.environ[FOLDER_ENV])
         return folder, json.loads((folder / RUN_FILE).read_text())
     options = selected_options(cfg)
-    family = Path(cfg.paths.checkpoint_dir) / f"{options['model']}-{options['weights']}-{options['data']}-fold{cfg.data.fold}"
+    family = (
+        Path(cfg.paths.checkpoint_dir)
+        / f"{options['model']}-{options['weights']}-{options['data']}-fold{cfg.data.fold}"
+    )
     if cfg.ckpt_path is None:
         return family / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}", None
     key = resume_key(cfg)
     if cfg.ckpt_path == "last":
-        folders = sorted((p.parent for p in family.glob(f"run-*/{RUN_FILE}")), key=lambda p: p.stat().st_mtime)
+        folders = sorted(
+            (p.parent for p in family.glob(f"run-*/{RUN_FILE}")), key=lambda p: p.stat().st_mtime
+        )
         if not folders:
             raise FileNotFoundError(f"ckpt_path=last: no run of this configuration under {family}")
         for folder in reversed(folders):
@@ -93,34 +98,49 @@ def run_folder(cfg: DictConfig) -> tuple[Path, dict | None]:
         recorded = json.loads((folders[-1] / RUN_FILE).read_text())
         raise ResumeMismatch(
             f"ckpt_path=last: no run under {family} has this configuration; the newest ({folders[-1].name}) differs in "
-            + "; ".join(_differences(key, recorded.get("resume_key", {}))[:5]))
+            + "; ".join(_differences(key, recorded.get("resume_key", {}))[:5])
+        )
     folder = Path(cfg.ckpt_path).expanduser().resolve().parent
     record = folder / RUN_FILE
     if not record.is_file():
-        return family / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}", None  # a foreign checkpoint
+        return (
+            family / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}",
+            None,
+        )  # a foreign checkpoint
     recorded = json.loads(record.read_text())
     if recorded.get("resume_key") != key:
-        raise ResumeMismatch(f"ckpt_path={cfg.ckpt_path}: the checkpoint's run trained another configuration: "
-                             + "; ".join(_differences(key, recorded.get("resume_key", {}))[:5]))
+        raise ResumeMismatch(
+            f"ckpt_path={cfg.ckpt_path}: the checkpoint's run trained another configuration: "
+            + "; ".join(_differences(key, recorded.get("resume_key", {}))[:5])
+        )
     return folder, recorded
 
 
 def resume_checkpoint(folder: Path, wanted: Path) -> Path:
     """`wanted`, or when it is unreadable (a kill mid-write on another filesystem, a full disk), the newest
     checkpoint in its folder that loads, with a warning."""
-    candidates = [wanted] + sorted((p for p in folder.glob("*.ckpt") if p != wanted), key=lambda p: -p.stat().st_mtime)
+    candidates = [wanted] + sorted(
+        (p for p in folder.glob("*.ckpt") if p != wanted), key=lambda p: -p.stat().st_mtime
+    )
     for candidate in candidates:
         if not candidate.is_file():
             continue
         try:
             torch.load(candidate, map_location="cpu", weights_only=True, mmap=True)
         except Exception as error:  # truncated zip, not a checkpoint
-            log.warning("checkpoint %s is unreadable (%s: %s); trying an older one", candidate, type(error).__name__, error)
+            log.warning(
+                "checkpoint %s is unreadable (%s: %s); trying an older one",
+                candidate,
+                type(error).__name__,
+                error,
+            )
             continue
         if candidate != wanted:
             log.warning("resuming from %s instead of the unreadable %s", candidate.name, wanted.name)
         return candidate
-    raise FileNotFoundError(f"no readable checkpoint in {folder} to resume from (tried {', '.join(c.name for c in candidates)})")
+    raise FileNotFoundError(
+        f"no readable checkpoint in {folder} to resume from (tried {', '.join(c.name for c in candidates)})"
+    )
 
 
 def start_run(cfg: DictConfig, recorded: dict | None) -> Run:
@@ -153,8 +173,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         return _train(cfg, module, datamodule, folder, recorded, run, provenance)
     if run.is_mlflow:
         if recorded is None:
-            (folder / RUN_FILE).write_text(json.dumps({"mlflow_run_id": run.id, "resume_key": resume_key(cfg)},
-                                                      indent=1))
+            (folder / RUN_FILE).write_text(
+                json.dumps({"mlflow_run_id": run.id, "resume_key": resume_key(cfg)}, indent=1)
+            )
         os.environ[FOLDER_ENV] = str(folder)
     with run.state():
         metrics = _train(cfg, module, datamodule, folder, recorded, run, provenance)
@@ -182,7 +203,9 @@ def _record_start(cfg: DictConfig, run: Run, datamodule, folder: Path, resuming:
     run.log_metrics(data_report_metrics(report))
 
 
-def _train(cfg, module, datamodule, folder: Path, recorded: dict | None, run: Run, provenance) -> dict[str, float]:
+def _train(
+    cfg, module, datamodule, folder: Path, recorded: dict | None, run: Run, provenance
+) -> dict[str, float]:
     if cfg.model.pos_weight == "auto":
         counts = datamodule.class_counts()
         module.set_pos_weight(counts["train_real"] / max(counts["train_fake"], 1))
@@ -190,10 +213,16 @@ def _train(cfg, module, datamodule, folder: Path, recorded: dict | None, run: Ru
     callbacks = {name: hydra.utils.instantiate(c) for name, c in cfg.callbacks.items()}
     callbacks["model_checkpoint"].dirpath = str(folder)
     if run.logger is None:  # logger=none: nothing to record learning rates into (Lightning would refuse)
-        callbacks = {k: c for k, c in callbacks.items() if not isinstance(c, L.pytorch.callbacks.LearningRateMonitor)}
+        callbacks = {
+            k: c for k, c in callbacks.items() if not isinstance(c, L.pytorch.callbacks.LearningRateMonitor)
+        }
     # logger=False, not None: Lightning would otherwise pick a default logger of its own
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=list(callbacks.values()), logger=run.logger or False,
-                                      plugins=[AtomicCheckpointIO()])
+    trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        callbacks=list(callbacks.values()),
+        logger=run.logger or False,
+        plugins=[AtomicCheckpointIO()],
+    )
     if trainer.is_global_zero:
         _record_start(cfg, run, datamodule, folder, recorded is not None, provenance)
     ckpt_path = None
@@ -205,15 +234,19 @@ def _train(cfg, module, datamodule, folder: Path, recorded: dict | None, run: Ru
     best = checkpoint.best_model_path
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.test_after_fit:
-        tested = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True,
-                              verbose=False)  # the summary prints them to 4 significant digits
+        tested = trainer.test(
+            module, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False
+        )  # the summary prints them to 4 significant digits
         metrics.update(tested[0] if tested else {})
     if trainer.is_global_zero and best:
         run.log_file(Path(best), "checkpoints", "best.ckpt")
         run.set_tags({"best_checkpoint": best})
     # the monitored value orders epochs (AUC, then loss); what a person reads is the selected epoch's AUC
-    selected = torch.load(best, map_location="cpu", weights_only=True, mmap=True).get("validation_metrics", {}) \
-        if best else {}
+    selected = (
+        torch.load(best, map_location="cpu", weights_only=True, mmap=True).get("validation_metrics", {})
+        if best
+        else {}
+    )
     metrics["best_val_video_auc"] = float(selected.get("val/video_auc", float("nan")))
     metrics["best_checkpoint"] = best  # type: ignore[assignment]
     return metrics
@@ -228,9 +261,15 @@ def _hydra_output_dir() -> Path | None:
 
 def _print_summary(run: Run, metrics: dict, folder: Path) -> None:
     best = metrics.get("best_checkpoint") or "none (no validation epoch finished)"
-    lines = [f"best checkpoint: {best} (val/video_auc {metrics.get('best_val_video_auc', float('nan')):#.4g})"]
+    lines = [
+        f"best checkpoint: {best} (val/video_auc {metrics.get('best_val_video_auc', float('nan')):#.4g})"
+    ]
     tested = {k.removeprefix("test/video_"): v for k, v in metrics.items() if k.startswith("test/video_")}
     if tested:
-        lines.append("test (video level) of the best checkpoint: "
-                     + ", ".join(f"{k.upper()} {tested[k]:#.4g}" for k in ("auc", "ap", "acc", "eer", "loss") if k in tested))
+        lines.append(
+            "test (video level) of the best checkpoint: "
+            + ", ".join(
+                f"{k.upper()} {tested[k]:#.4g}" for k in ("auc", "ap", "acc", "eer", "loss") if k in tested
+            )
+        )
     run.print_summary("train", lines, {"checkpoints": folder, "output": _hydra_output_dir()})

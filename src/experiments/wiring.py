@@ -44,5 +44,10 @@ def build_weights(cfg: DictConfig):
 
 def lineage(cfg: DictConfig, data_fingerprint: str | None = None) -> Lineage:
     """What finetuned weights must have been trained on to be scored under this config."""
-    return Lineage(str(cfg.model.name), str(cfg.data.name), int(cfg.data.fold), input_contract(cfg.model.input),
-                   data_fingerprint)
+    return Lineage(
+        str(cfg.model.name),
+        str(cfg.data.name),
+        int(cfg.data.fold),
+        input_contract(cfg.model.input),
+        data_fingerprint,
+    )

@@ -22,14 +22,26 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CONTRACT_KEYS = ("kind", "size", "mean", "std", "frames_per_clip", "fixed_size")
 
 
-def contract(kind: str, size: int, mean: Sequence[float], std: Sequence[float], frames_per_clip: int = 1,
-             fixed_size: int | None = None) -> dict[str, Any]:
+def contract(
+    kind: str,
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    frames_per_clip: int = 1,
+    fixed_size: int | None = None,
+) -> dict[str, Any]:
     """kind frame|clip; size: square crop side in pixels; mean/std: per-channel normalization of RGB in
     [0, 1]; frames_per_clip: crops per item (1 for frame nets); fixed_size: the only size that works, if any."""
     if kind not in ("frame", "clip"):
         raise ValueError(f"input kind {kind!r}: must be frame or clip")
-    return {"kind": kind, "size": int(size), "mean": [float(v) for v in mean], "std": [float(v) for v in std],
-            "frames_per_clip": int(frames_per_clip), "fixed_size": fixed_size}
+    return {
+        "kind": kind,
+        "size": int(size),
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+        "frames_per_clip": int(frames_per_clip),
+        "fixed_size": fixed_size,
+    }
 
 
 def net_class(target: str) -> type:
@@ -57,7 +69,9 @@ def _contract_of(target: str, kwargs: tuple) -> dict[str, Any]:
 def input_contract_of(net: Mapping) -> dict[str, Any]:
     """The input contract of the network a `model.net` config (with `_target_`) describes."""
     kwargs = {k: v for k, v in net.items() if not k.startswith("_")}
-    hashable = tuple(sorted((k, v) for k, v in kwargs.items() if isinstance(v, str | int | float | bool | None)))
+    hashable = tuple(
+        sorted((k, v) for k, v in kwargs.items() if isinstance(v, str | int | float | bool | None))
+    )
     return dict(_contract_of(str(net["_target_"]), hashable))
 
 

@@ -88,7 +88,9 @@ class _MesoNet(nn.Module):
     @classmethod
     def input_contract(cls, **net_kwargs) -> dict:
         """RGB in [0, 1] (the Keras models' own scaling), 256x256 only: the dense layer is sized for it."""
-        return contract(cls.input_kind, _INPUT_SIZE, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), fixed_size=_INPUT_SIZE)
+        return contract(
+            cls.input_kind, _INPUT_SIZE, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), fixed_size=_INPUT_SIZE
+        )
 
     def __init__(self) -> None:
         super().__init__()

@@ -48,8 +48,9 @@ class MeanBCE(Metric):
     def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
         # outside autocast: CUDA autocast refuses binary_cross_entropy (trainer=gpu validation failed on it)
         with torch.autocast(device_type=probs.device.type, enabled=False):
-            loss = nn.functional.binary_cross_entropy(probs.double().clamp(1e-7, 1 - 1e-7), target.double(),
-                                                      reduction="sum")
+            loss = nn.functional.binary_cross_entropy(
+                probs.double().clamp(1e-7, 1 - 1e-7), target.double(), reduction="sum"
+            )
         self.total = self.total + loss  # not in place: see ClassCounts.update
         self.count = self.count + target.numel()
 

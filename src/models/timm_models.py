@@ -45,9 +45,16 @@ class TimmBackbone(nn.Module):
         model_name = model_name or default_kwarg(cls, "model_name")
         pretrained = timm.get_pretrained_cfg(model_name)
         if pretrained is None:
-            raise ConfigError(f"model.net.model_name={model_name}: timm has no pretrained config of that name.tag")
-        return contract(cls.input_kind, pretrained.input_size[-1], pretrained.mean, pretrained.std,
-                        frames_per_clip=cls.frames_per_clip)
+            raise ConfigError(
+                f"model.net.model_name={model_name}: timm has no pretrained config of that name.tag"
+            )
+        return contract(
+            cls.input_kind,
+            pretrained.input_size[-1],
+            pretrained.mean,
+            pretrained.std,
+            frames_per_clip=cls.frames_per_clip,
+        )
 
     def __init__(self, model_name: str):
         super().__init__()
@@ -137,7 +144,10 @@ def timm_backbone_state(model_name: str, file: str | None = None) -> tuple[dict[
     else:
         hub = timm_weights_origin(model_name)
         if hub.cached:  # straight from the cache: no network, no hub retries
-            overlay, origin = {"file": hub.cached}, f"{hub.description}, cached at {describe_file(hub.cached)}"
+            overlay, origin = (
+                {"file": hub.cached},
+                f"{hub.description}, cached at {describe_file(hub.cached)}",
+            )
         elif hub.offline or not reachable(hub.url):
             raise WeightsNotFound(hub.missing_message(model_name, "the network is unreachable"))
         else:

@@ -83,8 +83,12 @@ class Pretrained:
 
     def __call__(self, module, lineage: Lineage | None = None) -> Provenance:
         net = module.net
-        check(hasattr(net, "load_pretrained"), "weights", "pretrained",
-              f"{type(net).__name__} has no published weights; use weights=scratch")
+        check(
+            hasattr(net, "load_pretrained"),
+            "weights",
+            "pretrained",
+            f"{type(net).__name__} has no published weights; use weights=scratch",
+        )
         return Provenance(net.load_pretrained(module.pretrained_cfg, self.weights_dir))
 
 
@@ -117,7 +121,9 @@ def check_sha256(path: Path, expected_prefix: str | None, fix: str) -> None:
         )
 
 
-def download(url: str, path: Path, sha256_prefix: str | None = None, timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
+def download(
+    url: str, path: Path, sha256_prefix: str | None = None, timeout: float = DOWNLOAD_TIMEOUT_S
+) -> Path:
     """Download `url` to `path` atomically (a temporary sibling renamed into place), checking the hash
     before the file is ever visible under its final name. A stalled transfer fails after `timeout` s."""
     import urllib.request
@@ -153,7 +159,9 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # UnpicklingError for code-carrying pickles, RuntimeError for non-checkpoints
-        raise IncompatibleWeights(f"{path} is not a loadable weights file: {type(error).__name__}: {error}") from error
+        raise IncompatibleWeights(
+            f"{path} is not a loadable weights file: {type(error).__name__}: {error}"
+        ) from error
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -186,8 +194,11 @@ def torchvision_state_dict(member: str, file: str | None = None) -> tuple[dict[s
                 f"downloaded from {weights.url} ({error}). Put the file there (or set TORCH_HOME), give your own "
                 "file with model.pretrained.file=<path>, or use weights=scratch."
             ) from error
-    check_sha256(path, published, "Delete it so it is downloaded again, or give your own file with "
-                 "model.pretrained.file=<path>.")
+    check_sha256(
+        path,
+        published,
+        "Delete it so it is downloaded again, or give your own file with model.pretrained.file=<path>.",
+    )
     return load_state_dict_file(path), f"torchvision ResNet50_Weights.{member} " + describe_file(path)
 
 
@@ -198,7 +209,9 @@ def load_checkpoint(module, path: str | Path) -> None:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # UnpicklingError for code-carrying pickles, RuntimeError for non-checkpoints
-        raise IncompatibleWeights(f"{path} is not a loadable checkpoint: {type(error).__name__}: {error}") from error
+        raise IncompatibleWeights(
+            f"{path} is not a loadable checkpoint: {type(error).__name__}: {error}"
+        ) from error
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise IncompatibleWeights(f"{path} holds no state dict of tensors")
@@ -219,7 +232,8 @@ def load_checkpoint(module, path: str | Path) -> None:
         if mismatched:
             problems.append(f"shape mismatch: {mismatched[:3]}")
         raise IncompatibleWeights(
-            f"{path} does not fit {type(module.net).__name__}: " + "; ".join(problems)
+            f"{path} does not fit {type(module.net).__name__}: "
+            + "; ".join(problems)
             + " (a checkpoint of another model?)"
         )
     module.load_state_dict(state, strict=True)

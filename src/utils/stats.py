@@ -153,8 +153,9 @@ def _check_level(level: float, n_boot: int) -> None:
         raise ValueError(f"n_boot={n_boot}: expected at least 1 resample")
 
 
-def bootstrap_intervals(p_fake, labels, groups=None, n_boot: int = 1000, seed: int = 0,
-                        level: float = 0.95) -> dict[str, tuple[float, float]]:
+def bootstrap_intervals(
+    p_fake, labels, groups=None, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap interval of each video metric (auc, ap, acc, loss, eer): {metric: (low, high)}.
 
     Stratified by class; with `groups` (an identity group per video; empty/None = its own group) whole groups
@@ -167,8 +168,9 @@ def bootstrap_intervals(p_fake, labels, groups=None, n_boot: int = 1000, seed: i
     return {name: _percentiles(values[name], level) for name in METRICS}
 
 
-def paired_difference(p_a, p_b, labels, groups=None, metric: str = "auc", n_boot: int = 1000, seed: int = 0,
-                      level: float = 0.95) -> dict:
+def paired_difference(
+    p_a, p_b, labels, groups=None, metric: str = "auc", n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict:
     """metric(a) - metric(b) on the same videos, with a paired bootstrap interval (both scored on the same
     resample of videos): {diff, low, high, excludes_zero}."""
     if metric not in METRICS:
@@ -177,11 +179,15 @@ def paired_difference(p_a, p_b, labels, groups=None, metric: str = "auc", n_boot
     probs_a, labels = _inputs(p_a, labels)
     probs_b, _ = _inputs(p_b, labels)
     if probs_a.size != probs_b.size:
-        raise ValueError(f"p_a has {probs_a.size} values but p_b has {probs_b.size}: pair them on the same videos")
+        raise ValueError(
+            f"p_a has {probs_a.size} values but p_b has {probs_b.size}: pair them on the same videos"
+        )
     diff = video_metrics(probs_a, labels)[metric] - video_metrics(probs_b, labels)[metric]
     counts = _resample_counts(labels, groups, n_boot, seed)
-    resampled = (_weighted_metrics(probs_a, labels, counts, [metric])[metric]
-                 - _weighted_metrics(probs_b, labels, counts, [metric])[metric])
+    resampled = (
+        _weighted_metrics(probs_a, labels, counts, [metric])[metric]
+        - _weighted_metrics(probs_b, labels, counts, [metric])[metric]
+    )
     low, high = _percentiles(resampled, level)
     return {"diff": float(diff), "low": low, "high": high, "excludes_zero": bool(low > 0 or high < 0)}
 
@@ -202,10 +208,14 @@ def auc(scores, labels) -> float:
     if not (labels == 0).any() or not (labels == 1).any():
         return math.nan
     probs, labels = _inputs(scores, labels)
-    return float(_weighted_metrics(probs, labels, np.ones((1, probs.size), dtype=np.int64), ["auc"])["auc"][0])
+    return float(
+        _weighted_metrics(probs, labels, np.ones((1, probs.size), dtype=np.int64), ["auc"])["auc"][0]
+    )
 
 
-def bootstrap_auc(scores, labels, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+def bootstrap_auc(
+    scores, labels, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
     """(AUC, low, high): the AUC of `scores` and the percentile interval of a class-stratified bootstrap;
     all NaN when a class is missing. Deterministic for a given seed."""
     _check_level(level, n_boot)

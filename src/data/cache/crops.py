@@ -62,7 +62,9 @@ class CropSettings:
     face_margin: float = 1.3  # the crop side / the face box side
     crop_size: int = 256  # cached crop side; resized to the model's input size on load
     face_detector: str = "mtcnn"  # one of DETECTORS (src.data.detectors)
-    detect_max_side: int | None = None  # frames are downscaled to this before detection; None: the detector's own
+    detect_max_side: int | None = (
+        None  # frames are downscaled to this before detection; None: the detector's own
+    )
     yunet_model: str | None = None  # the YuNet .onnx file that face_detector=yunet needs
     detect_every: int = 2  # detect on every k-th sampled frame, boxes interpolated between
     # auto: CUDA when available, else the CPU; gpu is cuda (as trainer.accelerator names it)
@@ -71,19 +73,41 @@ class CropSettings:
     def __post_init__(self):
         for name, minimum in (("frames_per_video", 1), ("crop_size", 16), ("detect_every", 1)):
             value = getattr(self, name)
-            check(_is_int(value) and value >= minimum, f"data.{name}", value, f"must be an integer >= {minimum}")
+            check(
+                _is_int(value) and value >= minimum, f"data.{name}", value, f"must be an integer >= {minimum}"
+            )
         side = self.detect_max_side
-        check(side is None or (_is_int(side) and side >= 32), "data.detect_max_side", side,
-              "must be null (the detector's own) or an integer >= 32")
+        check(
+            side is None or (_is_int(side) and side >= 32),
+            "data.detect_max_side",
+            side,
+            "must be null (the detector's own) or an integer >= 32",
+        )
         margin = self.face_margin
-        check(isinstance(margin, Real) and not isinstance(margin, bool) and margin > 0, "data.face_margin", margin,
-              "must be a number > 0 (the crop side / the face box side)")
-        check(self.face_detector in DETECTORS, "data.face_detector", self.face_detector,
-              f"choose one of {', '.join(DETECTORS)}")
-        check(self.yunet_model is None or isinstance(self.yunet_model, str), "data.yunet_model", self.yunet_model,
-              "must be null or the path of the YuNet .onnx file")
-        check(self.detect_device in DETECT_DEVICES, "data.detect_device", self.detect_device,
-              "choose auto (CUDA when available, else the CPU), cpu or cuda")
+        check(
+            isinstance(margin, Real) and not isinstance(margin, bool) and margin > 0,
+            "data.face_margin",
+            margin,
+            "must be a number > 0 (the crop side / the face box side)",
+        )
+        check(
+            self.face_detector in DETECTORS,
+            "data.face_detector",
+            self.face_detector,
+            f"choose one of {', '.join(DETECTORS)}",
+        )
+        check(
+            self.yunet_model is None or isinstance(self.yunet_model, str),
+            "data.yunet_model",
+            self.yunet_model,
+            "must be null or the path of the YuNet .onnx file",
+        )
+        check(
+            self.detect_device in DETECT_DEVICES,
+            "data.detect_device",
+            self.detect_device,
+            "choose auto (CUDA when available, else the CPU), cpu or cuda",
+        )
 
     def pixel_settings(self) -> dict:
         """The settings that change the crops' pixels: what the cache key hashes."""
@@ -290,7 +314,9 @@ class FaceCropCache:
             error_file.unlink(missing_ok=True)
         return report
 
-    def _write_entry(self, video: Path, crops_file: Path, meta_file: Path, crops: np.ndarray, meta: str) -> None:
+    def _write_entry(
+        self, video: Path, crops_file: Path, meta_file: Path, crops: np.ndarray, meta: str
+    ) -> None:
         """Crops, then metadata, each written atomically. A failed write is the cache folder's problem
         (CacheWriteError), not the video's."""
         try:
@@ -346,7 +372,9 @@ def check_cache_dir(cache_dir: Path) -> None:
             return
 
 
-def extract_face_crops(video: Path, settings: CropSettings, detector: FaceDetector) -> tuple[np.ndarray, dict]:
+def extract_face_crops(
+    video: Path, settings: CropSettings, detector: FaceDetector
+) -> tuple[np.ndarray, dict]:
     """Decode, detect and crop one video: (crops (N, S, S, 3) uint8, its entry's metadata with its VideoReport).
 
     The detector runs on every `settings.detect_every`-th sampled frame (batched), the boxes of the others
@@ -357,8 +385,13 @@ def extract_face_crops(video: Path, settings: CropSettings, detector: FaceDetect
     track = track_faces(raw_boxes, frames.shape[1:3], settings.face_margin, searched)
     crops = crop_faces(frames, track.boxes, settings.crop_size)
     report = VideoReport(
-        str(video), ok=True, num_frames=len(frames), num_detected=int(track.detected.sum()),
-        num_filled=track.num_filled, centre_fallback=track.centre_fallback, num_searched=track.num_searched,
+        str(video),
+        ok=True,
+        num_frames=len(frames),
+        num_detected=int(track.detected.sum()),
+        num_filled=track.num_filled,
+        centre_fallback=track.centre_fallback,
+        num_searched=track.num_searched,
     )
     if len(frames) < settings.frames_per_video:
         report.reason = f"short video: {len(frames)} of {settings.frames_per_video} frames"

@@ -48,6 +48,7 @@ from src.data.synthetic.dataset import (
     MARKER,
     PRESETS,
     TEST_LIST,
+    announce_synthetic,
     generate_synthetic_celebdf,
 )
 from src.data.synthetic.encode import video_codec
@@ -58,6 +59,7 @@ __all__ = [
     "MARKER",
     "PRESETS",
     "TEST_LIST",
+    "announce_synthetic",
     "generate_synthetic_celebdf",
     "video_codec",
 ]

@@ -4,6 +4,7 @@ complete folder reusable, the random streams, and the layout both generators wri
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from src.data.logs import ONCE_PER_SWEEP
 from src.data.synthetic.encode import _encode, _write_mp4, video_codec
 from src.data.synthetic.painting import _identity, _Textures, _textures
 from src.data.synthetic.render_v1 import _Clip, _render_real, _swap_face
@@ -26,17 +28,36 @@ from src.data.synthetic.render_v2 import (
 )
 from src.data.synthetic.scene import _talk, _to_uint8
 
+log = logging.getLogger(__name__)
+log.addFilter(ONCE_PER_SWEEP)
+
 GENERATOR_VERSION = 3  # of the default preset; written into every marker, so an older folder is not reused
 _VERSIONS = {"v1": 1, "v2": GENERATOR_VERSION}
 DEFAULT_PRESET = "v2"
 PRESETS: dict[str, dict[str, int | float]] = {
     "v1": dict(
-        num_identities=10, real_per_identity=3, fakes_per_real=2, youtube_real=6, num_frames=48,
-        width=320, height=240, fps=25, artifact_strength=1.0, test_fraction=0.2,
+        num_identities=10,
+        real_per_identity=3,
+        fakes_per_real=2,
+        youtube_real=6,
+        num_frames=48,
+        width=320,
+        height=240,
+        fps=25,
+        artifact_strength=1.0,
+        test_fraction=0.2,
     ),
     "v2": dict(
-        num_identities=22, real_per_identity=2, fakes_per_real=2, youtube_real=8, num_frames=32,
-        width=512, height=272, fps=30, artifact_strength=1.0, test_fraction=0.2,
+        num_identities=22,
+        real_per_identity=2,
+        fakes_per_real=2,
+        youtube_real=8,
+        num_frames=32,
+        width=512,
+        height=272,
+        fps=30,
+        artifact_strength=1.0,
+        test_fraction=0.2,
     ),
 }
 MARKER = ".synthetic.json"
@@ -54,7 +75,9 @@ def generate_synthetic_celebdf(root, *, preset: str = DEFAULT_PRESET, seed: int 
     knobs (``PRESETS``); ``knobs`` override them.
     """
     if preset not in PRESETS:
-        raise ValueError(f"unknown synthetic preset {preset!r} (data.synthetic.preset); choose one of {sorted(PRESETS)}")
+        raise ValueError(
+            f"unknown synthetic preset {preset!r} (data.synthetic.preset); choose one of {sorted(PRESETS)}"
+        )
     unknown = sorted(set(knobs) - set(PRESETS[preset]))
     if unknown:
         raise ValueError(
@@ -196,7 +219,9 @@ def _write_dataset_v2(out: Path, p: dict) -> None:
     codec = video_codec()
     test_ids, test_youtube = _make_folders_and_test_split(out, p)
     identities = [_identity(_rng(seed, _TAG_IDENTITY, i)) for i in range(n_ids)]
-    textures = [_pores(_textures(ident), _rng(seed, _TAG_IDENTITY, i, 1)) for i, ident in enumerate(identities)]
+    textures = [
+        _pores(_textures(ident), _rng(seed, _TAG_IDENTITY, i, 1)) for i, ident in enumerate(identities)
+    ]
     test_lines, faces, methods = [], {}, {}
     total = n_ids * p["real_per_identity"] * (1 + p["fakes_per_real"]) + p["youtube_real"]
     bar = tqdm(total=total, desc="synthetic videos", unit="video")
@@ -213,7 +238,9 @@ def _write_dataset_v2(out: Path, p: dict) -> None:
             rng = _rng(seed, _TAG_REAL, i, v)
             camera = _camera(rng)
             clip = _render_real_v2(textures[i], rng, n, size, fps, camera)
-            write(f"Celeb-real/id{i}_{v:04d}.mp4", _to_uint8(clip.shot), clip, camera.crf, i in test_ids, True)
+            write(
+                f"Celeb-real/id{i}_{v:04d}.mp4", _to_uint8(clip.shot), clip, camera.crf, i in test_ids, True
+            )
             others = [m for m in range(n_ids) if m != i]
             pick = _rng(seed, _TAG_SOURCES, i, v)
             sources = pick.choice(others, p["fakes_per_real"], replace=False)
@@ -224,14 +251,52 @@ def _write_dataset_v2(out: Path, p: dict) -> None:
                 driver = _talk(rng, np.arange(n) / fps)  # the reenactment's mouth follows another speaker
                 fake = _fake_v2(clip, textures[i], textures[m], driver, manip, rng, identities[i].mouth_y)
                 rel = f"Celeb-synthesis/id{i}_id{m}_{v:04d}.mp4"
-                write(rel, fake, clip, _camera(rng).crf, i in test_ids, False)  # encoded anew, like a real fake
+                write(
+                    rel, fake, clip, _camera(rng).crf, i in test_ids, False
+                )  # encoded anew, like a real fake
                 methods[rel] = {"method": manip.method, "strength": round(manip.strength, 3)}
     for k in range(p["youtube_real"]):
         rng = _rng(seed, _TAG_YT_VIDEO, k)
         camera = _camera(rng)
-        tex = _pores(_textures(_identity(_rng(seed, _TAG_YT_IDENTITY, k))), _rng(seed, _TAG_YT_IDENTITY, k, 1))
+        tex = _pores(
+            _textures(_identity(_rng(seed, _TAG_YT_IDENTITY, k))), _rng(seed, _TAG_YT_IDENTITY, k, 1)
+        )
         clip = _render_real_v2(tex, rng, n, size, fps, camera)
         write(f"YouTube-real/{k:05d}.mp4", _to_uint8(clip.shot), clip, camera.crf, k in test_youtube, True)
 
     bar.close()
-    _write_test_list_and_marker(out, test_lines, {"params": p, "codec": codec, "fakes": methods, "faces": faces})
+    _write_test_list_and_marker(
+        out, test_lines, {"params": p, "codec": codec, "fakes": methods, "faces": faces}
+    )
+
+
+def announce_synthetic(root: Path, params: dict) -> None:
+    """Say where the embedded set goes and how big it is before generating it (a mistyped data.root is
+    noticed), and refuse a folder that holds something else instead of writing next to it."""
+    if (root / MARKER).is_file():
+        return
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        if (root / "Celeb-real").is_dir() or (root / "Celeb-synthesis").is_dir():
+            raise ValueError(
+                f"data.root={root} holds a Celeb-DF dataset, not the embedded synthetic one: "
+                f"use data=celebdf data.root={root}"
+            )
+        raise ValueError(
+            f"data.root={root} exists and holds neither the embedded synthetic set nor a Celeb-DF "
+            "layout: give data=synthetic a new folder, or use data=celebdf / data=ffpp for a real dataset"
+        )
+    knobs = {**PRESETS.get(params.get("preset", "v2"), {}), **params}
+    videos = (
+        knobs["num_identities"] * knobs["real_per_identity"] * (1 + knobs["fakes_per_real"])
+        + knobs["youtube_real"]
+    )
+    megabytes = videos * knobs["num_frames"] * knobs["width"] * knobs["height"] * 0.06 / 1e6  # ~0.06 B/pixel
+    log.warning(
+        "generating the embedded synthetic Celeb-DF (preset %s) into %s: %d videos of %d frames, "
+        "about %.0f MB; this happens once",
+        knobs.get("preset", "v2"),
+        root,
+        videos,
+        knobs["num_frames"],
+        megabytes,
+    )

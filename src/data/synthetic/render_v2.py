@@ -74,9 +74,7 @@ class _ClipV2:
     camera: _Camera
 
 
-def _yaw_map(
-    u: np.ndarray, v: np.ndarray, yaw: float, radius: float
-) -> tuple[np.ndarray, np.ndarray]:
+def _yaw_map(u: np.ndarray, v: np.ndarray, yaw: float, radius: float) -> tuple[np.ndarray, np.ndarray]:
     """Texture coordinates seen on a head turned by ``yaw``: the head is a vertical cylinder of
     ``radius`` around the face centre; the neck and shoulders turn less, the body not at all."""
     d = np.clip((u - _FCX) / radius, -1, 1)
@@ -104,7 +102,9 @@ def _warp(
 def _texture_box(affine: np.ndarray, top: float, bottom: float, half_w: float, size: tuple[int, int]):
     """Frame box around the texture region rows top..bottom, columns _FCX +- half_w (clipped)."""
     h, w = size
-    corners = np.array([[_FCX - half_w, _FCX + half_w, _FCX - half_w, _FCX + half_w], [top, top, bottom, bottom]])
+    corners = np.array(
+        [[_FCX - half_w, _FCX + half_w, _FCX - half_w, _FCX + half_w], [top, top, bottom, bottom]]
+    )
     frame = affine[:, :2] @ corners + affine[:, 2:]
     x0, y0 = np.maximum(np.floor(frame.min(1)).astype(int) - 2, 0)
     x1, y1 = np.minimum(np.ceil(frame.max(1)).astype(int) + 2, (w, h))
@@ -140,11 +140,15 @@ def _occluder(rng: np.random.Generator, n: int, size: tuple[int, int], faces: np
         layer = np.zeros((h, w), np.uint8)
         if hand:  # a hand raised to the chin from below
             centre = (int(cx + side * 0.3 * fh), int(cy + fh * (1.05 - 0.3 * ramp)))
-            cv2.ellipse(layer, centre, (int(0.2 * fh), int(0.26 * fh)), side * 20, 0, 360, 255, -1, cv2.LINE_AA)
+            cv2.ellipse(
+                layer, centre, (int(0.2 * fh), int(0.26 * fh)), side * 20, 0, 360, 255, -1, cv2.LINE_AA
+            )
         else:  # a microphone: a dark head on a stick, below the mouth
             head = (int(cx + side * 0.15 * fh), int(cy + fh * (0.95 - 0.25 * ramp)))
             cv2.circle(layer, head, int(0.1 * fh), 255, -1, cv2.LINE_AA)
-            cv2.line(layer, head, (head[0] + side * int(0.2 * fh), h), 255, max(2, int(0.05 * fh)), cv2.LINE_AA)
+            cv2.line(
+                layer, head, (head[0] + side * int(0.2 * fh), h), 255, max(2, int(0.05 * fh)), cv2.LINE_AA
+            )
         coverage[i] = cv2.GaussianBlur(layer.astype(np.float32) / 255, (0, 0), 0.8)
     return coverage, colour.astype(np.float32)
 
@@ -193,7 +197,9 @@ def _render_real_v2(
     for i in range(n):
         shot[i] = _defocus(clean[i], camera.blur) + noise[i]
     coverage = occluder[0] if occluder is not None else np.zeros((n, h, w), np.float32)
-    return _ClipV2(clean, shot, noise, light, coverage, affines, yaw, np.stack([eyes, mouth], 1), faces, camera)
+    return _ClipV2(
+        clean, shot, noise, light, coverage, affines, yaw, np.stack([eyes, mouth], 1), faces, camera
+    )
 
 
 def _defocus(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -243,8 +249,13 @@ def _manipulation(rng: np.random.Generator, n: int, artifact_strength: float, me
 
 
 def _fake_v2(
-    clip: _ClipV2, target: _Textures, source: _Textures, source_mouth: np.ndarray, manip: _Manipulation,
-    rng: np.random.Generator, mouth_y: float,
+    clip: _ClipV2,
+    target: _Textures,
+    source: _Textures,
+    source_mouth: np.ndarray,
+    manip: _Manipulation,
+    rng: np.random.Generator,
+    mouth_y: float,
 ) -> np.ndarray:
     """``clip`` with a pasted face (swap) or mouth (reenactment), through the same camera."""
     n, h, w = clip.clean.shape[:3]
@@ -278,7 +289,9 @@ def _fake_v2(
         weight = m.sum() + 1e-6
         target_mean = np.einsum("hw,hwc->c", m, clean) / weight
         source_mean = np.einsum("hw,hwc->c", m, face) / weight
-        face *= (target_mean / np.maximum(source_mean, 1e-3) * manip.tone * manip.flicker[i]).astype(np.float32)
+        face *= (target_mean / np.maximum(source_mean, 1e-3) * manip.tone * manip.flicker[i]).astype(
+            np.float32
+        )
         shade = 1 - manip.seam * 4 * m * (1 - m)  # darkest where the mask is half on: the seam line
         pastes.append((i, (x0, y0, x1, y1), m, face, face - cv2.GaussianBlur(face, (0, 0), 1.0), shade))
     sharpen = _matching_sharpen(clip, pastes, manip.sharpness_ratio)
@@ -299,7 +312,9 @@ def _low_resolution(textures: np.ndarray, factor: float) -> np.ndarray:
     flat = textures.reshape(-1, h, w, 4)
     out = np.stack(
         [
-            cv2.resize(cv2.resize(t, small, interpolation=cv2.INTER_AREA), (w, h), interpolation=cv2.INTER_LINEAR)
+            cv2.resize(
+                cv2.resize(t, small, interpolation=cv2.INTER_AREA), (w, h), interpolation=cv2.INTER_LINEAR
+            )
             for t in flat.astype(np.float32)
         ]
     )
@@ -321,7 +336,9 @@ def _matching_sharpen(clip: _ClipV2, pastes: list, ratio: float) -> float:
         real = cv2.Laplacian(clean @ _LUMA, cv2.CV_32F)[inside]
         fake = cv2.Laplacian(((clean + m3 * (face - clean)) * shade3) @ _LUMA, cv2.CV_32F)[inside]
         high = cv2.Laplacian((m3 * detail * shade3) @ _LUMA, cv2.CV_32F)[inside]
-        stats.append((real.var(), fake.var(), np.mean((fake - fake.mean()) * (high - high.mean())), high.var()))
+        stats.append(
+            (real.var(), fake.var(), np.mean((fake - fake.mean()) * (high - high.mean())), high.var())
+        )
     if not stats:
         return 0.0
     v_real, v_a, c, v_b = np.mean(stats, axis=0)

@@ -45,18 +45,38 @@ from src.experiments.report.tables import load_preset, preset_names
 from src.utils.errors import UserError
 
 REPORT_EXPERIMENT = "report"
-PRODUCE_RUNS = "python evaluate.py -m model=mesonet,resnet_lstm weights=pretrained,finetuned augment=none,flip,heavy"
+PRODUCE_RUNS = (
+    "python evaluate.py -m model=mesonet,resnet_lstm weights=pretrained,finetuned augment=none,flip,heavy"
+)
 
 
-def log_report(tracking_uri: str, files: Sequence[Path], *, sweep_id: str | None, level: str,
-               data: str | None, results: Sequence[dict], experiment: str = REPORT_EXPERIMENT) -> tracking.Run:
+def log_report(
+    tracking_uri: str,
+    files: Sequence[Path],
+    *,
+    sweep_id: str | None,
+    level: str,
+    data: str | None,
+    results: Sequence[dict],
+    experiment: str = REPORT_EXPERIMENT,
+) -> tracking.Run:
     """A new run in the report experiment with the files as artifacts and the runs it reports."""
-    tags = {"kind": "report", "level": level, **({"sweep_id": sweep_id} if sweep_id is not None else {}),
-            **({"data": data} if data is not None else {})}
-    logger = {"_target_": "lightning.pytorch.loggers.MLFlowLogger", "experiment_name": experiment,
-              "tracking_uri": tracking_uri}
-    run = tracking.Run.start(OmegaConf.create(logger), tags=tags,
-                             name=tracking.unique_name(f"report-{sweep_id or NO_SWEEP_FOLDER}-{level}"))
+    tags = {
+        "kind": "report",
+        "level": level,
+        **({"sweep_id": sweep_id} if sweep_id is not None else {}),
+        **({"data": data} if data is not None else {}),
+    }
+    logger = {
+        "_target_": "lightning.pytorch.loggers.MLFlowLogger",
+        "experiment_name": experiment,
+        "tracking_uri": tracking_uri,
+    }
+    run = tracking.Run.start(
+        OmegaConf.create(logger),
+        tags=tags,
+        name=tracking.unique_name(f"report-{sweep_id or NO_SWEEP_FOLDER}-{level}"),
+    )
     with run.state():
         run_ids = sorted(source["run_id"] for r in results for source in r["runs"])
         run.log_params({"source_runs": len(run_ids)})
@@ -70,33 +90,59 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m src.experiments.report",
         description="The metric tables (Markdown and HTML), paired comparisons and a robustness chart of "
-                    "one evaluate sweep in the MLflow store.",
+        "one evaluate sweep in the MLflow store.",
     )
-    parser.add_argument("--tracking-uri", default=None,
-                        help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db)")
-    parser.add_argument("--sweep-id", default=None, help="the sweep to report (default: the latest evaluate sweep)")
-    parser.add_argument("--data", default=None,
-                        help="only runs with this data tag (default: all, one set of tables per data value)")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db)",
+    )
+    parser.add_argument(
+        "--sweep-id", default=None, help="the sweep to report (default: the latest evaluate sweep)"
+    )
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="only runs with this data tag (default: all, one set of tables per data value)",
+    )
     parser.add_argument("--level", choices=LEVELS, default="video", help="video- or frame-level metrics")
-    parser.add_argument("--preset", default=None,
-                        help="a table shape from conf/report/<name>.yaml: its columns first, shown even without "
-                             f"runs (presets: {', '.join(preset_names()) or 'none'}; default: the columns with runs)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="folder for report.md, report.html and robustness.png (default: reports/<sweep id>/ "
-                             "in the project)")
-    parser.add_argument("--experiment", default=tracking.EVALUATE_EXPERIMENT,
-                        help=f"experiment holding the evaluate runs (default: {tracking.EVALUATE_EXPERIMENT})")
-    parser.add_argument("--no-log", action="store_true",
-                        help=f"do not log the report as a run of the MLflow experiment '{REPORT_EXPERIMENT}'")
+    parser.add_argument(
+        "--preset",
+        default=None,
+        help="a table shape from conf/report/<name>.yaml: its columns first, shown even without "
+        f"runs (presets: {', '.join(preset_names()) or 'none'}; default: the columns with runs)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for report.md, report.html and robustness.png (default: reports/<sweep id>/ "
+        "in the project)",
+    )
+    parser.add_argument(
+        "--experiment",
+        default=tracking.EVALUATE_EXPERIMENT,
+        help=f"experiment holding the evaluate runs (default: {tracking.EVALUATE_EXPERIMENT})",
+    )
+    parser.add_argument(
+        "--no-log",
+        action="store_true",
+        help=f"do not log the report as a run of the MLflow experiment '{REPORT_EXPERIMENT}'",
+    )
     return parser
 
 
 def _nothing_found(tracking_uri: str, args: argparse.Namespace) -> str:
-    filters = [f"{name}={value}" for name, value in (("sweep_id", args.sweep_id), ("data", args.data)) if value]
+    filters = [
+        f"{name}={value}" for name, value in (("sweep_id", args.sweep_id), ("data", args.data)) if value
+    ]
     where = f"experiment '{args.experiment}' of the MLflow store {tracking_uri}"
     if store_missing(tracking_uri):
         where += f" (the database file {tracking.sqlite_file(tracking_uri)} does not exist)"
-    lines = [f"No finished evaluate runs found in {where}" + (f" matching {', '.join(filters)}." if filters else ".")]
+    lines = [
+        f"No finished evaluate runs found in {where}"
+        + (f" matching {', '.join(filters)}." if filters else ".")
+    ]
     if args.sweep_id is not None or args.data is not None:
         sweeps = known_sweeps(tracking_uri, args.experiment)
         if sweeps:
@@ -124,13 +170,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="report-scores-") as tmp:
         comparisons = paired_comparisons(results, ScoreFiles(tracking_uri, Path(tmp)))
     out = args.out if args.out is not None else report_folder(sweep_id)
-    document, files = write_report(results, comparisons, out, tracking_uri=tracking_uri, experiment=args.experiment,
-                                   sweep_id=sweep_id, level=args.level, data=args.data, preset=preset)
+    document, files = write_report(
+        results,
+        comparisons,
+        out,
+        tracking_uri=tracking_uri,
+        experiment=args.experiment,
+        sweep_id=sweep_id,
+        level=args.level,
+        data=args.data,
+        preset=preset,
+    )
     print(document)
     print(f"Wrote {', '.join(str(file) for file in files[:-1])} and {files[-1]}")
     if not args.no_log:
-        run = log_report(tracking_uri, files, sweep_id=sweep_id, level=args.level, data=args.data, results=results)
-        print(f"Logged MLflow run {run.id} in experiment '{REPORT_EXPERIMENT}' of {tracking_uri} "
-              "(open report.html among its artifacts)")
+        run = log_report(
+            tracking_uri, files, sweep_id=sweep_id, level=args.level, data=args.data, results=results
+        )
+        print(
+            f"Logged MLflow run {run.id} in experiment '{REPORT_EXPERIMENT}' of {tracking_uri} "
+            "(open report.html among its artifacts)"
+        )
         print(run.link())
     return 0

@@ -42,8 +42,11 @@ def _search_all(client, experiment_id: str, filter_string: str) -> list:
     runs, token = [], None
     while True:
         page = client.search_runs(
-            [experiment_id], filter_string=filter_string, order_by=["attributes.start_time DESC"],
-            max_results=1000, page_token=token,
+            [experiment_id],
+            filter_string=filter_string,
+            order_by=["attributes.start_time DESC"],
+            max_results=1000,
+            page_token=token,
         )
         runs.extend(page)
         token = page.token
@@ -51,8 +54,9 @@ def _search_all(client, experiment_id: str, filter_string: str) -> list:
             return runs
 
 
-def _finished_runs(tracking_uri: str, experiment: str, sweep_id: str | None = None,
-                   data: str | None = None) -> list:
+def _finished_runs(
+    tracking_uri: str, experiment: str, sweep_id: str | None = None, data: str | None = None
+) -> list:
     """The experiment's finished runs (newest first), optionally of one sweep and one data tag."""
     if store_missing(tracking_uri):
         return []
@@ -68,8 +72,12 @@ def _finished_runs(tracking_uri: str, experiment: str, sweep_id: str | None = No
     return _search_all(client, found.experiment_id, " and ".join(clauses))
 
 
-def known_sweeps(tracking_uri: str, experiment: str = tracking.EVALUATE_EXPERIMENT, data: str | None = None,
-                 limit: int | None = 10) -> list[str]:
+def known_sweeps(
+    tracking_uri: str,
+    experiment: str = tracking.EVALUATE_EXPERIMENT,
+    data: str | None = None,
+    limit: int | None = 10,
+) -> list[str]:
     """Sweep ids of the finished evaluate runs, newest sweep (by its newest run's start time) first."""
     newest: dict[str, int] = {}
     for run in _finished_runs(tracking_uri, experiment, data=data):
@@ -79,8 +87,9 @@ def known_sweeps(tracking_uri: str, experiment: str = tracking.EVALUATE_EXPERIME
     return sorted(newest, key=newest.get, reverse=True)[:limit]
 
 
-def latest_sweep(tracking_uri: str, experiment: str = tracking.EVALUATE_EXPERIMENT,
-                 data: str | None = None) -> str | None:
+def latest_sweep(
+    tracking_uri: str, experiment: str = tracking.EVALUATE_EXPERIMENT, data: str | None = None
+) -> str | None:
     """The sweep id of the newest finished run that belongs to a sweep (None when no run does)."""
     sweeps = known_sweeps(tracking_uri, experiment, data=data, limit=1)
     return sweeps[0] if sweeps else None
@@ -95,8 +104,12 @@ def replicate_label(key: Sequence[str]) -> str:
     return ", ".join(f"{name}={value}" for name, value in zip(REPLICATE_TAGS, key, strict=True) if value)
 
 
-def collect_results(tracking_uri: str, sweep_id: str | None = None, data: str | None = None,
-                    experiment: str = tracking.EVALUATE_EXPERIMENT) -> list[dict]:
+def collect_results(
+    tracking_uri: str,
+    sweep_id: str | None = None,
+    data: str | None = None,
+    experiment: str = tracking.EVALUATE_EXPERIMENT,
+) -> list[dict]:
     """One dict per (model, weights, augment, data) cell of one sweep (default: the latest sweep; when no
     run belongs to a sweep, all finished runs). Keys: model, weights, augment, data, sweep_id, start_time,
     runs (one per replicate: run_id, tags, metrics, start_time, replicate), replaced (older runs with the
@@ -112,12 +125,25 @@ def collect_results(tracking_uri: str, sweep_id: str | None = None, data: str | 
         if not all(tags.get(key) for key in ("model", "weights", "augment")):
             continue
         key = (tags["model"], tags["weights"], tags["augment"], tags.get("data") or "unknown")
-        entry = {"run_id": run.info.run_id, "tags": tags, "metrics": dict(run.data.metrics),
-                 "start_time": run.info.start_time or 0, "replicate": replicate_key(tags)}
-        cell = cells.setdefault(key, {
-            "model": key[0], "weights": key[1], "augment": key[2], "data": key[3], "sweep_id": tags.get("sweep_id"),
-            "runs": [], "replaced": [],
-        })
+        entry = {
+            "run_id": run.info.run_id,
+            "tags": tags,
+            "metrics": dict(run.data.metrics),
+            "start_time": run.info.start_time or 0,
+            "replicate": replicate_key(tags),
+        }
+        cell = cells.setdefault(
+            key,
+            {
+                "model": key[0],
+                "weights": key[1],
+                "augment": key[2],
+                "data": key[3],
+                "sweep_id": tags.get("sweep_id"),
+                "runs": [],
+                "replaced": [],
+            },
+        )
         if any(r["replicate"] == entry["replicate"] for r in cell["runs"]):
             cell["replaced"].append(entry)  # an older run with the same replicate tags (a re-run)
         else:
@@ -125,12 +151,18 @@ def collect_results(tracking_uri: str, sweep_id: str | None = None, data: str | 
     for cell in cells.values():
         cell["runs"].sort(key=lambda r: r["replicate"])
         newest = max(cell["runs"], key=lambda r: r["start_time"])
-        cell.update(run_id=newest["run_id"], metrics=newest["metrics"], tags=newest["tags"],
-                    start_time=newest["start_time"])
+        cell.update(
+            run_id=newest["run_id"],
+            metrics=newest["metrics"],
+            tags=newest["tags"],
+            start_time=newest["start_time"],
+        )
     results = list(cells.values())
     column_rank = {column: rank for rank, column in enumerate(present_columns(results))}
     positions = {augment: _axis_position(augment, results) for augment in {r["augment"] for r in results}}
-    return sorted(results, key=lambda r: (r["data"], column_rank[r["model"], r["weights"]], positions[r["augment"]]))
+    return sorted(
+        results, key=lambda r: (r["data"], column_rank[r["model"], r["weights"]], positions[r["augment"]])
+    )
 
 
 # -- order and titles from the tags ---------------------------------------------------------------
@@ -207,8 +239,9 @@ def lineage_flags(results: Sequence[dict]) -> list[dict]:
     for (data, model, weights, replicate), levels in groups.items():
         if len({checkpoint for _, _, checkpoint in levels}) > 1:
             levels.sort(key=lambda level: _axis_position(level[0], results))
-            flags.append({"data": data, "model": model, "weights": weights, "replicate": replicate,
-                          "levels": levels})
+            flags.append(
+                {"data": data, "model": model, "weights": weights, "replicate": replicate, "levels": levels}
+            )
     return flags
 
 

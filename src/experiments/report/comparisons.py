@@ -45,7 +45,9 @@ class ScoreFiles:
         folder.mkdir(parents=True, exist_ok=True)
         try:
             with _quiet_downloads():
-                path = tracking.client(self.tracking_uri).download_artifacts(run_id, "video_scores.csv", str(folder))
+                path = tracking.client(self.tracking_uri).download_artifacts(
+                    run_id, "video_scores.csv", str(folder)
+                )
         except Exception:  # noqa: BLE001 - any failure means the same thing here: no scores to compare
             return f"run `{run_id}` has no video_scores.csv artifact"
         with open(path, newline="", encoding="utf-8") as handle:
@@ -53,7 +55,10 @@ class ScoreFiles:
             missing = [c for c in self.COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
                 return f"run `{run_id}`'s video_scores.csv lacks column(s) {', '.join(missing)}"
-            return {row["path"]: (int(row["label"]), float(row["p_fake"]), row.get("group") or "") for row in reader}
+            return {
+                row["path"]: (int(row["label"]), float(row["p_fake"]), row.get("group") or "")
+                for row in reader
+            }
 
 
 @contextmanager
@@ -85,8 +90,15 @@ def _paired(a: dict | str, b: dict | str) -> dict | str:
     labels = [a[p][0] for p in shared]
     if len(set(labels)) < 2:
         return "the videos in common are all of one class"
-    result = paired_difference([a[p][1] for p in shared], [b[p][1] for p in shared], labels,
-                               groups=[a[p][2] for p in shared], metric="auc", n_boot=N_BOOT, seed=BOOT_SEED)
+    result = paired_difference(
+        [a[p][1] for p in shared],
+        [b[p][1] for p in shared],
+        labels,
+        groups=[a[p][2] for p in shared],
+        metric="auc",
+        n_boot=N_BOOT,
+        seed=BOOT_SEED,
+    )
     return {**result, "videos": len(shared)}
 
 
@@ -114,8 +126,9 @@ def paired_comparisons(results: Sequence[dict], scores: ScoreFiles) -> list[dict
         levels = augment_levels(subset)
         for col in columns(subset):
             title = column_name(*col, subset)
-            replicates = sorted({run["replicate"] for r in subset if (r["model"], r["weights"]) == col
-                                 for run in r["runs"]})
+            replicates = sorted(
+                {run["replicate"] for r in subset if (r["model"], r["weights"]) == col for run in r["runs"]}
+            )
             several = len(replicates) > 1
             base = by_cell.get((*col, BASELINE_AUGMENT))
             for replicate in replicates:
@@ -125,12 +138,16 @@ def paired_comparisons(results: Sequence[dict], scores: ScoreFiles) -> list[dict
                     run = _run_of(by_cell.get((*col, augment)), replicate)
                     if augment == BASELINE_AUGMENT or run is None or base_run is None:
                         continue
-                    comparison = f"{augment_title(augment, subset)} − {augment_title(BASELINE_AUGMENT, subset)}"
+                    comparison = (
+                        f"{augment_title(augment, subset)} − {augment_title(BASELINE_AUGMENT, subset)}"
+                    )
                     if (data, *col) in flagged:
                         result = f"not compared: mixed checkpoints {FLAG}"
                     else:
                         result = _paired(scores.get(run["run_id"]), scores.get(base_run["run_id"]))
-                    rows.append({"data": data, "column": title, "comparison": comparison + suffix, "result": result})
+                    rows.append(
+                        {"data": data, "column": title, "comparison": comparison + suffix, "result": result}
+                    )
             if col[1] != "finetuned":
                 continue
             for augment in levels:
@@ -143,8 +160,14 @@ def paired_comparisons(results: Sequence[dict], scores: ScoreFiles) -> list[dict
                         continue
                     label = f"finetuned − pretrained, {augment_title(augment, subset)}"
                     label += f" ({replicate_label(run['replicate'])})" if len(tuned["runs"]) > 1 else ""
-                    rows.append({"data": data, "column": title, "comparison": label,
-                                 "result": _paired(scores.get(run["run_id"]), scores.get(other["run_id"]))})
+                    rows.append(
+                        {
+                            "data": data,
+                            "column": title,
+                            "comparison": label,
+                            "result": _paired(scores.get(run["run_id"]), scores.get(other["run_id"])),
+                        }
+                    )
     return rows
 
 
@@ -157,10 +180,14 @@ def render_comparisons(rows: Sequence[dict]) -> str:
     """The rows as a `## Paired comparisons` section, one table per data value ("" without rows)."""
     if not rows:
         return ""
-    out = ["## Paired comparisons", "",
-           f"Video AUC differences on the same videos (joined on `path`), with {N_BOOT}-resample paired-bootstrap "
-           f"95 % intervals (stratified by class, identity groups resampled whole). {SIGNIFICANT}: the interval "
-           "excludes 0.", ""]
+    out = [
+        "## Paired comparisons",
+        "",
+        f"Video AUC differences on the same videos (joined on `path`), with {N_BOOT}-resample paired-bootstrap "
+        f"95 % intervals (stratified by class, identity groups resampled whole). {SIGNIFICANT}: the interval "
+        "excludes 0.",
+        "",
+    ]
     for data in sorted({row["data"] for row in rows}):
         table_rows = []
         for row in (r for r in rows if r["data"] == data):
@@ -168,8 +195,12 @@ def render_comparisons(rows: Sequence[dict]) -> str:
             if isinstance(result, str):
                 table_rows.append([row["column"], row["comparison"], f"{MISSING} ({result})", MISSING])
             else:
-                table_rows.append([row["column"], row["comparison"], _format_difference(result), str(result["videos"])])
+                table_rows.append(
+                    [row["column"], row["comparison"], _format_difference(result), str(result["videos"])]
+                )
         out += [f"### Data: {data}", ""]
-        out += markdown_table(["Column", "Comparison", "Δ AUC [95 % CI]", "Videos"], table_rows, text_columns=2)
+        out += markdown_table(
+            ["Column", "Comparison", "Δ AUC [95 % CI]", "Videos"], table_rows, text_columns=2
+        )
         out += [""]
     return "\n".join(out).rstrip() + "\n"

@@ -77,14 +77,19 @@ def robustness_figure(results: Sequence[dict], level: str = "video", sweep_id: s
     figure = Figure(figsize=((max(4.5, 1.4 * most_levels) + 3.5) * len(panels), 4.8))
     FigureCanvasAgg(figure)
     axes_list = figure.subplots(1, len(panels), squeeze=False)[0]
-    colors = {col: f"C{i % 10}" for i, col in enumerate(columns(results))}  # a column keeps its colour in every panel
+    colors = {
+        col: f"C{i % 10}" for i, col in enumerate(columns(results))
+    }  # a column keeps its colour in every panel
     flagged = flagged_columns(results)
     for axes, data in zip(axes_list, panels, strict=True):
         subset = [r for r in results if r["data"] == data]
         levels = augment_levels(subset)
         cells = {(r["model"], r["weights"], r["augment"]): r for r in subset}
-        plotted = [col for col in columns(subset)
-                   if any(cell_value(cells.get((*col, a)), level, "auc") for a in levels)]
+        plotted = [
+            col
+            for col in columns(subset)
+            if any(cell_value(cells.get((*col, a)), level, "auc") for a in levels)
+        ]
         for index, col in enumerate(plotted):
             offset = (index - (len(plotted) - 1) / 2) * 0.06  # dodge, so error bars do not hide each other
             xs, ys, below, above = [], [], [], []
@@ -97,22 +102,38 @@ def robustness_figure(results: Sequence[dict], level: str = "video", sweep_id: s
                 ys.append(cell["value"])
                 below.append(max(cell["value"] - low, 0.0))
                 above.append(max(high - cell["value"], 0.0))
-            label = column_name(*col, subset) + (f" {FLAG} mixed checkpoints" if (data, *col) in flagged else "")
+            label = column_name(*col, subset) + (
+                f" {FLAG} mixed checkpoints" if (data, *col) in flagged else ""
+            )
             axes.errorbar(xs, ys, yerr=[below, above], marker="o", capsize=3, label=label, color=colors[col])
         axes.axhline(0.5, linestyle="--", color="grey", linewidth=1, label="chance")
         axes.set_xticks(range(len(levels)), [augment_title(a, subset) for a in levels])
-        axes.set(ylim=(0, 1.02), xlim=(-0.4, len(levels) - 0.6), xlabel="test-time augmentation",
-                 ylabel=f"{level} AUC", title=chart_title(level, data, sweep_id))
+        axes.set(
+            ylim=(0, 1.02),
+            xlim=(-0.4, len(levels) - 0.6),
+            xlabel="test-time augmentation",
+            ylabel=f"{level} AUC",
+            title=chart_title(level, data, sweep_id),
+        )
         axes.grid(alpha=0.3)
         if not plotted:
             axes.text(0.5, 0.75, "no runs", ha="center", transform=axes.transAxes, color="grey")
-        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False,
-                    title="error bars: 95 % bootstrap CI,\nor ± sd over replicates", title_fontsize="small", alignment="left")
+        axes.legend(
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            fontsize="small",
+            frameon=False,
+            title="error bars: 95 % bootstrap CI,\nor ± sd over replicates",
+            title_fontsize="small",
+            alignment="left",
+        )
     figure.tight_layout()
     return figure
 
 
-def plot_robustness(results: Sequence[dict], path: str | Path, level: str = "video", sweep_id: str | None = None) -> Path:
+def plot_robustness(
+    results: Sequence[dict], path: str | Path, level: str = "video", sweep_id: str | None = None
+) -> Path:
     """The robustness_figure as a PNG file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,33 +148,57 @@ def check_notes(results: Sequence[dict]) -> list[str]:
     for flag in lineage_flags(results):
         title = column_name(flag["model"], flag["weights"], results)
         what = "source_run_id" if flag["weights"] == "finetuned" else "initial_weights"
-        where = f"data `{flag['data']}`" + (f", {replicate_label(flag['replicate'])}" if any(flag["replicate"]) else "")
-        levels = "; ".join(f"{augment}: run `{run_id}` ({what} `{checkpoint or 'not recorded'}`)"
-                           for augment, run_id, checkpoint in flag["levels"])
-        notes.append(f"{FLAG} {title} ({where}): its levels were scored with different checkpoints, so they are "
-                     f"not comparable and get no level comparisons. {levels}")
+        where = f"data `{flag['data']}`" + (
+            f", {replicate_label(flag['replicate'])}" if any(flag["replicate"]) else ""
+        )
+        levels = "; ".join(
+            f"{augment}: run `{run_id}` ({what} `{checkpoint or 'not recorded'}`)"
+            for augment, run_id, checkpoint in flag["levels"]
+        )
+        notes.append(
+            f"{FLAG} {title} ({where}): its levels were scored with different checkpoints, so they are "
+            f"not comparable and get no level comparisons. {levels}"
+        )
     for result in results:
         if result["sweep_id"] is None:  # outside a sweep, re-runs replacing older runs is the intended use
             continue
         for old in result["replaced"]:
             kept = next(r for r in result["runs"] if r["replicate"] == old["replicate"])
-            notes.append(f"{result['model']}/{result['weights']}/{result['augment']} ({result['data']}): run "
-                         f"`{old['run_id']}` has the same replicate tags as the newer run `{kept['run_id']}`; "
-                         "the newer one is used.")
+            notes.append(
+                f"{result['model']}/{result['weights']}/{result['augment']} ({result['data']}): run "
+                f"`{old['run_id']}` has the same replicate tags as the newer run `{kept['run_id']}`; "
+                "the newer one is used."
+            )
     return notes
 
 
-def build_document(results: Sequence[dict], comparisons: Sequence[dict], *, tracking_uri: str, experiment: str,
-                   sweep_id: str | None, level: str, data: str | None = None, preset: Preset | None = None) -> str:
+def build_document(
+    results: Sequence[dict],
+    comparisons: Sequence[dict],
+    *,
+    tracking_uri: str,
+    experiment: str,
+    sweep_id: str | None,
+    level: str,
+    data: str | None = None,
+    preset: Preset | None = None,
+) -> str:
     """The report as Markdown: header, checks, metric tables, paired comparisons, the chart."""
     runs = sum(len(r["runs"]) for r in results)
-    scope = f"sweep `{sweep_id}`" if sweep_id else "the latest finished run of each cell (no run belongs to a sweep)"
-    shape = f" The columns of preset `{preset.name}` are shown even where no run scored them." if preset else ""
+    scope = (
+        f"sweep `{sweep_id}`"
+        if sweep_id
+        else "the latest finished run of each cell (no run belongs to a sweep)"
+    )
+    shape = (
+        f" The columns of preset `{preset.name}` are shown even where no run scored them." if preset else ""
+    )
     lines = [
         f"# Deepfake detection: {level}-level test metrics, sweep {sweep_id or '(none)'}",
         "",
         f"From {runs} evaluate runs of {scope} in experiment `{experiment}` of `{tracking_uri}`"
-        + (f", data `{data}`" if data else "") + ".",
+        + (f", data `{data}`" if data else "")
+        + ".",
         f"Cells: value [95 % bootstrap interval]; replicated runs (differing only in {', '.join(REPLICATE_TAGS)}): "
         f"mean ± sd (n). Missing cells: {MISSING}.{shape}",
         "",
@@ -193,15 +238,19 @@ class _ReportPage(Extension):
     def extendMarkdown(self, md):
         md.preprocessors.deregister("html_block")
         md.inlinePatterns.deregister("html")
-        md.treeprocessors.register(_EmbedImages(md, self.folder), "embed_images", 5)  # after "inline" made <img>
+        md.treeprocessors.register(
+            _EmbedImages(md, self.folder), "embed_images", 5
+        )  # after "inline" made <img>
 
 
 def markdown_to_html(text: str, folder: Path, title: str) -> str:
     """One HTML page: the Markdown through the `markdown` package (pipe tables), with the images it names
     (files in `folder`) embedded, so MLflow's artifact viewer shows it whole."""
     body = markdown.markdown(text, extensions=["tables", _ReportPage(folder)])
-    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{PAGE_STYLE}</style></head>\n<body>\n{body}\n</body></html>\n")
+    return (
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{PAGE_STYLE}</style></head>\n<body>\n{body}\n</body></html>\n"
+    )
 
 
 # -- files ----------------------------------------------------------------------------------------
@@ -210,16 +259,35 @@ def report_folder(sweep_id: str | None) -> Path:
     return REPORTS_DIR / (re.sub(r"[^\w.-]", "_", sweep_id) if sweep_id else NO_SWEEP_FOLDER)
 
 
-def write_report(results: Sequence[dict], comparisons: Sequence[dict], out: Path, *, tracking_uri: str,
-                 experiment: str, sweep_id: str | None, level: str, data: str | None = None,
-                 preset: Preset | None = None) -> tuple[str, list[Path]]:
+def write_report(
+    results: Sequence[dict],
+    comparisons: Sequence[dict],
+    out: Path,
+    *,
+    tracking_uri: str,
+    experiment: str,
+    sweep_id: str | None,
+    level: str,
+    data: str | None = None,
+    preset: Preset | None = None,
+) -> tuple[str, list[Path]]:
     """report.md, report.html and robustness.png in `out`: returns the Markdown and the three files."""
     out.mkdir(parents=True, exist_ok=True)
     chart = plot_robustness(results, out / CHART_FILE, level=level, sweep_id=sweep_id)
-    document = build_document(results, comparisons, tracking_uri=tracking_uri, experiment=experiment,
-                              sweep_id=sweep_id, level=level, data=data, preset=preset)
+    document = build_document(
+        results,
+        comparisons,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        sweep_id=sweep_id,
+        level=level,
+        data=data,
+        preset=preset,
+    )
     report = out / "report.md"
     report.write_text(document, encoding="utf-8")
     page = out / "report.html"
-    page.write_text(markdown_to_html(document, out, f"Deepfake detection report, sweep {sweep_id}"), encoding="utf-8")
+    page.write_text(
+        markdown_to_html(document, out, f"Deepfake detection report, sweep {sweep_id}"), encoding="utf-8"
+    )
     return document, [report, page, chart]

@@ -55,13 +55,26 @@ def load_preset(name: str) -> Preset:
     check(path.is_file(), "--preset", name, f"no {path} (presets: {', '.join(preset_names()) or 'none'})")
     content = OmegaConf.to_container(OmegaConf.load(path))
     entries = content.get("columns") if isinstance(content, dict) else None
-    check(isinstance(entries, list) and entries, f"{path}: columns", entries,
-          "must be a non-empty list of {model, weights, title}")
+    check(
+        isinstance(entries, list) and entries,
+        f"{path}: columns",
+        entries,
+        "must be a non-empty list of {model, weights, title}",
+    )
     columns, titles = [], {}
     for index, entry in enumerate(entries):
-        valid = (isinstance(entry, dict) and all(isinstance(entry.get(key), str) for key in ("model", "weights"))
-                 and isinstance(entry.get("title", ""), str) and set(entry) <= {"model", "weights", "title"})
-        check(valid, f"{path}: columns[{index}]", entry, "must be {model: <name>, weights: <name>, title: <text>}")
+        valid = (
+            isinstance(entry, dict)
+            and all(isinstance(entry.get(key), str) for key in ("model", "weights"))
+            and isinstance(entry.get("title", ""), str)
+            and set(entry) <= {"model", "weights", "title"}
+        )
+        check(
+            valid,
+            f"{path}: columns[{index}]",
+            entry,
+            "must be {model: <name>, weights: <name>, title: <text>}",
+        )
         column = (entry["model"], entry["weights"])
         check(column not in columns, f"{path}: columns[{index}]", entry, "repeats an earlier column")
         columns.append(column)
@@ -117,7 +130,11 @@ def cell_value(result: dict | None, level: str, suffix: str) -> dict | None:
         mean, sd = mean_sd(values)
         return {"value": mean, "sd": sd, "n": len(values)}
     metrics = result["runs"][0]["metrics"]
-    return {"value": float(values[0]), "low": metrics.get(f"{key}_ci_low"), "high": metrics.get(f"{key}_ci_high")}
+    return {
+        "value": float(values[0]),
+        "low": metrics.get(f"{key}_ci_low"),
+        "high": metrics.get(f"{key}_ci_high"),
+    }
 
 
 def _number(value: float, digits: int) -> str:
@@ -142,18 +159,33 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], text_co
     widths = [max(5, len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
 
     def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) if i < text_columns else c.rjust(w)
-                                 for i, (c, w) in enumerate(zip(cells, widths, strict=True))) + " |"
+        return (
+            "| "
+            + " | ".join(
+                c.ljust(w) if i < text_columns else c.rjust(w)
+                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            )
+            + " |"
+        )
 
     rule = ["-" * w if i < text_columns else "-" * (w - 1) + ":" for i, w in enumerate(widths)]
     rule[0] = ":" + rule[0][1:]
     return [line(header), "| " + " | ".join(rule) + " |"] + [line(row) for row in rows]
 
 
-def _table(cells: dict[tuple[str, str], dict], cols: Sequence[tuple[str, str]], level: str, results: Sequence[dict],
-           flagged: set[tuple[str, str]], preset: Preset | None) -> list[str]:
+def _table(
+    cells: dict[tuple[str, str], dict],
+    cols: Sequence[tuple[str, str]],
+    level: str,
+    results: Sequence[dict],
+    flagged: set[tuple[str, str]],
+    preset: Preset | None,
+) -> list[str]:
     header = [""] + [column_name(*c, results, preset) + (f" {FLAG}" if c in flagged else "") for c in cols]
-    rows = [[label] + [format_cell(cell_value(cells.get(c), level, suffix)) for c in cols] for label, suffix in ROWS]
+    rows = [
+        [label] + [format_cell(cell_value(cells.get(c), level, suffix)) for c in cols]
+        for label, suffix in ROWS
+    ]
     return markdown_table(header, rows)
 
 

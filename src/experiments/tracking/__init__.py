@@ -29,7 +29,28 @@ from src.experiments.tracking.store import (
     ui_base,
 )
 
-__all__ = ["DESCRIPTIONS", "EVALUATE_EXPERIMENT", "TRAIN_EXPERIMENT", "Run", "TrackingStoreError",
-           "check_tracking_store", "client", "data_fingerprint", "data_report_metrics", "default_tracking_uri",
-           "download_artifact", "experiment_id", "experiment_url", "flat_params", "run_name", "run_tags", "run_url",
-           "sqlite_file", "sweep_id", "tracking_uri", "ui_base", "unique_name", "uses_mlflow"]
+__all__ = [
+    "DESCRIPTIONS",
+    "EVALUATE_EXPERIMENT",
+    "TRAIN_EXPERIMENT",
+    "Run",
+    "TrackingStoreError",
+    "check_tracking_store",
+    "client",
+    "data_fingerprint",
+    "data_report_metrics",
+    "default_tracking_uri",
+    "download_artifact",
+    "experiment_id",
+    "experiment_url",
+    "flat_params",
+    "run_name",
+    "run_tags",
+    "run_url",
+    "sqlite_file",
+    "sweep_id",
+    "tracking_uri",
+    "ui_base",
+    "unique_name",
+    "uses_mlflow",
+]

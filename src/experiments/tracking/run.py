@@ -107,10 +107,17 @@ def data_fingerprint(datamodule) -> str | None:
 def data_report_metrics(report: dict) -> dict[str, float]:
     """The data report's headline counts as `data/*` metrics."""
     summary = report["summary"]
-    return {f"data/{metric}": float(summary[key]) for metric, key in (
-        ("skipped_videos", "failed_videos"), ("degraded_videos", "degraded_videos"),
-        ("centre_fallback_videos", "centre_fallback_videos"), ("frame_detection_rate", "frame_detection_rate"),
-        ("mostly_undetected_videos", "mostly_undetected_videos")) if key in summary}
+    return {
+        f"data/{metric}": float(summary[key])
+        for metric, key in (
+            ("skipped_videos", "failed_videos"),
+            ("degraded_videos", "degraded_videos"),
+            ("centre_fallback_videos", "centre_fallback_videos"),
+            ("frame_detection_rate", "frame_detection_rate"),
+            ("mostly_undetected_videos", "mostly_undetected_videos"),
+        )
+        if key in summary
+    }
 
 
 # -- the run -----------------------------------------------------------------------------------------
@@ -128,8 +135,14 @@ class Run:
             logger.experiment  # noqa: B018 - creates the run (or folder) now, before any work is recorded
 
     @classmethod
-    def start(cls, logger_cfg, *, name: str | None = None, tags: dict[str, str] | None = None,
-              run_id: str | None = None) -> Run:
+    def start(
+        cls,
+        logger_cfg,
+        *,
+        name: str | None = None,
+        tags: dict[str, str] | None = None,
+        run_id: str | None = None,
+    ) -> Run:
         """The run of the logger `logger_cfg` configures (`_target_`; None for logger=none). An MLflow run goes
         into its experiment, created first (classic ML kind, with its description, artifacts next to the
         store), named `name` and tagged `tags` -- or continues `run_id`; another logger keeps the tags with its
@@ -180,7 +193,9 @@ class Run:
         if self.is_mlflow:
             import mlflow
 
-            self.store.log_batch(self.id, tags=[mlflow.entities.RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+            self.store.log_batch(
+                self.id, tags=[mlflow.entities.RunTag(k, str(v)[:5000]) for k, v in tags.items()]
+            )
         elif self.logger is not None:
             self.logger.log_hyperparams({f"tags.{k}": v for k, v in tags.items()})
 
@@ -231,8 +246,12 @@ class Run:
         from mlflow.entities import DatasetInput, InputTag
 
         dataset = MetaDataset(source=LocalArtifactDatasetSource(source), name=name, digest=digest[:36])
-        self.store.log_inputs(self.id, datasets=[DatasetInput(dataset._to_mlflow_entity(),
-                                                              tags=[InputTag("mlflow.data.context", context)])])
+        self.store.log_inputs(
+            self.id,
+            datasets=[
+                DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
+            ],
+        )
 
     @contextmanager
     def files(self, name: str) -> Iterator[Path]:

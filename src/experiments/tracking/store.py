@@ -57,13 +57,18 @@ def download_artifact(uri: str, run_id: str, artifact_path: str, destination: st
     """A run's artifact downloaded into `destination`; its local path."""
     import mlflow
 
-    return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=destination,
-                                               tracking_uri=uri)
+    return mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=artifact_path, dst_path=destination, tracking_uri=uri
+    )
 
 
 def ui_base(uri: str, port: int | None = None) -> str:
     """The MLflow UI of a store: the server itself for http stores, else `make ui` on 127.0.0.1."""
-    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{port or os.environ.get('PORT', 5000)}"
+    return (
+        uri.rstrip("/")
+        if uri.startswith(("http://", "https://"))
+        else f"http://127.0.0.1:{port or os.environ.get('PORT', 5000)}"
+    )
 
 
 # MLflow 3's UI opens on its GenAI pages unless the link picks the classic "Model training" view
@@ -96,11 +101,14 @@ def check_tracking_store(uri: str, timeout: float = STORE_TIMEOUT_S) -> None:
         except urllib.error.HTTPError as error:
             if error.code < 500:  # the server answers (e.g. auth): let MLflow report the details
                 return
-            raise TrackingStoreError(f"MLflow tracking server {uri} answered HTTP {error.code}; {fix}") from None
+            raise TrackingStoreError(
+                f"MLflow tracking server {uri} answered HTTP {error.code}; {fix}"
+            ) from None
         except OSError as error:
             reason = getattr(error, "reason", error)
-            raise TrackingStoreError(f"MLflow tracking server {uri} is unreachable ({reason}); start it "
-                                     f"(make ui) or {fix}") from None
+            raise TrackingStoreError(
+                f"MLflow tracking server {uri} is unreachable ({reason}); start it (make ui) or {fix}"
+            ) from None
     db = sqlite_file(uri)
     if db is not None:
         folder = db.resolve().parent
@@ -111,8 +119,9 @@ def check_tracking_store(uri: str, timeout: float = STORE_TIMEOUT_S) -> None:
                 with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=timeout) as connection:
                     connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
             except sqlite3.DatabaseError as error:
-                raise TrackingStoreError(f"MLflow store {db} is not a usable SQLite database ({error}); "
-                                         f"move it away or {fix}") from None
+                raise TrackingStoreError(
+                    f"MLflow store {db} is not a usable SQLite database ({error}); move it away or {fix}"
+                ) from None
             if not os.access(db, os.W_OK):
                 raise TrackingStoreError(f"MLflow store {db} is read-only; {fix}")
         if not os.access(folder, os.W_OK):
@@ -132,7 +141,7 @@ def sqlite_file(uri: str) -> Path | None:
     prefix = "sqlite:///"
     if not uri.startswith(prefix):
         return None
-    path = unquote(uri[len(prefix):].split("?", 1)[0])
+    path = unquote(uri[len(prefix) :].split("?", 1)[0])
     return Path(path) if path and path != ":memory:" else None
 
 
@@ -143,7 +152,9 @@ def experiment_id(client, uri: str, name: str) -> str:
 
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
-        if name in DESCRIPTIONS and "mlflow.note.content" not in experiment.tags:  # a store from an older version
+        if (
+            name in DESCRIPTIONS and "mlflow.note.content" not in experiment.tags
+        ):  # a store from an older version
             client.set_experiment_tag(experiment.experiment_id, "mlflow.note.content", DESCRIPTIONS[name])
         return experiment.experiment_id
     db = sqlite_file(uri)
