@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 WEIGHTS_SRC ?= ../shared/mesonet/weights
 WEIGHTS_DIR ?= $(or $(DEEPFAKE_WEIGHTS_DIR),$(HOME)/.cache/deepfake-detection/weights)
 
-.PHONY: help install test test-all lint format weights demo report audit bench ui clean clean-cache
+.PHONY: help install test test-all lint format docs docs-serve weights demo report audit bench ui clean clean-cache
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -34,6 +34,12 @@ lint: install  ## ruff check, ruff format --check and codespell (the same checks
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/codespell $(LINT_PATHS)
+
+docs: install  ## build the documentation site into site/ (strict: a broken link or missing page fails)
+	$(VENV)/bin/mkdocs build --strict
+
+docs-serve: install  ## serve the documentation site on 127.0.0.1:8000, rebuilt on every edit
+	$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
 
 format: install  ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff format .
@@ -63,5 +69,5 @@ clean-cache:  ## remove the generated dataset and face-crop caches
 	rm -rf data/synthetic-celebdf* data/face-cache
 
 clean:  ## remove outputs, checkpoints, caches and the virtual environment
-	rm -rf $(VENV) outputs multirun checkpoints logs data .pytest_cache .ruff_cache
+	rm -rf $(VENV) outputs multirun checkpoints logs data site .pytest_cache .ruff_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
