@@ -5,6 +5,7 @@ from omegaconf import DictConfig
 
 from src.experiments import cli
 from src.experiments.config import CONFIG_DIR
+from src.experiments.extras import apply_extras
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
@@ -12,7 +13,8 @@ def main(cfg: DictConfig) -> float | None:
     from src.experiments.train import train
 
     with cli.clean_user_errors():
-        return train(cfg).get("val/video_auc")
+        apply_extras(cfg)
+        return train(cfg).get(cfg.optimized_metric)  # the objective of a sweeper (hparams_search)
 
 
 if __name__ == "__main__":

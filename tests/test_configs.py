@@ -28,6 +28,9 @@ GROUPS = (
     "logger",
     "callbacks",
     "experiment",
+    "extras",
+    "debug",
+    "hparams_search",
 )
 
 
@@ -54,6 +57,8 @@ def test_every_group_option_composes_and_passes_the_config_checks(group, option,
             (group in ("callbacks", "train_augment") and name != "train")
             or (group == "augment" and name == "train")
             or (group == "experiment" and name != "evaluate")
+            or (group == "hparams_search" and name != "train")
+            or (group == "debug" and (name == "predict" or (name == "evaluate" and option == "overfit")))
         ):
             continue
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -62,6 +67,9 @@ def test_every_group_option_composes_and_passes_the_config_checks(group, option,
         if group == "trainer" and option == "gpu" and not torch.cuda.is_available():
             with pytest.raises(ConfigError, match="trainer: No supported gpu backend found"):
                 check_config(cfg)  # the Trainer is built before the run: a missing GPU is one line at once
+        elif group == "trainer" and option == "mps" and not torch.backends.mps.is_available():
+            with pytest.raises(ConfigError, match="trainer: .*MPS"):
+                check_config(cfg)
         elif group != "experiment":
             check_config(cfg)
 

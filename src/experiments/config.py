@@ -25,7 +25,25 @@ if not OmegaConf.has_resolver("project_root"):
 if not OmegaConf.has_resolver("model_input"):
     # ${model_input:size,${model.net}}: a field of the input contract the net class declares
     OmegaConf.register_new_resolver("model_input", resolve_input)
+if not OmegaConf.has_resolver("optuna_storage"):
+    # ${optuna_storage:${paths.tracking_uri}}: hparams_search's study, next to the MLflow store
+    OmegaConf.register_new_resolver("optuna_storage", lambda uri: optuna_storage(str(uri)))
 register_schemas()  # every compose path imports this module (for CONFIG_DIR) before it composes
+
+
+def optuna_storage(tracking_uri: str) -> str:
+    """The SQLite URL of the Optuna studies: optuna.db in the folder of a local MLflow store (a sqlite:///
+    database, a file: or plain path), else in the project root (a tracking server keeps its store elsewhere)."""
+    from urllib.parse import urlparse
+
+    if tracking_uri.startswith("sqlite:///"):
+        folder = Path(tracking_uri.removeprefix("sqlite:///")).expanduser().parent
+    elif tracking_uri.startswith("file:") or "://" not in tracking_uri:
+        folder = Path(urlparse(tracking_uri).path if tracking_uri.startswith("file:") else tracking_uri)
+        folder = folder.expanduser().parent
+    else:
+        folder = PROJECT_ROOT
+    return f"sqlite:///{folder.resolve() / 'optuna.db'}"
 
 
 def selected_options(cfg: DictConfig) -> dict[str, str]:
@@ -147,6 +165,9 @@ def check_config(cfg: DictConfig, build: bool = True) -> None:
     _unknown_keys(cfg)
     for key, minimum in MINIMUMS:
         _minimum(cfg, key, minimum)
+    if "shards" in cfg:
+        _shard(int(cfg.shard), int(cfg.shards))
+    _check_tags(cfg.get("tags") or [])
     crops = _data_settings(cfg.data)["crops"]
     if "trainer" in cfg:
         precision = str(cfg.trainer.get("precision"))
@@ -156,6 +177,26 @@ def check_config(cfg: DictConfig, build: bool = True) -> None:
         _check_model(cfg.model, crops.frames_per_video)
     if build:
         _check_built(cfg)
+
+
+def _check_tags(tags) -> None:
+    """tags=[...] become MLflow tag names (`tag.<name>`): letters, digits and _ - . / and spaces only."""
+    import re
+
+    for tag in tags:
+        if not re.fullmatch(r"[\w\-./ ]+", str(tag)):
+            raise ConfigError(
+                f"tags: {tag!r} is not a valid MLflow tag name; use letters, digits, _ - . / or spaces"
+            )
+
+
+def _shard(shard: int, shards: int) -> None:
+    """prepare.py's part of the videos: shard i of n builds those whose path hashes to i modulo n."""
+    if shards < 1 or not 0 <= shard < shards:
+        raise ConfigError(
+            f"shard={shard} shards={shards}: need shards >= 1 and 0 <= shard < shards "
+            "(shard=0 shards=1 builds every video; -m shard=0,1 shards=2 builds them in two jobs)"
+        )
 
 
 def _data_settings(data: DictConfig) -> dict:

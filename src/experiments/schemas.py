@@ -147,6 +147,13 @@ class FinetunedWeights:
 
 # -- the top-level configs ------------------------------------------------------------------------------
 @dataclass
+class ExtrasConfig:
+    """Conveniences around a run (conf/extras/)."""
+
+    print_config: bool = False  # print the composed config as a tree before the run
+
+
+@dataclass
 class _Groups:
     """What every task has; each group is typed by its own schema (or is free: paths, logger)."""
 
@@ -155,6 +162,8 @@ class _Groups:
     logger: Any = None
     task: str = MISSING
     seed: int = 42
+    extras: ExtrasConfig = field(default_factory=ExtrasConfig)
+    tags: list[str] = field(default_factory=list)  # MLflow tags of the run
 
 
 @dataclass
@@ -172,6 +181,7 @@ class TrainConfig(_ModelTask):
     callbacks: Any = None
     ckpt_path: str | None = None  # null: start fresh; "last": resume this configuration; or a checkpoint
     test_after_fit: bool = True
+    optimized_metric: str = "best_val_video_auc"  # what train.py returns to a sweeper (hparams_search)
 
 
 @dataclass
@@ -185,6 +195,14 @@ class PredictConfig(_ModelTask):
     video: str | None = None  # one video file: its score and per-frame scores printed
     videos: str | None = None  # a folder, a glob pattern or a list file: a CSV row per video
     output: str | None = None  # the CSV (default: <hydra output dir>/predictions.csv)
+
+
+@dataclass
+class PrepareConfig(_Groups):
+    """prepare.py: shard `shard` of `shards` of the dataset's face-crop cache (config.check_config: the range)."""
+
+    shard: int = 0
+    shards: int = 1
 
 
 @dataclass
@@ -211,6 +229,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "train": {"train": TrainConfig},
     "evaluate": {"evaluate": EvaluateConfig},
     "predict": {"predict": PredictConfig},
+    "prepare": {"prepare": PrepareConfig},
     "audit": {"audit": AuditConfig},
 }
 

@@ -10,6 +10,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from src.experiments.config import check_config, config_error_line
+from src.experiments.hparams import is_optuna, trials_table
 from src.experiments.runtime import quieter, tidy_output
 from src.experiments.tracking import (
     TrackingStoreError,
@@ -50,7 +51,7 @@ class PrepareSweep(Callback):
                 print(f"Error: {error}", file=sys.stderr)
                 raise SystemExit(1) from None
             experiment_id(client(uri), uri, config.logger.experiment_name)
-        if config.get("task") == "predict":
+        if config.get("task") in ("predict", "prepare"):  # no index; prepare's jobs build their own shards
             return
         try:  # the first job prints the data summary; progress and warnings stay
             with quieter("src.data"):
@@ -66,8 +67,14 @@ class PrepareSweep(Callback):
             _SWEEP.setdefault("failed", []).append((job_return.overrides, job_return._return_value))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        """The sweep's id, a table of its jobs (cell, test video AUC, status) and how to report it."""
+        """The sweep's id, a table of its jobs (cell, test video AUC, status) and how to report it; for an
+        Optuna search, the study's trials and best parameters."""
         _print_summary(config)
+        if is_optuna(config.hydra):
+            try:
+                print(trials_table(config.hydra))
+            except Exception as error:  # a courtesy, as the summary
+                log.warning("could not list the Optuna study's trials: %s", error)
         _SWEEP.clear()
 
 
@@ -82,9 +89,9 @@ def check_jobs(config: DictConfig) -> None:
 
     task = list(config.hydra.overrides.task)
     common = set(task)
-    params = (
-        config.hydra.sweeper.get("params") or {}
-    )  # as BasicSweeper: the config's sweep, then the command line
+    # as BasicSweeper: the config's sweep, then the command line. An Optuna search's params are ranges the
+    # sampler draws from: its first job (the command line alone) is checked
+    params = {} if is_optuna(config.hydra) else (config.hydra.sweeper.get("params") or {})
     task = [f"{key}={value}" for key, value in params.items()] + task
     try:
         parsed = OverridesParser.create().parse_overrides(task)

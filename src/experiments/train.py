@@ -179,7 +179,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         os.environ[FOLDER_ENV] = str(folder)
     with run.state():
         metrics = _train(cfg, module, datamodule, folder, recorded, run, provenance)
-    _print_summary(run, metrics, folder)
+    _print_summary(run, metrics, folder, bool(cfg.trainer.get("fast_dev_run")))
     return metrics
 
 
@@ -210,7 +210,7 @@ def _train(
         counts = datamodule.class_counts()
         module.set_pos_weight(counts["train_real"] / max(counts["train_fake"], 1))
 
-    callbacks = {name: hydra.utils.instantiate(c) for name, c in cfg.callbacks.items()}
+    callbacks = {name: hydra.utils.instantiate(c) for name, c in cfg.callbacks.items() if c is not None}
     callbacks["model_checkpoint"].dirpath = str(folder)
     if run.logger is None:  # logger=none: nothing to record learning rates into (Lightning would refuse)
         callbacks = {
@@ -259,15 +259,16 @@ def _hydra_output_dir() -> Path | None:
     return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
 
 
-def _print_summary(run: Run, metrics: dict, folder: Path) -> None:
-    best = metrics.get("best_checkpoint") or "none (no validation epoch finished)"
+def _print_summary(run: Run, metrics: dict, folder: Path, fast_dev_run: bool = False) -> None:
+    nothing_saved = "fast_dev_run saves none: the test scored the last weights" if fast_dev_run else None
+    best = metrics.get("best_checkpoint") or f"none ({nothing_saved or 'no validation epoch finished'})"
     lines = [
         f"best checkpoint: {best} (val/video_auc {metrics.get('best_val_video_auc', float('nan')):#.4g})"
     ]
     tested = {k.removeprefix("test/video_"): v for k, v in metrics.items() if k.startswith("test/video_")}
     if tested:
         lines.append(
-            "test (video level) of the best checkpoint: "
+            f"test (video level) of the {'last weights' if fast_dev_run else 'best checkpoint'}: "
             + ", ".join(
                 f"{k.upper()} {tested[k]:#.4g}" for k in ("auc", "ap", "acc", "eer", "loss") if k in tested
             )

@@ -20,6 +20,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from src.experiments.config import selected_options
+from src.experiments.hparams import trial_tags
 from src.experiments.runtime import SignalExit, signals_raise
 from src.experiments.tracking.store import client, default_tracking_uri, experiment_id, run_url
 
@@ -67,7 +68,24 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
         tags["model_title"] = str(cfg.model.title)
     if sweep := sweep_id():
         tags["sweep_id"] = sweep
+    if debug := _chosen("debug"):
+        tags["debug"] = debug  # reports leave debugging runs out
+    if cfg.get("tags"):
+        tags["tags"] = ", ".join(str(t) for t in cfg.tags)
+        tags.update({f"tag.{t}": "true" for t in cfg.tags})  # searchable: tags.`tag.baseline` = 'true'
+    tags.update(trial_tags())
     return tags
+
+
+def _chosen(group: str) -> str | None:
+    """The option of a config group chosen on the command line or in the defaults (Hydra's runtime
+    choices), when run through Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    choice = HydraConfig.get().runtime.choices.get(group)
+    return None if choice in (None, "null") else str(choice)
 
 
 def run_name(cfg: DictConfig) -> str:
