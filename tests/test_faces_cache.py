@@ -6,13 +6,15 @@ import json
 import os
 
 import cv2
+import decord
 import numpy as np
 import pytest
 
 from src.data.cache import CropSettings, FaceCropCache
 from src.data.detectors import HaarFaceDetector, build_detector
 from src.data.faces import square_box, track_faces
-from src.data.video import VideoDecodeError, evenly_spaced_indices, read_frames
+from src.data.video import VideoDecodeError, evenly_spaced_indices, linspace_indices, read_frames
+from src.utils.errors import ConfigError
 from tests.conftest import SHARED_MESONET
 
 
@@ -20,6 +22,24 @@ def test_evenly_spaced_indices_cover_the_video():
     assert evenly_spaced_indices(100, 4).tolist() == [12, 37, 62, 87]
     assert evenly_spaced_indices(3, 5).tolist() == [0, 1, 2]
     assert evenly_spaced_indices(0, 5).tolist() == []
+
+
+@pytest.mark.parametrize(("total", "wanted"), [(100, 4), (24, 6), (300, 20), (7, 7), (2, 1), (1, 1), (10, 3)])
+def test_linspace_sampling_is_numpys_linspace_rounded_with_first_and_last_frame(total, wanted):
+    expected = np.round(np.linspace(0, total - 1, wanted)).astype(np.int64)
+    np.testing.assert_array_equal(linspace_indices(total, wanted), expected)
+    assert linspace_indices(total, wanted)[0] == 0
+    assert wanted == 1 or linspace_indices(total, wanted)[-1] == total - 1
+
+
+@pytest.mark.parametrize(("total", "wanted"), [(3, 5), (5, 20), (1, 4)])
+def test_linspace_sampling_of_a_short_video_yields_each_frame_once(total, wanted):
+    """More frames wanted than the video has: the distinct frames of numpy's linspace (all of them, in order),
+    as the segment centres give; the entry's report calls the video short."""
+    expected = np.unique(np.round(np.linspace(0, total - 1, wanted)).astype(np.int64))
+    assert linspace_indices(total, wanted).tolist() == expected.tolist() == list(range(total))
+    assert linspace_indices(total, wanted).tolist() == evenly_spaced_indices(total, wanted).tolist()
+    assert linspace_indices(0, 5).tolist() == []
 
 
 def test_read_frames_decodes_requested_frames(small_dataset):
@@ -143,6 +163,56 @@ def test_cache_build_reuse_and_invalidation(small_dataset, tmp_path):
     stat = videos[1].stat()
     os.utime(videos[1], ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     assert cache.build(videos, workers=1, progress=False).num_built == 1
+
+
+def test_new_crop_keys_at_their_defaults_keep_every_existing_entrys_key():
+    """data.align and data.frame_sampling came after entries were built: at their defaults they are not hashed,
+    so those entries stay valid; set otherwise, each makes its own entries."""
+    keyed = {
+        "num_frames",
+        "margin",
+        "crop_size",
+        "detector",
+        "detect_max_side",
+        "yunet_model",
+        "detect_every",
+    }
+    assert set(CropSettings().pixel_settings()) == keyed
+    assert set(CropSettings(frame_sampling="linspace").pixel_settings()) == keyed | {"frame_sampling"}
+    assert set(CropSettings(align=True).pixel_settings()) == keyed | {"align"}
+    with pytest.raises(ConfigError, match=r"^data.frame_sampling='ends': choose centres"):
+        CropSettings(frame_sampling="ends")
+
+
+def test_linspace_sampling_caches_first_and_last_frame_in_entries_of_its_own(small_dataset, tmp_path):
+    videos = sorted(small_dataset.glob("Celeb-real/*.mp4"))[:2]
+    centres = FaceCropCache(tmp_path / "cache", _settings())
+    linspace = FaceCropCache(tmp_path / "cache", _settings(frame_sampling="linspace"))
+    assert centres.build(videos, progress=False).num_built == 2
+    assert linspace.build(videos, progress=False).num_built == 2  # never the centres' entries
+    total = len(decord.VideoReader(str(videos[0])))
+    assert linspace.load(videos[0])[1]["frame_indices"] == linspace_indices(total, 6).tolist()
+    assert linspace.load(videos[0])[1]["frame_indices"][::5] == [0, total - 1]
+    assert centres.load(videos[0])[1]["frame_indices"] == evenly_spaced_indices(total, 6).tolist()
+
+
+def test_entries_hold_landmarks_nan_without_a_landmark_detector_or_from_before_they_were_stored(
+    small_dataset, tmp_path
+):
+    video = next(small_dataset.glob("Celeb-real/*.mp4"))
+    cache = FaceCropCache(tmp_path / "cache", _settings())
+    cache.build([video], progress=False)
+    _, meta = cache.load(video)
+    assert meta["landmarks"].shape == (6, 5, 2) and np.isnan(meta["landmarks"]).all()  # Haar gives none
+    _, meta_file, _ = cache._paths(cache.key(video))
+    stored = json.loads(meta_file.read_text())
+    del stored["landmarks"]  # an entry built before landmarks were stored is still read
+    meta_file.write_text(json.dumps(stored))
+    assert cache.build([video], progress=False).num_reused == 1
+    assert np.isnan(cache.load(video)[1]["landmarks"]).all()
+    stored["landmarks"] = [[1, 2]] * 6  # a damaged list: the entry is rebuilt
+    meta_file.write_text(json.dumps(stored))
+    assert cache.lookup(video) is None
 
 
 def test_cache_parallel_build_matches_serial(small_dataset, tmp_path):

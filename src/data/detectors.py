@@ -8,6 +8,9 @@
 - `haar`: OpenCV's bundled Haar cascade: fast, but it misses most real faces that are small, turned or
   compressed; good enough for the synthetic set's drawn faces.
 
+`mtcnn` also gives each face's five landmarks (`Face.landmarks`: the eyes, the nose tip, the mouth corners),
+which `data.align=true` needs (LANDMARK_DETECTORS); the others give boxes only.
+
 Each detector works on frames downscaled to its `detect_max_side` (None: the detector's own default),
 chosen so that faces of 40 px and up in a 960x540 frame are still found. Its `cache_key` names everything
 about it that changes a box (weights, parameters), for the face-crop cache's key.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -28,11 +32,23 @@ Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in full-frame pixels
 DETECTORS = ("mtcnn", "yuface", "yunet", "dlib", "haar")
 
 
+@dataclass(frozen=True, eq=False)
+class Face:
+    """A detected face: its box and, from a detector that finds them, its five landmarks."""
+
+    box: Box
+    # (5, 2) float x, y in full-frame pixels, left to right as seen in the image: the two eyes, the nose tip,
+    # the two mouth corners; None from a detector without landmarks
+    landmarks: np.ndarray | None = None
+
+
 class FaceDetector:
-    """The interface the cache uses: `detect_batch` on same-sized RGB frames, `cache_key` for its entries."""
+    """The interface the cache uses: `find_faces` (or `detect_batch`, boxes only) on same-sized RGB frames,
+    `cache_key` for its entries."""
 
     name = "base"
     default_max_side = 320
+    gives_landmarks = False  # find_faces gives each face's five landmarks
 
     def __init__(self, detect_max_side: int | None = None):
         self.detect_max_side = int(detect_max_side or self.default_max_side)
@@ -49,14 +65,21 @@ class FaceDetector:
         """The largest face of each of (N, H, W, 3) RGB frames (None where there is none)."""
         return [self._detect_one(frame) for frame in frames]
 
+    def find_faces(self, frames: np.ndarray) -> list[Face | None]:
+        """`detect_batch`'s faces with their landmarks, where the detector gives them."""
+        return [None if box is None else Face(box) for box in self.detect_batch(frames)]
+
     def _detect_one(self, frame: np.ndarray) -> Box | None:
         raise NotImplementedError
 
 
 def _largest(boxes) -> tuple[float, float, float, float] | None:
     """The largest of (x0, y0, x1, y1) boxes, or None."""
-    boxes = list(boxes)
-    return max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1])) if boxes else None
+    return max(boxes, key=_area, default=None)
+
+
+def _area(box) -> float:
+    return (box[2] - box[0]) * (box[3] - box[1])
 
 
 class HaarFaceDetector(FaceDetector):
@@ -185,6 +208,7 @@ class MTCNNFaceDetector(FaceDetector):
 
     name = "mtcnn"
     default_max_side = 640
+    gives_landmarks = True
 
     def __init__(
         self,
@@ -234,17 +258,20 @@ class MTCNNFaceDetector(FaceDetector):
         return nets
 
     def detect_batch(self, frames: np.ndarray) -> list[Box | None]:
+        return [None if face is None else face.box for face in self.find_faces(frames)]
+
+    def find_faces(self, frames: np.ndarray) -> list[Face | None]:
         import torch
         from facenet_pytorch.models.utils.detect_face import detect_face
 
         pnet, rnet, onet = self._nets or self._load()
-        found: list[Box | None] = []
+        found: list[Face | None] = []
         for start in range(0, len(frames), self.batch_size):
             chunk = frames[start : start + self.batch_size]
             small, scale = _downscale_batch(chunk, self.detect_max_side)
             with torch.inference_mode(), _torch_threads(self.threads):
                 try:
-                    batch_boxes, _ = detect_face(
+                    batch_boxes, batch_points = detect_face(
                         small, self.min_face, pnet, rnet, onet, [0.6, 0.7, 0.7], 0.709, self.device
                     )
                 except RuntimeError as error:
@@ -252,12 +279,17 @@ class MTCNNFaceDetector(FaceDetector):
                     # frame after refinement: no face
                     if "non-empty list" not in str(error):
                         raise
-                    batch_boxes = [np.zeros((0, 5))] * len(chunk)
-            for boxes in batch_boxes:
+                    batch_boxes = batch_points = [np.zeros((0, 5))] * len(chunk)
+            for boxes, points in zip(batch_boxes, batch_points, strict=True):
                 boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 5)  # x0, y0, x1, y1, probability
-                confident = [b[:4] for b in boxes if b[4] >= self.confidence]
-                box = _largest(confident)
-                found.append(None if box is None else _clip(_scale_box(box, scale), chunk.shape[1:3]))
+                points = np.asarray(points, dtype=np.float64).reshape(-1, 5, 2)
+                confident = [i for i, b in enumerate(boxes) if b[4] >= self.confidence]
+                largest = max(confident, key=lambda i: _area(boxes[i]), default=None)
+                if largest is None:
+                    found.append(None)
+                    continue
+                box = _clip(_scale_box(boxes[largest, :4], scale), chunk.shape[1:3])
+                found.append(Face(box, points[largest] * scale))
         return found
 
 
@@ -301,6 +333,14 @@ def build_detector(
     if name == "dlib":
         return DlibHogFaceDetector(detect_max_side)
     raise ConfigError(f"unknown data.face_detector={name!r}; choose one of {', '.join(DETECTORS)}")
+
+
+# the detectors whose faces come with their five landmarks (data.align=true needs one)
+LANDMARK_DETECTORS = tuple(
+    cls.name
+    for cls in (MTCNNFaceDetector, YuFaceDetector, YuNetFaceDetector, DlibHogFaceDetector, HaarFaceDetector)
+    if cls.gives_landmarks
+)
 
 
 class MissingDetectorPackage(ImportError):

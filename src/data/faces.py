@@ -1,7 +1,8 @@
 """From a video's frames to square face crops: which frames the detector (`src.data.detectors`) runs on
 (`data.detect_every`), the boxes of the other frames filled from the neighbouring detections (a video
 without any face falls back to centre crops), each box squared by `data.face_margin` and cropped at
-`data.crop_size`. The face-crop cache (`src.data.cache`) puts them together per video.
+`data.crop_size`. `src.data.align` makes the crops (boxed, or aligned by the faces' landmarks) and the
+face-crop cache (`src.data.cache`) puts them together per video.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from src.data.detectors import Box, FaceDetector
+from src.data.detectors import Box, Face, FaceDetector
 
 
 @dataclass
@@ -70,13 +71,19 @@ def track_faces(
             (height - side) // 2 + side,
         )
         return FaceTrack(np.tile(np.array(box), (len(raw_boxes), 1)), detected, True, searched)
-    found = np.flatnonzero(detected)
-    known = np.array([raw_boxes[i] for i in found], dtype=np.float64)
-    positions = np.arange(len(raw_boxes))
-    # np.interp holds the end values outside [first, last] detection: the nearest box at the ends
-    filled = np.stack([np.interp(positions, found, known[:, c]) for c in range(4)], axis=1)
-    boxes = [square_box(tuple(b), margin, height, width) for b in filled]
+    known = np.array([(np.nan,) * 4 if box is None else box for box in raw_boxes], dtype=np.float64)
+    boxes = [square_box(tuple(b), margin, height, width) for b in fill_gaps(known)]
     return FaceTrack(np.array(boxes, dtype=np.int64), detected, False, searched)
+
+
+def fill_gaps(values: np.ndarray) -> np.ndarray:
+    """(N, D) rows with a NaN filled linearly between the nearest complete rows before and after; before the
+    first or after the last complete row, the nearest one. At least one row must be complete."""
+    values = np.asarray(values, dtype=np.float64)
+    found = np.flatnonzero(~np.isnan(values).any(axis=1))
+    positions = np.arange(len(values))
+    # np.interp holds the end values outside [first, last] complete row: the nearest one at the ends
+    return np.stack([np.interp(positions, found, values[found, c]) for c in range(values.shape[1])], axis=1)
 
 
 def search_positions(num_frames: int, every: int) -> np.ndarray:
@@ -91,25 +98,26 @@ def search_positions(num_frames: int, every: int) -> np.ndarray:
 
 def detect_faces(
     frames: np.ndarray, detector: FaceDetector, every: int = 1
-) -> tuple[list[Box | None], np.ndarray]:
-    """Raw face boxes of `frames`, the detector run on every `every`-th (see `search_positions`).
+) -> tuple[list[Face | None], np.ndarray]:
+    """Raw faces (box, landmarks where the detector gives them) of `frames`, the detector run on every
+    `every`-th (see `search_positions`).
 
     If those frames hold no face, the detector also runs on the others before the caller gives up on the video.
-    Returns (one box or None per frame, which frames were searched).
+    Returns (one face or None per frame, which frames were searched).
     """
     searched = np.zeros(len(frames), dtype=bool)
     searched[search_positions(len(frames), every)] = True
-    boxes: list[Box | None] = [None] * len(frames)
+    faces: list[Face | None] = [None] * len(frames)
     for round_mask in (searched.copy(), ~searched):
         positions = np.flatnonzero(round_mask)
         if len(positions) == 0:
             continue
-        for i, box in zip(positions, detector.detect_batch(frames[positions]), strict=True):
-            boxes[i] = box
+        for i, face in zip(positions, detector.find_faces(frames[positions]), strict=True):
+            faces[i] = face
         searched |= round_mask
-        if any(box is not None for box in boxes):
+        if any(face is not None for face in faces):
             break
-    return boxes, searched
+    return faces, searched
 
 
 def square_box(box: Box, margin: float, height: int, width: int) -> Box:

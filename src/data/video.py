@@ -1,4 +1,4 @@
-"""Video decoding with decord: N evenly spaced frames, read with one batched call."""
+"""Video decoding with decord: N evenly spaced frames (`data.frame_sampling`), read with one batched call."""
 
 from __future__ import annotations
 
@@ -31,6 +31,19 @@ def evenly_spaced_indices(num_total: int, num_wanted: int) -> np.ndarray:
     return np.floor((np.arange(num_wanted) + 0.5) * num_total / num_wanted).astype(np.int64)
 
 
+def linspace_indices(num_total: int, num_wanted: int) -> np.ndarray:
+    """`round(numpy.linspace(0, num_total - 1, num_wanted))`: first and last frame included. A video of fewer
+    frames than wanted yields each of its frames once (the distinct values of that linspace), as with
+    `evenly_spaced_indices`."""
+    if num_total <= 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.round(np.linspace(0, num_total - 1, num_wanted)).astype(np.int64))
+
+
+# data.frame_sampling: which frames of a video are cached
+FRAME_SAMPLINGS = {"centres": evenly_spaced_indices, "linspace": linspace_indices}
+
+
 _KINDS = (
     (stat.S_ISDIR, "a folder"),
     (stat.S_ISFIFO, "a FIFO (named pipe)"),
@@ -55,8 +68,11 @@ def not_a_video_file(path: str | Path) -> str:
     return f"not a regular file ({kind})"
 
 
-def read_frames(path: str | Path, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """Decode `num_frames` evenly spaced RGB frames: (frames (N, H, W, 3) uint8, frame indices).
+def read_frames(
+    path: str | Path, num_frames: int, sampling: str = "centres"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode `num_frames` RGB frames spread by `sampling` (FRAME_SAMPLINGS): (frames (N, H, W, 3) uint8,
+    frame indices).
 
     A video shorter than `num_frames` yields all its frames; the caller decides whether that is enough.
     """
@@ -78,7 +94,7 @@ def read_frames(path: str | Path, num_frames: int) -> tuple[np.ndarray, np.ndarr
         ) from error
     try:
         total = len(reader)
-        indices = evenly_spaced_indices(total, num_frames)
+        indices = FRAME_SAMPLINGS[sampling](total, num_frames)
         if len(indices) == 0:
             raise VideoDecodeError(f"{path}: no decodable frames")
         with _native_stderr_captured(native):

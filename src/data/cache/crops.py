@@ -1,12 +1,12 @@
 """The face-crop cache: each video is decoded and its faces detected once, then read back as one array.
 
 An entry is `<key>.npy` (the (N, S, S, 3) uint8 crops, memory-mappable) plus `<key>.json`
-(frame indices, boxes, which frames had a detection). The key hashes everything that changes
-the pixels: detector, margin, frame count, crop size and the video file's canonical path, size and
-mtime. The canonical path is the resolved path relative to the dataset root when the video lies
-inside it (the absolute resolved path otherwise), so every spelling of a path (`../ds/x.mp4`,
-`/data/ds/x.mp4`, a symlinked folder) finds the same entry, and a dataset moved with its times kept
-(rsync -a) keeps its cache.
+(frame indices, boxes, which frames had a detection, the detected landmarks in crop pixels). The key
+hashes everything that changes the pixels: detector, margin, frame count and sampling, crop size,
+alignment and the video file's canonical path, size and mtime. The canonical path is the resolved path
+relative to the dataset root when the video lies inside it (the absolute resolved path otherwise), so
+every spelling of a path (`../ds/x.mp4`, `/data/ds/x.mp4`, a symlinked folder) finds the same entry, and a
+dataset moved with its times kept (rsync -a) keeps its cache.
 
 Both files are written atomically (`src.utils.files`), JSON last, so a killed build leaves no entry
 that looks complete, and concurrent builders of one entry cannot corrupt it. A write that fails (disk
@@ -30,14 +30,15 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from src.data.align import landmarks_from_json, landmarks_to_json, make_crops
 from src.data.cache.errors import CacheEntryError, CacheError, CacheWriteError
 from src.data.cache.pool import VIDEO_TIMEOUT_S, build_isolated
 from src.data.cache.reports import BuildReport, VideoReport
-from src.data.detectors import DETECTORS, FaceDetector, build_detector
-from src.data.faces import crop_faces, detect_faces, track_faces
+from src.data.detectors import DETECTORS, LANDMARK_DETECTORS, FaceDetector, build_detector
+from src.data.faces import detect_faces
 from src.data.logs import ONCE_PER_SWEEP
-from src.data.video import VideoDecodeError, not_a_video_file, read_frames
-from src.utils.errors import check
+from src.data.video import FRAME_SAMPLINGS, VideoDecodeError, not_a_video_file, read_frames
+from src.utils.errors import ConfigError, check
 from src.utils.files import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,9 @@ CACHE_FORMAT = 2
 # the names the key hashes these settings under (the fields' names before they became the keys users
 # type): renaming a field must not orphan every entry already built
 _KEYED_AS = {"frames_per_video": "num_frames", "face_margin": "margin", "face_detector": "detector"}
+# settings added after entries were built, with the value every older entry was built with: hashed only when
+# set otherwise, so those entries keep their keys
+_KEYED_WHEN_CHANGED = {"align": False, "frame_sampling": "centres"}
 DETECT_DEVICES = ("auto", "cpu", "cuda", "gpu")
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
@@ -58,7 +62,10 @@ class CropSettings:
     rounding, so it is not in the key). Values are checked on construction, so a bad configuration fails
     before any video is touched, naming its key."""
 
-    frames_per_video: int = 20  # frames cached per video, evenly spaced
+    frames_per_video: int = 20  # frames cached per video, spread by frame_sampling
+    # centres: the middle frame of each of frames_per_video equal segments | linspace: round(numpy.linspace(0,
+    # frames - 1, frames_per_video)), first and last frame included
+    frame_sampling: str = "centres"
     face_margin: float = 1.3  # the crop side / the face box side
     crop_size: int = 256  # cached crop side; resized to the model's input size on load
     face_detector: str = "mtcnn"  # one of DETECTORS (src.data.detectors)
@@ -67,6 +74,7 @@ class CropSettings:
     )
     yunet_model: str | None = None  # the YuNet .onnx file that face_detector=yunet needs
     detect_every: int = 2  # detect on every k-th sampled frame, boxes interpolated between
+    align: bool = False  # map the five landmarks onto a template (src.data.align): a level eye line
     # auto: CUDA when available, else the CPU; gpu is cuda (as trainer.accelerator names it)
     detect_device: str = field(default="auto", compare=False)
 
@@ -103,6 +111,18 @@ class CropSettings:
             "must be null or the path of the YuNet .onnx file",
         )
         check(
+            self.frame_sampling in FRAME_SAMPLINGS,
+            "data.frame_sampling",
+            self.frame_sampling,
+            "choose centres (the middle of equal segments) or linspace (first and last frame included)",
+        )
+        check(isinstance(self.align, bool), "data.align", self.align, "must be true or false")
+        if self.align and self.face_detector not in LANDMARK_DETECTORS:
+            raise ConfigError(
+                f"data.align=true needs face landmarks, which data.face_detector={self.face_detector} does not "
+                f"give: set data.face_detector={' or '.join(LANDMARK_DETECTORS)}, or data.align=false"
+            )
+        check(
             self.detect_device in DETECT_DEVICES,
             "data.detect_device",
             self.detect_device,
@@ -111,7 +131,11 @@ class CropSettings:
 
     def pixel_settings(self) -> dict:
         """The settings that change the crops' pixels: what the cache key hashes."""
-        return {_KEYED_AS.get(k, k): v for k, v in asdict(self).items() if k != "detect_device"}
+        return {
+            _KEYED_AS.get(k, k): v
+            for k, v in asdict(self).items()
+            if k != "detect_device" and not (k in _KEYED_WHEN_CHANGED and v == _KEYED_WHEN_CHANGED[k])
+        }
 
 
 def _is_int(value) -> bool:
@@ -128,10 +152,13 @@ class CacheEntry:
     meta_file: Path
 
     def load(self) -> tuple[np.ndarray, dict]:
-        """(crops (N, S, S, 3) uint8, memory-mapped; metadata). CacheEntryError names video and file."""
+        """(crops (N, S, S, 3) uint8, memory-mapped; metadata, its `landmarks` an (N, 5, 2) float array of the
+        detected landmarks in crop pixels, NaN where none: frames without a detection, detectors without
+        landmarks, entries built before landmarks were stored). CacheEntryError names video and file."""
         try:
             meta = json.loads(self.meta_file.read_text())
             frames = len(meta["frame_indices"])
+            meta["landmarks"] = landmarks_from_json(meta.get("landmarks"), frames)
         except FileNotFoundError:
             raise self._gone(self.meta_file) from None
         except (OSError, ValueError, KeyError, TypeError) as error:
@@ -377,13 +404,13 @@ def extract_face_crops(
 ) -> tuple[np.ndarray, dict]:
     """Decode, detect and crop one video: (crops (N, S, S, 3) uint8, its entry's metadata with its VideoReport).
 
-    The detector runs on every `settings.detect_every`-th sampled frame (batched), the boxes of the others
-    interpolated between.
+    The detector runs on every `settings.detect_every`-th sampled frame (batched), the boxes (and landmarks)
+    of the others interpolated between.
     """
-    frames, indices = read_frames(video, settings.frames_per_video)
-    raw_boxes, searched = detect_faces(frames, detector, settings.detect_every)
-    track = track_faces(raw_boxes, frames.shape[1:3], settings.face_margin, searched)
-    crops = crop_faces(frames, track.boxes, settings.crop_size)
+    frames, indices = read_frames(video, settings.frames_per_video, settings.frame_sampling)
+    faces, searched = detect_faces(frames, detector, settings.detect_every)
+    made = make_crops(frames, faces, searched, settings.crop_size, settings.face_margin, settings.align)
+    crops, track = made.crops, made.track
     report = VideoReport(
         str(video),
         ok=True,
@@ -401,6 +428,7 @@ def extract_face_crops(
         "boxes": track.boxes.tolist(),
         "detected": track.detected.tolist(),
         "searched": track.searched.tolist(),
+        "landmarks": landmarks_to_json(made.landmarks),  # crop pixels (read back by CacheEntry.load)
         "frame_shape": list(frames.shape[1:3]),
         "settings": asdict(settings),
     }
