@@ -120,19 +120,19 @@ def test_a_data_root_holding_something_else_is_refused_and_generation_announces_
     starts, and a folder holding a Celeb-DF layout (or anything else) is never written into."""
     import logging
 
-    from src.data.datamodule import _announce_synthetic
+    from src.data.synthetic import announce_synthetic
 
     celebdf = tmp_path / "Celeb-DF-v2"
     (celebdf / "Celeb-real").mkdir(parents=True)
     with pytest.raises(ValueError, match=r"holds a Celeb-DF dataset.*use data=celebdf"):
-        _announce_synthetic(celebdf, {"preset": "v2"})
+        announce_synthetic(celebdf, {"preset": "v2"})
     other = tmp_path / "photos"
     other.mkdir()
     (other / "holiday.jpg").write_bytes(b"x")
     with pytest.raises(ValueError, match="neither the embedded synthetic set nor a Celeb-DF layout"):
-        _announce_synthetic(other, {"preset": "v2"})
+        announce_synthetic(other, {"preset": "v2"})
     with caplog.at_level(logging.WARNING):
-        _announce_synthetic(tmp_path / "new", {"preset": "v2", "num_identities": 2})
+        announce_synthetic(tmp_path / "new", {"preset": "v2", "num_identities": 2})
     assert (
         "generating the embedded synthetic Celeb-DF" in caplog.text and str(tmp_path / "new") in caplog.text
     )

@@ -177,13 +177,18 @@ class DeepfakeDataModule(L.LightningDataModule):
         """Generate the synthetic set if needed, index it and build the face-crop cache."""
         if self.build_report is not None or self._predict is not None:
             return
+        self._build(self.dataset_index())
+
+    def dataset_index(self) -> VideoIndex:
+        """The dataset's index, the synthetic set generated first if needed; nothing is cached here
+        (prepare.py builds the entries of a shard of it)."""
         root = self._require_root()
         if self.synthetic is not None:
             from src.data.synthetic import announce_synthetic, generate_synthetic_celebdf
 
             announce_synthetic(root, self.synthetic)
             generate_synthetic_celebdf(root, **self.synthetic)
-        self._build(self._make_index())
+        return self._make_index()
 
     def _build(self, index: VideoIndex) -> BuildReport:
         report = self.cache.build([index.root / r.path for r in index.records], self.loaders.build_workers)
@@ -232,9 +237,9 @@ class DeepfakeDataModule(L.LightningDataModule):
         usable = {path for path, report in self.video_reports.items() if report.ok}
         self.frame_counts = {path: self.video_reports[path].num_frames for path in usable}
         # folds come from every indexed video, so a video that fails to decode moves no other video
-        train, val = split_folds(
-            index.train_val(), split.folds, split.fold, split.split_seed, identity_split=split.identity_split
-        )
+        folding = (split.folds, split.fold, split.split_seed, split.identity_split)
+        # a test-only index (DFD, UADFV) has no train/val videos to fold
+        train, val = ([], []) if index.test_only else split_folds(index.train_val(), *folding)
         self.indexed_splits = {"train": train, "val": val, "test": index.test()}
         self.splits = {
             name: [r for r in part if r.path in usable] for name, part in self.indexed_splits.items()
@@ -253,6 +258,11 @@ class DeepfakeDataModule(L.LightningDataModule):
 
     def _check_both_classes(self, split: str) -> None:
         """A split without both classes is an error here, not a silent AUC of 0.0 (or nan) later."""
+        if split != "test" and self.index.test_only:
+            raise ValueError(
+                f"{DATASET_TITLES.get(self.name, self.name)} ({self.index.root}) is test-only: it has no {split} "
+                f"videos; evaluate on it (evaluate.py data={self.name}) or see conf/data/{self.name}.yaml"
+            )
         items, settings = self.splits[split], self.split
         real = sum(r.label == 0 for r in items)
         fake = len(items) - real

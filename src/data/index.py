@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from numbers import Integral
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from src.data.catalog import DATASET_TITLES
 from src.data.logs import ONCE_PER_SWEEP
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class VideoIndex:
     dataset: str = "celebdf"
     protocol: dict[str, str] = field(default_factory=dict)
     official_val_paths: frozenset[str] | None = None
+    test_only: bool = False  # no train/val videos by the dataset's protocol (DFD, UADFV): evaluation only
 
     def train_val(self) -> list[VideoRecord]:
         return [r for r in self.records if not r.is_test]
@@ -118,8 +120,9 @@ class VideoIndex:
         )
 
     def check_classes(self) -> None:
-        """Both classes on both sides of the test split, or a one-line error."""
-        for split, part in (("train/val", self.train_val()), ("test", self.test())):
+        """Both classes in train/val and in test (a test-only index: in test), or a one-line error."""
+        parts = (("train/val", self.train_val()), ("test", self.test()))
+        for split, part in parts[1:] if self.test_only else parts:
             counts = _class_counts(part)
             for name, n in counts.items():
                 if n == 0:
@@ -145,9 +148,6 @@ class VideoIndex:
                 "... and %d more skipped entries (see the index's skipped list)",
                 len(self.skipped) - _MAX_LOGGED_SKIPS,
             )
-
-
-DATASET_TITLES = {"celebdf": "Celeb-DF", "ffpp": "FaceForensics++"}
 
 
 def _class_counts(records: Iterable[VideoRecord]) -> dict[str, int]:

@@ -212,7 +212,16 @@ class FFppDataConfig(DataConfig):
     splits_dir: str | None = None
 
 
+@dataclass
+class DfdDataConfig(DataConfig):
+    """DeepFakeDetection adds the compression and the fraction of actors held out as the test list."""
+
+    compression: str = MISSING
+    test_fraction: float = 1.0  # 1.0: the whole set is the test list (test-only)
+
+
 def register(store) -> None:
     """Store the data schemas in Hydra's ConfigStore `store` (group schema/data)."""
     store.store(group="schema/data", name="data", node=DataConfig)
     store.store(group="schema/data", name="ffpp", node=FFppDataConfig)
+    store.store(group="schema/data", name="dfd", node=DfdDataConfig)
