@@ -28,7 +28,18 @@ from benchmarks.common import (
 )
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("cache", "detectors", "loading", "loop", "precision", "eval", "predict", "scaling", "profile")
+SECTIONS = (
+    "cache",
+    "detectors",
+    "loading",
+    "loop",
+    "precision",
+    "eval",
+    "predict",
+    "scaling",
+    "profile",
+    "gpu",
+)
 
 
 def _log(message: str) -> None:
@@ -108,6 +119,7 @@ def _merged(previous: dict, current: dict) -> dict:
         "sections": sections,
         "measurements": rows,
         "profile": {**previous.get("profile", {}), **current["profile"]},
+        "gpu": current.get("gpu", previous.get("gpu", {})),
     }
 
 
@@ -138,6 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     _log(f"{'quick' if plan.quick else 'full'} mode, work dir {work}")
 
     import torch
+
+    if only == ["gpu"] and not torch.cuda.is_available():  # nothing to measure: no dataset to generate
+        from benchmarks.gpu import not_measured
+
+        previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+        gpu = not_measured(f"no CUDA device on this machine ({platform.node()}, {os.cpu_count()} CPUs)")
+        args.out.write_text(json.dumps({**previous, "gpu": gpu}, indent=2, default=str))
+        print(f"GPU: {gpu['status']} ({gpu['reason']})\nresults: {args.out}")
+        return 0
 
     from benchmarks.batch_prep import profile_batch_prep
     from benchmarks.cache_bench import bench_cache_build, bench_cache_hires, crop_settings, profile_build
@@ -176,6 +197,15 @@ def main(argv: list[str] | None = None) -> int:
         "scaling": lambda: bench_scaling(plan, work, cfg),
         "profile": profile_section,
     }
+    gpu: dict = {}
+
+    def gpu_section() -> list[Measurement]:
+        from benchmarks.gpu import bench_gpu
+
+        gpu.update(bench_gpu(root, work, overrides))
+        return []
+
+    sections["gpu"] = gpu_section
     rows: list[Measurement] = []
     timings = {}
     for name in SECTIONS:
@@ -237,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         "sections": timings,
         "measurements": [m.as_dict() for m in rows],
         "profile": profile,
+        **({"gpu": gpu} if gpu else {}),
     }
     if set(only) != set(SECTIONS) and args.out.exists():
         result = _merged(json.loads(args.out.read_text()), result)
@@ -249,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(rows))
     if profile:
         print(profile_markdown(profile))
+    if gpu:
+        print(f"\nGPU: {json.dumps(gpu, indent=1)}")
     print(f"\nresults: {args.out}")
     return 0
 

@@ -1,5 +1,7 @@
 """The benchmark runner's bookkeeping (its measurements are timings: they live in benchmarks/, not here)."""
 
+import pytest
+
 from benchmarks.run import _merged
 
 
@@ -37,3 +39,44 @@ def test_a_partial_run_replaces_its_own_rows_and_keeps_every_other_sections_numb
     assert _merged(full, _result("quick", {"eval a": 9.0}, {"eval": 1})) == _result(
         "quick", {"eval a": 9.0}, {"eval": 1}
     )
+
+
+def test_a_partial_run_keeps_the_gpu_section_unless_it_measures_it():
+    previous = {**_result("full", {"a": 1.0}, {"loop": 1.0}), "gpu": {"status": "measured", "device": "H200"}}
+    assert _merged(previous, _result("full", {"a": 2.0}, {"loop": 2.0}))["gpu"]["device"] == "H200"
+    again = {**_result("full", {}, {"gpu": 1.0}), "gpu": {"status": "not measured", "reason": "no CUDA"}}
+    assert _merged(previous, again)["gpu"]["status"] == "not measured"
+
+
+def test_the_gpu_section_says_not_measured_without_cuda(tmp_path, monkeypatch):
+    import json
+
+    import torch
+
+    from benchmarks.run import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "results.json"
+    out.write_text(json.dumps({"mode": "full", "measurements": [{"name": "kept"}]}))
+    assert main(["--only", "gpu", "--out", str(out), "--work", str(tmp_path / "work")]) == 0
+    result = json.loads(out.read_text())
+    assert result["gpu"]["status"] == "not measured" and "no CUDA" in result["gpu"]["reason"]
+    assert result["measurements"] == [{"name": "kept"}]  # the CPU rows stay
+    assert not (tmp_path / "work" / "datasets").exists()  # nothing generated to say so
+
+
+@pytest.mark.slow  # two short trainings and two cache builds: make test-all
+def test_the_gpu_measurement_runs_end_to_end_on_the_cpu(small_dataset, tmp_path):
+    """The GPU script's code path, dry-run on the CPU with small sizes, so it still works when a GPU is lent."""
+    from benchmarks.gpu import measure
+    from tests.conftest import data_overrides
+
+    section = measure(small_dataset, tmp_path, data_overrides(small_dataset, tmp_path / "cache"), "cpu", True)
+    assert section["status"].startswith("cpu dry run")
+    for row in ("mesonet_batch256", "efficientnet_lstm_default"):
+        assert section[row]["images_per_s"] > 0 and 0 <= section[row]["data_wait_share"] <= 1
+    assert (
+        section["efficientnet_lstm_default"]["images_per_s"]
+        > section["efficientnet_lstm_default"]["samples_per_s"]
+    )
+    assert section["cache_build_mtcnn"]["cpu_videos_per_s"] > 0

@@ -3,23 +3,28 @@
 `atomic_write(path)` yields a handle to a temporary sibling of `path` (same folder, so the final rename
 never degrades to a copy across filesystems); when the block ends without an error the file is flushed,
 synced to disk and renamed over `path`; on any error (a full disk, Ctrl-C) it is removed and `path` is left
-as it was. Temporary names carry the writer's process id (`temporary_glob`), so the leftovers of a writer
-that was killed outright can be found and removed by whoever watched it die.
+as it was. Temporary names carry the writer's host and process id (`temporary_glob`), so the leftovers of a
+writer that was killed outright can be found and removed by whoever watched it die, and never those of a
+process with the same id on another machine sharing the folder (prepare.py's shards on a cluster).
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+_HOST = socket.gethostname()
+
 
 def temporary_glob(pid: int) -> str:
-    """The glob pattern of the temporary files process `pid` is (or was) writing, in one folder."""
-    return f".*.{pid}.*.tmp"
+    """The glob pattern of the temporary files process `pid` of this host is (or was) writing, in one folder."""
+    return f".*.{glob.escape(_HOST)}-{pid}.*.tmp"
 
 
 @contextlib.contextmanager
@@ -27,7 +32,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_args) -> Iter
     """A handle (`open(tmp, mode, **open_args)`) to a temporary sibling that replaces `path` when the block
     succeeds and is removed when it fails. The folder must exist."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    tmp = path.with_name(f".{path.name}.{_HOST}-{os.getpid()}.{uuid.uuid4().hex}.tmp")
     try:
         with open(tmp, mode, **open_args) as handle:
             yield handle

@@ -11,6 +11,7 @@ travels to the workers pickled, by reference to its class.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -75,7 +76,8 @@ class _Worker:
     def __init__(self, context, cache):
         self.conn, child = context.Pipe()
         self.process = context.Process(target=_worker_main, args=(cache, child), name="face-crop-builder")
-        self.process.start()
+        with _standard_start_method():
+            self.process.start()
         child.close()  # only the worker holds its end now: its death reads as EOF here
         self.timeout = cache.video_timeout
         self.ready = False
@@ -106,6 +108,22 @@ class _Worker:
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
+
+
+@contextlib.contextmanager
+def _standard_start_method() -> Iterator[None]:
+    """A spawned child first adopts its parent's default start method. Inside a joblib worker (Hydra's joblib
+    launcher) that is loky's, unknown to a fresh interpreter ("cannot find context for 'loky'"): the child
+    is started under the standard `spawn`, then the parent's default is restored."""
+    current = multiprocessing.get_start_method(allow_none=True)
+    if current in (None, "fork", "spawn", "forkserver"):
+        yield
+        return
+    multiprocessing.set_start_method(_START_METHOD, force=True)
+    try:
+        yield
+    finally:
+        multiprocessing.set_start_method(current, force=True)
 
 
 def _death(process) -> str:
