@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -59,6 +60,7 @@ def test_augmentation_sweep_logs_one_tagged_run_per_level(augmentation_sweep, tm
             "roc_curve.png",
             "precision_recall.png",
             "confusion_matrix.png",
+            "reliability.png",
             "worst_videos.png",
             "video_scores.csv",
             "data_report.json",
@@ -99,6 +101,69 @@ def test_augmentation_sweep_logs_one_tagged_run_per_level(augmentation_sweep, tm
     none, heavy = scores("none"), scores("heavy")
     assert none.keys() == heavy.keys() and len(none) >= 4
     assert sum(abs(none[v] - heavy[v]) for v in none) / len(none) > 0.01, "heavy perturbation changed nothing"
+
+
+DEPLOYMENT_METRICS = [
+    "test/video_ece",
+    *(f"test/video_tpr_fpr{x}{end}" for x in ("01", "05") for end in ("", "_ci_low", "_ci_high")),
+    "val/video_threshold",
+    "test/video_acc_val_threshold",
+]
+
+
+def test_every_evaluation_logs_what_a_deployment_needs(augmentation_sweep, tmp_path):
+    """Calibration, TPR at 1 % / 5 % FPR, the validation threshold and the decisions at it, and per-subset
+    metrics: logged under their public names, and equal to what the video_scores.csv artifact gives."""
+    from sklearn.metrics import roc_auc_score
+
+    from src.models.metrics import expected_calibration_error
+    from src.utils.stats import video_metrics
+
+    env, result = augmentation_sweep
+    _, runs = _evaluate_runs(env, "FINISHED")
+    by_level = {r.data.tags["augment"]: r for r in runs if r.data.tags.get("sweep_id")}
+    assert set(by_level) == {"none", "flip", "heavy"}
+    thresholds = set()
+    for level, run in by_level.items():
+        metrics = run.data.metrics
+        assert set(DEPLOYMENT_METRICS) <= set(metrics), (
+            level,
+            sorted(set(DEPLOYMENT_METRICS) - set(metrics)),
+        )
+        assert "the EER point of the" in run.data.tags["val_threshold_source"]
+        thresholds.add(metrics["val/video_threshold"])
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id,
+            artifact_path="video_scores.csv",
+            dst_path=str(tmp_path / level),
+            tracking_uri=env["MLFLOW_TRACKING_URI"],
+        )
+        table = list(csv.DictReader(open(path)))
+        labels = np.array([int(row["label"]) for row in table])
+        p_fake = np.array([float(row["p_fake"]) for row in table])
+        decisions = np.array([int(row["decision_val_threshold"]) for row in table])
+        assert (decisions == (p_fake >= metrics["val/video_threshold"])).all()
+        assert metrics["test/video_acc_val_threshold"] == pytest.approx((decisions == labels).mean())
+        assert metrics["test/video_ece"] == pytest.approx(
+            expected_calibration_error(p_fake, labels), abs=1e-9
+        )
+        recomputed = video_metrics(p_fake, labels)
+        assert metrics["test/video_tpr_fpr05"] == pytest.approx(recomputed["tpr_fpr05"], abs=1e-12)
+        # per source folder: a one-class folder is ranked against every test video of the other class
+        sources = np.array([row["path"].split("/")[0] for row in table])
+        assert {"Celeb-real", "Celeb-synthesis"} <= set(sources)
+        for source in set(sources):
+            prefix = f"test/subset/source/{source}/"
+            members = sources == source
+            scope = members | (labels != labels[members][0])
+            assert metrics[prefix + "videos"] == members.sum()
+            assert metrics[prefix + "video_auc"] == pytest.approx(roc_auc_score(labels[scope], p_fake[scope]))
+            low, high = metrics[prefix + "video_auc_ci_low"], metrics[prefix + "video_auc_ci_high"]
+            assert low <= metrics[prefix + "video_auc"] <= high
+            assert {prefix + "video_acc", prefix + "video_acc_val_threshold"} <= set(metrics)
+    # chosen on the unperturbed validation split with the same weights: one threshold for every level
+    assert len(thresholds) == 1
+    assert "decision threshold" in result.stdout and "TPR at 1 % FPR" in result.stdout
 
 
 def test_report_prints_the_seed_tables_from_the_sweep(augmentation_sweep, monkeypatch, capsys, tmp_path):

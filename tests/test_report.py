@@ -65,10 +65,11 @@ class FakeStore:
         scores=None,
         experiment="evaluate",
         intervals=True,
+        extra=None,
     ) -> dict:
         """Random metrics (in (0.05, 0.95): a rounded real value is never "0.000"), or for `scores`
         (rows path, label, p_fake, group) the metrics and intervals stats computes from them. Tagged as
-        evaluate.py tags (titles and axis position), `tags` added or overriding."""
+        evaluate.py tags (titles and axis position), `tags` added or overriding; `extra` metrics added."""
         self.clock += 1000
         title, axis = AUGMENT_TAGS[augment]
         all_tags = {
@@ -111,6 +112,7 @@ class FakeStore:
                 for path, label, prob, group in scores:
                     writer.writerow([path, label, repr(float(np.log(prob / (1 - prob)))), repr(prob), group])
             self.client.log_artifact(run_id, str(folder / "video_scores.csv"))
+        metrics.update(extra or {})
         self.client.log_batch(
             run_id, metrics=[mlflow.entities.Metric(k, v, self.clock, 0) for k, v in metrics.items()]
         )
@@ -737,3 +739,91 @@ def test_comparisons_join_on_path_and_say_when_scores_are_missing(study, tmp_pat
     same = comparison(compared, "MesoNet", "rotation/flip − no augmentation")
     assert same["videos"] == N_VIDEOS - 2 and same["diff"] == 0.0
     assert "no video_scores.csv" in comparison(compared, "ResNetLSTM", "rotation/flip − no augmentation")
+
+
+def test_the_deployment_section_shows_operating_points_and_a_subset_table(tmp_path):
+    """Operating points per run (– where a run has no validation threshold) and per augment level a table of
+    the subsets, in grouping order and face sizes by size, each AUC row saying what a one-class subset is
+    ranked against; nothing of it at frame level or for runs that logged none of these metrics."""
+    from src.experiments.report.deployment import render_deployment
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    fake = FakeStore(uri, tmp_path / "files")
+
+    def subset(grouping, value, videos, fakes, auc, acc, at_threshold=None):
+        prefix = f"test/subset/{grouping}/{value}/"
+        values = {"videos": videos, "fake_videos": fakes, "video_auc": auc, "video_acc": acc}
+        values.update({"video_auc_ci_low": auc - 0.1, "video_auc_ci_high": auc + 0.05})
+        values.update({"video_acc_ci_low": acc - 0.2, "video_acc_ci_high": acc})
+        if at_threshold is not None:
+            values["video_acc_val_threshold"] = at_threshold
+        return {prefix + key: value for key, value in values.items()}
+
+    pretrained = {
+        "test/video_ece": 0.123,
+        "test/video_tpr_fpr01": 0.25,
+        "test/video_tpr_fpr01_ci_low": 0.1,
+        "test/video_tpr_fpr01_ci_high": 0.4,
+        "test/video_tpr_fpr05": 0.5,
+        **subset("face_size", "128-256px", 6, 3, 0.7, 0.5),
+        **subset("face_size", "64-128px", 4, 2, 0.6, 0.25),
+        **subset("source", "Celeb-real", 5, 0, 0.8, 0.6),
+        **subset("source", "Celeb-synthesis", 5, 5, 0.75, 0.4),
+    }
+    finetuned = {
+        **pretrained,
+        "val/video_threshold": 0.4321,
+        "test/video_acc_val_threshold": 0.9,
+        **subset("source", "Celeb-real", 5, 0, 0.95, 1.0, at_threshold=0.8),
+    }
+    fake.log("mesonet", "pretrained", "none", sweep="s", extra=pretrained)
+    fake.log("mesonet", "finetuned", "none", sweep="s", extra=finetuned)
+    fake.log("mesonet", "finetuned", "flip", sweep="s")  # a run that logged none of these metrics
+    results = collect_results(uri, sweep_id="s")
+    text = render_deployment(results)
+    lines = text.splitlines()
+
+    def cells(line: str) -> list[str]:
+        return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+    operating = [cells(line) for line in lines if line.startswith("| MesoNet")]
+    assert operating[0] == [
+        "MesoNet",
+        "no augmentation",
+        "0.123",
+        "0.250 [0.10, 0.40]",
+        "0.500",
+        "–",
+        "–",
+    ]  # pretrained: no validation threshold
+    assert operating[1][:2] == ["MesoNet (finetuned)", "no augmentation"] and operating[1][5:] == [
+        "0.432",
+        "0.900",
+    ]
+    assert operating[2][2:] == ["–"] * 5  # the flip run logged none of them
+    table_start = lines.index("### Subsets, data synthetic, no augmentation")
+    assert "### Subsets, data synthetic, rotation/flip" not in lines  # no subsets at that level
+    rows = [cells(line) for line in lines[table_start + 2 :] if line]
+    header, body = rows[0], rows[2:]
+    assert header == ["Subset", "Videos", "Metric", "MesoNet", "MesoNet (finetuned)"]
+    assert [row[0] for row in body if row[0]] == [
+        "source: Celeb-real",
+        "source: Celeb-synthesis",
+        "face_size: 64-128px",
+        "face_size: 128-256px",
+    ]
+    real = body[0:3]
+    assert real[0][1:] == ["5 (0 fake)", "AUC vs all test fakes", "0.800 [0.70, 0.85]", "0.950 [0.85, 1.00]"]
+    assert real[1][2:] == ["Accuracy at 0.5", "0.600 [0.40, 0.60]", "1.000 [0.80, 1.00]"]
+    assert real[2][2:] == ["Accuracy at val threshold", "–", "0.800"]
+    assert body[3][2] == "AUC vs all test reals" and body[6][2] == "AUC"
+    document = render.build_document(
+        results, [], tracking_uri=uri, experiment="evaluate", sweep_id="s", level="video"
+    )
+    assert "## Deployment: calibration, operating points, subsets" in document
+    assert parse_report(document)  # the metric tables still parse, rows in the seed's order
+    frame = render.build_document(
+        results, [], tracking_uri=uri, experiment="evaluate", sweep_id="s", level="frame"
+    )
+    assert "## Deployment" not in frame
+    assert render_deployment([r for r in results if r["augment"] == "flip"]) == ""

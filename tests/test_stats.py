@@ -35,7 +35,10 @@ def test_point_values_equal_the_logged_metrics():
     probs[:6] = probs[6]  # ties
     logged = detection_metrics("test/video_")(torch.tensor(probs, dtype=torch.float32), torch.tensor(labels))
     values = stats.video_metrics(probs, labels)
-    assert values == pytest.approx({m: float(logged[f"test/video_{m}"]) for m in stats.METRICS}, abs=1e-6)
+    assert set(values) == set(stats.VIDEO_METRICS)
+    assert {m: values[m] for m in stats.METRICS} == pytest.approx(
+        {m: float(logged[f"test/video_{m}"]) for m in stats.METRICS}, abs=1e-6
+    )
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -197,3 +200,141 @@ def test_bootstrap_interval_holds_the_auc_and_narrows_with_more_videos():
     assert stats.bootstrap_auc(scores, labels, seed=5) == stats.bootstrap_auc(
         scores, labels, seed=5
     )  # reproducible
+
+
+# -- operating points, subsets, calibration: against scikit-learn (installed with mlflow) ----------------
+def sklearn_tpr_at_fpr(probs, labels, target: float) -> float:
+    """The convention stated in stats: the highest TPR among sklearn's ROC points with FPR <= target."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(labels, probs, drop_intermediate=False)
+    return float(tpr[fpr <= target].max())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_tpr_at_fixed_fpr_equals_sklearns_roc(seed):
+    n = [40, 250, 401, 120, 1000, 60][seed]
+    labels, probs = scores(n, 1.5, seed=seed)
+    if seed % 2:
+        probs = np.round(probs, 2)  # ties, also across classes
+    values = stats.video_metrics(probs, labels)
+    for name, target in (("tpr_fpr01", 0.01), ("tpr_fpr05", 0.05)):
+        assert values[name] == pytest.approx(sklearn_tpr_at_fpr(probs, labels, target), abs=1e-12), (name, n)
+
+
+def test_tpr_at_fpr_counts_a_point_exactly_on_the_target():
+    """100 reals: one real above every fake makes FPR exactly 1 %, which is allowed (<=), so TPR is 1."""
+    probs = np.r_[0.99, np.linspace(0.01, 0.4, 99), np.linspace(0.5, 0.9, 10)]
+    labels = np.r_[np.zeros(100, int), np.ones(10, int)]
+    values = stats.video_metrics(probs, labels)
+    assert values["tpr_fpr01"] == 1.0 and sklearn_tpr_at_fpr(probs, labels, 0.01) == 1.0
+    probs[1] = 0.995  # a second real on top: FPR 2 % at the first point, so only (0, 0) qualifies
+    assert stats.video_metrics(probs, labels)["tpr_fpr01"] == 0.0
+    assert stats.video_metrics(probs, labels)["tpr_fpr05"] == 1.0
+
+
+def test_tpr_intervals_come_from_the_same_resamples_and_hold_the_point():
+    labels, probs = scores(300, 1.5, seed=4)
+    intervals = stats.bootstrap_intervals(probs, labels, n_boot=400, seed=1)
+    point = stats.video_metrics(probs, labels)
+    for name in stats.FPR_TARGETS:
+        low, high = intervals[name]
+        assert 0 <= low <= point[name] <= high <= 1 and low < high, name
+    # the vectorised resampled value is the metric of the videos repeated as drawn
+    counts = stats._resample_counts(labels, None, 3, seed=2)
+    resampled = stats._weighted_metrics(*stats._inputs(probs, labels), counts, list(stats.FPR_TARGETS))
+    for row in range(3):
+        drawn = np.repeat(np.arange(labels.size), counts[row])
+        assert resampled["tpr_fpr05"][row] == pytest.approx(
+            sklearn_tpr_at_fpr(probs[drawn], labels[drawn], 0.05), abs=1e-12
+        )
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_eer_threshold_is_sklearns_roc_point_closest_to_fnr_equal_fpr(seed):
+    from sklearn.metrics import roc_curve
+
+    labels, probs = scores([30, 80, 200, 15, 500][seed], 1.2, seed=10 + seed)
+    if seed % 2:
+        probs = np.round(probs, 2)
+    threshold = stats.eer_threshold(probs, labels)
+    fpr, tpr, thresholds = roc_curve(labels, probs, drop_intermediate=False)
+    gaps = np.abs((1 - tpr) - fpr)[1:]  # point 0 is sklearn's (0, 0) at an infinite threshold
+    assert threshold == thresholds[1:][int(np.argmin(gaps))]  # the first minimum: the highest threshold
+    # its rule is p >= threshold: the decisions reproduce that ROC point
+    called = stats.decisions(probs, threshold)
+    assert called.dtype == np.int64 and set(called.tolist()) <= {0, 1}
+    point = int(np.argmin(gaps)) + 1
+    assert called[labels == 1].mean() == pytest.approx(tpr[point])
+    assert called[labels == 0].mean() == pytest.approx(fpr[point])
+
+
+def test_eer_threshold_of_a_hand_checked_case():
+    # reals 0.1 0.2 0.3 0.6, fakes 0.4 0.7 0.8 0.9: at t = 0.7, FNR = 1/4 and FPR = 0 (gap 1/4); at t = 0.6,
+    # FNR = 1/4 and FPR = 1/4 (gap 0): the threshold is 0.6
+    probs = [0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9]
+    labels = [0, 0, 0, 0, 1, 1, 1, 1]
+    assert stats.eer_threshold(probs, labels) == 0.6
+    assert stats.accuracy_at_threshold(probs, labels, 0.6) == 0.75  # 0.6 real called fake, 0.4 fake missed
+    with pytest.raises(ValueError, match="both classes"):
+        stats.eer_threshold([0.2, 0.3], [1, 1])
+
+
+def test_accuracy_at_threshold_equals_sklearns_accuracy():
+    from sklearn.metrics import accuracy_score
+
+    labels, probs = scores(97, 1.0, seed=7)
+    for threshold in (0.0, 0.3, float(probs[5]), 0.5, 0.77, 1.0):
+        expected = accuracy_score(labels, (probs >= threshold).astype(int))
+        assert stats.accuracy_at_threshold(probs, labels, threshold) == pytest.approx(expected, abs=1e-15)
+    assert stats.accuracy_at_threshold([0.9, 0.8], [1, 1], 0.85) == 0.5  # one class is enough
+
+
+def test_subset_auc_within_a_mixed_subset_and_against_the_other_class_for_a_one_class_subset():
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    labels, probs = scores(120, 1.0, seed=8)
+    rng = np.random.default_rng(8)
+    method = rng.choice(np.array(["A", "B", "C"], dtype=object), size=labels.size)
+    method[labels == 0] = "real"
+    identities = [f"id{i % 11}" for i in range(labels.size)]
+    for value in ("A", "B", "real"):
+        members = method == value
+        values = stats.subset_metrics(probs, labels, members, identities, threshold=0.6, n_boot=300, seed=0)
+        other = labels != labels[members][0]
+        scope = members | other  # a one-class subset ranked against every video of the other class
+        assert values["video_auc"] == pytest.approx(roc_auc_score(labels[scope], probs[scope]), abs=1e-12)
+        assert values["video_acc"] == pytest.approx(
+            accuracy_score(labels[members], (probs[members] > 0.5).astype(int)), abs=1e-15
+        )
+        assert values["video_acc_val_threshold"] == pytest.approx(
+            accuracy_score(labels[members], (probs[members] >= 0.6).astype(int)), abs=1e-15
+        )
+        assert values["videos"] == members.sum() and values["fake_videos"] == labels[members].sum()
+        for name in ("video_auc", "video_acc"):
+            assert values[f"{name}_ci_low"] <= values[name] <= values[f"{name}_ci_high"], (value, name)
+    mixed = np.arange(labels.size) < 70  # both classes: the AUC of the subset alone
+    values = stats.subset_metrics(probs, labels, mixed, n_boot=200)
+    assert values["video_auc"] == pytest.approx(roc_auc_score(labels[mixed], probs[mixed]), abs=1e-12)
+    assert "video_acc_val_threshold" not in values
+    with pytest.raises(ValueError, match="at least one true; got 120 with 0 true"):
+        stats.subset_metrics(probs, labels, np.zeros(labels.size, bool))
+
+
+def test_reliability_bins_give_torchmetrics_calibration_error_and_sklearns_curve():
+    from sklearn.calibration import calibration_curve
+
+    from src.models.metrics import expected_calibration_error
+
+    rng = np.random.default_rng(5)
+    probs = rng.random(500)
+    labels = (rng.random(500) < probs**2).astype(int)  # overconfident: the share of fakes lags P(fake)
+    bins = stats.reliability_bins(probs, labels, n_bins=15)
+    used = bins["count"] > 0
+    ece = (bins["count"][used] * np.abs(bins["fake_share"][used] - bins["mean_p"][used])).sum() / 500
+    assert expected_calibration_error(probs, labels) == pytest.approx(ece, abs=1e-12)
+    share, mean_p = calibration_curve(labels, probs, n_bins=15, strategy="uniform")  # no score on an edge
+    assert np.allclose(share, bins["fake_share"][used]) and np.allclose(mean_p, bins["mean_p"][used])
+    assert ece > 0.1
+    # a hand-checked case: two bins of two videos, P(fake) 0.25 with no fake and 0.75 with both fakes
+    assert expected_calibration_error([0.25, 0.25, 0.75, 0.75], [0, 0, 1, 1], n_bins=2) == pytest.approx(0.25)

@@ -1,4 +1,5 @@
-"""The pictures each evaluate run logs: ROC, precision-recall, confusion matrix, worst-scored videos.
+"""The pictures each evaluate run logs: ROC, precision-recall, confusion matrix, reliability diagram,
+worst-scored videos.
 
 Every figure names what it shows (dataset, perturbation, model and weights, real/fake counts) and that
 the positive class is "fake". matplotlib's object API with the Agg canvas: no GUI, no global state.
@@ -113,6 +114,37 @@ def plot_confusion(
     axes.set_yticks([0, 1], ["real", "fake"])
     axes.set(xlabel=f"predicted (P(fake) >= {threshold:g})", ylabel="true")
     axes.set_title(f"{title}\nconfusion at threshold {threshold:g}", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def plot_reliability(
+    p_fake: np.ndarray, labels: np.ndarray, path: Path, title: str, ece: float, n_bins: int = 15
+) -> Path:
+    """Reliability diagram: per equal-width P(fake) bin the share of fakes against the mean P(fake) (on the
+    diagonal = calibrated), the gap to the diagonal shaded, and below it how many videos each bin holds."""
+    from src.utils.stats import reliability_bins
+
+    bins = reliability_bins(p_fake, labels, n_bins)
+    edges, count = bins["edges"], bins["count"]
+    centres, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
+    used = count > 0
+    figure = _figure(5, 6)
+    top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top.bar(centres[used], bins["fake_share"][used], width=width * 0.9, label="share of fakes")
+    gap_low = np.minimum(bins["fake_share"], bins["mean_p"])[used]
+    gap = np.abs(bins["fake_share"] - bins["mean_p"])[used]
+    top.bar(centres[used], gap, bottom=gap_low, width=width * 0.9, color="tab:red", alpha=0.35, label="gap")
+    top.plot(
+        bins["mean_p"][used], bins["fake_share"][used], "o", color="black", markersize=3, label="bin mean"
+    )
+    top.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8, label="calibrated")
+    top.set(ylabel="share of fakes in the bin", xlim=(0, 1), ylim=(0, 1.01))
+    top.set_title(f"{title}\n{_counts(labels)}; ECE {ece:.3f} ({n_bins} equal-width bins)", fontsize=9)
+    top.legend(loc="upper left", fontsize="small")
+    bottom.bar(centres, count, width=width * 0.9, color="grey")
+    bottom.set(xlabel="P(fake)", ylabel="videos")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     return path

@@ -1,12 +1,20 @@
-"""Detection metrics with torchmetrics: loss, accuracy, AUC, AP and EER of "fake" scores, and the one value
-model selection monitors (`auc_then_loss`)."""
+"""Detection metrics with torchmetrics: loss, accuracy, AUC, AP and EER of "fake" scores, the expected
+calibration error of the fake probability, and the one value model selection monitors (`auc_then_loss`)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 from torchmetrics import Metric, MetricCollection
-from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryAveragePrecision, BinaryROC
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    BinaryAUROC,
+    BinaryAveragePrecision,
+    BinaryCalibrationError,
+    BinaryROC,
+)
+
+ECE_BINS = 15  # equal-width bins over [0, 1]: the usual choice (Guo et al. 2017), and torchmetrics' default
 
 
 class InterpolatedEER(BinaryROC):
@@ -71,6 +79,15 @@ def detection_metrics(prefix: str) -> MetricCollection:
         prefix=prefix,
         compute_groups=False,
     )
+
+
+def expected_calibration_error(p_fake, labels, n_bins: int = ECE_BINS) -> float:
+    """How far P(fake) is from the share of fakes among the videos given that score: the bin-size weighted
+    mean |share of fakes - mean P(fake)| over `n_bins` equal-width bins (torchmetrics' BinaryCalibrationError,
+    L1 norm, computed in float64). 0 is perfectly calibrated; the picture is `plots.plot_reliability`."""
+    metric = BinaryCalibrationError(n_bins=n_bins, norm="l1").double()
+    metric.update(torch.as_tensor(p_fake, dtype=torch.float64), torch.as_tensor(labels).long())
+    return float(metric.compute())
 
 
 class ClassCounts(Metric):

@@ -21,8 +21,10 @@ from collections.abc import Callable
 import lightning as L
 import torch
 from torch import nn
+from torchmetrics.aggregation import CatMetric
 
 from src.models.metrics import ClassCounts, auc_then_loss, detection_metrics
+from src.utils.stats import eer_threshold
 
 SELECTION_METRIC = "val/video_auc_then_loss"
 
@@ -75,6 +77,9 @@ class DeepfakeDetector(L.LightningModule):
             }
         )
         self.val_classes = ClassCounts()  # P and N of the AUC's grid, counted over all processes
+        # the epoch's validation scores (all processes): the decision threshold at their EER point travels
+        # with the checkpoint, so evaluation reads the threshold the training's validation split chose
+        self.val_scores, self.val_labels = CatMetric(), CatMetric()
         self.validation_metrics: dict[str, float] = {}  # of the latest validation epoch, saved in checkpoints
 
     # -- scoring --------------------------------------------------------------------------------
@@ -135,6 +140,8 @@ class DeepfakeDetector(L.LightningModule):
         self.metrics[f"{stage}_video"].update(video_probs, labels_int)
         if stage == "val":
             self.val_classes.update(labels_int)
+            self.val_scores.update(video_probs.float())
+            self.val_labels.update(labels_int.float())
         if "frame" in self.levels:
             frames = labels_int[:, None].expand_as(frame_probs).flatten()
             self.metrics[f"{stage}_frame"].update(frame_probs.flatten(), frames)
@@ -163,10 +170,21 @@ class DeepfakeDetector(L.LightningModule):
         score = auc_then_loss(logged["val/video_auc"], logged["val/video_loss"], positives, negatives)
         self.log(SELECTION_METRIC, score, sync_dist=True)
         self.validation_metrics = {key: float(value) for key, value in logged.items()}
+        if positives and negatives:
+            scores, labels = self.val_scores.compute(), self.val_labels.compute()
+            threshold = eer_threshold(scores.double().cpu().numpy(), labels.long().cpu().numpy())
+            self.log("val/video_threshold", threshold, sync_dist=True)
+            self.validation_metrics["val/video_threshold"] = threshold
+        self.val_scores.reset()
+        self.val_labels.reset()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # the selected epoch's own AUC and loss travel with its checkpoint (best_model_score is the composite)
+        # the selected epoch's own AUC, loss and threshold travel with its checkpoint (best_model_score is the
+        # composite)
         checkpoint["validation_metrics"] = dict(self.validation_metrics)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.validation_metrics = dict(checkpoint.get("validation_metrics") or {})
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")

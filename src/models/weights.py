@@ -237,3 +237,5 @@ def load_checkpoint(module, path: str | Path) -> None:
             + " (a checkpoint of another model?)"
         )
     module.load_state_dict(state, strict=True)
+    if isinstance(checkpoint, dict) and "state_dict" in checkpoint and hasattr(module, "on_load_checkpoint"):
+        module.on_load_checkpoint(checkpoint)  # what the checkpoint recorded besides weights (validation)

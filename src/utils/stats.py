@@ -1,5 +1,7 @@
 """Uncertainty of real-vs-fake scores: video-level test metrics, stratified (group) bootstrap intervals,
-paired differences on the same videos, mean ± sd over replicate runs, and the bootstrap of one AUC.
+paired differences on the same videos, mean ± sd over replicate runs, the bootstrap of one AUC, and what a
+deployment reads off the scores: true-positive rates at fixed false-positive rates, the threshold at the
+equal-error point, accuracy at a given threshold, metrics of a subset of the videos, reliability bins.
 
 The metrics have the definitions of the torchmetrics collection that evaluate.py logs (`test/video_*`,
 `src.models.metrics`), computed here in float64 numpy: the point values equal the logged (float32) ones
@@ -19,7 +21,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-METRICS = ("auc", "ap", "acc", "loss", "eer")
+METRICS = ("auc", "ap", "acc", "loss", "eer")  # the torchmetrics collection (src.models.metrics)
+# true-positive rate at a false-positive rate of at most num / den (exact fractions: no rounding at the edge)
+FPR_TARGETS = {"tpr_fpr01": (1, 100), "tpr_fpr05": (5, 100)}
+VIDEO_METRICS = METRICS + tuple(FPR_TARGETS)  # what video_metrics and bootstrap_intervals return
 LOSS_CLAMP = 1e-7  # as MeanBCE in src/models/metrics.py
 
 
@@ -41,16 +46,19 @@ def _inputs(p_fake, labels) -> tuple[np.ndarray, np.ndarray]:
 
 
 def video_metrics(p_fake, labels) -> dict[str, float]:
-    """auc, ap, acc, loss, eer of fake probabilities, as evaluate.py logs them as `test/video_*`."""
+    """auc, ap, acc, loss, eer, tpr_fpr01, tpr_fpr05 of fake probabilities, as evaluate.py logs them as
+    `test/video_*`."""
     probs, labels = _inputs(p_fake, labels)
-    values = _weighted_metrics(probs, labels, np.ones((1, probs.size), dtype=np.int64), METRICS)
-    return {name: float(values[name][0]) for name in METRICS}
+    values = _weighted_metrics(probs, labels, np.ones((1, probs.size), dtype=np.int64), VIDEO_METRICS)
+    return {name: float(values[name][0]) for name in VIDEO_METRICS}
 
 
 # -- metrics of many resamples at once ------------------------------------------------------------------
 def _weighted_metrics(probs: np.ndarray, labels: np.ndarray, counts: np.ndarray, names: Sequence[str]):
     """{metric: array (resamples,)} for count matrix `counts` (resamples, videos); the same definitions as
-    torchmetrics (ties share half credit in AUC; AP and ROC step over distinct scores; acc at p > 0.5)."""
+    torchmetrics (ties share half credit in AUC; AP and ROC step over distinct scores; acc at p > 0.5).
+    tpr_fpr<x>: the highest TPR among the ROC points (called fake: p >= a distinct score, and (0, 0)) whose
+    FPR is at most the target."""
     counts = counts.astype(np.float64)
     out: dict[str, np.ndarray] = {}
     fake = labels == 1
@@ -61,7 +69,7 @@ def _weighted_metrics(probs: np.ndarray, labels: np.ndarray, counts: np.ndarray,
         clamped = np.clip(probs, LOSS_CLAMP, 1 - LOSS_CLAMP)
         bce = -np.where(fake, np.log(clamped), np.log1p(-clamped))
         out["loss"] = counts @ bce / counts.sum(1)
-    if not {"auc", "ap", "eer"} & set(names):
+    if not {"auc", "ap", "eer", *FPR_TARGETS} & set(names):
         return out
     # distinct scores in ascending order; per resample the weight of fakes / reals at each distinct score
     order = np.argsort(probs, kind="stable")
@@ -85,6 +93,10 @@ def _weighted_metrics(probs: np.ndarray, labels: np.ndarray, counts: np.ndarray,
         fpr = np.hstack([zeros, fp / n_neg[:, None]])
         fnr = 1 - np.hstack([zeros, tp / n_pos[:, None]])
         out["eer"] = _interpolated_eer(fpr, fnr)
+    for name, (num, den) in FPR_TARGETS.items():
+        if name in names:  # tp, fp grow along each row: the last point within the target has the highest TPR
+            within = fp * den <= num * n_neg[:, None]  # integer-valued floats: exact
+            out[name] = np.where(within, tp, 0.0).max(1) / n_pos
     return out
 
 
@@ -156,7 +168,7 @@ def _check_level(level: float, n_boot: int) -> None:
 def bootstrap_intervals(
     p_fake, labels, groups=None, n_boot: int = 1000, seed: int = 0, level: float = 0.95
 ) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap interval of each video metric (auc, ap, acc, loss, eer): {metric: (low, high)}.
+    """Percentile bootstrap interval of each video metric (VIDEO_METRICS): {metric: (low, high)}.
 
     Stratified by class; with `groups` (an identity group per video; empty/None = its own group) whole groups
     are resampled within each class. Deterministic for a given seed.
@@ -164,8 +176,8 @@ def bootstrap_intervals(
     _check_level(level, n_boot)
     probs, labels = _inputs(p_fake, labels)
     counts = _resample_counts(labels, groups, n_boot, seed)
-    values = _weighted_metrics(probs, labels, counts, METRICS)
-    return {name: _percentiles(values[name], level) for name in METRICS}
+    values = _weighted_metrics(probs, labels, counts, VIDEO_METRICS)
+    return {name: _percentiles(values[name], level) for name in VIDEO_METRICS}
 
 
 def paired_difference(
@@ -173,8 +185,8 @@ def paired_difference(
 ) -> dict:
     """metric(a) - metric(b) on the same videos, with a paired bootstrap interval (both scored on the same
     resample of videos): {diff, low, high, excludes_zero}."""
-    if metric not in METRICS:
-        raise ValueError(f"metric={metric!r}: expected one of {', '.join(METRICS)}")
+    if metric not in VIDEO_METRICS:
+        raise ValueError(f"metric={metric!r}: expected one of {', '.join(VIDEO_METRICS)}")
     _check_level(level, n_boot)
     probs_a, labels = _inputs(p_a, labels)
     probs_b, _ = _inputs(p_b, labels)
@@ -225,3 +237,94 @@ def bootstrap_auc(
     probs, labels = _inputs(scores, labels)
     resampled = _weighted_metrics(probs, labels, _resample_counts(labels, None, n_boot, seed), ["auc"])["auc"]
     return (point, *_percentiles(resampled, level))
+
+
+# -- operating points, subsets, calibration -------------------------------------------------------------
+def eer_threshold(p_fake, labels) -> float:
+    """The decision threshold at the equal-error point of these (validation) scores: the distinct score t
+    whose ROC point (called fake: p_fake >= t) has the smallest |FNR - FPR|; on a tie the highest such t
+    (fewer reals called fake). Apply it as `p_fake >= t` (`decisions`)."""
+    probs, labels = _inputs(p_fake, labels)
+    thresholds = np.unique(probs)[::-1]  # distinct scores, highest first: the ROC points after (0, 0)
+    fakes, reals = np.sort(probs[labels == 1]), np.sort(probs[labels == 0])
+    tp = fakes.size - np.searchsorted(fakes, thresholds, side="left")  # fakes with p >= t
+    fp = reals.size - np.searchsorted(reals, thresholds, side="left")
+    fnr, fpr = 1 - tp / fakes.size, fp / reals.size
+    return float(thresholds[int(np.argmin(np.abs(fnr - fpr)))])
+
+
+def decisions(p_fake, threshold: float) -> np.ndarray:
+    """1 (fake) where p_fake >= threshold, else 0 (real): the rule of `eer_threshold`."""
+    return (np.asarray(p_fake, dtype=np.float64) >= threshold).astype(np.int64)
+
+
+def accuracy_at_threshold(p_fake, labels, threshold: float) -> float:
+    """The share of videos whose `decisions` at `threshold` equal their label (one class is enough)."""
+    labels = np.asarray(labels).ravel()
+    if labels.size == 0:
+        raise ValueError("accuracy of no videos: give at least one")
+    return float((decisions(p_fake, threshold).ravel() == labels).mean())
+
+
+def subset_metrics(
+    p_fake,
+    labels,
+    members,
+    groups=None,
+    threshold: float | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, float]:
+    """Metrics of the videos where `members` is true, out of a test set with both classes: `videos`,
+    `fake_videos`, `video_auc` and `video_acc` each with `_ci_low`/`_ci_high`, and `video_acc_val_threshold`
+    when a threshold is given.
+
+    video_auc: within the subset when it holds both classes; a one-class subset is ranked against every
+    video of the other class in the test set (a fake-only subset against all test reals: the per-method
+    AUC of FF++ papers). video_acc: at p_fake > 0.5 within the subset only (a fake-only subset's recall, a
+    real-only subset's specificity). Intervals: the class-stratified (group) bootstrap of `bootstrap_intervals`
+    over the videos the AUC uses; accuracy from the same resamples, restricted to the subset.
+    """
+    _check_level(level, n_boot)
+    probs, labels = _inputs(p_fake, labels)
+    members = np.asarray(members, dtype=bool).ravel()
+    if members.shape != labels.shape or not members.any():
+        raise ValueError(
+            f"members must be {labels.size} booleans, one per video, at least one true; "
+            f"got {members.size} with {int(members.sum())} true"
+        )
+    subset_labels = np.unique(labels[members])
+    scope = members | (labels != subset_labels[0]) if subset_labels.size == 1 else members
+    index = np.flatnonzero(scope)
+    probs, labels, inside = probs[index], labels[index], members[index]
+    keys = None if groups is None else np.asarray(groups, dtype=object).ravel()[index]
+    counts = np.vstack(
+        [np.ones((1, index.size), dtype=np.int64), _resample_counts(labels, keys, n_boot, seed)]
+    )
+    auc_values = _weighted_metrics(probs, labels, counts, ["auc"])["auc"]
+    acc_values = _weighted_metrics(probs[inside], labels[inside], counts[:, inside], ["acc"])["acc"]
+    out = {"videos": float(inside.sum()), "fake_videos": float(labels[inside].sum())}
+    for name, values in (("video_auc", auc_values), ("video_acc", acc_values)):
+        out[name] = float(values[0])
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = _percentiles(values[1:], level)
+    if threshold is not None:
+        out["video_acc_val_threshold"] = accuracy_at_threshold(probs[inside], labels[inside], threshold)
+    return out
+
+
+def reliability_bins(p_fake, labels, n_bins: int = 15) -> dict[str, np.ndarray]:
+    """Equal-width bins of p_fake over [0, 1], left-closed as torchmetrics' BinaryCalibrationError bins
+    them: per bin `count`, `mean_p` (mean p_fake) and `fake_share` (the share of fakes); NaN means in empty
+    bins; `edges`: the n_bins + 1 bin edges. sum(count * |fake_share - mean_p|) / sum(count) over the
+    non-empty bins is its expected calibration error (it gives p_fake == 1.0 a bin of its own, which only
+    matters when a score saturates; here 1.0 joins the last bin, as a picture wants)."""
+    probs = np.asarray(p_fake, dtype=np.float64).ravel()
+    labels = np.asarray(labels, dtype=np.float64).ravel()
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.searchsorted(edges, probs, side="right") - 1, 0, n_bins - 1)
+    count = np.bincount(which, minlength=n_bins).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_p = np.bincount(which, probs, minlength=n_bins) / count
+        fake_share = np.bincount(which, labels, minlength=n_bins) / count
+    return {"edges": edges, "count": count, "mean_p": mean_p, "fake_share": fake_share}

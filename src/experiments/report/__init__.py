@@ -13,6 +13,8 @@ A cell is one (model, weights, augment, data) combination of the sweep; a column
 - Lineage: within one replicate, every level of a column must have scored the same checkpoint (tag
   `source_run_id` for finetuned weights, `initial_weights` for pretrained ones). A column that did not is
   flagged (⚠ and a note naming the runs) and gets no level comparisons.
+- Deployment (video level): per run the calibration error, TPR at 1 % and 5 % FPR, the validation threshold
+  and the test accuracy at it; per augment level a table of the per-subset metrics (`test/subset/...`).
 - Paired comparisons (video AUC, from the runs' `video_scores.csv`, joined on `path`): every level against
   `none` and finetuned against pretrained, with a paired-bootstrap interval, `*` where it excludes 0.
 - Titles and order come from the runs' tags only: `model_title`, `augment_title`, `augment_axis` (position
@@ -20,8 +22,8 @@ A cell is one (model, weights, augment, data) combination of the sweep; a column
   Columns: those with runs, in the order their first run started; a preset (conf/report/<name>.yaml) puts
   its columns first and shows them even without runs.
 
-Modules: collect (runs from the store -> cells, order), tables (metric tables, presets), comparisons
-(paired comparisons), render (document, chart, HTML, files). Files (report.md, report.html with the chart
+Modules: collect (runs from the store -> cells, order), tables (metric tables, presets), deployment
+(operating points, subsets), comparisons (paired comparisons), render (document, chart, HTML, files). Files (report.md, report.html with the chart
 embedded, robustness.png) go to `reports/<sweep id>/` under the project root (or --out) and are logged as a
 run of the MLflow experiment `report`. When no run of the experiment belongs to a sweep at all, the latest
 finished run of each cell (and replicate) is reported.

@@ -28,6 +28,7 @@ from src.experiments.report.collect import (
     replicate_label,
 )
 from src.experiments.report.comparisons import render_comparisons
+from src.experiments.report.deployment import render_deployment
 from src.experiments.report.tables import (
     FLAG,
     MISSING,
@@ -183,7 +184,8 @@ def build_document(
     data: str | None = None,
     preset: Preset | None = None,
 ) -> str:
-    """The report as Markdown: header, checks, metric tables, paired comparisons, the chart."""
+    """The report as Markdown: header, checks, metric tables, the deployment section (video level: operating
+    points and subsets), paired comparisons, the chart."""
     runs = sum(len(r["runs"]) for r in results)
     scope = (
         f"sweep `{sweep_id}`"
@@ -207,6 +209,9 @@ def build_document(
     if notes:
         lines += ["## Checks", ""] + [f"- {note}" for note in notes] + [""]
     lines.append(render_tables(results, level, preset))
+    deployment = render_deployment(results, preset) if level == "video" else ""
+    if deployment:
+        lines.append(deployment)
     comparison_text = render_comparisons(comparisons)
     if comparison_text:
         lines.append(comparison_text)

@@ -120,9 +120,13 @@ def columns(results: Sequence[dict], preset: Preset | None = None) -> list[tuple
 def cell_value(result: dict | None, level: str, suffix: str) -> dict | None:
     """{value, low, high} of a single run (low/high None without intervals) or {value (mean), sd, n} of
     replicates; None when the cell has no run or no such metric."""
+    return metric_cell(result, f"test/{level}_{suffix}")
+
+
+def metric_cell(result: dict | None, key: str) -> dict | None:
+    """`cell_value` of any metric name: its `key_ci_low`/`key_ci_high` are the interval."""
     if result is None:
         return None
-    key = f"test/{level}_{suffix}"
     values = [run["metrics"][key] for run in result["runs"] if key in run["metrics"]]
     if not values:
         return None
