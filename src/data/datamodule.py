@@ -33,6 +33,7 @@ from src.data.data_report import data_report
 from src.data.datasets import FrameDataset, VideoDataset
 from src.data.index import DATASET_TITLES, VideoIndex, VideoRecord, index_celebdf, split_folds
 from src.data.logs import ONCE_PER_SWEEP
+from src.data.sbi import SelfBlendAugment
 from src.data.settings import InputContract, settings_from
 from src.utils.errors import ConfigError
 
@@ -240,6 +241,8 @@ class DeepfakeDataModule(L.LightningDataModule):
         folding = (split.folds, split.fold, split.split_seed, split.identity_split)
         # a test-only index (DFD, UADFV) has no train/val videos to fold
         train, val = ([], []) if index.test_only else split_folds(index.train_val(), *folding)
+        if split.train_classes == "real":  # after folding: validation keeps its fakes
+            train = [r for r in train if r.label == 0]
         self.indexed_splits = {"train": train, "val": val, "test": index.test()}
         self.splits = {
             name: [r for r in part if r.path in usable] for name, part in self.indexed_splits.items()
@@ -266,6 +269,13 @@ class DeepfakeDataModule(L.LightningDataModule):
         items, settings = self.splits[split], self.split
         real = sum(r.label == 0 for r in items)
         fake = len(items) - real
+        if split == "train" and settings.train_classes == "real":
+            if not isinstance(self.train_transform(), SelfBlendAugment):
+                raise ConfigError(
+                    "data.train_classes=real trains on real videos only: it needs a training augmentation "
+                    "that makes fakes from them (train_augment=sbi)"
+                )
+            fake = real  # every real item comes with its self-blend
         if real and fake:
             return
         skipped = len(self.indexed_splits[split]) - len(items)

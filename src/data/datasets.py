@@ -4,6 +4,10 @@ Frame mode (MesoNet): training items are single crops. Clip mode (LSTM models): 
 `frames_per_clip` crops of one video in order. Validation, test and prediction items are always whole
 videos (every sampled frame, or the clip), so video-level scores come straight out of a batch. Items carry
 uint8 HWC pixels; the data module normalizes them after the transfer to the device.
+
+Under `train_augment=sbi` the training transform is a `SelfBlendAugment` (`src.data.sbi`): a real item
+becomes its crop and its self-blend, both in the batch (`__getitems__`, which the DataLoader calls with a
+batch's indices) or one of them; `dataset[i]` always gives one sample.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from torch.utils.data import Dataset
 from src.data.augment import augment_clip, stable_seed
 from src.data.cache import CacheEntry
 from src.data.index import VideoRecord
+from src.data.sbi import SelfBlendAugment
 
 
 class _CachedVideos(Dataset):
@@ -24,12 +29,28 @@ class _CachedVideos(Dataset):
         if len(entries) != len(records):
             raise ValueError(f"{len(entries)} cache entries for {len(records)} videos")
         self.entries, self.records = entries, records
-        self._crops: dict[int, np.ndarray] = {}
+        self._loaded: dict[int, tuple[np.ndarray, dict]] = {}
+
+    def _load(self, video_index: int) -> tuple[np.ndarray, dict]:
+        if video_index not in self._loaded:
+            self._loaded[video_index] = self.entries[video_index].load()
+        return self._loaded[video_index]
 
     def crops(self, video_index: int) -> np.ndarray:
-        if video_index not in self._crops:
-            self._crops[video_index] = self.entries[video_index].load()[0]
-        return self._crops[video_index]
+        return self._load(video_index)[0]
+
+    def landmarks(self, video_index: int) -> np.ndarray:
+        """(N, 5, 2) landmarks in crop pixels, NaN where none (`CacheEntry.load`)."""
+        crops, meta = self._load(video_index)
+        stored = meta.get("landmarks")
+        return np.full((len(crops), 5, 2), np.nan) if stored is None else np.asarray(stored)
+
+    def __getitems__(self, indices: list[int]) -> list:
+        """A batch's samples: under a self-blend, each real item's crop and its blend (`src.data.sbi`)."""
+        return [sample for i in indices for sample in self.samples(i, pairs=None)]
+
+    def __getitem__(self, i):
+        return self.samples(i, pairs=False)[0]
 
     def labels(self) -> np.ndarray:
         return np.array([r.label for r in self.records])
@@ -55,13 +76,16 @@ class FrameDataset(_CachedVideos):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i):
+    def samples(self, i: int, pairs: bool | None) -> list:
         video, frame = self.items[i]
         if frame is None:  # torch RNG: seeded per worker by Lightning, so runs are reproducible
             frame = int(torch.randint(self.frame_counts[video], ()))
         crop = np.asarray(self.crops(video)[frame : frame + 1])
-        pixels = augment_clip(self.transform, crop, int(torch.randint(2**31 - 1, ())))[0]
-        return torch.from_numpy(pixels), self.records[video].label, video
+        seed, label = int(torch.randint(2**31 - 1, ())), self.records[video].label
+        if isinstance(self.transform, SelfBlendAugment):
+            return self.transform.samples(crop[0], self.landmarks(video)[frame], label, video, seed, pairs)
+        pixels = augment_clip(self.transform, crop, seed)[0]
+        return [(torch.from_numpy(pixels), label, video)]
 
     def item_labels(self) -> np.ndarray:
         return np.array([self.records[v].label for v, _ in self.items])
@@ -89,11 +113,20 @@ class VideoDataset(_CachedVideos):
     def video_seed(self, video: int) -> int | None:
         return None if self.seed is None else stable_seed(self.seed, self.records[video].path)
 
-    def __getitem__(self, video: int):
+    def samples(self, video: int, pairs: bool | None) -> list:
         seed = self.video_seed(video)
         seed = int(torch.randint(2**31 - 1, ())) if seed is None else seed
-        pixels = self.prepare(self.crops(video), self.num_frames, self.transform, seed)
-        return pixels, self.records[video].label, self.ids[video]
+        label, item = self.records[video].label, self.ids[video]
+        if isinstance(self.transform, SelfBlendAugment):  # training clips: one blend draw per clip
+            picks = self.frame_picks(len(self.crops(video)), self.num_frames)
+            crops, landmarks = np.asarray(self.crops(video)[picks]), self.landmarks(video)[picks]
+            return self.transform.samples(crops, landmarks, label, item, seed, pairs)
+        return [(self.prepare(self.crops(video), self.num_frames, self.transform, seed), label, item)]
+
+    @staticmethod
+    def frame_picks(frames: int, num_frames: int) -> np.ndarray:
+        """`num_frames` evenly spaced frame positions out of `frames` (repeated where there are fewer)."""
+        return np.linspace(0, frames - 1, num_frames).round().astype(int)
 
     @staticmethod
     def prepare(crops: np.ndarray, num_frames: int, transform, seed: int | None) -> torch.Tensor:
@@ -101,7 +134,7 @@ class VideoDataset(_CachedVideos):
 
         A short video repeats frames so every item has the same length.
         """
-        picks = np.linspace(0, len(crops) - 1, num_frames).round().astype(int)
+        picks = VideoDataset.frame_picks(len(crops), num_frames)
         return torch.from_numpy(augment_clip(transform, np.asarray(crops[picks]), seed))
 
     def item_labels(self) -> np.ndarray:

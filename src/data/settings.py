@@ -23,6 +23,7 @@ from src.data.cache import CropSettings
 from src.utils.errors import ConfigError, check
 
 IDENTITY_SPLITS = ("official", "strict")
+TRAIN_CLASSES = ("all", "real")
 
 
 def _is_int(value) -> bool:
@@ -31,12 +32,15 @@ def _is_int(value) -> bool:
 
 @dataclass(frozen=True)
 class SplitSettings:
-    """Which train/val videos validate: fold `fold` of `folds` identity-disjoint folds."""
+    """Which train/val videos validate: fold `fold` of `folds` identity-disjoint folds; which classes train."""
 
     folds: int = 5
     fold: int = 0
     split_seed: int = 0
     identity_split: str = "official"  # official: fakes grouped by target identity | strict: no face crosses
+    # all | real: the training split keeps its real videos only (train_augment=sbi makes the fakes from them);
+    # validation and test stay whole
+    train_classes: str = "all"
 
     def __post_init__(self):
         check(
@@ -55,6 +59,12 @@ class SplitSettings:
             "data.identity_split",
             self.identity_split,
             "choose official or strict",
+        )
+        check(
+            self.train_classes in TRAIN_CLASSES,
+            "data.train_classes",
+            self.train_classes,
+            "choose all or real (real videos only, with train_augment=sbi)",
         )
 
 
