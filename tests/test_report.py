@@ -827,3 +827,38 @@ def test_the_deployment_section_shows_operating_points_and_a_subset_table(tmp_pa
     )
     assert "## Deployment" not in frame
     assert render_deployment([r for r in results if r["augment"] == "flip"]) == ""
+
+
+def test_the_cross_dataset_table_puts_test_sets_in_columns_beside_published_numbers():
+    """experiment=cross_dataset's runs: one row per model, the preset's test-set order, video and frame AUC
+    with intervals, and the published column quoting only the numbers the preset lists, with their source."""
+    from src.experiments.report.cross_dataset import NOT_QUOTED, render_cross_dataset
+    from src.experiments.report.tables import load_preset
+
+    def scored(data, video, frame):
+        result = result_of("mesonet", "finetuned", "none", 1, data=data, model_title="MesoNet")
+        result["runs"][0]["metrics"] = {
+            "test/video_auc": video,
+            "test/video_auc_ci_low": video - 0.1,
+            "test/video_auc_ci_high": video + 0.05,
+            "test/frame_auc": frame,
+            "test/frame_auc_ci_low": frame - 0.2,
+            "test/frame_auc_ci_high": frame + 0.1,
+        }
+        return result
+
+    preset = load_preset("cross_dataset")
+    results = [scored("uadfv", 0.61, 0.58), scored("ffpp", 0.93, 0.88), scored("celebdf", 0.7, 0.66)]
+    perturbed = result_of("mesonet", "finetuned", "heavy", 2, data="celebdf")  # not a cross-dataset cell
+    text = render_cross_dataset([*results, perturbed], preset)
+    header = next(line for line in text.splitlines() if line.startswith("| model"))
+    assert [c.strip() for c in header.strip("|").split("|")] == ["model", "level", "ffpp", "celebdf", "uadfv"]
+    video = next(line for line in text.splitlines() if "| video" in line)
+    assert "0.930 [0.83, 0.98]" in video and video.index("0.930") < video.index("0.700") < video.index(
+        "0.610"
+    )
+    assert "0.880 [0.68, 0.98]" in next(line for line in text.splitlines() if "| frame" in line)
+    published = next(line for line in text.splitlines() if "| published" in line)
+    assert "0.6966" in published and published.count(NOT_QUOTED) == 2  # only Celeb-DF v2 is quoted
+    assert "arXiv:2307.01426" in text
+    assert render_cross_dataset([results[0]], preset) == ""  # one test set: no cross-dataset table

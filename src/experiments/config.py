@@ -107,6 +107,8 @@ def _missing_values(cfg: DictConfig) -> None:
     for key in _missing_keys(cfg):
         if key.startswith("hydra.") or cfg.get("task") in OPTIONAL_FOR_TASK.get(key, ()):
             continue
+        if key.startswith("paths.datasets.") and key != f"paths.datasets.{cfg.data.name}":
+            continue  # experiment=cross_dataset: only the evaluated set's folder is needed by this job
         raise ConfigError(f"{key} has no value and is mandatory here: add {key}=<value> to the command line")
 
 

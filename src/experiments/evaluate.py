@@ -267,7 +267,8 @@ def score(
     seed: int = 0,
 ) -> dict[str, float]:
     """test/video_* metrics with their 95 % bootstrap intervals (test/video_<m>_ci_low/_ci_high), the
-    calibration error test/video_ece, and test/frame_* for frame models. The TPRs at fixed FPRs are
+    calibration error test/video_ece, and test/frame_* for frame models (the frame AUC's interval resamples
+    whole videos). The TPRs at fixed FPRs are
     `stats.video_metrics`' (torchmetrics has no TPR at a fixed FPR), the others torchmetrics'."""
     video = detection_metrics("test/video_")(torch.as_tensor(p_fake), torch.as_tensor(labels).long())
     metrics = {k: float(v) for k, v in video.items()}
@@ -282,6 +283,13 @@ def score(
             torch.as_tensor(frame_probs.ravel()), torch.as_tensor(frame_labels.ravel()).long()
         )
         metrics.update({k: float(v) for k, v in frame.items()})
+        # frames of one video are not independent: whole videos (or identity groups) are resampled
+        units = [g or f"video {i}" for i, g in enumerate(groups or [""] * len(labels))]
+        frame_groups = np.repeat(np.asarray(units, dtype=object), frame_probs.shape[1])
+        low, high = bootstrap_intervals(frame_probs.ravel(), frame_labels.ravel(), frame_groups, seed=seed)[
+            "auc"
+        ]
+        metrics["test/frame_auc_ci_low"], metrics["test/frame_auc_ci_high"] = float(low), float(high)
     return metrics
 
 

@@ -28,6 +28,7 @@ from src.experiments.report.collect import (
     replicate_label,
 )
 from src.experiments.report.comparisons import render_comparisons
+from src.experiments.report.cross_dataset import render_cross_dataset
 from src.experiments.report.deployment import render_deployment
 from src.experiments.report.tables import (
     FLAG,
@@ -208,6 +209,9 @@ def build_document(
     notes = check_notes(results)
     if notes:
         lines += ["## Checks", ""] + [f"- {note}" for note in notes] + [""]
+    cross = render_cross_dataset(results, preset) if level == "video" else ""
+    if cross:
+        lines.append(cross)
     lines.append(render_tables(results, level, preset))
     deployment = render_deployment(results, preset) if level == "video" else ""
     if deployment:

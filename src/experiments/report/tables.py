@@ -41,6 +41,8 @@ class Preset:
     name: str
     columns: tuple[tuple[str, str], ...]
     titles: dict[tuple[str, str], str] = field(default_factory=dict)
+    datasets: tuple[str, ...] = ()  # a cross-dataset table's columns, in this order (data tags)
+    references: dict = field(default_factory=dict)  # published numbers beside ours: {source, frame_auc}
 
 
 def preset_names() -> list[str]:
@@ -55,6 +57,8 @@ def load_preset(name: str) -> Preset:
     check(path.is_file(), "--preset", name, f"no {path} (presets: {', '.join(preset_names()) or 'none'})")
     content = OmegaConf.to_container(OmegaConf.load(path))
     entries = content.get("columns") if isinstance(content, dict) else None
+    extra = set(content) - {"columns", "datasets", "references"} if isinstance(content, dict) else set()
+    check(not extra, f"{path}", sorted(extra), "unknown keys: a preset has columns, datasets, references")
     check(
         isinstance(entries, list) and entries,
         f"{path}: columns",
@@ -80,7 +84,21 @@ def load_preset(name: str) -> Preset:
         columns.append(column)
         if entry.get("title"):
             titles[column] = entry["title"]
-    return Preset(name, tuple(columns), titles)
+    datasets = content.get("datasets") or []
+    check(
+        isinstance(datasets, list) and all(isinstance(d, str) for d in datasets),
+        f"{path}: datasets",
+        datasets,
+        "must be a list of data option names",
+    )
+    references = content.get("references") or {}
+    check(
+        isinstance(references, dict) and (not references or isinstance(references.get("source"), str)),
+        f"{path}: references",
+        references,
+        "must be {source: <where the numbers are published>, frame_auc: {<model>: {<data>: <auc>}}}",
+    )
+    return Preset(name, tuple(columns), titles, tuple(datasets), references)
 
 
 # -- columns and their names ----------------------------------------------------------------------
