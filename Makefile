@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 WEIGHTS_SRC ?= ../shared/mesonet/weights
 WEIGHTS_DIR ?= $(or $(DEEPFAKE_WEIGHTS_DIR),$(HOME)/.cache/deepfake-detection/weights)
 
-.PHONY: help install test test-all lint format docs docs-serve cross-dataset weights demo report audit bench ui clean clean-cache
+.PHONY: help install test test-all lint format docs docs-serve cross-dataset selection weights demo report audit bench ui clean clean-cache
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ demo: install weights  ## the whole study on the embedded dataset: train, evalua
 
 cross-dataset: install  ## the cross-dataset protocol end to end on embedded stand-ins: train on FF++, test on 6 sets, table
 	$(PY) -m src.experiments.cross_dataset $(ARGS)
+
+selection: install  ## how much picking the epoch on the test set inflates a test AUC (RUN=<train run id>)
+	$(PY) -m src.experiments.selection --run $(RUN) $(ARGS)
 
 report: install  ## the seed's tables of the latest evaluate sweep (SWEEP=<id> for another; ARGS=... more options)
 	$(PY) -m src.experiments.report --preset study $(if $(SWEEP),--sweep-id $(SWEEP),) $(ARGS)

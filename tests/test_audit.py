@@ -13,6 +13,7 @@ from src.data.audit import (
     VideoFeatures,
     audit_table,
     categorical_scores,
+    console_table,
     flagged_features,
     noise_sigma,
 )
@@ -57,6 +58,17 @@ def test_audit_flags_a_planted_shortcut_and_no_independent_feature():
     assert by["fps", "all"].auc == 0.5 and by["codec", "test"].auc == 0.5
     assert {r.split for r in rows} == {"train", "val", "test", "train+val", "all"}
     assert by["brightness", "train+val"].n_real + by["brightness", "train+val"].n_fake == 40
+
+
+def test_the_table_says_its_numbers_are_real_vs_fake_aucs_with_intervals():
+    text = console_table(audit_table(planted(), resamples=200), band=(0.3, 0.7))
+    caption = " ".join(text.splitlines()[:3])
+    assert "Real-vs-fake ROC AUC" in caption and "95 %" in caption and "bootstrap interval" in caption
+    assert "[0.3, 0.7]" in caption and "Bonferroni" in caption
+    header = next(line for line in text.splitlines() if line.startswith("feature"))
+    assert "all (30r/30f)" in header and "train+val (20r/20f)" in header
+    (brightness,) = [line for line in text.splitlines() if line.startswith("brightness ")]
+    assert brightness.endswith("SHORTCUT") and "!" in brightness
 
 
 def test_a_chance_ordering_in_a_tiny_split_is_not_a_shortcut():

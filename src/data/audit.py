@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,10 +185,18 @@ class VideoFeatures:
     values: dict[str, float | str]
 
 
-def measure_videos(datamodule, num_frames: int = 8, progress: bool = True) -> list[VideoFeatures]:
-    """Features of every usable video of a prepared and set-up data module, in split order."""
+def measure_videos(
+    datamodule, num_frames: int = 8, progress: bool = True, only: set[str] | None = None
+) -> list[VideoFeatures]:
+    """Features of every usable video of a prepared and set-up data module, in split order (``only``:
+    just the videos with these record paths)."""
     rows = []
-    items = [(split, record) for split in ("train", "val", "test") for record in datamodule.splits[split]]
+    items = [
+        (split, record)
+        for split in ("train", "val", "test")
+        for record in datamodule.splits[split]
+        if only is None or record.path in only
+    ]
     for split, record in tqdm(items, desc="audit", unit="video", disable=not progress):
         path = datamodule.root / record.path
         values: dict[str, float | str] = {}
@@ -276,10 +285,8 @@ def _cell(row: AucRow) -> str:
 
 def markdown_table(rows: list[AucRow]) -> str:
     by = {(r.feature, r.split): r for r in rows}
-    counts = {s: next(r for r in rows if r.split == s) for s in SPLITS}
-    head = [f"{s} ({counts[s].n_real}r/{counts[s].n_fake}f)" for s in SPLITS]
     lines = [
-        "| feature | " + " | ".join(head) + " | shortcut risk |",
+        "| feature | " + " | ".join(_split_heads(rows)) + " | shortcut risk |",
         "| :-- | " + " | ".join("--:" for _ in SPLITS) + " | :-: |",
     ]
     for feature in FEATURES:
@@ -289,10 +296,28 @@ def markdown_table(rows: list[AucRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def console_table(rows: list[AucRow]) -> str:
+def caption(band: tuple[float, float]) -> str:
+    """What the table's numbers are, and when a cell is flagged."""
+    return (
+        "Real-vs-fake ROC AUC of each feature alone, per split (r real / f fake videos), with its 95 % "
+        f"stratified bootstrap interval; 0.5 = no separation. ! = shortcut risk: AUC outside [{band[0]}, "
+        f"{band[1]}] and a Mann-Whitney p-value under 0.05 / {len(FEATURES) * len(SPLITS)} features x splits "
+        "(Bonferroni)."
+    )
+
+
+def _split_heads(rows: list[AucRow]) -> list[str]:
+    counts = {s: next(r for r in rows if r.split == s) for s in SPLITS}
+    return [f"{s} ({counts[s].n_real}r/{counts[s].n_fake}f)" for s in SPLITS]
+
+
+def console_table(rows: list[AucRow], band: tuple[float, float] = (0.35, 0.65)) -> str:
     by = {(r.feature, r.split): r for r in rows}
     width = max(map(len, FEATURES)) + 2
-    out = ["feature".ljust(width) + "".join(s.rjust(20) for s in SPLITS) + "  risk"]
+    heads = _split_heads(rows)
+    column = max(20, *(len(h) + 2 for h in heads))
+    out = textwrap.wrap(caption(band), width + column * len(SPLITS) + 10)
+    out.append("feature".ljust(width) + "".join(h.rjust(column) for h in heads) + "  risk")
     for feature in FEATURES:
         cells = []
         for split in SPLITS:
@@ -302,7 +327,7 @@ def console_table(rows: list[AucRow]) -> str:
                 if math.isnan(r.auc)
                 else f"{r.auc:.2f} [{r.low:.2f},{r.high:.2f}]" + ("!" if r.flagged else " ")
             )
-            cells.append(text.rjust(20))
+            cells.append(text.rjust(column))
         risk = "SHORTCUT" if any(by[feature, s].flagged for s in SPLITS) else ""
         out.append(feature.ljust(width) + "".join(cells) + "  " + risk)
     return "\n".join(out)
@@ -363,9 +388,8 @@ def write_reports(
     legend = "\n".join(f"- `{name}`: {text}" for name, text in FEATURES.items())
     files["auc_md"].write_text(
         f"# Shortcut audit: {title}\n\n"
-        f"Real-vs-fake ROC AUC per feature and split, 95 % bootstrap interval; **!** = shortcut risk "
-        f"(AUC outside [{band[0]}, {band[1]}] and a Mann-Whitney p-value under 0.05 / "
-        f"{len(FEATURES) * len(SPLITS)} features x splits).\n\n"
+        + caption(band).replace("! =", "**!** =")
+        + "\n\n"
         + markdown_table(rows)
         + f"\nShortcut risks: {', '.join(flagged) if flagged else 'none'}\n\nFeatures:\n{legend}\n"
     )

@@ -102,7 +102,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 @dataclass
-class _Scores:
+class SplitScores:
     """What trainer.predict returned for one split, in the order scored, in float64 from the logits on."""
 
     records: list
@@ -113,7 +113,7 @@ class _Scores:
     frame_probs: np.ndarray | None
 
 
-def _scores(outputs, module, split_records) -> _Scores:
+def split_scores(outputs, module, split_records) -> SplitScores:
     videos = torch.cat([o["video"] for o in outputs]).tolist()
     labels = torch.cat([o["label"] for o in outputs]).long().numpy()
     frame_logits = torch.cat([o["frame_logits"] for o in outputs]).double()
@@ -121,7 +121,7 @@ def _scores(outputs, module, split_records) -> _Scores:
     if module.input_kind == "frame":  # float64 from here on: p_fake in the CSV is exactly what was scored
         video_logits = module.video_logit_from_frames(frame_logits)
     frame_probs = torch.sigmoid(frame_logits).numpy() if module.input_kind == "frame" else None
-    return _Scores(
+    return SplitScores(
         [split_records[v] for v in videos],
         videos,
         labels,
@@ -166,7 +166,7 @@ def _validation_threshold(cfg: DictConfig, trainer, module, datamodule) -> tuple
             f"the {cfg.data.name} data has no validation split with both classes ({real} real, {fake} fake "
             "validation videos)"
         )
-    scored = _scores(trainer.predict(module, datamodule=_ValidationSplit(datamodule)), module, val)
+    scored = split_scores(trainer.predict(module, datamodule=_ValidationSplit(datamodule)), module, val)
     source = (
         f"the EER point of the {len(val)} unperturbed validation videos of {cfg.data.name} fold "
         f"{cfg.data.fold}: {real} real, {fake} fake"
@@ -190,7 +190,7 @@ def _evaluate_into(
         provenance = build_weights(cfg)(module, lineage(cfg, fingerprint))
     run.set_tags({**({"data_fingerprint": fingerprint} if fingerprint else {}), **provenance.tags()})
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
-    test = _scores(trainer.predict(module, datamodule=datamodule), module, datamodule.splits["test"])
+    test = split_scores(trainer.predict(module, datamodule=datamodule), module, datamodule.splits["test"])
     threshold, threshold_source = _validation_threshold(cfg, trainer, module, datamodule)
     run.set_tags({"val_threshold_source": threshold_source})
 

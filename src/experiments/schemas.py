@@ -195,6 +195,7 @@ class PredictConfig(_ModelTask):
     video: str | None = None  # one video file: its score and per-frame scores printed
     videos: str | None = None  # a folder, a glob pattern or a list file: a CSV row per video
     output: str | None = None  # the CSV (default: <hydra output dir>/predictions.csv)
+    explain: bool = False  # true: <video stem>_cam.png per video, its crops' class-activation maps
 
 
 @dataclass
@@ -218,6 +219,7 @@ class AuditSettings:
 @dataclass
 class AuditConfig(_Groups):
     audit: AuditSettings = field(default_factory=AuditSettings)
+    run: str | None = None  # an evaluate run's id: audit its model's scores instead of the dataset
 
 
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {

@@ -204,6 +204,33 @@ def paired_difference(
     return {"diff": float(diff), "low": low, "high": high, "excludes_zero": bool(low > 0 or high < 0)}
 
 
+def selection_inflation(
+    p_by_epoch, labels, selected: int, groups=None, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict:
+    """How much picking the epoch on the test set adds to a test AUC: max over epochs of the test AUC minus
+    the AUC of the `selected` (validation-chosen) epoch, on the same videos; its interval re-takes the max
+    in every bootstrap resample of the videos, so it is the inflation a peer's practice would show on
+    another draw of the test set. `p_by_epoch`: (epochs, videos). {diff, low, high, best_epoch}."""
+    _check_level(level, n_boot)
+    scores = np.asarray(p_by_epoch, dtype=np.float64)
+    labels = np.asarray(labels).ravel()
+    if scores.ndim != 2 or scores.shape[1] != labels.size or not 0 <= selected < scores.shape[0]:
+        raise ValueError(
+            f"p_by_epoch {scores.shape} must be (epochs, {labels.size}) and contain epoch {selected}"
+        )
+    aucs = np.array([video_metrics(row, labels)["auc"] for row in scores])
+    counts = _resample_counts(labels, groups, n_boot, seed)
+    resampled = np.stack([_weighted_metrics(row, labels, counts, ["auc"])["auc"] for row in scores])
+    low, high = _percentiles(resampled.max(0) - resampled[selected], level)
+    return {
+        "diff": float(aucs.max() - aucs[selected]),
+        "low": low,
+        "high": high,
+        "best_epoch": int(aucs.argmax()),
+        "aucs": aucs.tolist(),
+    }
+
+
 def mean_sd(values) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof=1) of replicate values; sd is NaN for a single value."""
     array = np.asarray([v for v in values if v is not None], dtype=np.float64)
