@@ -153,6 +153,7 @@ def store(tmp_path_factory):
         )
     }
     fake.log("mesonet", "scratch", "heavy")
+    fake.log("mesonet", "finetuned", "flip", sweep="sweep-b", tags={"debug": "fdr"})  # reports leave it out
     fake.log("mesonet", "finetuned", "none", sweep="sweep-b", status="FAILED")  # newest, but not finished
     for augment in ("none", "flip"):
         fake.log("mesonet", "pretrained", augment, experiment="evaluate-single")
@@ -246,6 +247,12 @@ def test_cells_print_the_value_and_its_interval(store):
         level="frame",
     )
     assert "[" not in frame["synthetic"][TITLES[0]][1]["AUC"]["MesoNet"]
+
+
+def test_debugging_runs_are_left_out(store):
+    uri, _ = store
+    cells = {(r["model"], r["weights"], r["augment"]) for r in collect_results(uri, sweep_id="sweep-b")}
+    assert ("mesonet", "pretrained", "none") in cells and ("mesonet", "finetuned", "flip") not in cells
 
 
 def test_default_is_the_latest_sweep_only(store):

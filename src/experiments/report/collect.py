@@ -114,7 +114,7 @@ def collect_results(
     run belongs to a sweep, all finished runs). Keys: model, weights, augment, data, sweep_id, start_time,
     runs (one per replicate: run_id, tags, metrics, start_time, replicate), replaced (older runs with the
     same replicate tags), and run_id, metrics, tags of the newest replicate. Runs without
-    model/weights/augment tags (not written by evaluate.py) are skipped. [] for an absent store/experiment.
+    model/weights/augment tags (not written by evaluate.py) and debugging runs (tag `debug`) are skipped. [] for an absent store/experiment.
     Sorted by data, column order and axis position.
     """
     if sweep_id is None:
@@ -122,8 +122,8 @@ def collect_results(
     cells: dict[tuple[str, str, str, str], dict] = {}
     for run in _finished_runs(tracking_uri, experiment, sweep_id=sweep_id, data=data):  # newest first
         tags = dict(run.data.tags)
-        if not all(tags.get(key) for key in ("model", "weights", "augment")):
-            continue
+        if not all(tags.get(key) for key in ("model", "weights", "augment")) or tags.get("debug"):
+            continue  # not written by evaluate.py, or a debugging run (debug=<preset>)
         key = (tags["model"], tags["weights"], tags["augment"], tags.get("data") or "unknown")
         entry = {
             "run_id": run.info.run_id,
