@@ -492,3 +492,14 @@ def test_train_refuses_a_test_time_perturbation_naming_where_it_belongs(monkeypa
         "train_augment=weak|strong"
     )
     assert "augment" not in compose_config("train") and compose_config("train").train_augment.level == "weak"
+
+
+def test_prepare_refuses_a_model_naming_what_it_takes(monkeypatch, capsys):
+    from src.experiments.cli import run
+
+    monkeypatch.setattr(sys, "argv", ["prepare.py", "model=xception"])
+    with pytest.raises(SystemExit) as exit:
+        run(lambda: pytest.fail("prepare ran"), task="prepare")
+    assert exit.value.code == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("Error: model=xception: prepare.py builds the face-crop cache of data=<...>")

@@ -25,8 +25,14 @@ ELSEWHERE = {
         for key in ("video", "videos", "output")
     },
     "train": {
-        "augment": "train.py has no test-time perturbation: training augmentation is train_augment=weak|strong, "
+        "augment": "train.py has no test-time perturbation: training augmentation is train_augment=weak|strong|sbi, "
         "and evaluate.py augment=<level> perturbs the test list"
+    },
+    # the face crops depend on data.* keys only: a model's input size is applied when crops are read
+    "prepare": {
+        key: "prepare.py builds the face-crop cache of data=<...> and takes only data.* keys, shard and shards "
+        "(crops are resized to a model's input when read)"
+        for key in ("model", "weights", "trainer", "augment", "train_augment")
     },
 }
 
