@@ -495,6 +495,8 @@ def test_train_refuses_a_test_time_perturbation_naming_where_it_belongs(monkeypa
 
 
 def test_prepare_refuses_a_model_naming_what_it_takes(monkeypatch, capsys):
+    import sys
+
     from src.experiments.cli import run
 
     monkeypatch.setattr(sys, "argv", ["prepare.py", "model=xception"])
