@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from src.experiments import plots, subsets
+from src.experiments import explain, plots, subsets
 from src.experiments.config import check_config
 from src.experiments.finetuned import Finetuned
 from src.experiments.runtime import tidy_output
@@ -212,8 +212,19 @@ def _evaluate_into(
     write_scores_csv(
         folder / "video_scores.csv", records, labels, test.video_logits, p_fake, test.frame_probs, threshold
     )
-    _draw_pictures(
-        cfg, folder, metrics, p_fake, labels, records, test.videos, datamodule.predict_dataloader().dataset
+    dataset = datamodule.predict_dataloader().dataset
+    _draw_pictures(cfg, folder, metrics, p_fake, labels, records, test.videos, dataset)
+    # where the model looked: class-activation maps over the crops of its worst mistakes and a few hits
+    explain.write_explanations(
+        module,
+        datamodule,
+        p_fake,
+        labels,
+        [r.path for r in records],
+        lambda i: np.asarray(dataset[test.videos[i]][0]),
+        folder / "explanations.png",
+        f"{cfg.model.get('title') or cfg.model.name} ({cfg.weights.source} weights)",
+        device=trainer.strategy.root_device,
     )
     return metrics, threshold_source
 

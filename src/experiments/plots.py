@@ -171,7 +171,7 @@ def plot_gallery(strips: Sequence[tuple[np.ndarray, str]], path: Path, title: st
     for ax in axes:
         ax.axis("off")
     for ax, (frames, caption) in zip(axes, strips, strict=False):
-        ax.imshow(_side_by_side(frames, columns), aspect="equal")
+        ax.imshow(side_by_side(frames, columns), aspect="equal")
         # the caption spans the row: fixed margins, not tight_layout (which would shrink the crops to fit it)
         ax.set_title(caption, fontsize=8, loc="left", x=0.0)
     if not strips:
@@ -182,7 +182,7 @@ def plot_gallery(strips: Sequence[tuple[np.ndarray, str]], path: Path, title: st
     return path
 
 
-def _side_by_side(frames: np.ndarray, columns: int, gap: int = 4) -> np.ndarray:
+def side_by_side(frames: np.ndarray, columns: int, gap: int = 4) -> np.ndarray:
     """(T, S, S, 3) crops as one (S, columns * (S + gap), 3) image, left-aligned, white between and after."""
     size = frames.shape[1]
     strip = np.full((size, columns * (size + gap), 3), 255, np.uint8)

@@ -1,7 +1,8 @@
 """What `python predict.py` runs: P(fake) of video files, through the same face crops, cache, transforms and
 weights as evaluation, with one start-up. `video=<file>` prints one video's score and its frames' scores;
 `videos=<folder|glob|list file> [output=<csv>]` writes a CSV row per video and records a run (experiment
-`predict`) unless logger=none.
+`predict`) unless logger=none. `explain=true` adds `<video stem>_cam.png` per scored video (class-activation
+maps of its crops, src/experiments/explain.py) beside the CSV, or for `video=` in the Hydra output folder.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 
 import hydra
@@ -74,9 +76,10 @@ def resolve_videos(spec: str) -> list[Path]:
     return found
 
 
-def predict_files(cfg: DictConfig, videos: list[Path]) -> list[dict]:
+def predict_files(cfg: DictConfig, videos: list[Path], cam_dir: Path | None = None) -> list[dict]:
     """Score video files with one start-up: through the same cache, dataset, transform and batch transfer
-    as test evaluation. One row per input, failed ones included (with the reason)."""
+    as test evaluation. One row per input, failed ones included (with the reason); with `cam_dir`, each
+    scored video's maps go there (row["cam"])."""
     if OmegaConf.is_missing(cfg.data, "root"):  # prediction needs no dataset
         OmegaConf.update(cfg, "data.root", None)
     datamodule = build_datamodule(cfg)
@@ -114,9 +117,36 @@ def predict_files(cfg: DictConfig, videos: list[Path]) -> list[dict]:
                 row = rows[position]
                 row["logit"], row["p_fake"] = float(logit), float(torch.sigmoid(logit))
                 row["frame_p_fake"] = torch.sigmoid(frames).tolist() if module.input_kind == "frame" else []
+        if cam_dir is not None:
+            _write_maps(module, datamodule, rows, cam_dir, trainer.strategy.root_device)
     for row in rows:
         row["weights"] = provenance.initial_weights
     return rows
+
+
+def _write_maps(module, datamodule, rows: list[dict], folder: Path, device) -> None:
+    """explain=true: `<video stem>_cam.png` in `folder` per scored video (`<parent>_<stem>_cam.png` where
+    two inputs share a stem), from the crops it was scored on; computed after scoring, with gradients."""
+    from src.experiments import explain
+
+    stems = Counter(Path(row["path"]).stem for row in rows)
+    dataset = datamodule.predict_dataloader().dataset
+    with explain.on_device(module, device):
+        for item in range(len(dataset)):
+            pixels, _, position = dataset[item]
+            row, video = rows[position], Path(rows[position]["path"])
+            name = video.stem if stems[video.stem] == 1 else f"{video.parent.name}_{video.stem}"
+            title = f"{video}: P(fake) = {row['p_fake']:.3f}  ({module.title})"
+            row["cam"] = explain.write_video_map(
+                module, datamodule, pixels, title, folder / f"{name}_cam.png"
+            )
+
+
+def _run_dir() -> Path:
+    """The Hydra run's output folder (the working directory outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
 
 
 def _fallback(report) -> str:
@@ -133,19 +163,13 @@ PREDICTION_COLUMNS = ("path", "p_fake", "logit", "frames", "frames_with_face", "
 def predict_videos(cfg: DictConfig) -> list[dict]:
     """`predict.py videos=<folder|glob|list> [output=<csv>]`: a CSV row per video and a summary; logged
     to MLflow (experiment `predict`) unless logger=none."""
-    from hydra.core.hydra_config import HydraConfig
-
     videos = resolve_videos(str(cfg.videos))
-    output = Path(
-        cfg.get("output")
-        or (Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd())
-        / "predictions.csv"
-    ).expanduser()
+    output = Path(cfg.get("output") or _run_dir() / "predictions.csv").expanduser()
     _check_output(output)
     logged = uses_mlflow(cfg.get("logger"))
     if logged:
         check_tracking_store(tracking_uri(cfg))
-    rows = predict_files(cfg, videos)
+    rows = predict_files(cfg, videos, output.parent if cfg.get("explain") else None)
     output.parent.mkdir(parents=True, exist_ok=True)
     with output.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -173,6 +197,9 @@ def predict_videos(cfg: DictConfig) -> list[dict]:
             else ""
         )
     )
+    maps = [Path(row["cam"]) for row in rows if row.get("cam")]
+    if maps:
+        scored_line += f"; class-activation maps: {len(maps)} <video>_cam.png files in {output.parent}"
     if not logged:
         print("\n".join([scored_line, f"Wrote {output}"]))
         if nothing:
@@ -182,6 +209,8 @@ def predict_videos(cfg: DictConfig) -> list[dict]:
     run = Run.start(cfg.logger, name=name, tags={**run_tags(cfg), "videos": str(cfg.videos)[:5000]})
     with run.state():
         run.log_file(output)
+        for picture in maps:
+            run.log_file(picture, "explanations")
         run.log_metrics(
             {"predict/videos": len(rows), "predict/scored_videos": len(scored), "predict/fake_videos": fake}
         )
@@ -208,7 +237,7 @@ def _check_output(output: Path) -> None:
 
 def predict_video(cfg: DictConfig, video: Path) -> dict:
     """`predict.py video=<file>`: the score of one video, printed with its per-frame scores."""
-    (row,) = predict_files(cfg, [video])
+    (row,) = predict_files(cfg, [video], _run_dir() if cfg.get("explain") else None)
     if row["error"]:
         raise ValueError(f"cannot score {row['error']}")  # the reason starts with the path
     print(f"{video}: P(fake) = {row['p_fake']:.4f}  ({cfg.model.name}, {row['weights']})")
@@ -218,4 +247,6 @@ def predict_video(cfg: DictConfig, video: Path) -> dict:
     )
     if row["frame_p_fake"]:
         print("per-frame P(fake):", " ".join(f"{p:.3f}" for p in row["frame_p_fake"]))
+    if row.get("cam"):
+        print(f"class-activation maps: {row['cam']}")
     return row

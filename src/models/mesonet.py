@@ -109,6 +109,11 @@ class _MesoNet(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def cam_target_layer(self) -> nn.Module:
+        """Class-activation maps' layer (src/experiments/explain.py): the last conv block's output before
+        its pooling, bn4 (32x32 for a 256 input)."""
+        return self.bn4
+
     def keras_layers(self) -> list[nn.Module]:
         """Weighted modules in the order their Keras counterparts appear in a weights file."""
         raise NotImplementedError

@@ -47,6 +47,11 @@ class ResNetLSTM(nn.Module):
         if freeze_backbone:
             self.backbone.requires_grad_(False)
 
+    def cam_target_layer(self) -> nn.Module:
+        """Class-activation maps' layer (src/experiments/explain.py): the per-frame ResNet50's last block,
+        layer4 (7x7 at 224); a clip's map is computed per frame, from the gradient of the clip's logit."""
+        return self.backbone[-1]
+
     def train(self, mode: bool = True):
         super().train(mode)
         if self.freeze_backbone:

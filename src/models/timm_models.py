@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0  # one TCP connect decides "offline": huggingface_hub itself retries for ~45 s
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm asks the hub for, in order
+TIMM_HEAD_CHILDREN = ("global_pool", "head", "fc", "classifier")  # where a timm model's features end
 
 
 class TimmBackbone(nn.Module):
@@ -60,6 +61,14 @@ class TimmBackbone(nn.Module):
         super().__init__()
         self.model_name = model_name
         self.backbone = timm.create_model(model_name, pretrained=False, num_classes=0)
+
+    def cam_target_layer(self) -> nn.Module:
+        """Class-activation maps' layer (src/experiments/explain.py): the backbone's last child before its
+        pooling and classifier, whose output is timm's forward_features() (the final feature map); per frame
+        for the clip model, from the gradient of the clip's logit."""
+        children = list(self.backbone.named_children())
+        head = next((i for i, (name, _) in enumerate(children) if name in TIMM_HEAD_CHILDREN), len(children))
+        return children[head - 1][1]
 
     def load_pretrained(self, spec: Mapping, weights_dir: str | None = None) -> str:
         """timm's pretrained weights of `model_name` (or the file `spec["file"]`, i.e. model.pretrained.file)
