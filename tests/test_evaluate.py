@@ -62,6 +62,7 @@ def test_augmentation_sweep_logs_one_tagged_run_per_level(augmentation_sweep, tm
             "confusion_matrix.png",
             "reliability.png",
             "worst_videos.png",
+            "explanations.png",  # class-activation maps
             "video_scores.csv",
             "data_report.json",
         } <= artifacts, level
@@ -595,6 +596,7 @@ def test_evaluate_with_the_csv_logger_writes_its_metrics_and_files_there_and_not
         "video_scores.csv",
         "roc_curve.png",
         "worst_videos.png",
+        "explanations.png",
         "config.yaml",
         "data_report.json",
         "hparams.yaml",
