@@ -59,8 +59,8 @@ cross-dataset: install  ## the cross-dataset protocol end to end on embedded sta
 selection: install  ## how much picking the epoch on the test set inflates a test AUC (RUN=<train run id>)
 	$(PY) -m src.experiments.selection --run $(RUN) $(ARGS)
 
-report: install  ## the seed's tables of the latest evaluate sweep (SWEEP=<id> for another; ARGS=... more options)
-	$(PY) -m src.experiments.report --preset study $(if $(SWEEP),--sweep-id $(SWEEP),) $(ARGS)
+report: install  ## the tables of the latest evaluate sweep (SWEEP=<id> for another; PRESET=cross_dataset; ARGS=...)
+	$(PY) -m src.experiments.report --preset $(or $(PRESET),study) $(if $(SWEEP),--sweep-id $(SWEEP),) $(ARGS)
 
 audit: install  ## shortcut audit of a dataset's cheap features (ARGS="data=celebdf data.root=..." for another)
 	$(PY) -m src.experiments.audit $(ARGS)

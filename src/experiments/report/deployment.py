@@ -36,7 +36,8 @@ SUBSET_ROWS = (
 INTRO = (
     "ECE: expected calibration error of the video P(fake) (15 equal-width bins). TPR at x % FPR: the highest "
     "true-positive rate among the ROC points whose false-positive rate is at most x %. Val threshold: the "
-    "equal-error point of the fold's unperturbed validation videos (– where the data has none), applied as "
+    "equal-error point of the validation videos (for finetuned weights the one their training recorded in the "
+    "checkpoint, otherwise the fold's unperturbed validation videos; – where there are none), applied as "
     "P(fake) >= threshold. Subsets: a subset of one class is ranked against every test video of the other "
     "class (the usual per-method AUC); its accuracy is its recall (fakes) or specificity (reals)."
 )
