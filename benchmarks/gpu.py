@@ -137,11 +137,11 @@ def measure(root: Path, work: Path, overrides: list[str], device: str = "cuda", 
         "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    loader = [f"data.num_workers={workers}"]
+    loader = [f"data.num_workers={0 if small else workers}"]
     section["mesonet_batch256"] = _training(
         overrides, "mesonet", [*loader, f"data.batch_size={meso_batch}"], steps, device
     )
-    lstm_extra = loader + (["data.batch_size=2"] if small else [])
+    lstm_extra = loader + (["data.batch_size=1", "model.input.frames_per_clip=2"] if small else [])
     section["efficientnet_lstm_default"] = _training(
         overrides, "efficientnet_lstm", lstm_extra, max(2, steps // 4), device
     )
