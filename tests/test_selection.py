@@ -52,12 +52,14 @@ def test_every_epoch_of_a_training_run_is_scored_on_the_test_list(
         [
             "weights=scratch",
             "trainer.max_epochs=3",
+            "trainer.limit_train_batches=2",
             "callbacks.early_stopping=null",
             KEEP_EVERY_EPOCH,
             f"paths.checkpoint_dir={tmp_path}/ckpt",
             *data_overrides(small_dataset, small_cache),
         ],
         {"MLFLOW_TRACKING_URI": uri},
+        timeout=900,
     )
     store = MlflowClient(uri)
     (run,) = store.search_runs([store.get_experiment_by_name("train").experiment_id])
