@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 5000
 STAMP := $(VENV)/.installed
+# test processes: one per core, files kept whole on one worker (their module fixtures are built once)
+TEST_WORKERS ?= 2
 # where `make weights` copies the original MesoNet .h5 files from (a download is tried when absent)
 WEIGHTS_SRC ?= ../shared/mesonet/weights
 WEIGHTS_DIR ?= $(or $(DEEPFAKE_WEIGHTS_DIR),$(HOME)/.cache/deepfake-detection/weights)
@@ -22,7 +24,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## create .venv and install the project with its test tools
 
 test: install  ## run the test suite (slow end-to-end tests excluded; exit code 5 = no tests = failure)
-	@$(PY) -m pytest -m "not slow" $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 test-all: install  ## run every test, the slow end-to-end ones included
