@@ -39,7 +39,11 @@ SECTIONS = (
     "scaling",
     "profile",
     "gpu",
+    "sbi",
 )
+# trainings that take half an hour here: run with --only sbi
+OPT_IN = ("sbi",)
+DEFAULT_SECTIONS = tuple(name for name in SECTIONS if name not in OPT_IN)
 
 
 def _log(message: str) -> None:
@@ -135,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--work", type=Path, default=HERE / "work", help="datasets, caches and scratch files")
     parser.add_argument(
-        "--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}"
+        "--only",
+        default=",".join(DEFAULT_SECTIONS),
+        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but {', '.join(OPT_IN)})",
     )
     args = parser.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -166,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.evaluation import bench_eval_grid
     from benchmarks.loading import bench_loading
     from benchmarks.prediction import bench_prediction
+    from benchmarks.sbi import bench_sbi
     from benchmarks.scaling import bench_scaling
     from benchmarks.training import bench_loop, bench_precision
 
@@ -196,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         "predict": lambda: bench_prediction(root, work, 5 if plan.quick else 20),
         "scaling": lambda: bench_scaling(plan, work, cfg),
         "profile": profile_section,
+        "sbi": lambda: bench_sbi(plan, work, overrides),
     }
     gpu: dict = {}
 
@@ -269,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         "profile": profile,
         **({"gpu": gpu} if gpu else {}),
     }
-    if set(only) != set(SECTIONS) and args.out.exists():
+    if set(only) != set(SECTIONS) and args.out.exists():  # a partial run keeps the other sections
         result = _merged(json.loads(args.out.read_text()), result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str))
