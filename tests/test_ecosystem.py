@@ -4,7 +4,6 @@ whose study resumes and whose trials are MLflow runs."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import hydra
@@ -14,6 +13,7 @@ from hydra import compose, initialize_config_dir
 
 from src.experiments.config import CONFIG_DIR, check_config, optuna_storage
 from src.experiments.extras import print_config_tree
+from src.experiments.study_storage import saved_trials
 from src.experiments.tracking import run_tags
 from src.utils.errors import ConfigError
 from tests.conftest import compose_config, data_overrides, run_script
@@ -61,7 +61,8 @@ def test_each_hparams_search_composes_into_an_optuna_sweep(search, tmp_path, mon
     assert cfg.optimized_metric == "best_val_video_auc"
     assert {"model.optimizer.lr", "model.optimizer.weight_decay", "train_augment"} <= set(sweeper.params)
     assert any("frames_per_video" in key for key in sweeper.params)
-    assert sweeper.storage == f"sqlite:///{tmp_path}/store/optuna.db"  # next to the MLflow store
+    assert sweeper.storage.url == f"sqlite:///{tmp_path}/store/optuna.db"  # next to the MLflow store
+    assert sweeper.storage._target_ == "src.experiments.study_storage.SqliteStudyStorage"
     assert sweeper.study_name == search
 
 
@@ -124,8 +125,7 @@ def _runs(tracking_uri: str):
 
 
 def _trials(db: Path) -> list[tuple[int, str]]:
-    with sqlite3.connect(db) as con:
-        return con.execute("select number, state from trials order by number").fetchall()
+    return [(number, record["state"]) for number, record in saved_trials(f"sqlite:///{db}", "mesonet_optuna")]
 
 
 @pytest.mark.slow  # five short trainings in two sweeps: make test-all
@@ -157,10 +157,7 @@ def test_an_optuna_search_runs_resumes_and_tags_its_trials(small_dataset, small_
     assert {r.data.tags.get("optuna_study") for r in runs} == {"mesonet_optuna"}
     assert {r.info.status for r in runs} == {"FINISHED"}
     # each trial's run trained with the parameters the study recorded for that trial
-    import optuna
-
-    study = optuna.load_study(study_name="mesonet_optuna", storage=f"sqlite:///{store}/optuna.db")
-    params = {str(t.number): t.params for t in study.trials}
+    params = {str(n): r["params"] for n, r in saved_trials(f"sqlite:///{store}/optuna.db", "mesonet_optuna")}
     for run in runs:
         recorded = params[run.data.tags["optuna_trial"]]
         assert run.data.tags["train_augment"] == recorded["train_augment"]
@@ -186,3 +183,32 @@ def test_debug_fdr_runs_one_batch_of_each_and_is_tagged(small_dataset, small_cac
     assert run.data.tags["debug"] == "fdr" and run.data.tags["tag.smoke"] == "true"
     # Lightning swaps the logger for a dummy under fast_dev_run: the run records its setup, not metrics
     assert run.info.status == "FINISHED" and "data/skipped_videos" in run.data.metrics
+
+
+def test_the_study_storage_resumes_from_its_sqlite_file_and_fails_a_trial_left_running(tmp_path):
+    import optuna
+
+    from src.experiments.study_storage import SqliteStudyStorage, running_trials
+
+    url = f"sqlite:///{tmp_path}/optuna.db"
+
+    def study():
+        return optuna.create_study(
+            study_name="s", storage=SqliteStudyStorage(url), load_if_exists=True, direction="maximize"
+        )
+
+    first = study()
+    first.optimize(lambda t: t.suggest_float("lr", 1e-5, 1e-3, log=True), n_trials=2)
+    left_running = first.ask()  # a sweep killed while this trial ran
+    left_running.suggest_categorical("train_augment", ["weak", "strong"])
+    assert [n for n, _ in running_trials(url, "s")] == [2]
+    resumed = study()
+    assert [(t.number, t.state.name) for t in resumed.trials] == [
+        (0, "COMPLETE"),
+        (1, "COMPLETE"),
+        (2, "FAIL"),
+    ]
+    assert resumed.best_value == max(t.value for t in first.trials if t.value is not None)
+    resumed.optimize(lambda t: t.suggest_float("lr", 1e-5, 1e-3, log=True), n_trials=1)
+    assert [n for n, r in saved_trials(url, "s") if r["state"] == "COMPLETE"] == [0, 1, 3]
+    assert running_trials(url, "s") == []

@@ -22,34 +22,35 @@ def is_optuna(hydra_cfg: DictConfig) -> bool:
     return str(hydra_cfg.get("sweeper", {}).get("_target_", "")) == OPTUNA_SWEEPER
 
 
-def _load_study(hydra_cfg: DictConfig):
-    import optuna
-
+def _study(hydra_cfg: DictConfig) -> tuple[str, str]:
+    """(study name, SQLite URL) of the search."""
     sweeper = hydra_cfg.sweeper
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name=str(sweeper.study_name), storage=str(sweeper.storage))
+    return str(sweeper.study_name), str(sweeper.storage.url)
 
 
 def trial_tags() -> dict[str, str]:
     """`optuna_study` and `optuna_trial` for a job of an Optuna search; nothing for any other run."""
     from hydra.core.hydra_config import HydraConfig
 
+    from src.experiments.study_storage import running_trials
+
     if not HydraConfig.initialized() or not is_optuna(HydraConfig.get()):
         return {}
     hydra_cfg = HydraConfig.get()
-    tags = {"optuna_study": str(hydra_cfg.sweeper.study_name)}
+    name, url = _study(hydra_cfg)
+    tags = {"optuna_study": name}
+    overrides = set(hydra_cfg.overrides.task)
     try:
-        overrides = set(hydra_cfg.overrides.task)
-        running = [
-            trial
-            for trial in _load_study(hydra_cfg).get_trials(deepcopy=False)
-            if trial.state.name == "RUNNING" and {f"{k}={v}" for k, v in trial.params.items()} <= overrides
+        mine = [
+            number
+            for number, record in running_trials(url, name)
+            if {f"{k}={v}" for k, v in record["params"].items()} <= overrides
         ]
     except Exception as error:  # the tags are a courtesy: a trial runs without them
         log.warning("could not find this job's Optuna trial: %s", error)
         return tags
-    if running:  # the newest running trial with these parameters (parallel trials differ in them)
-        tags["optuna_trial"] = str(max(trial.number for trial in running))
+    if mine:  # the newest running trial with these parameters (parallel trials differ in them)
+        tags["optuna_trial"] = str(max(mine))
     return tags
 
 
@@ -62,22 +63,26 @@ def _value(value) -> str:
 def trials_table(hydra_cfg: DictConfig) -> str:
     """Every trial of the study (this sweep's and earlier ones'), its state, value and parameters, then
     the best trial's parameters as command-line overrides."""
-    study = _load_study(hydra_cfg)
-    trials = study.get_trials(deepcopy=False)
-    names = sorted({name for trial in trials for name in trial.params})
-    lines = [f"Optuna study '{study.study_name}' ({len(trials)} trials) in {hydra_cfg.sweeper.storage}"]
+    from src.experiments.study_storage import saved_trials
+
+    name, url = _study(hydra_cfg)
+    trials = saved_trials(url, name)
+    names = sorted({key for _, record in trials for key in record["params"]})
+    lines = [f"Optuna study '{name}' ({len(trials)} trials) in {url}"]
     header = ["trial", "state", "value"] + names
     rows = [
-        [str(t.number), t.state.name.lower(), _value(t.value if t.value is not None else float("nan"))]
-        + [_value(t.params.get(name, "")) for name in names]
-        for t in trials
+        [str(number), record["state"].lower(), _value((record["values"] or [float("nan")])[0])]
+        + [_value(record["params"].get(key, "")) for key in names]
+        for number, record in trials
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         lines.append("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
-    completed = [t for t in trials if t.state.name == "COMPLETE"]
+    completed = [(n, r) for n, r in trials if r["state"] == "COMPLETE" and r["values"]]
     if completed:
-        best = study.best_trial
-        overrides = " ".join(f"{k}={_value(v)}" for k, v in best.params.items())
-        lines.append(f"best: trial {best.number}, value {_value(best.value)}: python train.py {overrides}")
+        direction = str(hydra_cfg.sweeper.get("direction", "maximize"))
+        pick = max if direction == "maximize" else min
+        number, best = pick(completed, key=lambda item: item[1]["values"][0])
+        overrides = " ".join(f"{k}={_value(v)}" for k, v in best["params"].items())
+        lines.append(f"best: trial {number}, value {_value(best['values'][0])}: python train.py {overrides}")
     return "\n".join(lines)
