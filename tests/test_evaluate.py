@@ -234,6 +234,7 @@ def test_joblib_launcher_runs_parallel_jobs_into_one_sqlite_store(
     assert all(r.info.status == "FINISHED" and len(r.data.metrics) >= 10 for r in runs)
 
 
+@pytest.mark.slow  # a launcher integration (submitit starts its own processes): make test-all
 def test_submitit_local_launcher_runs_a_real_sweep(trained_mesonet, small_dataset, small_cache, tmp_path):
     """The same submitit code path as submitit_slurm (the documented route to a cluster), run locally."""
     env, checkpoints = trained_mesonet
