@@ -505,3 +505,29 @@ def test_prepare_refuses_a_model_naming_what_it_takes(monkeypatch, capsys):
     assert exit.value.code == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("Error: model=xception: prepare.py builds the face-crop cache of data=<...>")
+
+
+def test_a_library_error_raised_while_a_stop_signal_unwinds_still_exits_as_the_signal(monkeypatch):
+    """A signal lands anywhere: when a library's cleanup then fails (OmegaConf's flag cache during Hydra's
+    composition of the next job), the process still ends with 128 + signal, not 1."""
+    import signal
+    import sys
+
+    from hydra.errors import ConfigCompositionException
+
+    from src.experiments.cli import run
+    from src.experiments.runtime import SignalExit
+
+    def main():
+        try:
+            try:
+                raise SignalExit(signal.SIGTERM)
+            finally:
+                None._invalidate_flags_cache()  # noqa: B018 - what OmegaConf's cleanup did
+        except AttributeError as error:
+            raise ConfigCompositionException("Error merging overrides") from error
+
+    monkeypatch.setattr(sys, "argv", ["evaluate.py"])
+    with pytest.raises(SystemExit) as exit:
+        run(main, task="evaluate")
+    assert exit.value.code == 128 + signal.SIGTERM

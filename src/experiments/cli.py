@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from src.experiments.config import CONFIG_DIR, config_error_line
-from src.experiments.runtime import exit_on_signals
+from src.experiments.runtime import SignalExit, exit_on_signals
 from src.utils.errors import ConfigError, UserError
 
 # what a task does not take, and where it is instead
@@ -85,10 +85,12 @@ def run(main: Callable[[], Any], task: str | None = None) -> Any:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises instead of printing its own report
     try:
         return main()
-    except (ConfigCompositionException, OverrideParseException) as error:
-        print(f"Error: {config_error_line(error)}", file=sys.stderr)
-        raise SystemExit(1) from None
     except Exception as error:
+        if (signal := _signal_behind(error)) is not None:  # a library's cleanup failed while unwinding it
+            raise signal from None
+        if isinstance(error, ConfigCompositionException | OverrideParseException):
+            print(f"Error: {config_error_line(error)}", file=sys.stderr)
+            raise SystemExit(1) from None
         # imported here: the sweep machinery brings torch, and a config error should not wait for it
         from src.experiments.sweep import report_failed_sweep
 
@@ -97,6 +99,19 @@ def run(main: Callable[[], Any], task: str | None = None) -> Any:
         raise
     finally:
         os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+def _signal_behind(error: BaseException) -> SignalExit | None:
+    """The stop signal an error was raised while handling, if any: a signal lands anywhere, and a library's
+    `finally` can fail on the state it left (OmegaConf: "'NoneType' object has no attribute
+    '_invalidate_flags_cache'"); the process must still end as the signal says (128 + signal)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, SignalExit):
+            return error
+        seen.add(id(error))
+        error = error.__context__ or error.__cause__
+    return None
 
 
 @contextmanager
