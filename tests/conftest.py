@@ -54,6 +54,16 @@ def data_overrides(root: Path, cache_dir: Path, folds: int = 2) -> list[str]:
     ]
 
 
+def videos_folder(dataset: Path, folder: Path, count: int) -> Path:
+    """`count` videos of the dataset linked into `folder`, plus `broken.mp4` (not a video): what predict.py
+    videos= scores, failures included."""
+    folder.mkdir()
+    for video in sorted(dataset.glob("Celeb-*/*.mp4"))[:count]:
+        (folder / video.name).symlink_to(video)
+    (folder / "broken.mp4").write_bytes(b"not a video")
+    return folder
+
+
 def run_script(script: str, overrides: list[str], env: dict[str, str], timeout: int = 300):
     """Run train.py / evaluate.py as a user would, in a subprocess; fail with its output."""
     import subprocess

@@ -14,7 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from src.experiments.config import CONFIG_DIR, PROJECT_ROOT
-from tests.conftest import data_overrides, run_script
+from tests.conftest import data_overrides, run_script, videos_folder
 
 
 def _best_checkpoint(checkpoints: Path) -> Path:
@@ -406,12 +406,7 @@ def test_batch_prediction_writes_a_row_per_video_failed_ones_included(small_data
     from src.experiments.predict import predict_videos
     from tests.conftest import compose_config
 
-    folder = tmp_path / "videos"
-    folder.mkdir()
-    good = sorted(small_dataset.glob("Celeb-*/*.mp4"))[:3]
-    for video in good:
-        (folder / video.name).symlink_to(video)
-    (folder / "broken.mp4").write_bytes(b"not a video")
+    folder = videos_folder(small_dataset, tmp_path / "videos", 3)
     output = tmp_path / "out" / "scores.csv"
     cfg = compose_config(
         "predict",

@@ -17,7 +17,7 @@ from torch import nn
 from src.experiments import explain
 from src.experiments.config import CONFIG_DIR
 from src.models.module import DeepfakeDetector
-from tests.conftest import compose_config, data_overrides
+from tests.conftest import compose_config, data_overrides, videos_folder
 
 MODEL_OPTIONS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 SMALL_SIDE = 64  # input side for the nets that take any size: seconds on a CPU
@@ -241,12 +241,7 @@ def test_explanations_png_from_an_evaluate_runs_scores(scored_test_split, tmp_pa
 def test_predict_explain_writes_a_map_per_scored_video(small_dataset, small_cache, tmp_path):
     from src.experiments.predict import predict_videos
 
-    folder = tmp_path / "videos"
-    folder.mkdir()
-    good = sorted(small_dataset.glob("Celeb-*/*.mp4"))[:2]
-    for video in good:
-        (folder / video.name).symlink_to(video)
-    (folder / "broken.mp4").write_bytes(b"not a video")
+    folder = videos_folder(small_dataset, tmp_path / "videos", 2)
     output = tmp_path / "out" / "scores.csv"
     cfg = compose_config(
         "predict",
