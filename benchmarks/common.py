@@ -61,9 +61,23 @@ class Plan:
     eval_passes: int  # timed passes of the pure-inference baseline
     scaling: tuple[dict, ...]  # datasets of growing size
     scaling_train_frames: int  # data.train_frames_per_video of the scaling training epochs
+    # the evaluation sweep at a real size: a set whose test list is as long as Celeb-DF v2's (518 videos)
+    large_sweep: dict = field(default_factory=dict)
+    large_sweep_frames: int = 8  # data.frames_per_video of that sweep
 
 
 SCALING_BASE = {"real_per_identity": 2, "fakes_per_real": 2, "youtube_real": 2, "num_frames": 48}
+
+LARGE_SWEEP = {
+    "num_identities": 100,
+    "real_per_identity": 2,
+    "fakes_per_real": 2,
+    "youtube_real": 10,
+    "num_frames": 16,
+    "width": 256,
+    "height": 144,
+    "test_fraction": 0.85,
+}
 
 QUICK = Plan(
     quick=True,
@@ -72,7 +86,7 @@ QUICK = Plan(
     build_videos=8,
     build_rounds=1,
     hires={
-        "num_identities": 2,
+        "num_identities": 4,
         "real_per_identity": 1,
         "fakes_per_real": 1,
         "youtube_real": 0,
@@ -92,6 +106,7 @@ QUICK = Plan(
     eval_passes=2,
     scaling=tuple({**SCALING_BASE, "num_identities": n, "youtube_real": 0} for n in (3, 5, 8)),
     scaling_train_frames=16,
+    large_sweep={**LARGE_SWEEP, "num_identities": 20, "youtube_real": 4},
 )
 
 FULL = Plan(
@@ -101,7 +116,7 @@ FULL = Plan(
     build_videos=24,
     build_rounds=2,
     hires={
-        "num_identities": 3,
+        "num_identities": 6,
         "real_per_identity": 1,
         "fakes_per_real": 2,
         "youtube_real": 0,
@@ -121,6 +136,7 @@ FULL = Plan(
     eval_passes=2,
     scaling=tuple({**SCALING_BASE, "num_identities": n} for n in (4, 8, 16)),
     scaling_train_frames=16,
+    large_sweep=LARGE_SWEEP,
 )
 
 

@@ -35,6 +35,7 @@ SECTIONS = (
     "loop",
     "precision",
     "eval",
+    "sweep",
     "predict",
     "scaling",
     "profile",
@@ -170,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.cache_bench import bench_cache_build, bench_cache_hires, crop_settings, profile_build
     from benchmarks.detectors import bench_detectors
     from benchmarks.evaluation import bench_eval_grid
+    from benchmarks.large_sweep import bench_large_sweep
     from benchmarks.loading import bench_loading
     from benchmarks.prediction import bench_prediction
     from benchmarks.sbi import bench_sbi
@@ -200,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         "loop": lambda: bench_loop(plan, work, overrides),
         "precision": lambda: bench_precision(plan, overrides),
         "eval": lambda: bench_eval_grid(work, overrides, plan.eval_passes),
+        "sweep": lambda: bench_large_sweep(work, plan.large_sweep, plan.folds, plan.large_sweep_frames),
         "predict": lambda: bench_prediction(root, work, 5 if plan.quick else 20),
         "scaling": lambda: bench_scaling(plan, work, cfg),
         "profile": profile_section,

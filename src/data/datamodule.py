@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from src.data.augment import none as resize_only
+from src.data.batched import collate
 from src.data.cache import BuildReport, CacheEntry, FaceCropCache, VideoReport
 from src.data.data_report import data_report
 from src.data.datasets import FrameDataset, VideoDataset
@@ -401,6 +402,7 @@ class DeepfakeDataModule(L.LightningDataModule):
             batch_size=batch_size,
             shuffle=train and sampler is None,
             sampler=sampler,
+            collate_fn=collate,
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),

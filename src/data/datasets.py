@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from src.data.augment import augment_clip, stable_seed
+from src.data.batched import Collated, batched_form, empty_batch
 from src.data.cache import CacheEntry
 from src.data.index import VideoRecord
 from src.data.sbi import SelfBlendAugment
@@ -25,10 +26,11 @@ from src.data.sbi import SelfBlendAugment
 class _CachedVideos(Dataset):
     """Base: the pinned cache entries of `records`, opened lazily, once per worker process."""
 
-    def __init__(self, entries: list[CacheEntry], records: list[VideoRecord]):
+    def __init__(self, entries: list[CacheEntry], records: list[VideoRecord], transform):
         if len(entries) != len(records):
             raise ValueError(f"{len(entries)} cache entries for {len(records)} videos")
-        self.entries, self.records = entries, records
+        self.entries, self.records, self.transform = entries, records, transform
+        self.batched = batched_form(transform)  # flips and resize only: a batch is read in one go
         self._loaded: dict[int, tuple[np.ndarray, dict]] = {}
 
     def _load(self, video_index: int) -> tuple[np.ndarray, dict]:
@@ -45,9 +47,33 @@ class _CachedVideos(Dataset):
         stored = meta.get("landmarks")
         return np.full((len(crops), 5, 2), np.nan) if stored is None else np.asarray(stored)
 
-    def __getitems__(self, indices: list[int]) -> list:
-        """A batch's samples: under a self-blend, each real item's crop and its blend (`src.data.sbi`)."""
+    def __getitems__(self, indices: list[int]) -> list | Collated:
+        """A batch's samples: under a self-blend, each real item's crop and its blend (`src.data.sbi`); under a
+        pipeline of flips and the resize, the assembled batch (`src.data.batched`)."""
+        if self.batched is not None and self.batchable():
+            return self.read_batch(indices)
         return [sample for i in indices for sample in self.samples(i, pairs=None)]
+
+    def batchable(self) -> bool:
+        return True
+
+    def read_batch(self, indices: list[int]) -> Collated:
+        """(pixels (B, ..., S, S, 3) uint8, labels, ids): each item's frames copied from the cache once, flipped
+        and resized on the way. One seed per batch from the torch RNG (seeded per worker by Lightning)."""
+        rng = np.random.default_rng(int(torch.randint(2**31 - 1, ())))
+        picks = [self.pick(i, rng) for i in indices]
+        flips = self.batched.draw(len(picks), rng)
+        frames = self.crops(picks[0][0])[picks[0][1]]
+        side = self.batched.output_side(frames.shape[-2])
+        batch = empty_batch((len(picks), *frames.shape[:-3], side, side, 3))
+        pixels = batch.numpy()
+        for k, (video, frame_picks) in enumerate(picks):
+            self.batched.apply(self.crops(video)[frame_picks], flips[k], pixels[k])
+        labels = torch.tensor([self.records[video].label for video, _ in picks])
+        return Collated((batch, labels, torch.tensor([self.item_id(video) for video, _ in picks])))
+
+    def item_id(self, video: int) -> int:
+        return video
 
     def __getitem__(self, i):
         return self.samples(i, pairs=False)[0]
@@ -65,8 +91,8 @@ class FrameDataset(_CachedVideos):
     """
 
     def __init__(self, entries, records, frame_counts: list[int], transform, frames_per_epoch: int | None):
-        super().__init__(entries, records)
-        self.transform, self.frame_counts = transform, frame_counts
+        super().__init__(entries, records, transform)
+        self.frame_counts = frame_counts
         self.per_video = frames_per_epoch
         if frames_per_epoch is None:
             self.items = [(v, f) for v, n in enumerate(frame_counts) for f in range(n)]
@@ -87,6 +113,10 @@ class FrameDataset(_CachedVideos):
         pixels = augment_clip(self.transform, crop, seed)[0]
         return [(torch.from_numpy(pixels), label, video)]
 
+    def pick(self, i: int, rng: np.random.Generator) -> tuple[int, int]:
+        video, frame = self.items[i]
+        return video, int(rng.integers(self.frame_counts[video])) if frame is None else frame
+
     def item_labels(self) -> np.ndarray:
         return np.array([self.records[v].label for v, _ in self.items])
 
@@ -103,12 +133,22 @@ class VideoDataset(_CachedVideos):
     def __init__(
         self, entries, records, num_frames: int, transform, seed: int | None, ids: list[int] | None = None
     ):
-        super().__init__(entries, records)
-        self.num_frames, self.transform, self.seed = num_frames, transform, seed
+        super().__init__(entries, records, transform)
+        self.num_frames, self.seed = num_frames, seed
         self.ids = list(range(len(records))) if ids is None else list(ids)
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def batchable(self) -> bool:
+        # random flips would be drawn per batch, not per video: only a deterministic pipeline when seeded
+        return self.seed is None or self.batched.deterministic
+
+    def pick(self, i: int, rng: np.random.Generator) -> tuple[int, np.ndarray]:
+        return i, self.frame_picks(len(self.crops(i)), self.num_frames)
+
+    def item_id(self, video: int) -> int:
+        return self.ids[video]
 
     def video_seed(self, video: int) -> int | None:
         return None if self.seed is None else stable_seed(self.seed, self.records[video].path)
