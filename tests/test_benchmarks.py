@@ -80,3 +80,61 @@ def test_the_gpu_measurement_runs_end_to_end_on_the_cpu(small_dataset, tmp_path)
         > section["efficientnet_lstm_default"]["samples_per_s"]
     )
     assert section["cache_build_mtcnn"]["cpu_videos_per_s"] > 0
+
+
+def _results(build_ratio=1.8, meso_slope=0.2, lstm_clips_per_s=2.0) -> dict:
+    return {
+        "measurements": [
+            {"name": "cache build: 2 workers vs 1", "ratio": build_ratio},
+            {"name": "scaling: training epoch time per train video", "details": {"slope_s": meso_slope}},
+            {
+                "name": "training throughput bf16-mixed + channels_last vs fp32 NCHW: ResNetLSTM (frozen backbone)",
+                "value": lstm_clips_per_s,
+            },
+        ],
+        "gpu": {"status": "not measured"},
+    }
+
+
+def test_the_projection_follows_the_measured_costs_and_names_them():
+    from benchmarks.projection import BUILD_S_PER_VIDEO_960, DATASETS, markdown, project
+
+    projection = project(_results(), nodes=4)
+    celeb = next(row for row in projection["rows"] if row["dataset"] == "Celeb-DF v2")
+    data = next(d for d in DATASETS if d.name == "Celeb-DF v2")
+    # 2 workers at 1.8x one: 0.9 of twice the rate; 4 nodes of 16 cores
+    assert celeb["build_h"]["2 cores"] == pytest.approx(data.videos * BUILD_S_PER_VIDEO_960 / 3600 / 1.8)
+    assert celeb["build_h"]["4 nodes"] == pytest.approx(celeb["build_h"]["16 cores"] / 4)
+    assert celeb["epoch_h"]["MesoInception4"] == pytest.approx(data.train_videos * 0.2 / 3600)
+    assert celeb["epoch_h"]["ResNet50+LSTM (frozen backbone)"] == pytest.approx(
+        data.train_videos * 0.5 / 3600
+    )
+    assert celeb["build_h"]["1 GPU"] is None and celeb["epoch_h"]["Xception"] is None
+    slower = project(_results(meso_slope=0.4), nodes=4)["rows"][0]
+    assert slower["epoch_h"]["MesoInception4"] == pytest.approx(
+        2 * projection["rows"][0]["epoch_h"]["MesoInception4"]
+    )
+    table = markdown(projection)
+    assert table.count("\n| ") == len(DATASETS) and "not measured" in table
+    assert all(data.source in table for data in DATASETS)
+    assert "`python -m benchmarks.detectors`" in table and "`make bench` scaling" in table
+
+
+def test_the_projection_measures_entry_sizes_of_a_built_cache(tmp_path):
+    import numpy as np
+
+    from benchmarks.projection import entry_bytes
+
+    for i in range(2):
+        np.save(tmp_path / f"{i}.npy", np.zeros((10, 32, 32, 3), np.uint8))
+        (tmp_path / f"{i}.json").write_text("x" * 100)
+    size, source = entry_bytes(tmp_path, frames=20)
+    assert size == pytest.approx(2 * ((tmp_path / "0.npy").stat().st_size + 100)) and "2 entries" in source
+
+
+def test_a_projection_without_measurements_claims_nothing():
+    from benchmarks.projection import markdown, project
+
+    table = markdown(project({"measurements": [], "gpu": {"status": "not measured"}}))
+    first_row = table.splitlines()[2]
+    assert first_row.count("not measured") == 8  # every build and epoch column; the size is arithmetic
