@@ -34,6 +34,7 @@ SECTIONS = (
     "loading",
     "loop",
     "precision",
+    "models",
     "eval",
     "sweep",
     "predict",
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.evaluation import bench_eval_grid
     from benchmarks.large_sweep import bench_large_sweep
     from benchmarks.loading import bench_loading
+    from benchmarks.model_costs import bench_model_costs
     from benchmarks.prediction import bench_prediction
     from benchmarks.sbi import bench_sbi
     from benchmarks.scaling import bench_scaling
@@ -201,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         "loading": lambda: bench_loading(plan, work, overrides),
         "loop": lambda: bench_loop(plan, work, overrides),
         "precision": lambda: bench_precision(plan, overrides),
+        "models": lambda: bench_model_costs(plan, overrides),
         "eval": lambda: bench_eval_grid(work, overrides, plan.eval_passes),
         "sweep": lambda: bench_large_sweep(work, plan.large_sweep, plan.folds, plan.large_sweep_frames),
         "predict": lambda: bench_prediction(root, work, 5 if plan.quick else 20),

@@ -5,6 +5,9 @@ Frame mode (MesoNet): training items are single crops. Clip mode (LSTM models): 
 videos (every sampled frame, or the clip), so video-level scores come straight out of a batch. Items carry
 uint8 HWC pixels; the data module normalizes them after the transfer to the device.
 
+A pipeline of flips and the resize (`train_augment=weak`, `augment=none`) reads a whole batch in one go
+(`__getitems__`, which the DataLoader calls with a batch's indices; `src.data.batched`): the crops copied from
+the memory-mapped cache into one array, flipped and resized on the way, exactly as albumentations would.
 Under `train_augment=sbi` the training transform is a `SelfBlendAugment` (`src.data.sbi`): a real item
 becomes its crop and its self-blend, both in the batch (`__getitems__`, which the DataLoader calls with a
 batch's indices) or one of them; `dataset[i]` always gives one sample.
