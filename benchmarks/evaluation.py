@@ -160,6 +160,23 @@ def predict_seconds(overrides: list[str], level: str) -> float:
     return seconds
 
 
+def run_sweep(arguments: list[str], scratch: Path, uri: str) -> tuple[float, list]:
+    """Seconds of `python evaluate.py -m <arguments>` in a subprocess, its MLflow store at `uri` and its sweep
+    folder under `scratch`, and its evaluate runs in the order they started."""
+    from src.experiments.tracking import client, experiment_id
+
+    command = [sys.executable, "evaluate.py", "-m", *arguments, f"hydra.sweep.dir={scratch / 'multirun'}"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HYDRA_FULL_ERROR": "1"}
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"evaluate sweep failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    store = client(uri)
+    runs = store.search_runs([experiment_id(store, uri, "evaluate")])
+    return seconds, sorted(runs, key=lambda r: r.info.start_time)
+
+
 def bench_eval_grid(work: Path, overrides: list[str], passes: int) -> list[Measurement]:
     from src.experiments.tracking import client, experiment_id
 
@@ -174,25 +191,8 @@ def bench_eval_grid(work: Path, overrides: list[str], passes: int) -> list[Measu
     dm.prepare_data()  # the sweep reuses this cache, as it would reuse the one train.py built
     dm.setup("test")
 
-    command = [
-        sys.executable,
-        "evaluate.py",
-        "-m",
-        f"augment={LEVELS}",
-        "weights=scratch",
-        *overrides,
-        f"hydra.sweep.dir={scratch / 'multirun'}",
-    ]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HYDRA_FULL_ERROR": "1"}
     launched = time.time()
-    start = time.perf_counter()
-    done = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
-    sweep_s = time.perf_counter() - start
-    if done.returncode != 0:
-        raise RuntimeError(f"evaluate sweep failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
-    store = client(uri)
-    runs = store.search_runs([experiment_id(store, uri, "evaluate")])
-    runs = sorted(runs, key=lambda r: r.info.start_time)
+    sweep_s, runs = run_sweep([f"augment={LEVELS}", "weights=scratch", *overrides], scratch, uri)
     spans = [((r.info.start_time / 1e3) - launched, (r.info.end_time / 1e3) - launched) for r in runs]
 
     batch_videos = dm._eval_batch_size()

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -36,8 +34,7 @@ from benchmarks.common import (
     ratio,
     rnd,
 )
-from benchmarks.evaluation import _import_seconds
-from src.experiments.config import PROJECT_ROOT
+from benchmarks.evaluation import _import_seconds, run_sweep
 from src.experiments.wiring import build_datamodule
 
 LEVELS = ("none", "flip", "heavy")
@@ -88,27 +85,14 @@ def bench_large_sweep(work: Path, params: dict, folds: int, frames_per_video: in
     uri = f"sqlite:///{scratch / 'mlflow.db'}"
     report = scratch / "work.jsonl"
     profiler = f"trainer.profiler={{_target_:benchmarks.large_sweep.WorkProfiler,path:'{report}'}}"
-    command = [
-        sys.executable,
-        "evaluate.py",
-        "-m",
+    arguments = [
         f"augment={','.join(LEVELS * 2)}",
         "weights=scratch",
         *overrides,
         "data.num_workers=0",
         profiler,
-        f"hydra.sweep.dir={scratch / 'multirun'}",
     ]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HYDRA_FULL_ERROR": "1"}
-    start = time.perf_counter()
-    done = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
-    sweep_s = time.perf_counter() - start
-    if done.returncode != 0:
-        raise RuntimeError(f"evaluate sweep failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
-    from src.experiments.tracking import client, experiment_id
-
-    store = client(uri)
-    runs = sorted(store.search_runs([experiment_id(store, uri, "evaluate")]), key=lambda r: r.info.start_time)
+    sweep_s, runs = run_sweep(arguments, scratch, uri)
     durations = [(r.info.end_time - r.info.start_time) / 1e3 for r in runs]
     reports = [json.loads(line) for line in report.read_text().splitlines()]
     parts = {name: sum(r["seconds"].get(action, 0.0) for r in reports) for action, name in WORK.items()}
