@@ -217,3 +217,31 @@ def test_logger_none_trains_without_any_tracking_store(small_dataset, small_cach
     assert list((tmp_path / "ckpt").rglob("best-*.ckpt"))
     assert not (tmp_path / "store" / "mlflow.db").exists()
     assert not list(tmp_path.rglob("lightning_logs")), "Lightning's default logger must not step in"
+
+
+X86 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 avx512f avx512bw {extra}\n"
+ARM = "processor\t: 0\nFeatures\t: fp asimd {extra}\nCPU implementer\t: 0x41\n"
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "native"),
+    [
+        (X86.format(extra="avx512_bf16 avx512_vnni"), True),
+        (X86.format(extra="amx_bf16 amx_tile"), True),
+        (X86.format(extra="avx512_vnni"), False),
+        (ARM.format(extra="bf16 i8mm"), True),
+        (ARM.format(extra="sve"), False),
+        ("", None),
+    ],
+)
+def test_bf16_training_on_a_cpu_without_bf16_instructions_is_warned_about(cpuinfo, native):
+    from src.experiments.runtime import cpu_has_bf16, slow_precision_warning
+
+    assert cpu_has_bf16(cpuinfo) is native
+    warning = slow_precision_warning("bf16-mixed", True, cpuinfo)
+    assert (warning is not None) == (native is False)
+    if warning:
+        assert "trainer.precision=32-true" in warning
+    # fp32, or a GPU (its own bf16 units), never warns
+    assert slow_precision_warning("32-true", True, cpuinfo) is None
+    assert slow_precision_warning("bf16-mixed", False, cpuinfo) is None

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.experiments.checkpointing import AtomicCheckpointIO
 from src.experiments.config import check_config, selected_options
-from src.experiments.runtime import tidy_output
+from src.experiments.runtime import slow_precision_warning, tidy_output
 from src.experiments.tracking import (
     Run,
     check_tracking_store,
@@ -223,6 +223,9 @@ def _train(
         logger=run.logger or False,
         plugins=[AtomicCheckpointIO()],
     )
+    on_cpu = isinstance(trainer.accelerator, L.pytorch.accelerators.CPUAccelerator)
+    if trainer.is_global_zero and (slow := slow_precision_warning(trainer.precision, on_cpu)):
+        log.warning(slow)
     if trainer.is_global_zero:
         _record_start(cfg, run, datamodule, folder, recorded is not None, provenance)
     ckpt_path = None
