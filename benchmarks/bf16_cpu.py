@@ -71,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     for label, cap in (("this CPU's instructions", None), ("capped at AVX2 (no bf16)", "AVX2")):
         env = dict(os.environ) | ({"ONEDNN_MAX_CPU_ISA": cap} if cap else {})
         command = [sys.executable, "-m", "benchmarks.bf16_cpu", "--child", "--steps", str(args.steps)]
-        result = json.loads(subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout)
+        result = json.loads(
+            subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
+        )
         for name, seconds in result.items():
             ratio = seconds["bf16"] / seconds["fp32"]
             print(f"| {label} | {name} | {rnd(seconds['fp32'])} | {rnd(seconds['bf16'])} | {rnd(ratio)}x |")
