@@ -109,10 +109,15 @@ def profile_markdown(profile: dict) -> str:
 
 def _merged(previous: dict, current: dict) -> dict:
     """`--only` re-measures some sections: their rows and timings replace those of the same name in the
-    results file, and every other section's numbers (with the date of their own run) stay."""
+    results file (and every row those sections wrote before, `sections.<name>.rows`), and every other
+    section's numbers (with the date of their own run) stay."""
     if previous.get("mode") != current["mode"]:
         return current
     names = {m["name"] for m in current["measurements"]}
+    # a re-measured section's earlier rows all go, renamed ones included
+    names |= {
+        row for s in current["sections"] for row in previous.get("sections", {}).get(s, {}).get("rows", [])
+    }
     kept = [m for m in previous.get("measurements", []) if m["name"] not in names]
     order = [m["name"] for m in previous.get("measurements", [])]
     rows = sorted(
@@ -227,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         _log(f"section {name}")
         start, load_before = time.perf_counter(), loadavg()
+        produced = len(rows)
         try:
             rows += sections[name]()
         except Exception as error:  # one broken section must not hide the others' numbers
@@ -248,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": round(time.perf_counter() - start, 1),
             "loadavg_before": load_before,
             "loadavg_after": loadavg(),
+            "rows": [m.name for m in rows[produced:]],
         }
         _log(f"section {name} took {timings[name]['seconds']:.0f} s")
 

@@ -133,3 +133,21 @@ def test_a_projection_without_measurements_claims_nothing():
     table = markdown(project({"measurements": [], "gpu": {"status": "not measured"}}))
     first_row = table.splitlines()[2]
     assert first_row.count("not measured") == 8  # every build and epoch column; the size is arithmetic
+
+
+def test_a_partial_run_drops_the_rows_its_sections_no_longer_produce():
+    """A renamed row used to stay in results.json beside its successor, as if both were current."""
+    previous = _result(
+        "full", {"cache old name": 1.0, "cache kept": 2.0, "eval a": 3.0}, {"cache": 10, "eval": 20}
+    )
+    previous["sections"]["cache"]["rows"] = ["cache old name", "cache kept"]
+    previous["sections"]["eval"]["rows"] = ["eval a"]
+    current = _result("full", {"cache new name": 1.5, "cache kept": 2.5}, {"cache": 11})
+    current["sections"]["cache"]["rows"] = ["cache new name", "cache kept"]
+    merged = _merged(previous, current)
+    assert [(m["name"], m["value"]) for m in merged["measurements"]] == [
+        ("cache kept", 2.5),
+        ("eval a", 3.0),
+        ("cache new name", 1.5),
+    ]
+    assert merged["sections"]["eval"]["rows"] == ["eval a"]
