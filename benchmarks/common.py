@@ -7,11 +7,13 @@ import math
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from src.experiments.config import CONFIG_DIR
+from src.experiments.config import CONFIG_DIR, PROJECT_ROOT
 
 
 @dataclass
@@ -31,6 +33,35 @@ class Measurement:
     notes: str = ""
     section: str = ""
     details: dict = field(default_factory=dict)
+
+    @classmethod
+    def at_least(
+        cls,
+        name: str,
+        value: float,
+        baseline: float,
+        unit: str,
+        times: float,
+        notes: str,
+        section: str,
+        details: dict | None = None,
+        digits: int = 3,
+    ) -> Measurement:
+        """A row whose target is a speed-up: value / baseline >= `times`."""
+        speedup = ratio(value, baseline)
+        met = None if speedup is None else speedup >= times  # no baseline: nothing to judge
+        return cls(
+            name,
+            rnd(value, digits),
+            unit,
+            rnd(baseline, digits),
+            rnd(speedup),
+            f">= {times:g}x",
+            met,
+            notes,
+            section,
+            details or {},
+        )
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -251,6 +282,18 @@ def auc_standard_error(auc: float, n_pos: int, n_neg: int) -> float:
         n_pos * n_neg
     )
     return math.sqrt(max(var, 0.0))
+
+
+def run_entry_point(script: str, args: list[str], env: dict | None = None) -> float:
+    """Seconds of `python <script> <args>` from the project root, as a user types it; a failure raises with
+    the end of its output."""
+    command = [sys.executable, script, *args]
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    return seconds
 
 
 class Stopwatch:

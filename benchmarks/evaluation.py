@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 
-from benchmarks.common import Measurement, compose, fresh_dir, median, ratio, release, rnd
+from benchmarks.common import Measurement, compose, fresh_dir, median, ratio, release, rnd, run_entry_point
 from src.experiments.config import PROJECT_ROOT
 from src.experiments.wiring import build_datamodule
 
@@ -165,13 +165,10 @@ def run_sweep(arguments: list[str], scratch: Path, uri: str) -> tuple[float, lis
     folder under `scratch`, and its evaluate runs in the order they started."""
     from src.experiments.tracking import client, experiment_id
 
-    command = [sys.executable, "evaluate.py", "-m", *arguments, f"hydra.sweep.dir={scratch / 'multirun'}"]
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HYDRA_FULL_ERROR": "1"}
-    start = time.perf_counter()
-    done = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        raise RuntimeError(f"evaluate sweep failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    seconds = run_entry_point(
+        "evaluate.py", ["-m", *arguments, f"hydra.sweep.dir={scratch / 'multirun'}"], env
+    )
     store = client(uri)
     runs = store.search_runs([experiment_id(store, uri, "evaluate")])
     return seconds, sorted(runs, key=lambda r: r.info.start_time)

@@ -19,13 +19,11 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import compose
+from benchmarks.common import compose, run_entry_point
 from src.experiments.config import PROJECT_ROOT
 from src.experiments.wiring import build_datamodule
 
@@ -68,20 +66,14 @@ def train(root: Path, work: Path, epochs: int, extra: list[str]) -> dict:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "DEEPFAKE_NUM_WORKERS": "0", "HYDRA_FULL_ERROR": "1"}
     if "DEEPFAKE_WEIGHTS_DIR" not in os.environ and SHARED_WEIGHTS.is_dir():
         env["DEEPFAKE_WEIGHTS_DIR"] = str(SHARED_WEIGHTS)
-    command = [
-        sys.executable,
-        "train.py",
+    arguments = [
         f"data.root={root}",
         f"trainer.max_epochs={epochs}",
         f"paths.checkpoint_dir={work}/checkpoints",
         f"hydra.run.dir={work}/hydra",
         *extra,
     ]
-    start = time.perf_counter()
-    result = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+    seconds = run_entry_point("train.py", arguments, env)
     store = client(uri)
     experiment = store.get_experiment_by_name("train")
     run = store.search_runs(
@@ -94,7 +86,7 @@ def train(root: Path, work: Path, epochs: int, extra: list[str]) -> dict:
 
     aucs = per_epoch("val/video_auc")
     return {
-        "command": " ".join(command[1:]),
+        "command": " ".join(["train.py", *arguments]),
         "train_s": round(seconds, 1),
         "val_video_auc_per_epoch": aucs,
         "val_frame_auc_per_epoch": per_epoch("val/frame_auc"),

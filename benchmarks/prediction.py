@@ -5,26 +5,9 @@ start-up and per-process cost that batch prediction saves, not decoding)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from benchmarks.common import Measurement, fresh_dir
-from src.experiments.config import PROJECT_ROOT
-
-
-def _run(args: list[str], env: dict) -> float:
-    start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "predict.py", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return time.perf_counter() - start
+from benchmarks.common import Measurement, fresh_dir, run_entry_point
 
 
 def bench_prediction(root: Path, work: Path, count: int) -> list[Measurement]:
@@ -44,9 +27,13 @@ def bench_prediction(root: Path, work: Path, count: int) -> list[Measurement]:
         "data.detect_every=1",
         f"hydra.run.dir={outputs}/hydra",
     ]
-    _run([*common, f"videos={folder}", f"output={outputs}/warm.csv"], env)  # builds the cache entries
-    batch = _run([*common, f"videos={folder}", f"output={outputs}/batch.csv"], env)
-    single = sum(_run([*common, f"video={video}"], env) for video in sorted(folder.iterdir()))
+    run_entry_point(
+        "predict.py", [*common, f"videos={folder}", f"output={outputs}/warm.csv"], env
+    )  # builds the cache entries
+    batch = run_entry_point("predict.py", [*common, f"videos={folder}", f"output={outputs}/batch.csv"], env)
+    single = sum(
+        run_entry_point("predict.py", [*common, f"video={video}"], env) for video in sorted(folder.iterdir())
+    )
     ratio = single / batch
     return [
         Measurement(

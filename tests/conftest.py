@@ -54,6 +54,18 @@ def data_overrides(root: Path, cache_dir: Path, folds: int = 2) -> list[str]:
     ]
 
 
+def prepared_datamodule(
+    dataset: Path, cache_dir: Path, overrides: list[str], config: str = "train", stage="fit"
+):
+    """The DataModule of a composed real config on the small dataset, its crops cached and `stage` set up."""
+    from src.experiments.wiring import build_datamodule
+
+    datamodule = build_datamodule(compose_config(config, [*data_overrides(dataset, cache_dir), *overrides]))
+    datamodule.prepare_data()
+    datamodule.setup(stage)
+    return datamodule
+
+
 def videos_folder(dataset: Path, folder: Path, count: int) -> Path:
     """`count` videos of the dataset linked into `folder`, plus `broken.mp4` (not a video): what predict.py
     videos= scores, failures included."""

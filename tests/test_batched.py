@@ -11,8 +11,7 @@ from scipy.stats import binomtest
 
 from src.data import augment
 from src.data.batched import Collated, FlipResize, batched_form, collate
-from src.experiments.wiring import build_datamodule
-from tests.conftest import compose_config, data_overrides
+from tests.conftest import prepared_datamodule
 
 
 def _crops(shape, seed=0) -> np.ndarray:
@@ -94,10 +93,7 @@ def test_collate_passes_an_assembled_batch_through_and_stacks_samples():
 
 
 def test_training_batches_hold_each_drawn_frame_as_it_is_or_mirrored(small_dataset, small_cache):
-    cfg = compose_config("train", [*data_overrides(small_dataset, small_cache), "model=mesonet"])
-    datamodule = build_datamodule(cfg)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    datamodule = prepared_datamodule(small_dataset, small_cache, ["model=mesonet"])
     loader = datamodule.train_dataloader()
     dataset = loader.dataset
     assert dataset.batched == FlipResize(0.5, 0.0, 256)
@@ -119,10 +115,7 @@ def test_training_batches_hold_each_drawn_frame_as_it_is_or_mirrored(small_datas
 
 
 def test_evaluation_clips_are_unchanged_by_the_batched_read(small_dataset, small_cache):
-    cfg = compose_config("evaluate", [*data_overrides(small_dataset, small_cache), "model=xception"])
-    datamodule = build_datamodule(cfg)
-    datamodule.prepare_data()
-    datamodule.setup("test")
+    datamodule = prepared_datamodule(small_dataset, small_cache, ["model=xception"], "evaluate", "test")
     dataset = datamodule.eval_dataset("test")  # augment=none: the resize to Xception's 299, deterministic
     assert dataset.batched == FlipResize(0.0, 0.0, 299) and dataset.batchable()
     pixels, labels, ids = collate(dataset.__getitems__([0, 1]))
@@ -132,10 +125,8 @@ def test_evaluation_clips_are_unchanged_by_the_batched_read(small_dataset, small
 
 
 def test_a_seeded_perturbation_with_random_flips_keeps_one_draw_per_video(small_dataset, small_cache):
-    overrides = [*data_overrides(small_dataset, small_cache), "model=mesonet", "augment=flip"]
-    datamodule = build_datamodule(compose_config("evaluate", overrides))
-    datamodule.prepare_data()
-    datamodule.setup("test")
+    overrides = ["model=mesonet", "augment=flip"]
+    datamodule = prepared_datamodule(small_dataset, small_cache, overrides, "evaluate", "test")
     assert batched_form(augment.weak(256)) is not None
     dataset = datamodule.eval_dataset("test", datamodule.test_augment)
     assert dataset.batched is None  # rotation: albumentations, seeded per video as before

@@ -21,7 +21,7 @@ from src.data.sbi import (
 from src.data.settings import SplitSettings
 from src.experiments.wiring import build_datamodule
 from src.utils.errors import ConfigError
-from tests.conftest import compose_config, data_overrides
+from tests.conftest import compose_config, data_overrides, prepared_datamodule
 
 SIZE = 128
 # eyes, nose tip, mouth corners of a frontal face in a 128 px crop with a margin (x, y)
@@ -157,10 +157,7 @@ def test_the_yaml_builds_the_transform():
 
 
 def test_training_batches_pair_every_real_crop_with_its_blend(small_dataset, small_cache):
-    cfg = compose_config("train", [*data_overrides(small_dataset, small_cache), "train_augment=sbi"])
-    datamodule = build_datamodule(cfg)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    datamodule = prepared_datamodule(small_dataset, small_cache, ["train_augment=sbi"])
     loader = datamodule.train_dataloader()
     real_videos = {i for i, record in enumerate(loader.dataset.records) if record.label == REAL}
     pixels, labels, videos = next(iter(loader))
@@ -175,16 +172,14 @@ def test_training_batches_pair_every_real_crop_with_its_blend(small_dataset, sma
     assert blends == len(reals) and len(items) == min(datamodule.batch_size, len(loader.dataset)) + len(reals)
     augment = loader.dataset.transform  # counts in this process: the tests load without workers
     assert augment.blends == len(reals)
-    if cfg.data.face_detector == "haar":  # no landmarks: every mask is the centre ellipse, counted
+    # haar has no landmarks: every mask is then the centre ellipse, counted
+    if datamodule.cache.settings.face_detector == "haar":
         assert augment.fallbacks == augment.blends
 
 
 def test_training_clips_pair_too(small_dataset, small_cache):
     overrides = ["model=resnet_lstm", "model.input.frames_per_clip=3", "train_augment=sbi"]
-    cfg = compose_config("train", [*data_overrides(small_dataset, small_cache), *overrides])
-    datamodule = build_datamodule(cfg)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    datamodule = prepared_datamodule(small_dataset, small_cache, overrides)
     dataset = datamodule.train_dataset()
     real = next(i for i, record in enumerate(dataset.records) if record.label == REAL)
     fake = next(i for i, record in enumerate(dataset.records) if record.label == FAKE)
@@ -197,11 +192,7 @@ def test_training_clips_pair_too(small_dataset, small_cache):
 
 def test_real_only_training_keeps_real_source_videos_and_both_labels(small_dataset, small_cache):
     overrides = ["train_augment=sbi", "data.train_classes=real"]
-    datamodule = build_datamodule(
-        compose_config("train", [*data_overrides(small_dataset, small_cache), *overrides])
-    )
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    datamodule = prepared_datamodule(small_dataset, small_cache, overrides)
     assert datamodule.splits["train"] and {r.label for r in datamodule.splits["train"]} == {REAL}
     assert {r.label for r in datamodule.splits["val"]} == {REAL, FAKE}  # validation and test stay whole
     assert {r.label for r in datamodule.splits["test"]} == {REAL, FAKE}
