@@ -76,6 +76,12 @@ def videos_folder(dataset: Path, folder: Path, count: int) -> Path:
     return folder
 
 
+def predict_config(folder: Path, output: Path, cache_dir: Path, *extra: str):
+    """predict.py's composed config: scratch weights on the videos in `folder`, scores to `output`, no tracking."""
+    overrides = ["weights=scratch", f"videos={folder}", f"output={output}", "logger=none", "data=celebdf"]
+    return compose_config("predict", [*overrides, f"data.cache_dir={cache_dir}", *extra])
+
+
 def run_script(script: str, overrides: list[str], env: dict[str, str], timeout: int = 300):
     """Run train.py / evaluate.py as a user would, in a subprocess; fail with its output."""
     import subprocess

@@ -404,22 +404,11 @@ def test_videos_accepts_a_folder_a_glob_or_a_list_file(tmp_path):
 
 def test_batch_prediction_writes_a_row_per_video_failed_ones_included(small_dataset, small_cache, tmp_path):
     from src.experiments.predict import predict_videos
-    from tests.conftest import compose_config
+    from tests.conftest import predict_config
 
     folder = videos_folder(small_dataset, tmp_path / "videos", 3)
     output = tmp_path / "out" / "scores.csv"
-    cfg = compose_config(
-        "predict",
-        [
-            "weights=scratch",
-            f"videos={folder}",
-            f"output={output}",
-            "logger=none",
-            "data=celebdf",
-            f"data.cache_dir={small_cache}",
-        ],
-    )
-    rows = predict_videos(cfg)
+    rows = predict_videos(predict_config(folder, output, small_cache))
     table = list(csv.DictReader(output.open()))
     assert [Path(r["path"]).name for r in table] == sorted(p.name for p in folder.iterdir())
     broken = next(r for r in table if r["path"].endswith("broken.mp4"))

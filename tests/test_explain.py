@@ -17,7 +17,7 @@ from torch import nn
 from src.experiments import explain
 from src.experiments.config import CONFIG_DIR
 from src.models.module import DeepfakeDetector
-from tests.conftest import compose_config, data_overrides, videos_folder
+from tests.conftest import compose_config, data_overrides, predict_config, videos_folder
 
 MODEL_OPTIONS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 SMALL_SIDE = 64  # input side for the nets that take any size: seconds on a CPU
@@ -243,19 +243,7 @@ def test_predict_explain_writes_a_map_per_scored_video(small_dataset, small_cach
 
     folder = videos_folder(small_dataset, tmp_path / "videos", 2)
     output = tmp_path / "out" / "scores.csv"
-    cfg = compose_config(
-        "predict",
-        [
-            "weights=scratch",
-            f"videos={folder}",
-            f"output={output}",
-            "logger=none",
-            "explain=true",
-            "data=celebdf",
-            f"data.cache_dir={small_cache}",
-        ],
-    )
-    rows = predict_videos(cfg)
+    rows = predict_videos(predict_config(folder, output, small_cache, "explain=true"))
     scored = [Path(r["path"]).stem for r in csv.DictReader(output.open()) if r["p_fake"]]
     assert sorted(p.name for p in output.parent.glob("*_cam.png")) == sorted(f"{s}_cam.png" for s in scored)
     assert len(scored) == 2 and not any(r.get("cam") for r in rows if r["error"])
