@@ -19,7 +19,7 @@ from src.experiments.wiring import build_datamodule
 LEVELS = "none,flip,heavy,none,flip,heavy"
 
 
-def _import_seconds() -> float:
+def import_seconds() -> float:
     code = (
         "import time; t = time.perf_counter(); import torch, lightning, mlflow, hydra; "
         "import src.experiments.evaluate; print(time.perf_counter() - t)"
@@ -202,7 +202,7 @@ def bench_eval_grid(work: Path, overrides: list[str], passes: int) -> list[Measu
     predict_s = {level: predict_seconds(overrides, level) for level in ("none", "heavy")}
     mlflow_s = mlflow_run_seconds(uri, cfg, scratch / "multirun")
     pictures_s = pictures_seconds(scratch, cfg, dm)
-    imports = _import_seconds()
+    imports = import_seconds()
     release()
 
     durations = [b - a for a, b in spans]

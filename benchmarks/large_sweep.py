@@ -34,7 +34,7 @@ from benchmarks.common import (
     ratio,
     rnd,
 )
-from benchmarks.evaluation import _import_seconds, run_sweep
+from benchmarks.evaluation import import_seconds, run_sweep
 from src.experiments.wiring import build_datamodule
 
 LEVELS = ("none", "flip", "heavy")
@@ -97,7 +97,7 @@ def bench_large_sweep(work: Path, params: dict, folds: int, frames_per_video: in
     reports = [json.loads(line) for line in report.read_text().splitlines()]
     parts = {name: sum(r["seconds"].get(action, 0.0) for r in reports) for action, name in WORK.items()}
     own_work = sum(parts.values())
-    imports = _import_seconds()
+    imports = import_seconds()
     r = ratio(sweep_s, own_work)
     notes = (
         f"{videos} test videos x {frames_per_video} frames, MesoInception4 weights=scratch, fp32, augment="

@@ -66,9 +66,9 @@ class _CachedVideos(Dataset):
         rng = np.random.default_rng(int(torch.randint(2**31 - 1, ())))
         picks = [self.pick(i, rng) for i in indices]
         flips = self.batched.draw(len(picks), rng)
-        frames = self.crops(picks[0][0])[picks[0][1]]
-        side = self.batched.output_side(frames.shape[-2])
-        batch = empty_batch((len(picks), *frames.shape[:-3], side, side, 3))
+        crops = self.crops(picks[0][0])  # an item's shape without reading it: (frames,) of a clip, then H x W
+        side = self.batched.output_side(crops.shape[-2])
+        batch = empty_batch((len(picks), *np.shape(picks[0][1]), side, side, 3))
         pixels = batch.numpy()
         for k, (video, frame_picks) in enumerate(picks):
             self.batched.apply(self.crops(video)[frame_picks], flips[k], pixels[k])
