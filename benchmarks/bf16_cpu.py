@@ -5,8 +5,8 @@
 twice: with oneDNN free to use every instruction this CPU has, and with oneDNN capped at AVX2
 (`ONEDNN_MAX_CPU_ISA=AVX2`), which stands in for a CPU without AVX512-BF16/AMX (most laptops and older
 servers). Each setting runs in its own process, because oneDNN reads the cap once at start-up. The
-training default is bf16-mixed; train.py warns when the CPU lacks bf16 instructions
-(`src.experiments.runtime.slow_precision_warning`).
+training default chooses for the hardware (`src.experiments.hardware.choose_precision`); the table ends with
+what it chose on the measuring CPU.
 """
 
 from __future__ import annotations
@@ -77,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, seconds in result.items():
             ratio = seconds["bf16"] / seconds["fp32"]
             print(f"| {label} | {name} | {rnd(seconds['fp32'])} | {rnd(seconds['bf16'])} | {rnd(ratio)}x |")
+    from src.experiments.hardware import choose_precision
+
+    choice = choose_precision("cpu")
+    print(f"\nThe training default (trainer.precision auto) on this CPU: {choice.precision} ({choice.reason})")
     return 0
 
 

@@ -234,14 +234,45 @@ ARM = "processor\t: 0\nFeatures\t: fp asimd {extra}\nCPU implementer\t: 0x41\n"
         ("", None),
     ],
 )
-def test_bf16_training_on_a_cpu_without_bf16_instructions_is_warned_about(cpuinfo, native):
-    from src.experiments.runtime import cpu_has_bf16, slow_precision_warning
+def test_the_training_precision_fits_the_cpu(cpuinfo, native):
+    from src.experiments.hardware import choose_precision, cpu_has_bf16
 
     assert cpu_has_bf16(cpuinfo) is native
-    warning = slow_precision_warning("bf16-mixed", True, cpuinfo)
-    assert (warning is not None) == (native is False)
-    if warning:
-        assert "trainer.precision=32-true" in warning
-    # fp32, or a GPU (its own bf16 units), never warns
-    assert slow_precision_warning("32-true", True, cpuinfo) is None
-    assert slow_precision_warning("bf16-mixed", False, cpuinfo) is None
+    choice = choose_precision("cpu", cpuinfo)
+    # bf16 autocast only where the CPU has bf16 units; fp32 where it has none or cannot be read
+    assert choice.precision == ("bf16-mixed" if native else "32-true")
+    assert choice.reason
+
+
+def _no_cuda():
+    return None
+
+
+@pytest.mark.parametrize(
+    ("cuda_bf16", "expected"),
+    [(lambda: True, "bf16-mixed"), (lambda: False, "16-mixed"), (_no_cuda, "32-true")],
+)
+def test_the_training_precision_fits_the_gpu(cuda_bf16, expected):
+    from src.experiments.hardware import choose_precision
+
+    assert choose_precision("gpu", cuda_bf16=cuda_bf16).precision == expected
+    assert choose_precision("mps").precision == "32-true"
+
+
+def test_the_composed_trainer_chooses_its_precision_and_an_explicit_one_wins(monkeypatch):
+    from src.experiments import hardware
+    from src.experiments.hardware import trainer_precision
+
+    without_bf16 = X86.format(extra="avx512_vnni")
+    real_read = hardware.cpu_has_bf16
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda cpuinfo=None: real_read(without_bf16))
+    cfg = compose_config("train", [])
+    assert cfg.trainer.precision == "32-true"  # the resolver asks the (forced) CPU answer
+    assert "no bf16" in trainer_precision(cfg.trainer).reason
+    monkeypatch.setattr(
+        hardware, "cpu_has_bf16", lambda cpuinfo=None: real_read(X86.format(extra="amx_bf16"))
+    )
+    assert compose_config("train", []).trainer.precision == "bf16-mixed"
+    explicit = compose_config("train", ["trainer.precision=32-true"])
+    assert explicit.trainer.precision == "32-true"
+    assert trainer_precision(explicit.trainer).reason.startswith("set explicitly")

@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from src.data.settings import SETTINGS, settings_from
+from src.experiments.hardware import choose_precision
 from src.experiments.runtime import quieter
 from src.experiments.schemas import register_schemas
 from src.models.contract import resolve_input
@@ -25,6 +26,11 @@ if not OmegaConf.has_resolver("project_root"):
 if not OmegaConf.has_resolver("model_input"):
     # ${model_input:size,${model.net}}: a field of the input contract the net class declares
     OmegaConf.register_new_resolver("model_input", resolve_input)
+if not OmegaConf.has_resolver("auto_precision"):
+    # ${auto_precision:${.accelerator}}: the training precision that fits the hardware (src/experiments/hardware.py)
+    OmegaConf.register_new_resolver(
+        "auto_precision", lambda accelerator: choose_precision(str(accelerator)).precision
+    )
 if not OmegaConf.has_resolver("optuna_storage"):
     # ${optuna_storage:${paths.tracking_uri}}: hparams_search's study, next to the MLflow store
     OmegaConf.register_new_resolver("optuna_storage", lambda uri: optuna_storage(str(uri)))

@@ -105,33 +105,3 @@ def quieter(logger_name: str, level: int = logging.WARNING):
         yield
     finally:
         logger.setLevel(before)
-
-
-def cpu_has_bf16(cpuinfo: str | None = None) -> bool | None:
-    """Whether this CPU has bf16 arithmetic in hardware (x86: AVX512-BF16 or AMX-BF16; Arm: BF16), from
-    /proc/cpuinfo's flags; None where that cannot be read (not Linux)."""
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo") as info:
-                cpuinfo = info.read()
-        except OSError:
-            return None
-    flags = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            flags.update(value.split())
-    if not flags:
-        return None
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
-
-
-def slow_precision_warning(precision: str, on_cpu: bool, cpuinfo: str | None = None) -> str | None:
-    """What to tell a user who trains under bf16 autocast on a CPU without bf16 arithmetic: oneDNN then
-    emulates it, and the step can be several times slower than fp32 (docs/performance.md)."""
-    if not on_cpu or not str(precision).startswith("bf16") or cpu_has_bf16(cpuinfo) is not False:
-        return None
-    return (
-        f"trainer.precision={precision} on a CPU without bf16 instructions (no avx512_bf16/amx_bf16 in "
-        "/proc/cpuinfo): training may be several times slower than in fp32; add trainer.precision=32-true"
-    )

@@ -23,7 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.experiments.checkpointing import AtomicCheckpointIO
 from src.experiments.config import check_config, selected_options
-from src.experiments.runtime import slow_precision_warning, tidy_output
+from src.experiments.hardware import trainer_precision
+from src.experiments.runtime import tidy_output
 from src.experiments.tracking import (
     Run,
     check_tracking_store,
@@ -179,7 +180,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         os.environ[FOLDER_ENV] = str(folder)
     with run.state():
         metrics = _train(cfg, module, datamodule, folder, recorded, run, provenance)
-    _print_summary(run, metrics, folder, bool(cfg.trainer.get("fast_dev_run")))
+    _print_summary(run, metrics, folder, bool(cfg.trainer.get("fast_dev_run")), trainer_precision(cfg.trainer))
     return metrics
 
 
@@ -223,11 +224,12 @@ def _train(
         logger=run.logger or False,
         plugins=[AtomicCheckpointIO()],
     )
-    on_cpu = isinstance(trainer.accelerator, L.pytorch.accelerators.CPUAccelerator)
-    if trainer.is_global_zero and (slow := slow_precision_warning(trainer.precision, on_cpu)):
-        log.warning(slow)
+    precision = trainer_precision(cfg.trainer)
     if trainer.is_global_zero:
+        log.info("training precision %s: %s", precision.precision, precision.reason)
         _record_start(cfg, run, datamodule, folder, recorded is not None, provenance)
+        if recorded is None:
+            run.log_params({"precision_reason": precision.reason})
     ckpt_path = None
     if cfg.ckpt_path is not None:
         wanted = folder / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path).expanduser()
@@ -262,12 +264,13 @@ def _hydra_output_dir() -> Path | None:
     return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
 
 
-def _print_summary(run: Run, metrics: dict, folder: Path, fast_dev_run: bool = False) -> None:
+def _print_summary(run: Run, metrics: dict, folder: Path, fast_dev_run: bool, precision) -> None:
     nothing_saved = "fast_dev_run saves none: the test scored the last weights" if fast_dev_run else None
     best = metrics.get("best_checkpoint") or f"none ({nothing_saved or 'no validation epoch finished'})"
     lines = [
         f"best checkpoint: {best} (val/video_auc {metrics.get('best_val_video_auc', float('nan')):#.4g})"
     ]
+    lines.append(f"trained in {precision.precision}: {precision.reason}")
     tested = {k.removeprefix("test/video_"): v for k, v in metrics.items() if k.startswith("test/video_")}
     if tested:
         lines.append(
