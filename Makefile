@@ -53,19 +53,19 @@ weights:  ## copy the original MesoNet .h5 files into the weights cache (make we
 	else echo "$(WEIGHTS_SRC) not found: give the folder holding the .h5 files (make weights WEIGHTS_SRC=<folder>); without it weights=pretrained downloads them into $(WEIGHTS_DIR)"; fi
 
 demo: install weights  ## the whole study on the embedded dataset: train, evaluate the grid, report
-	$(PY) -m src.experiments.demo
+	$(PY) -m src.experiments.studies.demo
 
 cross-dataset: install  ## the cross-dataset protocol end to end on embedded stand-ins: train on FF++, test on 6 sets, table
-	$(PY) -m src.experiments.cross_dataset $(ARGS)
+	$(PY) -m src.experiments.studies.cross_dataset $(ARGS)
 
 selection: install  ## how much picking the epoch on the test set inflates a test AUC (RUN=<train run id>)
-	$(PY) -m src.experiments.selection --run $(RUN) $(ARGS)
+	$(PY) -m src.experiments.studies.selection_inflation --run $(RUN) $(ARGS)
 
 report: install  ## the tables of the latest evaluate sweep (SWEEP=<id> for another; PRESET=cross_dataset; ARGS=...)
 	$(PY) -m src.experiments.report --preset $(or $(PRESET),study) $(if $(SWEEP),--sweep-id $(SWEEP),) $(ARGS)
 
 audit: install  ## shortcut audit of a dataset's cheap features (ARGS="data=celebdf data.root=..." for another)
-	$(PY) -m src.experiments.audit $(ARGS)
+	$(PY) -m src.experiments.studies.audit $(ARGS)
 
 bench: install  ## benchmarks (QUICK=1 for a few minutes)
 	$(PY) -m benchmarks.run $(if $(QUICK),--quick,)

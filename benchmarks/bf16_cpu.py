@@ -25,7 +25,7 @@ NETWORKS = {"MesoInception4, batch 32": (32, 256), "ResNet50, batch 8": (8, 224)
 
 def _network(name: str):
     if name.startswith("MesoInception4"):
-        from src.models.mesonet import MesoInception4
+        from src.models.nets.mesonet import MesoInception4
 
         return MesoInception4()
     import torchvision

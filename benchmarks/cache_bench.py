@@ -22,11 +22,11 @@ from benchmarks.common import (
 )
 from benchmarks.naive import FULL_RESOLUTION, naive_build
 from src.data.cache import CropSettings, FaceCropCache
-from src.data.detectors import _downscale, _scale_box, build_detector
-from src.data.faces import crop_faces, track_faces
-from src.data.index import index_celebdf
+from src.data.faces.detectors import _downscale, _scale_box, build_detector
+from src.data.faces.track import crop_faces, track_faces
+from src.data.indexes.celebdf import index_celebdf
 from src.data.synthetic import MARKER
-from src.data.video import evenly_spaced_indices, read_frames
+from src.data.faces.video import evenly_spaced_indices, read_frames
 
 
 def crop_settings(cfg) -> CropSettings:

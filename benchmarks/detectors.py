@@ -208,7 +208,7 @@ VARIANTS = {
 
 def make_variant(name: str, kwargs: dict):
     """A detector with non-default parameters (build_detector takes only the configured ones)."""
-    from src.data.detectors import DlibHogFaceDetector, HaarFaceDetector, MTCNNFaceDetector, YuFaceDetector
+    from src.data.faces.detectors import DlibHogFaceDetector, HaarFaceDetector, MTCNNFaceDetector, YuFaceDetector
 
     classes = {
         "mtcnn": MTCNNFaceDetector,
@@ -220,7 +220,7 @@ def make_variant(name: str, kwargs: dict):
 
 
 def bench_detection(repeats: int = 3, empty: int = 20) -> tuple[list[Measurement], list[dict]]:
-    from src.data.detectors import MissingDetectorPackage
+    from src.data.faces.detectors import MissingDetectorPackage
 
     cv2.setNumThreads(1)
     frames = real_face_frames(repeats=repeats, empty=empty)
@@ -307,7 +307,7 @@ def bench_build(work: Path, count: int = 8, variants=BUILD_VARIANTS) -> tuple[li
     whole FaceCropCache.build (1 worker process, start-up included) for Haar and the default."""
     from benchmarks.common import fresh_dir
     from src.data.cache import CropSettings, FaceCropCache
-    from src.data.detectors import MissingDetectorPackage, build_detector
+    from src.data.faces.detectors import MissingDetectorPackage, build_detector
 
     cv2.setNumThreads(1)
     videos, codec = write_celebdf_like_videos(work / "videos", count)

@@ -35,7 +35,7 @@ def write_frames(path: str) -> None:
 
 def detection(path: str) -> dict:
     from benchmarks.detectors import FaceFrame, iou, score_detector
-    from src.data.detectors import build_detector
+    from src.data.faces.detectors import build_detector
 
     data = np.load(path, allow_pickle=True)
     frames = [
@@ -76,7 +76,7 @@ def training_precision() -> dict:
     import lightning as L
 
     from src.models.module import DeepfakeDetector
-    from src.models.resnet_lstm import ResNetLSTM
+    from src.models.nets.resnet_lstm import ResNetLSTM
 
     torch.manual_seed(0)
     module = DeepfakeDetector(ResNetLSTM(), optimizer=partial(torch.optim.Adam, lr=1e-4), name="resnet_lstm")

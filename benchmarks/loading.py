@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.common import Measurement, Plan, compose, fresh_dir, median, release, rnd
 from benchmarks.naive import write_jpegs
-from src.data.augment import augment_clip
-from src.data.batched import Collated, collate, empty_batch
+from src.data.transforms.augment import augment_clip
+from src.data.transforms.batched import Collated, collate, empty_batch
 from src.experiments.wiring import build_datamodule
 
 
@@ -229,7 +229,7 @@ def bench_loading(plan: Plan, work: Path, overrides: list[str]) -> list[Measurem
         f"{plan.loader_frames_per_video} random frames), {repeat} passes per timing, batch {dm.batch_size}, "
         f"{cfg_level(dm)} train augmentation, resize {dm.crops.crop_size}->{dm.input.size}; "
         f"the baseline augments each sample with albumentations as reference pipelines do, the cache reads a "
-        f"batch in one go (`src.data.batched`); {plan.loader_rounds} interleaved timings each"
+        f"batch in one go (`src.data.transforms.batched`); {plan.loader_rounds} interleaved timings each"
     )
     notes = (
         f"{common}; num_workers={hp.num_workers}, persistent workers; per-round ratios "

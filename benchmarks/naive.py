@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 
 from src.data.cache import CropSettings
-from src.data.detectors import HaarFaceDetector
-from src.data.faces import crop_faces, track_faces
-from src.data.video import VideoDecodeError, evenly_spaced_indices
+from src.data.faces.detectors import HaarFaceDetector
+from src.data.faces.track import crop_faces, track_faces
+from src.data.faces.video import VideoDecodeError, evenly_spaced_indices
 
 FULL_RESOLUTION = 1 << 20  # a detect_max_side no frame reaches: detection never downscales
 JPEG_QUALITY = 95  # cv2.imwrite's default

@@ -1,5 +1,5 @@
 """Self-Blended Images on the embedded set (issue 23.2): the test video AUC of detectors trained on real videos
-only (`train_augment=sbi data.train_classes=real`, src/data/sbi.py) against the same detectors trained the
+only (`train_augment=sbi data.train_classes=real`, src/data/transforms/sbi.py) against the same detectors trained the
 default way, on real and fake videos (`train_augment=weak`).
 
 Every run goes through the framework as train.py and evaluate.py run it (`src.experiments.train.train`,
@@ -57,7 +57,7 @@ class ModelPlan:
 def model_plans(weights_dir: Path | None) -> dict[str, ModelPlan]:
     """MesoInception4 from its original weights when they are at hand (else from scratch), Xception from
     scratch unless timm's cache holds its ImageNet weights (this machine is offline)."""
-    from src.models.timm_models import timm_weights_origin
+    from src.models.nets.timm_backbones import timm_weights_origin
 
     meso_weights = "weights=pretrained" if weights_dir is not None else "weights=scratch"
     xception_cached = timm_weights_origin("legacy_xception.tf_in1k").cached

@@ -14,7 +14,7 @@ bootstrap 95 % interval. A feature is flagged as a shortcut risk on a split when
 corrected over all features and splits, so that a split of a dozen videos is not flagged for a chance
 ordering; the verdict of a feature is its flag on any split.
 
-Outputs (``src.experiments.audit`` runs it): a table on the console, ``reports/audit/`` (``features.csv``
+Outputs (``src.experiments.studies.audit`` runs it): a table on the console, ``reports/audit/`` (``features.csv``
 per video, ``auc.csv``, ``auc.md`` and ``auc.png``) and an MLflow run in experiment ``audit``. Sharpness is the variance of
 the Laplacian of the luma; noise is Immerkaer's estimate (the deviation left by a Laplacian-difference
 kernel that cancels smooth image content).
@@ -138,7 +138,7 @@ def pixel_features(path: Path, num_frames: int) -> dict[str, float]:
     """Whole-frame statistics of ``num_frames`` evenly spaced frames and of the frame after each."""
     import decord
 
-    from src.data.video import evenly_spaced_indices
+    from src.data.faces.video import evenly_spaced_indices
 
     reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
     total = len(reader)
@@ -402,4 +402,4 @@ if __name__ == "__main__":
     # orchestration, so the command forwards to it by module name: nothing in src/data imports it
     import runpy
 
-    runpy.run_module("src.experiments.audit", run_name="__main__", alter_sys=True)
+    runpy.run_module("src.experiments.studies.audit", run_name="__main__", alter_sys=True)

@@ -6,9 +6,9 @@ videos (every sampled frame, or the clip), so video-level scores come straight o
 uint8 HWC pixels; the data module normalizes them after the transfer to the device.
 
 A pipeline of flips and the resize (`train_augment=weak`, `augment=none`) reads a whole batch in one go
-(`__getitems__`, which the DataLoader calls with a batch's indices; `src.data.batched`): the crops copied from
+(`__getitems__`, which the DataLoader calls with a batch's indices; `src.data.transforms.batched`): the crops copied from
 the memory-mapped cache into one array, flipped and resized on the way, exactly as albumentations would.
-Under `train_augment=sbi` the training transform is a `SelfBlendAugment` (`src.data.sbi`): a real item
+Under `train_augment=sbi` the training transform is a `SelfBlendAugment` (`src.data.transforms.sbi`): a real item
 becomes its crop and its self-blend, both in the batch (`__getitems__`, which the DataLoader calls with a
 batch's indices) or one of them; `dataset[i]` always gives one sample.
 """
@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from src.data.augment import augment_clip, stable_seed
-from src.data.batched import Collated, batched_form, empty_batch
+from src.data.transforms.augment import augment_clip, stable_seed
+from src.data.transforms.batched import Collated, batched_form, empty_batch
 from src.data.cache import CacheEntry
-from src.data.index import VideoRecord
-from src.data.sbi import SelfBlendAugment
+from src.data.indexes.celebdf import VideoRecord
+from src.data.transforms.sbi import SelfBlendAugment
 
 
 class _CachedVideos(Dataset):
@@ -51,8 +51,8 @@ class _CachedVideos(Dataset):
         return np.full((len(crops), 5, 2), np.nan) if stored is None else np.asarray(stored)
 
     def __getitems__(self, indices: list[int]) -> list | Collated:
-        """A batch's samples: under a self-blend, each real item's crop and its blend (`src.data.sbi`); under a
-        pipeline of flips and the resize, the assembled batch (`src.data.batched`)."""
+        """A batch's samples: under a self-blend, each real item's crop and its blend (`src.data.transforms.sbi`); under a
+        pipeline of flips and the resize, the assembled batch (`src.data.transforms.batched`)."""
         if self.batched is not None and self.batchable():
             return self.read_batch(indices)
         return [sample for i in indices for sample in self.samples(i, pairs=None)]

@@ -92,7 +92,7 @@ def run(main: Callable[[], Any], task: str | None = None) -> Any:
             print(f"Error: {config_error_line(error)}", file=sys.stderr)
             raise SystemExit(1) from None
         # imported here: the sweep machinery brings torch, and a config error should not wait for it
-        from src.experiments.sweep import report_failed_sweep
+        from src.experiments.sweeps.callbacks import report_failed_sweep
 
         if report_failed_sweep(error):  # a sweep whose jobs failed: its table and one line per failed job
             raise SystemExit(1) from None

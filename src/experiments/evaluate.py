@@ -11,7 +11,7 @@ EER point of the validation videos: for finetuned weights the one their training
 otherwise the fold's unperturbed validation videos scored here with the same weights; absent, and said so,
 when there is no validation split with both classes), with the test accuracy at it
 (`test/video_acc_val_threshold`) and each video's decision in `video_scores.csv`. Per-subset metrics
-(`test/subset/...`) come from `src.experiments.subsets`.
+(`test/subset/...`) come from `src.experiments.evaluation.subsets`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from src.experiments import explain, plots, subsets
+from src.experiments.evaluation import explain, plots, subsets
 from src.experiments.config import check_config
 from src.experiments.finetuned import Finetuned
 from src.experiments.runtime import tidy_output

@@ -2,7 +2,7 @@
 weights as evaluation, with one start-up. `video=<file>` prints one video's score and its frames' scores;
 `videos=<folder|glob|list file> [output=<csv>]` writes a CSV row per video and records a run (experiment
 `predict`) unless logger=none. `explain=true` adds `<video stem>_cam.png` per scored video (class-activation
-maps of its crops, src/experiments/explain.py) beside the CSV, or for `video=` in the Hydra output folder.
+maps of its crops, src/experiments/evaluation/explain.py) beside the CSV, or for `video=` in the Hydra output folder.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def predict_files(cfg: DictConfig, videos: list[Path], cam_dir: Path | None = No
 def _write_maps(module, datamodule, rows: list[dict], folder: Path, device) -> None:
     """explain=true: `<video stem>_cam.png` in `folder` per scored video (`<parent>_<stem>_cam.png` where
     two inputs share a stem), from the crops it was scored on; computed after scoring, with gradients."""
-    from src.experiments import explain
+    from src.experiments.evaluation import explain
 
     stems = Counter(Path(row["path"]).stem for row in rows)
     dataset = datamodule.predict_dataloader().dataset

@@ -30,14 +30,14 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from src.data.align import landmarks_from_json, landmarks_to_json, make_crops
+from src.data.faces.align import landmarks_from_json, landmarks_to_json, make_crops
 from src.data.cache.errors import CacheEntryError, CacheError, CacheWriteError
 from src.data.cache.pool import VIDEO_TIMEOUT_S, build_isolated
 from src.data.cache.reports import BuildReport, VideoReport
-from src.data.detectors import DETECTORS, LANDMARK_DETECTORS, FaceDetector, build_detector
-from src.data.faces import detect_faces
+from src.data.faces.detectors import DETECTORS, LANDMARK_DETECTORS, FaceDetector, build_detector
+from src.data.faces.track import detect_faces
 from src.data.logs import ONCE_PER_SWEEP
-from src.data.video import FRAME_SAMPLINGS, VideoDecodeError, not_a_video_file, read_frames
+from src.data.faces.video import FRAME_SAMPLINGS, VideoDecodeError, not_a_video_file, read_frames
 from src.utils.errors import ConfigError, check
 from src.utils.files import atomic_write, atomic_write_text
 
@@ -68,13 +68,13 @@ class CropSettings:
     frame_sampling: str = "centres"
     face_margin: float = 1.3  # the crop side / the face box side
     crop_size: int = 256  # cached crop side; resized to the model's input size on load
-    face_detector: str = "mtcnn"  # one of DETECTORS (src.data.detectors)
+    face_detector: str = "mtcnn"  # one of DETECTORS (src.data.faces.detectors)
     detect_max_side: int | None = (
         None  # frames are downscaled to this before detection; None: the detector's own
     )
     yunet_model: str | None = None  # the YuNet .onnx file that face_detector=yunet needs
     detect_every: int = 2  # detect on every k-th sampled frame, boxes interpolated between
-    align: bool = False  # map the five landmarks onto a template (src.data.align): a level eye line
+    align: bool = False  # map the five landmarks onto a template (src.data.faces.align): a level eye line
     # auto: CUDA when available, else the CPU; gpu is cuda (as trainer.accelerator names it)
     detect_device: str = field(default="auto", compare=False)
 

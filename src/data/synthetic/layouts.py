@@ -19,9 +19,9 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from src.data import dfd, dfdc, dfdcp, uadfv
-from src.data.ffpp import COMPRESSIONS, MANIPULATED, _link, write_ffpp_layout
-from src.data.index import FAKE, REAL, VideoRecord, index_celebdf
+from src.data.indexes import dfd, dfdc, dfdcp, uadfv
+from src.data.indexes.ffpp import COMPRESSIONS, MANIPULATED, _link, write_ffpp_layout
+from src.data.indexes.celebdf import FAKE, REAL, VideoRecord, index_celebdf
 
 _CELEB_FAKE = re.compile(r"Celeb-synthesis/(id\d+)_id\d+_(\d+)\.mp4")
 

@@ -1,6 +1,6 @@
 """The report's deployment section (video level): per run its calibration and operating points, and per data
 value and augment level the per-subset metrics (`test/subset/<grouping>/<value>/<metric>`, see
-src.experiments.subsets), one row group per subset, one column per (model, weights) as in the metric tables.
+src.experiments.evaluation.subsets), one row group per subset, one column per (model, weights) as in the metric tables.
 Runs logged before these metrics existed show –; without any such metric the section is left out."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from src.experiments.report.tables import (
     markdown_table,
     metric_cell,
 )
-from src.experiments.subsets import GROUPINGS, face_size_buckets, subset_of
+from src.experiments.evaluation.subsets import GROUPINGS, face_size_buckets, subset_of
 
 # (column header, metric name) of the operating-point table
 OPERATING_POINTS = (

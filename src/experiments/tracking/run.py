@@ -20,7 +20,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from src.experiments.config import selected_options
-from src.experiments.hparams import trial_tags
+from src.experiments.sweeps.trials import trial_tags
 from src.experiments.runtime import SignalExit, signals_raise
 from src.experiments.tracking.store import client, default_tracking_uri, experiment_id, run_url
 
