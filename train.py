@@ -5,16 +5,13 @@ from omegaconf import DictConfig
 
 from src.experiments import cli
 from src.experiments.config import CONFIG_DIR
-from src.experiments.extras import apply_extras
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from src.experiments.train import train
 
-    with cli.clean_user_errors():
-        apply_extras(cfg)
-        return train(cfg).get(cfg.optimized_metric)  # the objective of a sweeper (hparams_search)
+    return train(cfg).get(cfg.optimized_metric)  # the objective of a sweeper (hparams_search)
 
 
 if __name__ == "__main__":

@@ -145,3 +145,69 @@ def test_no_override_of_a_private_lightning_method():
                 and any(name in vars(base) for base in lightning_bases)
             ]
     assert not offending, offending
+
+
+def _private_uses(path: Path, prefixes: tuple[str, ...], root: Path = ROOT) -> list[str]:
+    """`from <module> import _name`, `import <module>._private` and `<module>._name` for the modules whose
+    dotted name starts with one of `prefixes` (dunder names are public)."""
+
+    def private(name: str) -> bool:
+        return name.startswith("_") and not name.startswith("__")
+
+    found, modules = [], set()  # names this file binds to such modules
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(prefixes):
+            if any(private(part) for part in node.module.split(".")):
+                found.append(f"line {node.lineno}: from {node.module} import ...")
+            for alias in node.names:
+                if private(alias.name):
+                    found.append(f"line {node.lineno}: from {node.module} import {alias.name}")
+                else:
+                    modules.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith(prefixes):
+                    if any(private(part) for part in alias.name.split(".")):
+                        found.append(f"line {node.lineno}: import {alias.name}")
+                    modules.add(alias.asname or alias.name.split(".")[0])
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Attribute) and private(node.attr) and isinstance(node.value, ast.Name):
+            if node.value.id in modules:
+                found.append(f"line {node.lineno}: {node.value.id}.{node.attr}")
+    return found
+
+
+def test_no_module_uses_another_modules_private_names():
+    """The seams between files are public names: a `_name` is its own module's business."""
+    offending = {
+        str(f.relative_to(ROOT)): uses
+        for f in sorted(SRC.rglob("*.py"))
+        if (uses := _private_uses(f, ("src.", "src")))
+    }
+    assert not offending, offending
+
+
+def test_the_private_name_check_can_fail(tmp_path):
+    (tmp_path / "src").mkdir()
+    planted = tmp_path / "src" / "a.py"
+    planted.write_text("from src.b import _scan\nfrom src import c\nc._sha256()\nimport hydra._internal.utils\n")
+    assert len(_private_uses(planted, ("src.", "src"), tmp_path)) == 2
+    assert _private_uses(planted, ("hydra",), tmp_path) == ["line 4: import hydra._internal.utils"]
+
+
+def test_no_private_hydra_or_lightning_api():
+    """Hydra's `_internal` package and Lightning's private names change between releases: only their
+    public API is used (callbacks, HydraConfig, the override parser; Lightning's hooks)."""
+    offending = {
+        str(f.relative_to(ROOT)): uses
+        for f in sorted(SRC.rglob("*.py"))
+        if (uses := _private_uses(f, ("hydra", "lightning", "pytorch_lightning")))
+    }
+    offending.update(
+        {
+            str(f.relative_to(ROOT)): ["._return_value"]
+            for f in SRC.rglob("*.py")
+            if "._return_value" in f.read_text()  # JobReturn's private field: its public return_value raises
+        }
+    )
+    assert not offending, offending

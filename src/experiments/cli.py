@@ -8,15 +8,23 @@ run ends in its message (in a sweep, Hydra reports the job and the sweep's summa
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import sys
 from collections.abc import Callable
-from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
 
-from src.experiments.config import CONFIG_DIR, config_error_line
-from src.experiments.runtime import SignalExit, exit_on_signals
+from omegaconf import DictConfig
+
+from src.experiments.config import CONFIG_DIR, check_config, config_error_line
+from src.experiments.extras import apply_extras
+from src.experiments.runtime import SignalExit, exit_on_signals, tidy_output
 from src.utils.errors import ConfigError, UserError
+
+T = TypeVar("T")
 
 # what a task does not take, and where it is instead
 ELSEWHERE = {
@@ -91,10 +99,12 @@ def run(main: Callable[[], Any], task: str | None = None) -> Any:
         if isinstance(error, ConfigCompositionException | OverrideParseException):
             print(f"Error: {config_error_line(error)}", file=sys.stderr)
             raise SystemExit(1) from None
-        # imported here: the sweep machinery brings torch, and a config error should not wait for it
-        from src.experiments.sweeps.callbacks import report_failed_sweep
+        sweep_dir = getattr(error, "sweep_dir", None)  # set by task_wrapper on a failed sweep job
+        if sweep_dir is not None:
+            # imported here: the sweep machinery brings torch, and a config error should not wait for it
+            from src.experiments.sweeps.callbacks import report_failed_sweep
 
-        if report_failed_sweep(error):  # a sweep whose jobs failed: its table and one line per failed job
+            report_failed_sweep(Path(sweep_dir))  # the jobs' table and one line per failed job
             raise SystemExit(1) from None
         raise
     finally:
@@ -114,25 +124,97 @@ def _signal_behind(error: BaseException) -> SignalExit | None:
     return None
 
 
-@contextmanager
-def clean_user_errors():
-    """In a single run, end on a user's data, weights or config error with its message and exit code 1
-    instead of a traceback. In a sweep the error propagates, so Hydra reports the job and goes on."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.errors import InstantiationException
+CHECKED_JOBS = "checked_jobs.json"  # in a sweep's folder: the jobs its pre-check passed (sweeps/callbacks.py)
+JOB_ERROR = "job_error.txt"  # in a failed job's output folder: its one-line error, for the sweep's summary
+USER_ERRORS = (FileNotFoundError, ValueError, UserError)  # bad values, weights, data or store
 
-    def report(error: BaseException) -> None:
-        if HydraConfig.initialized() and str(HydraConfig.get().mode) == "RunMode.MULTIRUN":
+
+def task_wrapper(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], T]:
+    """The one wrapper around every task body (train, evaluate, predict, prepare, audit).
+
+    Before the body: the config checked once (`check_config`; a sweep job its pre-check already passed is
+    not checked again), the console tidied, `extras.*` applied. After it: a user's data, weights or config
+    error in a single run ends in its one-line message with exit code 1 instead of a traceback; in a sweep
+    the error goes on to Hydra, which runs the other jobs, and the job's line is kept in its output folder
+    for the sweep's summary. Called from Python outside Hydra (tests, notebooks), errors propagate as
+    they are. Stop signals are the process's (`run`) and a run's final state is its own (`tracking.Run`).
+
+    Args:
+        task: the task's body, called with the composed config.
+    """
+
+    @functools.wraps(task)
+    def wrapped(cfg: DictConfig) -> T:
+        from hydra.errors import InstantiationException
+
+        job = _hydra_job()
+        try:
+            if not (job and job.already_checked()):
+                check_config(cfg)
+            tidy_output()
+            apply_extras(cfg)
+            return task(cfg)
+        except InstantiationException as error:  # Hydra wraps what a constructor raised (a bad data value)
+            if job is None or not isinstance(error.__cause__, USER_ERRORS):
+                raise
+            job.fail(error.__cause__)
+        except USER_ERRORS as error:
+            if job is None:
+                raise
+            job.fail(error)
+        except Exception as error:
+            if job is not None and job.multirun:
+                job.record(error)
+            raise
+
+    return wrapped
+
+
+@dataclass(frozen=True)
+class _HydraJob:
+    """The Hydra job a task runs as: its output folder, whether it is one job of a sweep, its overrides."""
+
+    output_dir: Path
+    sweep_dir: Path | None
+    overrides: tuple[str, ...]
+
+    @property
+    def multirun(self) -> bool:
+        return self.sweep_dir is not None
+
+    def already_checked(self) -> bool:
+        """Whether the sweep's pre-check passed this job's exact overrides."""
+        checked = self.sweep_dir / CHECKED_JOBS if self.sweep_dir else None
+        if checked is None or not checked.is_file():
+            return False
+        return sorted(self.overrides) in json.loads(checked.read_text())
+
+    def record(self, error: BaseException) -> None:
+        """Keep the job's one-line error in its folder: the sweep's summary names it (cli.run)."""
+        line = f"{type(error).__name__}: {error}".splitlines()[0]
+        (self.output_dir / JOB_ERROR).write_text(
+            json.dumps({"overrides": list(self.overrides), "error": line})
+        )
+        error.sweep_dir = str(self.sweep_dir)  # travels with the error Hydra raises after the last job
+
+    def fail(self, error: BaseException) -> None:
+        """A user's error: one line and exit code 1 in a single run; recorded and raised on in a sweep."""
+        if self.multirun:
+            self.record(error)
             raise error
         print(f"Error: {type(error).__name__}: {error}", file=sys.stderr)
         raise SystemExit(1) from error
 
-    user_errors = (FileNotFoundError, ValueError, UserError)  # bad values, weights, data or store
-    try:
-        yield
-    except InstantiationException as error:  # Hydra wraps what a constructor raised (e.g. a bad data value)
-        if not isinstance(error.__cause__, user_errors):
-            raise
-        report(error.__cause__)
-    except user_errors as error:
-        report(error)
+
+def _hydra_job() -> _HydraJob | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    multirun = str(hydra_cfg.mode) == "RunMode.MULTIRUN"
+    return _HydraJob(
+        Path(hydra_cfg.runtime.output_dir),
+        Path(hydra_cfg.sweep.dir) if multirun else None,
+        tuple(str(o) for o in hydra_cfg.overrides.task),
+    )

@@ -28,10 +28,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from src.experiments.cli import task_wrapper
 from src.experiments.evaluation import explain, plots, subsets
-from src.experiments.config import check_config
-from src.experiments.finetuned import Finetuned
-from src.experiments.runtime import tidy_output
 from src.experiments.tracking import (
     Run,
     check_tracking_store,
@@ -43,9 +41,8 @@ from src.experiments.tracking import (
     tracking_uri,
     uses_mlflow,
 )
-from src.experiments.wiring import build_datamodule, build_model, build_weights, lineage
+from src.experiments.wiring import build_datamodule, build_model, load_weights
 from src.models.metrics import ECE_BINS, detection_metrics, expected_calibration_error
-from src.models.weights import WeightsNotFound
 from src.utils.stats import (
     FPR_TARGETS,
     accuracy_at_threshold,
@@ -60,15 +57,15 @@ GALLERY_VIDEOS = 4  # worst false positives and false negatives each
 GALLERY_FRAMES = 6
 
 
+@task_wrapper
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Score the test list of `cfg.data` with `cfg.model` and `cfg.weights` under `cfg.augment`."""
-    check_config(cfg)
-    tidy_output()
     L.seed_everything(cfg.seed, workers=True)
     if uses_mlflow(cfg.get("logger")):
         check_tracking_store(tracking_uri(cfg))
     datamodule = build_datamodule(cfg)  # checks every data value before the run starts
-    module, provenance = _model_with_weights(cfg)  # missing or unusable weights: no run is started
+    module = build_model(cfg)
+    provenance = load_weights(cfg, module, datamodule)  # missing or unusable weights: no run is started
     run = Run.start(cfg.get("logger"), name=run_name(cfg), tags=run_tags(cfg))
     with run.state(), run.files("evaluation") as folder:
         metrics, threshold_source = _evaluate_into(run, cfg, datamodule, folder, module, provenance)
@@ -178,16 +175,13 @@ def _evaluate_into(
     run: Run, cfg: DictConfig, datamodule, folder: Path, module, provenance
 ) -> tuple[dict[str, float], str]:
     """Score the test list into `run`; the files (scores, pictures, config, data report) go to `folder`.
-    `provenance` is None for finetuned weights, which are chosen here, by the data's lineage. Returns the
-    metrics and where the validation threshold comes from (or why there is none)."""
+    Returns the metrics and where the validation threshold comes from (or why there is none)."""
     run.log_params(flat_params(cfg))
     datamodule.prepare_data()
     datamodule.setup("test")
     fingerprint = data_fingerprint(datamodule)
     root = getattr(datamodule.index, "root", None) or cfg.data.get("root") or "-"
     run.log_dataset(f"{cfg.data.name}-fold{cfg.data.fold}", fingerprint or "unknown", str(root), "test")
-    if provenance is None:
-        provenance = build_weights(cfg)(module, lineage(cfg, fingerprint))
     run.set_tags({**({"data_fingerprint": fingerprint} if fingerprint else {}), **provenance.tags()})
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
     test = split_scores(trainer.predict(module, datamodule=datamodule), module, datamodule.splits["test"])
@@ -255,19 +249,6 @@ def _draw_pictures(
     plots.plot_gallery(
         strips, folder / "worst_videos.png", f"Most confident mistakes of {title}".replace("\n", ", ")
     )
-
-
-def _model_with_weights(cfg: DictConfig):
-    """The model, before the run and any data work, with its weights when they do not depend on the data
-    (scratch, pretrained: a missing file fails here); finetuned weights are matched to the data's lineage
-    later, but with no training run of this model at all there is nothing to score with, said here."""
-    module = build_model(cfg)
-    source = build_weights(cfg)
-    if not isinstance(source, Finetuned):
-        return module, source(module)
-    if not (source.path or source.run_id) and not source.candidates(cfg.model.name):
-        raise WeightsNotFound(source.explain_missing([], source.requirements(lineage(cfg))))
-    return module, None
 
 
 def score(

@@ -79,22 +79,33 @@ class Finetuned:
             order_by=["attributes.end_time DESC"],
         )
 
-    def requirements(self, lineage: Lineage) -> dict[str, str]:
-        """The tags a matching training run must carry."""
+    def requirements(self, lineage: Lineage, with_fingerprint: bool = True) -> dict[str, str]:
+        """The tags a matching training run must carry.
+
+        Args:
+            lineage: the evaluated model and data; its `data_fingerprint` may be a function, called here.
+            with_fingerprint: False to leave the index fingerprint out (no run to compare it with).
+        """
+        fingerprint = lineage.data_fingerprint if with_fingerprint else None
+        fingerprint = fingerprint() if callable(fingerprint) else fingerprint
         data = self.train_data or lineage.data
         wanted = {"model": lineage.model, "data": data, "input_contract": lineage.input_contract}
         same_data = data == lineage.data
         fold = self.train_fold if self.train_fold is not None else (lineage.fold if same_data else None)
         if fold is not None:
             wanted["fold"] = str(fold)
-        if same_data and lineage.data_fingerprint:
-            wanted["data_fingerprint"] = lineage.data_fingerprint
+        if same_data and fingerprint:
+            wanted["data_fingerprint"] = fingerprint
         if self.train_seed is not None:
             wanted["seed"] = str(self.train_seed)
         return wanted
 
     def find_run(self, lineage: Lineage):
         runs = self.candidates(lineage.model)
+        if not runs:  # nothing to compare the data's fingerprint with: no indexing
+            raise WeightsNotFound(
+                self.explain_missing(runs, self.requirements(lineage, with_fingerprint=False))
+            )
         wanted = self.requirements(lineage)
         matches = [r for r in runs if all(r.data.tags.get(k) == v for k, v in wanted.items())]
         if not matches:

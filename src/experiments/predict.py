@@ -18,8 +18,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from src.experiments.config import check_config
-from src.experiments.runtime import tidy_output
+from src.experiments.cli import task_wrapper
 from src.experiments.tracking import (
     Run,
     check_tracking_store,
@@ -28,16 +27,15 @@ from src.experiments.tracking import (
     unique_name,
     uses_mlflow,
 )
-from src.experiments.wiring import build_datamodule, build_model, build_weights, lineage
+from src.experiments.wiring import build_datamodule, build_model, load_weights
 from src.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
+@task_wrapper
 def predict(cfg: DictConfig) -> list[dict] | dict:
     """`video=` or `videos=`: score video files (see the module's docstring)."""
-    check_config(cfg)
-    tidy_output()
     L.seed_everything(cfg.seed, workers=True)
     if bool(cfg.get("video")) == bool(cfg.get("videos")):
         raise ConfigError(
@@ -85,7 +83,7 @@ def predict_files(cfg: DictConfig, videos: list[Path], cam_dir: Path | None = No
     datamodule = build_datamodule(cfg)
     reports = datamodule.setup_predict(videos)
     module = build_model(cfg)
-    provenance = build_weights(cfg)(module, lineage(cfg))
+    provenance = load_weights(cfg, module)
     rows = [
         {
             "path": str(video),

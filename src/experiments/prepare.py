@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from src.experiments.config import check_config
+from src.experiments.cli import task_wrapper
 
 if TYPE_CHECKING:  # the data module's imports (torch) wait for a run: a sweep's callback needs none of them
     from src.data.cache import BuildReport
@@ -44,11 +44,11 @@ def shard_records(records: Iterable[VideoRecord], shard: int, shards: int) -> li
     return [r for r in records if shard_of(r.path, shards) == shard]
 
 
+@task_wrapper
 def prepare(cfg: DictConfig) -> dict:
     """Generate the synthetic set if needed, index the dataset and build the cache entries of shard
     `cfg.shard` of `cfg.shards`. Logs and returns what was built, reused and skipped (also written to
     prepare.json in the Hydra output folder)."""
-    check_config(cfg)  # a bad key ends here, before torch is imported
     from src.experiments.wiring import build_datamodule
 
     shard, shards = int(cfg.shard), int(cfg.shards)

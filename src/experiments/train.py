@@ -1,30 +1,29 @@
-"""What `python train.py` runs: data, model, weights, callbacks and MLflow logger; fit, then test.
+"""What `python train.py` runs: data, model, weights, callbacks and the run; fit, then test.
 
-Every run gets its own checkpoint folder `<checkpoint_dir>/<model>-<weights>-<data>-fold<k>/run-<stamp>-<id>`
-holding `run.json` (its MLflow run and the configuration it trains). `ckpt_path=last` resumes the newest
-folder whose recorded configuration is this one, into its MLflow run; a folder of another configuration
-is refused with the differences named.
+Model selection uses val/* only (Lightning's ModelCheckpoint and EarlyStopping, conf/callbacks/); where
+a run keeps its checkpoints and how it resumes is src/experiments/checkpointing.py's.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import time
-import uuid
 from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from src.experiments.checkpointing import AtomicCheckpointIO
-from src.experiments.config import check_config, selected_options
+from src.experiments.checkpointing import (
+    AtomicCheckpointIO,
+    record_run,
+    recorded_validation,
+    resume_checkpoint,
+    run_folder,
+)
+from src.experiments.cli import task_wrapper
 from src.experiments.hardware import trainer_precision
-from src.experiments.runtime import tidy_output
 from src.experiments.tracking import (
     Run,
     check_tracking_store,
@@ -36,112 +35,9 @@ from src.experiments.tracking import (
     tracking_uri,
     uses_mlflow,
 )
-from src.experiments.wiring import build_datamodule, build_model, build_weights
+from src.experiments.wiring import build_datamodule, build_model, load_weights
 
 log = logging.getLogger(__name__)
-RUN_FILE = "run.json"
-# rank 0 hands its run folder to the DDP processes Lightning starts (they inherit the environment)
-FOLDER_ENV = "DEEPFAKE_RUN_FOLDER"
-# what defines the training a checkpoint continues; everything else (trainer length, workers, where
-# outputs and weights live, logging) may change on resume
-RESUME_GROUPS = ("data", "model", "weights", "train_augment", "seed")
-NOT_RESUME_KEYS = {"data": ("build_workers", "num_workers", "cache_dir"), "weights": ("tracking_uri",)}
-
-
-class ResumeMismatch(ValueError):
-    pass
-
-
-def resume_key(cfg: DictConfig) -> dict:
-    """The resolved configuration a resumed run must share with the run that wrote the checkpoint."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    key = {group: container.get(group) for group in RESUME_GROUPS}
-    for group, names in NOT_RESUME_KEYS.items():
-        if isinstance(key.get(group), dict):
-            key[group] = {k: v for k, v in key[group].items() if k not in names}
-    return json.loads(json.dumps(key, default=str))
-
-
-def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(a) | set(b)):
-        name = f"{prefix}{key}"
-        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
-            out += _differences(a[key], b[key], f"{name}.")
-        elif a.get(key) != b.get(key):
-            out.append(f"{name}: {b.get(key)!r} (checkpoint) vs {a.get(key)!r} (now)")
-    return out
-
-
-def run_folder(cfg: DictConfig) -> tuple[Path, dict | None]:
-    """(checkpoint folder of this run, its recorded run.json when resuming)."""
-    if rank_zero_only.rank != 0 and os.environ.get(FOLDER_ENV):
-        folder = Path(os.environ[FOLDER_ENV])
-        return folder, json.loads((folder / RUN_FILE).read_text())
-    options = selected_options(cfg)
-    family = (
-        Path(cfg.paths.checkpoint_dir)
-        / f"{options['model']}-{options['weights']}-{options['data']}-fold{cfg.data.fold}"
-    )
-    if cfg.ckpt_path is None:
-        return family / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}", None
-    key = resume_key(cfg)
-    if cfg.ckpt_path == "last":
-        folders = sorted(
-            (p.parent for p in family.glob(f"run-*/{RUN_FILE}")), key=lambda p: p.stat().st_mtime
-        )
-        if not folders:
-            raise FileNotFoundError(f"ckpt_path=last: no run of this configuration under {family}")
-        for folder in reversed(folders):
-            recorded = json.loads((folder / RUN_FILE).read_text())
-            if recorded.get("resume_key") == key:
-                return folder, recorded
-        recorded = json.loads((folders[-1] / RUN_FILE).read_text())
-        raise ResumeMismatch(
-            f"ckpt_path=last: no run under {family} has this configuration; the newest ({folders[-1].name}) differs in "
-            + "; ".join(_differences(key, recorded.get("resume_key", {}))[:5])
-        )
-    folder = Path(cfg.ckpt_path).expanduser().resolve().parent
-    record = folder / RUN_FILE
-    if not record.is_file():
-        return (
-            family / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}",
-            None,
-        )  # a foreign checkpoint
-    recorded = json.loads(record.read_text())
-    if recorded.get("resume_key") != key:
-        raise ResumeMismatch(
-            f"ckpt_path={cfg.ckpt_path}: the checkpoint's run trained another configuration: "
-            + "; ".join(_differences(key, recorded.get("resume_key", {}))[:5])
-        )
-    return folder, recorded
-
-
-def resume_checkpoint(folder: Path, wanted: Path) -> Path:
-    """`wanted`, or when it is unreadable (a kill mid-write on another filesystem, a full disk), the newest
-    checkpoint in its folder that loads, with a warning."""
-    candidates = [wanted] + sorted(
-        (p for p in folder.glob("*.ckpt") if p != wanted), key=lambda p: -p.stat().st_mtime
-    )
-    for candidate in candidates:
-        if not candidate.is_file():
-            continue
-        try:
-            torch.load(candidate, map_location="cpu", weights_only=True, mmap=True)
-        except Exception as error:  # truncated zip, not a checkpoint
-            log.warning(
-                "checkpoint %s is unreadable (%s: %s); trying an older one",
-                candidate,
-                type(error).__name__,
-                error,
-            )
-            continue
-        if candidate != wanted:
-            log.warning("resuming from %s instead of the unreadable %s", candidate.name, wanted.name)
-        return candidate
-    raise FileNotFoundError(
-        f"no readable checkpoint in {folder} to resume from (tried {', '.join(c.name for c in candidates)})"
-    )
 
 
 def start_run(cfg: DictConfig, recorded: dict | None) -> Run:
@@ -153,34 +49,31 @@ def start_run(cfg: DictConfig, recorded: dict | None) -> Run:
     return Run.start(cfg.get("logger"), name=run_name(cfg), tags=run_tags(cfg), run_id=run_id)
 
 
+@task_wrapper
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit `cfg.model` on `cfg.data` from `cfg.weights`, select on val/* only, test the selected checkpoint."""
-    check_config(cfg)
-    tidy_output()
     if uses_mlflow(cfg.get("logger")):
         check_tracking_store(tracking_uri(cfg))  # in seconds, before any data or weights
     folder, recorded = run_folder(cfg)
     L.seed_everything(cfg.seed, workers=True)
     module = build_model(cfg)
-    provenance = build_weights(cfg)(module)  # before the data: missing weights fail at once
+    datamodule = build_datamodule(cfg)
+    provenance = load_weights(cfg, module, datamodule)  # before the data work: missing weights fail at once
     log.info("initial weights of %s: %s", cfg.model.name, provenance.initial_weights)
     # the data before the run: a dataset that cannot be used leaves no run behind, only its one-line error
-    datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    folder.mkdir(parents=True, exist_ok=True)
     run = start_run(cfg, recorded)
-    if rank_zero_only.rank != 0:  # a DDP worker: rank 0 owns the run's state and summary
+    if rank_zero_only.rank != 0:  # a DDP worker: rank 0 owns the run's folder, state and summary
         return _train(cfg, module, datamodule, folder, recorded, run, provenance)
-    if run.is_mlflow:
-        if recorded is None:
-            (folder / RUN_FILE).write_text(
-                json.dumps({"mlflow_run_id": run.id, "resume_key": resume_key(cfg)}, indent=1)
-            )
-        os.environ[FOLDER_ENV] = str(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if run.is_mlflow and recorded is None:
+        record_run(folder, run.id, cfg)
     with run.state():
         metrics = _train(cfg, module, datamodule, folder, recorded, run, provenance)
-    _print_summary(run, metrics, folder, bool(cfg.trainer.get("fast_dev_run")), trainer_precision(cfg.trainer))
+    _print_summary(
+        run, metrics, folder, bool(cfg.trainer.get("fast_dev_run")), trainer_precision(cfg.trainer)
+    )
     return metrics
 
 
@@ -246,12 +139,7 @@ def _train(
     if trainer.is_global_zero and best:
         run.log_file(Path(best), "checkpoints", "best.ckpt")
         run.set_tags({"best_checkpoint": best})
-    # the monitored value orders epochs (AUC, then loss); what a person reads is the selected epoch's AUC
-    selected = (
-        torch.load(best, map_location="cpu", weights_only=True, mmap=True).get("validation_metrics", {})
-        if best
-        else {}
-    )
+    selected = recorded_validation(best) if best else {}
     metrics["best_val_video_auc"] = float(selected.get("val/video_auc", float("nan")))
     metrics["best_checkpoint"] = best  # type: ignore[assignment]
     return metrics

@@ -3,11 +3,13 @@ one group needs from another is passed here, as arguments, so that no group read
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from src.experiments.tracking import tracking_uri
-from src.models.weights import Lineage, input_contract
+from src.models.weights import Lineage, Provenance, input_contract
 
 
 def _plain(node):
@@ -42,8 +44,28 @@ def build_weights(cfg: DictConfig):
     return hydra.utils.instantiate(cfg.weights)
 
 
-def lineage(cfg: DictConfig, data_fingerprint: str | None = None) -> Lineage:
-    """What finetuned weights must have been trained on to be scored under this config."""
+def load_weights(cfg: DictConfig, module, datamodule=None) -> Provenance:
+    """The one place a task's initial weights are resolved and loaded into `module`, before any data work:
+    a missing file or training run fails here. Finetuned weights are matched to the data's lineage; its
+    index fingerprint is read from `datamodule` (indexing, no cache build) only once a training run of the
+    model is found to compare it with.
+
+    Args:
+        cfg: the composed config (its `weights`, `model` and `data` groups).
+        module: the LightningModule `build_model` made.
+        datamodule: the task's data module, when the task has a dataset (predict has none).
+    """
+    fingerprint = (lambda: datamodule.dataset_index().fingerprint()) if datamodule is not None else None
+    return build_weights(cfg)(module, lineage(cfg, fingerprint))
+
+
+def lineage(cfg: DictConfig, data_fingerprint: str | Callable[[], str | None] | None = None) -> Lineage:
+    """What finetuned weights must have been trained on to be scored under this config.
+
+    Args:
+        cfg: the composed config.
+        data_fingerprint: the dataset index's fingerprint, or a function that computes it when asked.
+    """
     return Lineage(
         str(cfg.model.name),
         str(cfg.data.name),

@@ -14,8 +14,8 @@ import torch
 from matplotlib.image import imread
 from torch import nn
 
-from src.experiments.evaluation import explain
 from src.experiments.config import CONFIG_DIR
+from src.experiments.evaluation import explain
 from src.models.module import DeepfakeDetector
 from tests.conftest import compose_config, data_overrides, predict_config, videos_folder
 

@@ -180,15 +180,11 @@ def main() -> None:
     import hydra
 
     from src.experiments import cli
-    from src.experiments.config import CONFIG_DIR, check_config
-    from src.experiments.runtime import tidy_output
+    from src.experiments.config import CONFIG_DIR
 
     @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="audit")
     def entry(cfg: DictConfig) -> None:
-        with cli.clean_user_errors():
-            check_config(cfg)
-            tidy_output()
-            run_audit(cfg)
+        cli.task_wrapper(run_audit)(cfg)
 
     cli.run(entry, task="audit")
 

@@ -3,15 +3,18 @@ config checked and the data prepared once before the first job; a table of the j
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import sys
+from pathlib import Path
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from src.experiments.config import check_config, config_error_line
-from src.experiments.sweeps.trials import is_optuna, trials_table
 from src.experiments.runtime import quieter, tidy_output
+from src.experiments.sweeps.trials import is_optuna, trials_table
 from src.experiments.tracking import (
     TrackingStoreError,
     check_tracking_store,
@@ -25,9 +28,11 @@ from src.experiments.wiring import build_datamodule
 from src.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
-# the running sweep, for its summary when a job failed: Hydra then raises the first job's error after the
-# last job instead of calling on_multirun_end
-_SWEEP: dict = {}
+# the sweep's config, in its folder: its summary is printed from it also when a job failed (Hydra then
+# raises the first job's error after the last job instead of calling on_multirun_end)
+SWEEP_CONFIG = "sweep.yaml"
+CHECKED_JOBS = "checked_jobs.json"  # the jobs the pre-check passed: those jobs skip their own check
+JOB_ERROR = "job_error.txt"  # written by the task wrapper (src/experiments/cli.py) in a failed job's folder
 
 
 class PrepareSweep(Callback):
@@ -40,9 +45,11 @@ class PrepareSweep(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         tidy_output()
-        _SWEEP.clear()
-        _SWEEP.update(config=config, failed=[], jobs=0)
-        check_jobs(config)  # a bad value in any job: one line now, not after the data work and the first jobs
+        checked = check_jobs(config)  # a bad value in any job: one line now, not after the data work
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / SWEEP_CONFIG).write_text(OmegaConf.to_yaml(_summary_config(config)))
+        (sweep_dir / CHECKED_JOBS).write_text(json.dumps(checked))
         if uses_mlflow(config.get("logger")):
             uri = tracking_uri(config)
             try:  # one line and no job started, rather than every job retrying an unusable store
@@ -59,62 +66,86 @@ class PrepareSweep(Callback):
         except Exception as error:  # each job prepares its own data too, and reports the error there
             log.warning("could not prepare the data before the sweep: %s", error)
 
-    def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
-        from hydra.core.utils import JobStatus
-
-        _SWEEP["jobs"] = _SWEEP.get("jobs", 0) + 1
-        if job_return.status == JobStatus.FAILED:
-            _SWEEP.setdefault("failed", []).append((job_return.overrides, job_return._return_value))
-
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         """The sweep's id, a table of its jobs (cell, test video AUC, status) and how to report it; for an
         Optuna search, the study's trials and best parameters."""
-        _print_summary(config)
+        _print_summary(_summary_config(config), Path(str(config.hydra.sweep.dir)).name)
         if is_optuna(config.hydra):
             try:
                 print(trials_table(config.hydra))
             except Exception as error:  # a courtesy, as the summary
                 log.warning("could not list the Optuna study's trials: %s", error)
-        _SWEEP.clear()
 
 
-def check_jobs(config: DictConfig) -> None:
-    """Compose and check the sweep's jobs before any runs: enough of them that every value of every swept key
-    is seen once (a grid of 3 x 2 x 2 needs at most 7 of its 12 configs). The Trainer is built too, except
-    for a Slurm launcher, whose jobs run on nodes whose hardware this machine may not have."""
-    from hydra import compose
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+def _summary_config(config: DictConfig) -> DictConfig:
+    """What the sweep's summary needs of its config: the store, the experiment, the common overrides."""
+    return OmegaConf.create(
+        {
+            "logger": OmegaConf.to_container(config.logger, resolve=True) if config.get("logger") else None,
+            "paths": {"tracking_uri": str(config.paths.tracking_uri)},
+            "common_overrides": list(config.hydra.overrides.task),
+        }
+    )
+
+
+def sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """The jobs of a grid sweep, as Hydra's basic sweeper makes them: the cartesian product of the values
+    of every swept override (`augment=none,flip` gives two jobs), each job a list of `key=value` overrides.
+
+    Args:
+        overrides: the sweep's overrides (the config's `hydra.sweeper.params` first, then the command line).
+    """
     from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    choices = []
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+        else:
+            choices.append([f"{key}={override.get_value_element_as_str()}"])
+    return [list(job) for job in itertools.product(*choices)]
+
+
+def check_jobs(config: DictConfig) -> list[list[str]]:
+    """Compose and check the sweep's jobs before any runs: enough of them that every value of every swept key
+    is seen once (a grid of 3 x 2 x 2 needs at most 7 of its 12 configs). Returns the jobs checked (each
+    sorted), which then skip their own check.
+
+    Args:
+        config: the sweep's config (with its `hydra` node).
+    """
+    from hydra import compose
     from hydra.errors import ConfigCompositionException, OverrideParseException
 
     task = list(config.hydra.overrides.task)
     common = set(task)
-    # as BasicSweeper: the config's sweep, then the command line. An Optuna search's params are ranges the
-    # sampler draws from: its first job (the command line alone) is checked
+    # as the basic sweeper: the config's sweep, then the command line. An Optuna search's params are ranges
+    # the sampler draws from: its first job (the command line alone) is checked
     params = {} if is_optuna(config.hydra) else (config.hydra.sweeper.get("params") or {})
-    task = [f"{key}={value}" for key, value in params.items()] + task
     try:
-        parsed = OverridesParser.create().parse_overrides(task)
-        jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+        jobs = sweep_jobs([f"{key}={value}" for key, value in params.items()] + task)
     except OverrideParseException:
-        return  # Hydra's own sweeper reports it next
+        return []  # Hydra's own sweeper reports it next
     seen: set[str] = set()
-    build = "slurm" not in str(config.hydra.launcher.get("_target_", "")).lower()
+    checked = []
     for job in jobs:
         if set(job) <= seen:
             continue
         seen.update(job)
         cell = _cell(job, common)
         try:
-            check_config(compose(str(config.hydra.job.config_name), overrides=job), build=build)
+            check_config(compose(str(config.hydra.job.config_name), overrides=job))
         except (ConfigCompositionException, OverrideParseException) as error:
             line = config_error_line(error)
         except ConfigError as error:
             line = f"ConfigError: {error}"
         else:
+            checked.append(sorted(job))
             continue
         print(f"Error: {line}" + (f" (job {cell})" if cell else "") + "; no job was started", file=sys.stderr)
         raise SystemExit(1)
+    return checked
 
 
 def _cell(job: list[str], common: set[str]) -> str:
@@ -122,34 +153,35 @@ def _cell(job: list[str], common: set[str]) -> str:
     return " ".join(o for o in job if o not in common)
 
 
-def _print_summary(config: DictConfig) -> None:
-    from pathlib import Path
-
+def _print_summary(config: DictConfig, sweep: str) -> None:
     if not uses_mlflow(config.get("logger")):
         return
-    sweep = Path(str(config.hydra.sweep.dir)).name  # the config Hydra passes here carries its hydra node
     try:
         print(sweep_summary(config, sweep))
     except Exception as error:  # the summary is a courtesy: never fail a finished sweep over it
         log.warning("could not summarise sweep %s: %s", sweep, error)
 
 
-def report_failed_sweep(error: BaseException) -> bool:
+def report_failed_sweep(sweep_dir: Path) -> None:
     """After a sweep whose jobs failed (Hydra raises the first job's error once all have run): the job table
-    anyway, then one line per failed job. False when no sweep of ours was running."""
-    if "config" not in _SWEEP or not _SWEEP.get("failed"):
-        return False
-    failed, jobs = _SWEEP["failed"], _SWEEP.get("jobs", 0)
-    _print_summary(_SWEEP["config"])
-    common = set(_SWEEP["config"].hydra.overrides.task)
-    for overrides, problem in failed:
-        cell = _cell(overrides, common) or " ".join(overrides)
-        print(
-            f"Error: job {cell} failed: {type(problem).__name__}: {problem}".splitlines()[0], file=sys.stderr
-        )
-    print(f"Error: {len(failed)} of {jobs} jobs failed (their output folders hold the logs)", file=sys.stderr)
-    _SWEEP.clear()
-    return True
+    anyway, then one line per failed job, read from the files the sweep and its jobs left in `sweep_dir`.
+
+    Args:
+        sweep_dir: the sweep's folder (`hydra.sweep.dir`).
+    """
+    config = OmegaConf.load(sweep_dir / SWEEP_CONFIG) if (sweep_dir / SWEEP_CONFIG).is_file() else None
+    if config is not None:
+        _print_summary(config, sweep_dir.name)
+    common = set(config.common_overrides) if config is not None else set()
+    jobs = [p for p in sorted(sweep_dir.iterdir()) if p.is_dir() and (p / ".hydra").is_dir()]
+    failed = [json.loads((job / JOB_ERROR).read_text()) for job in jobs if (job / JOB_ERROR).is_file()]
+    for record in failed:
+        cell = _cell(record["overrides"], common) or " ".join(record["overrides"])
+        print(f"Error: job {cell} failed: {record['error']}", file=sys.stderr)
+    print(
+        f"Error: {len(failed)} of {len(jobs)} jobs failed (their output folders hold the logs)",
+        file=sys.stderr,
+    )
 
 
 def sweep_summary(config: DictConfig, sweep: str) -> str:
