@@ -22,9 +22,10 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from src.experiments.checkpointing import AtomicCheckpointIO
-from src.experiments.config import check_config, selected_options
+from src.experiments.config import check_config
 from src.experiments.hardware import trainer_precision
 from src.experiments.runtime import tidy_output
+from src.experiments.sweeps.trials import trial_tags
 from src.experiments.tracking import (
     Run,
     check_tracking_store,
@@ -33,6 +34,7 @@ from src.experiments.tracking import (
     flat_params,
     run_name,
     run_tags,
+    selected_options,
     tracking_uri,
     uses_mlflow,
 )
@@ -150,7 +152,7 @@ def start_run(cfg: DictConfig, recorded: dict | None) -> Run:
     run_id = recorded.get("mlflow_run_id") if recorded else None
     if rank_zero_only.rank != 0:
         return Run(hydra.utils.instantiate(cfg.logger, run_id=run_id) if uses_mlflow(cfg.logger) else None)
-    return Run.start(cfg.get("logger"), name=run_name(cfg), tags=run_tags(cfg), run_id=run_id)
+    return Run.start(cfg.get("logger"), name=run_name(cfg), tags=run_tags(cfg) | trial_tags(), run_id=run_id)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from src.experiments.evaluation.subsets import GROUPINGS, face_size_buckets, subset_of
 from src.experiments.report.collect import augment_levels, augment_title, data_values
 from src.experiments.report.tables import (
     MISSING,
@@ -17,7 +18,6 @@ from src.experiments.report.tables import (
     markdown_table,
     metric_cell,
 )
-from src.experiments.evaluation.subsets import GROUPINGS, face_size_buckets, subset_of
 
 # (column header, metric name) of the operating-point table
 OPERATING_POINTS = (

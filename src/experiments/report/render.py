@@ -16,7 +16,6 @@ import markdown
 from markdown.extensions import Extension
 from markdown.treeprocessors import Treeprocessor
 
-from src.experiments.config import PROJECT_ROOT
 from src.experiments.report.collect import (
     REPLICATE_TAGS,
     augment_levels,
@@ -39,6 +38,7 @@ from src.experiments.report.tables import (
     columns,
     render_tables,
 )
+from src.experiments.tracking.store import PROJECT_ROOT
 
 REPORTS_DIR = PROJECT_ROOT / "reports"
 NO_SWEEP_FOLDER = "all-runs"

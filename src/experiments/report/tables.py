@@ -13,7 +13,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from src.experiments.config import CONFIG_DIR
 from src.experiments.report.collect import (
     augment_levels,
     augment_title,
@@ -23,6 +22,7 @@ from src.experiments.report.collect import (
     model_title,
     present_columns,
 )
+from src.experiments.tracking.store import CONFIG_DIR
 from src.utils.errors import check
 from src.utils.stats import mean_sd
 
