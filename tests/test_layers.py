@@ -42,3 +42,35 @@ def test_tracking_locates_the_same_project_as_the_config():
     from src.experiments.tracking import store
 
     assert (store.PROJECT_ROOT, store.CONFIG_DIR) == (config.PROJECT_ROOT, config.CONFIG_DIR)
+
+
+@pytest.mark.parametrize("environment", [{}, {"MLFLOW_TRACKING_URI": "sqlite:////tmp/elsewhere/mlflow.db"}])
+def test_the_store_is_found_without_the_config_frame(environment):
+    """`make ui`'s command in a fresh interpreter: the default store, or MLFLOW_TRACKING_URI when set."""
+    import os
+
+    code = "from src.experiments.tracking import default_tracking_uri as u; print(u())"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | environment
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    expected = environment.get("MLFLOW_TRACKING_URI", f"sqlite:///{ROOT}/mlflow.db")
+    assert done.stdout.strip() == expected
+
+
+def test_the_report_command_runs_in_a_fresh_interpreter(tmp_path):
+    """`make report` on an empty store: the one-paragraph hint and exit status 1, no traceback."""
+    import os
+
+    env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    done = subprocess.run(
+        [sys.executable, "-m", "src.experiments.report", "--preset", "study", "--no-log"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "No finished evaluate runs found" in done.stderr

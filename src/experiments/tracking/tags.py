@@ -39,8 +39,13 @@ def sweep_id() -> str | None:
 
 
 def run_tags(cfg: DictConfig) -> dict[str, str]:
-    """Tags every run carries: the chosen group options, fold, seed, the model's input contract and
-    display titles (the report reads titles and order from the runs), and the sweep."""
+    """Tags every task's run carries: the chosen group options, fold, seed, the model's input contract,
+    display titles (the report reads titles and order from the runs), the sweep, the debug preset and the
+    user's `tags=[...]`. An Optuna trial's tags are not among them: train.py adds them.
+
+    Args:
+        cfg: the composed task config.
+    """
     from src.models.weights import input_contract
 
     tags = selected_options(cfg)
@@ -79,18 +84,30 @@ def _chosen(group: str) -> str | None:
 
 def run_name(cfg: DictConfig) -> str:
     """<model>-<weights>-<data>-<augment>-f<fold>-s<seed>-<4 random hex>: readable and unique (MLflow's own
-    random names come from the seeded RNG, so every seeded run got the same one)."""
+    random names come from the seeded RNG, so every seeded run got the same one).
+
+    Args:
+        cfg: the composed task config.
+    """
     o = selected_options(cfg)
     return unique_name(f"{o['model']}-{o['weights']}-{o['data']}-{o['augment']}-f{cfg.data.fold}-s{cfg.seed}")
 
 
 def unique_name(readable: str) -> str:
-    """`readable` with 4 random hex digits: two runs of the same command get different names."""
+    """`readable` with 4 random hex digits: two runs of the same command get different names.
+
+    Args:
+        readable: the name's readable part.
+    """
     return f"{readable}-{secrets.token_hex(2)}"
 
 
 def flat_params(cfg: DictConfig) -> dict[str, str]:
-    """The resolved config as flat `a.b.c` params (MLflow params are strings of at most 6000 chars)."""
+    """The resolved config as flat `a.b.c` params (MLflow params are strings of at most 6000 chars).
+
+    Args:
+        cfg: the composed config.
+    """
     container = OmegaConf.to_container(cfg, resolve=True)
     flat: dict[str, str] = {}
 
@@ -106,13 +123,22 @@ def flat_params(cfg: DictConfig) -> dict[str, str]:
 
 
 def data_fingerprint(datamodule) -> str | None:
-    """The index fingerprint (root and split files) of a prepared datamodule, for lineage tags."""
+    """The index fingerprint (root and split files) of a prepared datamodule, for lineage tags.
+
+    Args:
+        datamodule: a prepared data module (None where it has no index with a fingerprint).
+    """
     fingerprint = getattr(getattr(datamodule, "index", None), "fingerprint", None)
     return fingerprint() if callable(fingerprint) else None
 
 
 def data_report_metrics(report: dict) -> dict[str, float]:
-    """The data report's headline counts as `data/*` metrics."""
+    """The headline counts of the data package's report on the face crops (failed, degraded and
+    centre-fallback videos, detection rate) as `data/*` metrics.
+
+    Args:
+        report: that report, with its `summary`.
+    """
     summary = report["summary"]
     return {
         f"data/{metric}": float(summary[key])
