@@ -22,7 +22,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
-from src.experiments.config import selected_options
+from src.experiments.tracking import selected_options
 from src.utils.files import atomic_write
 
 log = logging.getLogger(__name__)

@@ -52,17 +52,6 @@ def optuna_storage(tracking_uri: str) -> str:
     return f"sqlite:///{folder.resolve() / 'optuna.db'}"
 
 
-def selected_options(cfg: DictConfig) -> dict[str, str]:
-    """The chosen option of each tagged config group: model, weights, augment (none where the task has no
-    test-time perturbation: training), data."""
-    return {
-        "model": str(cfg.model.name),
-        "weights": str(cfg.weights.source),
-        "augment": str(cfg.augment.level) if cfg.get("augment") else "none",
-        "data": str(cfg.data.name),
-    }
-
-
 PRECISIONS = (
     "32-true",
     "32",

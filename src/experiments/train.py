@@ -24,6 +24,7 @@ from src.experiments.checkpointing import (
 )
 from src.experiments.cli import task_wrapper
 from src.experiments.hardware import trainer_precision
+from src.experiments.sweeps.trials import trial_tags
 from src.experiments.tracking import (
     Run,
     check_tracking_store,
@@ -32,6 +33,7 @@ from src.experiments.tracking import (
     flat_params,
     run_name,
     run_tags,
+    selected_options,
     tracking_uri,
     uses_mlflow,
 )
@@ -46,7 +48,7 @@ def start_run(cfg: DictConfig, recorded: dict | None) -> Run:
     run_id = recorded.get("mlflow_run_id") if recorded else None
     if rank_zero_only.rank != 0:
         return Run(hydra.utils.instantiate(cfg.logger, run_id=run_id) if uses_mlflow(cfg.logger) else None)
-    return Run.start(cfg.get("logger"), name=run_name(cfg), tags=run_tags(cfg), run_id=run_id)
+    return Run.start(cfg.get("logger"), name=run_name(cfg), tags=run_tags(cfg) | trial_tags(), run_id=run_id)
 
 
 @task_wrapper

@@ -6,6 +6,7 @@ runs' tags only (and a preset's table shape when one is chosen)."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import random
 import re
 from pathlib import Path
@@ -15,7 +16,8 @@ import numpy as np
 import pytest
 
 from src.experiments.report import collect, comparisons, main, render, tables
-from src.experiments.report.collect import collect_results
+from src.experiments.report.collect import collect_cells
+from src.experiments.report.records import Cell, ScoredRun
 from src.experiments.report.render import plot_robustness, robustness_figure
 from src.experiments.report.tables import load_preset, render_tables
 from src.utils import stats
@@ -229,7 +231,7 @@ ALL_COLUMNS = {
 def test_cells_print_the_value_and_its_interval(store):
     """`0.893 [0.71, 1.00]` from test/video_<m> and its _ci_low/_ci_high; columns in the sweep's order."""
     uri, logged = store
-    markdown = render_tables(collect_results(uri, sweep_id="sweep-a"))
+    markdown = render_tables(collect_cells(uri, sweep_id="sweep-a"))
     assert re.search(r"\| \d\.\d{3} \[\d\.\d\d, \d\.\d\d\] \|", markdown)
     parsed = parse_report(markdown)
     for title, augment in zip(TITLES, ("none", "flip", "heavy"), strict=True):
@@ -238,7 +240,7 @@ def test_cells_print_the_value_and_its_interval(store):
         check_table(table, logged["sweep-a"], augment, {k: ALL_COLUMNS[k] for k in SEED_HEADER})
     assert parsed["synthetic"][TITLES[2]][1]["AUC"]["ResNetLSTM (finetuned)"] == "–"
     # frame level has no intervals: bare values
-    frame = parse_report(render_tables(collect_results(uri, sweep_id="sweep-a"), level="frame"))
+    frame = parse_report(render_tables(collect_cells(uri, sweep_id="sweep-a"), level="frame"))
     check_table(
         frame["synthetic"][TITLES[0]],
         logged["sweep-a"],
@@ -251,7 +253,7 @@ def test_cells_print_the_value_and_its_interval(store):
 
 def test_debugging_runs_are_left_out(store):
     uri, _ = store
-    cells = {(r["model"], r["weights"], r["augment"]) for r in collect_results(uri, sweep_id="sweep-b")}
+    cells = {(c.model, c.weights, c.augment) for c in collect_cells(uri, sweep_id="sweep-b")}
     assert ("mesonet", "pretrained", "none") in cells and ("mesonet", "finetuned", "flip") not in cells
 
 
@@ -260,9 +262,9 @@ def test_default_is_the_latest_sweep_only(store):
     Tables only for the levels with runs, columns only those with runs."""
     uri, logged = store
     assert collect.latest_sweep(uri) == "sweep-b"
-    results = collect_results(uri)
-    assert {r["sweep_id"] for r in results} == {"sweep-b"}
-    assert {(r["model"], r["weights"], r["augment"]) for r in results if r["data"] == "synthetic"} == set(
+    results = collect_cells(uri)
+    assert {c.sweep_id for c in results} == {"sweep-b"}
+    assert {(c.model, c.weights, c.augment) for c in results if c.data == "synthetic"} == set(
         logged["sweep-b"]
     )
     parsed = parse_report(render_tables(results))
@@ -287,7 +289,7 @@ def test_the_study_preset_shows_its_four_columns_first_even_without_runs(store):
         ("resnet_lstm", "pretrained"),
         ("resnet_lstm", "finetuned"),
     )
-    parsed = parse_report(render_tables(collect_results(uri), preset=STUDY))
+    parsed = parse_report(render_tables(collect_cells(uri), preset=STUDY))
     for title, augment in zip(TITLES[:2], ("none", "flip"), strict=True):
         table = parsed["synthetic"][title]
         assert table[0] == SEED_HEADER + ["Meso4"]
@@ -316,8 +318,8 @@ def test_presets_are_checked_and_named_in_errors(tmp_path, monkeypatch, capsys):
 
 def test_without_sweeps_the_latest_run_per_cell_is_reported(store):
     uri, logged = store
-    results = collect_results(uri, experiment="evaluate-single")
-    assert len(results) == 2 and all(len(r["runs"]) == 1 and r["sweep_id"] is None for r in results)
+    results = collect_cells(uri, experiment="evaluate-single")
+    assert len(results) == 2 and all(len(c.runs) == 1 and c.sweep_id is None for c in results)
     parsed = parse_report(render_tables(results))
     check_table(
         parsed["synthetic"][TITLES[1]], logged["single"], "flip", {"MesoNet": ("mesonet", "pretrained")}
@@ -384,8 +386,8 @@ def test_no_log_and_data_filter(use_store, tmp_path, capsys):
 def test_robustness_chart_is_png_with_a_title_naming_data_and_sweep(store, tmp_path):
     uri, _ = store
     for name, results in (
-        ("one.png", collect_results(uri, sweep_id="sweep-a")),
-        ("all.png", collect_results(uri)),
+        ("one.png", collect_cells(uri, sweep_id="sweep-a")),
+        ("all.png", collect_cells(uri)),
     ):
         path = plot_robustness(results, tmp_path / name, sweep_id="sweep-a")
         content = path.read_bytes()
@@ -412,28 +414,18 @@ def test_empty_store_exits_1(tmp_path, monkeypatch, capsys):
     message = capsys.readouterr().err
     assert uri in message and "'evaluate'" in message and "python evaluate.py -m" in message
     assert not (tmp_path / "empty" / "mlflow.db").exists()
-    assert collect_results(uri) == []
+    assert collect_cells(uri) == []
 
 
-def result_of(model, weights, augment, start, data="d", **tags) -> dict:
-    """A result as collect_results makes it, one run with an AUC of 0.8 and the given tags."""
-    run = {
-        "run_id": f"{model}-{weights}-{augment}",
-        "start_time": start,
-        "replicate": ("", "", ""),
-        "metrics": {"test/video_auc": 0.8},
-        "tags": {"model": model, "weights": weights, "augment": augment, **tags},
-    }
-    return {
-        "model": model,
-        "weights": weights,
-        "augment": augment,
-        "data": data,
-        "sweep_id": "s",
-        "runs": [run],
-        "replaced": [],
-        **{key: run[key] for key in ("run_id", "metrics", "tags", "start_time")},
-    }
+def result_of(model, weights, augment, start, data="d", **tags) -> Cell:
+    """A cell as collect_cells makes it, one run with an AUC of 0.8 and the given tags."""
+    run = ScoredRun(
+        run_id=f"{model}-{weights}-{augment}",
+        tags={"model": model, "weights": weights, "augment": augment, **tags},
+        metrics={"test/video_auc": 0.8},
+        start_time=start,
+    )
+    return Cell(model, weights, augment, data, sweep_id="s", runs=[run])
 
 
 def test_a_new_model_and_perturbation_sort_and_title_from_their_tags():
@@ -614,7 +606,7 @@ def study(tmp_path_factory):
     log("resnet_lstm", "finetuned", "none", strong, source_run_id="train-x", source_weights="scratch")
     log("resnet_lstm", "finetuned", "flip", strong, source_run_id="train-y", source_weights="scratch")
     log("meso4", "scratch", "none", chance, model_title="Meso-4")
-    results = collect_results(uri)
+    results = collect_cells(uri)
     return uri, logged, results
 
 
@@ -661,7 +653,7 @@ def test_replicates_are_aggregated_as_mean_and_sd(study):
 def test_a_column_scored_with_different_checkpoints_is_flagged(study, tmp_path):
     uri, logged, results = study
     flags = collect.lineage_flags(results)
-    assert [(f["model"], f["weights"]) for f in flags] == [("resnet_lstm", "finetuned")]
+    assert [(f.model, f.weights) for f in flags] == [("resnet_lstm", "finetuned")]
     assert main(["--tracking-uri", uri, "--sweep-id", "study", "--no-log", "--out", str(tmp_path)]) == 0
     markdown = (tmp_path / "report.md").read_text(encoding="utf-8")
     checks = markdown.split("## Checks", 1)[1].split("## Data:", 1)[0]
@@ -672,8 +664,8 @@ def test_a_column_scored_with_different_checkpoints_is_flagged(study, tmp_path):
 
 
 def comparison(rows, column, label):
-    (row,) = [r for r in rows if r["column"] == column and r["comparison"] == label]
-    return row["result"]
+    (row,) = [r for r in rows if r.column == column and r.label == label]
+    return row.difference if row.difference is not None else row.reason
 
 
 def test_paired_comparisons_mark_only_differences_beyond_noise(study, tmp_path):
@@ -684,22 +676,18 @@ def test_paired_comparisons_mark_only_differences_beyond_noise(study, tmp_path):
         logged[("mesonet", "pretrained", "heavy")][0]["test/video_auc"]
         - logged[("mesonet", "pretrained", "none")][0]["test/video_auc"]
     )
-    assert heavy["diff"] == pytest.approx(expected, abs=1e-9) and heavy["videos"] == N_VIDEOS
-    assert heavy["excludes_zero"] and heavy["high"] < 0
+    assert heavy.diff == pytest.approx(expected, abs=1e-9) and heavy.videos == N_VIDEOS
+    assert heavy.excludes_zero and heavy.high < 0
     for label in ("rotation/flip − none", "JPEG q=30 − none"):
-        assert not comparison(rows, "MesoNet", label)["excludes_zero"]
+        assert not comparison(rows, "MesoNet", label).excludes_zero
     for seed in (1, 2, 3):
-        assert not comparison(rows, "MesoNet (finetuned)", f"heavy − none (train_seed={seed})")[
-            "excludes_zero"
-        ]
+        assert not comparison(rows, "MesoNet (finetuned)", f"heavy − none (train_seed={seed})").excludes_zero
         robust = comparison(rows, "MesoNet (finetuned)", f"finetuned − pretrained, heavy (train_seed={seed})")
-        assert robust["excludes_zero"] and robust["low"] > 0
+        assert robust.excludes_zero and robust.low > 0
         assert not comparison(
             rows, "MesoNet (finetuned)", f"finetuned − pretrained, none (train_seed={seed})"
-        )["excludes_zero"]
-    assert comparison(rows, "ResNetLSTM (trained from scratch)", "finetuned − pretrained, none")[
-        "excludes_zero"
-    ]
+        ).excludes_zero
+    assert comparison(rows, "ResNetLSTM (trained from scratch)", "finetuned − pretrained, none").excludes_zero
     assert "mixed checkpoints" in comparison(
         rows, "ResNetLSTM (trained from scratch)", "rotation/flip − none"
     )
@@ -714,7 +702,7 @@ def test_paired_comparisons_mark_only_differences_beyond_noise(study, tmp_path):
         )
     }
     assert table[("MesoNet", "heavy − none")] == [
-        f"{heavy['diff']:+.3f} [{heavy['low']:+.2f}, {heavy['high']:+.2f}] *",
+        f"{heavy.diff:+.3f} [{heavy.low:+.2f}, {heavy.high:+.2f}] *",
         "40",
     ]
     assert not table[("MesoNet", "rotation/flip − none")][0].endswith("*")
@@ -741,10 +729,10 @@ def test_comparisons_join_on_path_and_say_when_scores_are_missing(study, tmp_pat
     )
     fake.log("resnet_lstm", "pretrained", "none", sweep="s", experiment="evaluate-join")
     fake.log("resnet_lstm", "pretrained", "flip", sweep="s", experiment="evaluate-join")
-    results = collect_results(uri, experiment="evaluate-join")
+    results = collect_cells(uri, experiment="evaluate-join")
     compared = comparisons.paired_comparisons(results, comparisons.ScoreFiles(uri, tmp_path / "dl"))
     same = comparison(compared, "MesoNet", "rotation/flip − no augmentation")
-    assert same["videos"] == N_VIDEOS - 2 and same["diff"] == 0.0
+    assert same.videos == N_VIDEOS - 2 and same.diff == 0.0
     assert "no video_scores.csv" in comparison(compared, "ResNetLSTM", "rotation/flip − no augmentation")
 
 
@@ -786,7 +774,7 @@ def test_the_deployment_section_shows_operating_points_and_a_subset_table(tmp_pa
     fake.log("mesonet", "pretrained", "none", sweep="s", extra=pretrained)
     fake.log("mesonet", "finetuned", "none", sweep="s", extra=finetuned)
     fake.log("mesonet", "finetuned", "flip", sweep="s")  # a run that logged none of these metrics
-    results = collect_results(uri, sweep_id="s")
+    results = collect_cells(uri, sweep_id="s")
     text = render_deployment(results)
     lines = text.splitlines()
 
@@ -833,7 +821,7 @@ def test_the_deployment_section_shows_operating_points_and_a_subset_table(tmp_pa
         results, [], tracking_uri=uri, experiment="evaluate", sweep_id="s", level="frame"
     )
     assert "## Deployment" not in frame
-    assert render_deployment([r for r in results if r["augment"] == "flip"]) == ""
+    assert render_deployment([c for c in results if c.augment == "flip"]) == ""
 
 
 def test_the_cross_dataset_table_puts_test_sets_in_columns_beside_published_numbers():
@@ -844,7 +832,7 @@ def test_the_cross_dataset_table_puts_test_sets_in_columns_beside_published_numb
 
     def scored(data, video, frame):
         result = result_of("mesonet", "finetuned", "none", 1, data=data, model_title="MesoNet")
-        result["runs"][0]["metrics"] = {
+        metrics = {
             "test/video_auc": video,
             "test/video_auc_ci_low": video - 0.1,
             "test/video_auc_ci_high": video + 0.05,
@@ -852,6 +840,7 @@ def test_the_cross_dataset_table_puts_test_sets_in_columns_beside_published_numb
             "test/frame_auc_ci_low": frame - 0.2,
             "test/frame_auc_ci_high": frame + 0.1,
         }
+        result.runs[0] = dataclasses.replace(result.runs[0], metrics=metrics)
         return result
 
     preset = load_preset("cross_dataset")

@@ -22,8 +22,9 @@ A cell is one (model, weights, augment, data) combination of the sweep; a column
   Columns: those with runs, in the order their first run started; a preset (conf/report/<name>.yaml) puts
   its columns first and shows them even without runs.
 
-Modules: collect (runs from the store -> cells, order), tables (metric tables, presets), deployment
-(operating points, subsets), comparisons (paired comparisons), render (document, chart, HTML, files). Files (report.md, report.html with the chart
+Modules: records (the typed records below), collect (runs from the store -> cells, order), tables (metric
+tables, presets), deployment (operating points, subsets), comparisons (paired comparisons), cross_dataset
+(AUC per test set), render (document, chart, HTML, files). Files (report.md, report.html with the chart
 embedded, robustness.png) go to `reports/<sweep id>/` under the project root (or --out) and are logged as a
 run of the MLflow experiment `report`. When no run of the experiment belongs to a sweep at all, the latest
 finished run of each cell (and replicate) is reported.
@@ -40,8 +41,9 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from src.experiments import tracking
-from src.experiments.report.collect import LEVELS, collect_results, known_sweeps, latest_sweep, store_missing
+from src.experiments.report.collect import LEVELS, collect_cells, known_sweeps, latest_sweep, store_missing
 from src.experiments.report.comparisons import ScoreFiles, paired_comparisons
+from src.experiments.report.records import Cell
 from src.experiments.report.render import NO_SWEEP_FOLDER, report_folder, write_report
 from src.experiments.report.tables import load_preset, preset_names
 from src.utils.errors import UserError
@@ -59,10 +61,20 @@ def log_report(
     sweep_id: str | None,
     level: str,
     data: str | None,
-    results: Sequence[dict],
+    cells: Sequence[Cell],
     experiment: str = REPORT_EXPERIMENT,
 ) -> tracking.Run:
-    """A new run in the report experiment with the files as artifacts and the runs it reports."""
+    """A new run in the report experiment with the files as artifacts and the ids of the runs it reports.
+
+    Args:
+        tracking_uri: the MLflow store.
+        files: the report's files.
+        sweep_id: the reported sweep (None: no sweep), a tag.
+        level: "video" or "frame", a tag.
+        data: the data tag the runs were filtered on, if any, a tag.
+        cells: the reported cells (their run ids go to source_runs.txt).
+        experiment: the experiment the report's run goes to.
+    """
     tags = {
         "kind": "report",
         "level": level,
@@ -80,7 +92,7 @@ def log_report(
         name=tracking.unique_name(f"report-{sweep_id or NO_SWEEP_FOLDER}-{level}"),
     )
     with run.state():
-        run_ids = sorted(source["run_id"] for r in results for source in r["runs"])
+        run_ids = sorted(run.run_id for cell in cells for run in cell.runs)
         run.log_params({"source_runs": len(run_ids)})
         run.log_text("\n".join(run_ids) + "\n", "source_runs.txt")
         for file in files:
@@ -155,8 +167,14 @@ def _nothing_found(tracking_uri: str, args: argparse.Namespace) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Build report.md, report.html and robustness.png of one sweep, print the tables, log them; 1 when there
-    are no runs or the preset is unusable."""
+    """Build report.md, report.html and robustness.png of one sweep, print the tables, log them.
+
+    Args:
+        argv: the command line's arguments (default: sys.argv[1:]).
+
+    Returns:
+        The exit status: 0, or 1 when there are no runs or the preset is unusable.
+    """
     args = _parser().parse_args(argv)
     try:
         preset = load_preset(args.preset) if args.preset is not None else None
@@ -165,15 +183,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     tracking_uri = args.tracking_uri or tracking.default_tracking_uri()
     sweep_id = args.sweep_id or latest_sweep(tracking_uri, args.experiment, data=args.data)
-    results = collect_results(tracking_uri, sweep_id=sweep_id, data=args.data, experiment=args.experiment)
-    if not results:
+    cells = collect_cells(tracking_uri, sweep_id=sweep_id, data=args.data, experiment=args.experiment)
+    if not cells:
         print(_nothing_found(tracking_uri, args), file=sys.stderr)
         return 1
     with tempfile.TemporaryDirectory(prefix="report-scores-") as tmp:
-        comparisons = paired_comparisons(results, ScoreFiles(tracking_uri, Path(tmp)))
+        comparisons = paired_comparisons(cells, ScoreFiles(tracking_uri, Path(tmp)))
     out = args.out if args.out is not None else report_folder(sweep_id)
     document, files = write_report(
-        results,
+        cells,
         comparisons,
         out,
         tracking_uri=tracking_uri,
@@ -187,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Wrote {', '.join(str(file) for file in files[:-1])} and {files[-1]}")
     if not args.no_log:
         run = log_report(
-            tracking_uri, files, sweep_id=sweep_id, level=args.level, data=args.data, results=results
+            tracking_uri, files, sweep_id=sweep_id, level=args.level, data=args.data, cells=cells
         )
         print(
             f"Logged MLflow run {run.id} in experiment '{REPORT_EXPERIMENT}' of {tracking_uri} "

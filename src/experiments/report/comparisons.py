@@ -18,7 +18,8 @@ from src.experiments.report.collect import (
     flagged_columns,
     replicate_label,
 )
-from src.experiments.report.tables import FLAG, MISSING, column_name, columns, markdown_table
+from src.experiments.report.records import Cell, Comparison, PairedDifference, ScoredRun, Table
+from src.experiments.report.tables import FLAG, MISSING, column_name, columns
 from src.utils.stats import paired_difference
 
 SIGNIFICANT = "*"
@@ -27,7 +28,12 @@ N_BOOT, BOOT_SEED = 1000, 0
 
 
 class ScoreFiles:
-    """The runs' video_scores.csv, downloaded once each into a folder: {path: (label, p_fake, group)}."""
+    """The runs' video_scores.csv, downloaded once each into a folder: {path: (label, p_fake, group)}.
+
+    Args:
+        tracking_uri: the MLflow store the runs are in.
+        folder: where the files are downloaded to.
+    """
 
     COLUMNS = ("path", "label", "p_fake")
 
@@ -35,7 +41,11 @@ class ScoreFiles:
         self.tracking_uri, self.folder, self.cache = tracking_uri, folder, {}
 
     def get(self, run_id: str) -> dict[str, tuple[int, float, str]] | str:
-        """The scores, or a one-line reason why they cannot be used."""
+        """The scores, or a one-line reason why they cannot be used.
+
+        Args:
+            run_id: the evaluate run.
+        """
         if run_id not in self.cache:
             self.cache[run_id] = self._load(run_id)
         return self.cache[run_id]
@@ -76,8 +86,15 @@ def _quiet_downloads():
             os.environ[name] = saved
 
 
-def _paired(a: dict | str, b: dict | str) -> dict | str:
-    """AUC(a) - AUC(b) on the videos both scored (joined on path), with a paired-bootstrap interval."""
+def paired_auc_difference(a: dict | str, b: dict | str) -> PairedDifference | str:
+    """AUC(a) - AUC(b) on the videos both scored (joined on path), with a paired-bootstrap interval.
+
+    Args:
+        a, b: two runs' scores as `ScoreFiles.get` returns them (or the reason there are none).
+
+    Returns:
+        The difference, or a one-line reason why it cannot be computed.
+    """
     for scores in (a, b):
         if isinstance(scores, str):
             return scores
@@ -99,85 +116,88 @@ def _paired(a: dict | str, b: dict | str) -> dict | str:
         n_boot=N_BOOT,
         seed=BOOT_SEED,
     )
-    return {**result, "videos": len(shared)}
+    return PairedDifference(**result, videos=len(shared))
 
 
-def _run_of(result: dict | None, replicate: tuple) -> dict | None:
-    if result is None:
+def _comparison(data: str, column: str, label: str, result: PairedDifference | str) -> Comparison:
+    if isinstance(result, str):
+        return Comparison(data, column, label, reason=result)
+    return Comparison(data, column, label, difference=result)
+
+
+def _run_of(cell: Cell | None, replicate: tuple) -> ScoredRun | None:
+    if cell is None:
         return None
-    return next((run for run in result["runs"] if run["replicate"] == replicate), None)
+    return next((run for run in cell.runs if run.replicate == replicate), None)
 
 
-def _matching_run(result: dict, replicate: tuple) -> dict | None:
+def _matching_run(cell: Cell, replicate: tuple) -> ScoredRun | None:
     """The pretrained run to pair with a finetuned replicate: the only one, else the same replicate tags."""
-    if len(result["runs"]) == 1:
-        return result["runs"][0]
-    return _run_of(result, replicate)
+    if len(cell.runs) == 1:
+        return cell.runs[0]
+    return _run_of(cell, replicate)
 
 
-def paired_comparisons(results: Sequence[dict], scores: ScoreFiles) -> list[dict]:
-    """Rows {data, column, comparison, result (dict or reason str)}: per column and replicate every level
-    against none, then finetuned against pretrained of the same model at each level."""
+def paired_comparisons(cells: Sequence[Cell], scores: ScoreFiles) -> list[Comparison]:
+    """Per column and replicate every level against none, then finetuned against pretrained of the same
+    model at each level.
+
+    Args:
+        cells: the cells of the report.
+        scores: where the runs' video scores are read from.
+    """
     rows = []
-    flagged = flagged_columns(results)
-    for data in data_values(results):
-        subset = [r for r in results if r["data"] == data]
-        by_cell = {(r["model"], r["weights"], r["augment"]): r for r in subset}
+    flagged = flagged_columns(cells)
+    for data in data_values(cells):
+        subset = [c for c in cells if c.data == data]
+        by_key = {(c.model, c.weights, c.augment): c for c in subset}
         levels = augment_levels(subset)
         for col in columns(subset):
             title = column_name(*col, subset)
-            replicates = sorted(
-                {run["replicate"] for r in subset if (r["model"], r["weights"]) == col for run in r["runs"]}
-            )
+            replicates = sorted({run.replicate for c in subset if c.column == col for run in c.runs})
             several = len(replicates) > 1
-            base = by_cell.get((*col, BASELINE_AUGMENT))
+            base = by_key.get((*col, BASELINE_AUGMENT))
             for replicate in replicates:
                 suffix = f" ({replicate_label(replicate)})" if several else ""
                 base_run = _run_of(base, replicate)
                 for augment in levels:
-                    run = _run_of(by_cell.get((*col, augment)), replicate)
+                    run = _run_of(by_key.get((*col, augment)), replicate)
                     if augment == BASELINE_AUGMENT or run is None or base_run is None:
                         continue
-                    comparison = (
-                        f"{augment_title(augment, subset)} − {augment_title(BASELINE_AUGMENT, subset)}"
-                    )
+                    label = f"{augment_title(augment, subset)} − {augment_title(BASELINE_AUGMENT, subset)}"
                     if (data, *col) in flagged:
                         result = f"not compared: mixed checkpoints {FLAG}"
                     else:
-                        result = _paired(scores.get(run["run_id"]), scores.get(base_run["run_id"]))
-                    rows.append(
-                        {"data": data, "column": title, "comparison": comparison + suffix, "result": result}
-                    )
+                        result = paired_auc_difference(scores.get(run.run_id), scores.get(base_run.run_id))
+                    rows.append(_comparison(data, title, label + suffix, result))
             if col[1] != "finetuned":
                 continue
             for augment in levels:
-                tuned, reference = by_cell.get((*col, augment)), by_cell.get((col[0], "pretrained", augment))
+                tuned, reference = by_key.get((*col, augment)), by_key.get((col[0], "pretrained", augment))
                 if tuned is None or reference is None:
                     continue
-                for run in tuned["runs"]:
-                    other = _matching_run(reference, run["replicate"])
+                for run in tuned.runs:
+                    other = _matching_run(reference, run.replicate)
                     if other is None:
                         continue
                     label = f"finetuned − pretrained, {augment_title(augment, subset)}"
-                    label += f" ({replicate_label(run['replicate'])})" if len(tuned["runs"]) > 1 else ""
-                    rows.append(
-                        {
-                            "data": data,
-                            "column": title,
-                            "comparison": label,
-                            "result": _paired(scores.get(run["run_id"]), scores.get(other["run_id"])),
-                        }
-                    )
+                    label += f" ({replicate_label(run.replicate)})" if len(tuned.runs) > 1 else ""
+                    result = paired_auc_difference(scores.get(run.run_id), scores.get(other.run_id))
+                    rows.append(_comparison(data, title, label, result))
     return rows
 
 
-def _format_difference(result: dict) -> str:
-    text = f"{result['diff']:+.3f} [{result['low']:+.2f}, {result['high']:+.2f}]"
-    return text + (f" {SIGNIFICANT}" if result["excludes_zero"] else "")
+def _format_difference(difference: PairedDifference) -> str:
+    text = f"{difference.diff:+.3f} [{difference.low:+.2f}, {difference.high:+.2f}]"
+    return text + (f" {SIGNIFICANT}" if difference.excludes_zero else "")
 
 
-def render_comparisons(rows: Sequence[dict]) -> str:
-    """The rows as a `## Paired comparisons` section, one table per data value ("" without rows)."""
+def render_comparisons(rows: Sequence[Comparison]) -> str:
+    """The rows as a `## Paired comparisons` section, one table per data value ("" without rows).
+
+    Args:
+        rows: the comparisons, as `paired_comparisons` returns them.
+    """
     if not rows:
         return ""
     out = [
@@ -188,19 +208,18 @@ def render_comparisons(rows: Sequence[dict]) -> str:
         "excludes 0.",
         "",
     ]
-    for data in sorted({row["data"] for row in rows}):
+    for data in sorted({row.data for row in rows}):
         table_rows = []
-        for row in (r for r in rows if r["data"] == data):
-            result = row["result"]
-            if isinstance(result, str):
-                table_rows.append([row["column"], row["comparison"], f"{MISSING} ({result})", MISSING])
+        for row in (r for r in rows if r.data == data):
+            if row.difference is None:
+                table_rows.append([row.column, row.label, f"{MISSING} ({row.reason})", MISSING])
             else:
+                difference = row.difference
                 table_rows.append(
-                    [row["column"], row["comparison"], _format_difference(result), str(result["videos"])]
+                    [row.column, row.label, _format_difference(difference), str(difference.videos)]
                 )
         out += [f"### Data: {data}", ""]
-        out += markdown_table(
-            ["Column", "Comparison", "Δ AUC [95 % CI]", "Videos"], table_rows, text_columns=2
-        )
+        header = ["Column", "Comparison", "Δ AUC [95 % CI]", "Videos"]
+        out += Table(header, table_rows, text_columns=2).to_markdown()
         out += [""]
     return "\n".join(out).rstrip() + "\n"

@@ -9,34 +9,48 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from src.experiments.report.collect import data_values
+from src.experiments.report.records import Cell, Table
 from src.experiments.report.tables import (
     MISSING,
     Preset,
     column_name,
     columns,
-    format_cell,
-    markdown_table,
-    metric_cell,
+    format_metric,
+    metric_value,
 )
 
 NOT_QUOTED = "not quoted"
 UNPERTURBED = "none"
 
 
-def _order(results: Sequence[dict], preset: Preset | None) -> list[str]:
-    present = data_values(results)
-    listed = [d for d in (preset.datasets if preset else ()) if d in present]
+def _order(cells: Sequence[Cell], preset: Preset | None) -> list[str]:
+    """The test sets (data tags) with runs: the preset's first, in its order, then the others by name."""
+    present = data_values(cells)
+    listed = [d for d in (preset.test_sets if preset else ()) if d in present]
     return listed + [d for d in present if d not in listed]
 
 
-def render_cross_dataset(results: Sequence[dict], preset: Preset | None = None) -> str:
-    """The section as Markdown, or "" when the runs cover fewer than two test sets."""
-    clean = [r for r in results if r["augment"] == UNPERTURBED]
-    datasets = _order(clean, preset)
-    if len(datasets) < 2:
+def render_cross_dataset(cells: Sequence[Cell], preset: Preset | None = None) -> str:
+    """The section as Markdown, or "" when the runs cover fewer than two test sets.
+
+    Args:
+        cells: the cells of the report (only the unperturbed ones are used).
+        preset: a table shape: its columns, its test-set order and published numbers.
+    """
+    clean = [c for c in cells if c.augment == UNPERTURBED]
+    test_sets = _order(clean, preset)
+    if len(test_sets) < 2:
         return ""
-    cells = {(r["model"], r["weights"], r["data"]): r for r in clean}
-    rows = [c for c in columns(clean, preset) if any((*c, d) in cells for d in datasets)]
+    by_key = {(c.model, c.weights, c.data): c for c in clean}
+    rows = [col for col in columns(clean, preset) if any((*col, d) in by_key for d in test_sets)]
+
+    def auc(model: str, weights: str, level: str) -> list[str]:
+        """The column's AUC at `level` on each test set, printed."""
+        return [
+            format_metric(metric_value(by_key.get((model, weights, d)), f"test/{level}_auc"))
+            for d in test_sets
+        ]
+
     out = [
         "## Cross-dataset: AUC per test set",
         "",
@@ -49,26 +63,21 @@ def render_cross_dataset(results: Sequence[dict], preset: Preset | None = None) 
     table = []
     for model, weights in rows:
         name = column_name(model, weights, clean, preset)
-        video = [format_cell(metric_cell(cells.get((model, weights, d)), "test/video_auc")) for d in datasets]
-        frame = [format_cell(metric_cell(cells.get((model, weights, d)), "test/frame_auc")) for d in datasets]
-        table.append([name, "video"] + video)
+        frame = auc(model, weights, "frame")
+        table.append([name, "video", *auc(model, weights, "video")])
         if any(value != MISSING for value in frame):
-            table.append(["", "frame"] + frame)
-    out += markdown_table(["model", "level"] + datasets, table, text_columns=2) + [""]
+            table.append(["", "frame", *frame])
+    out += Table(["model", "level", *test_sets], table, text_columns=2).to_markdown() + [""]
     references = (preset.references if preset else {}) or {}
     quoted = references.get("frame_auc") or {}
     if quoted:
-        header = ["model", "frame AUC"] + datasets
         lines = []
         for model, weights in rows:
-            ours = [
-                format_cell(metric_cell(cells.get((model, weights, d)), "test/frame_auc")) for d in datasets
-            ]
             theirs = [
-                f"{quoted[model][d]:.4f}" if d in quoted.get(model, {}) else NOT_QUOTED for d in datasets
+                f"{quoted[model][d]:.4f}" if d in quoted.get(model, {}) else NOT_QUOTED for d in test_sets
             ]
             name = column_name(model, weights, clean, preset)
-            lines += [[name, "this run"] + ours, ["", "published"] + theirs]
+            lines += [[name, "this run", *auc(model, weights, "frame")], ["", "published", *theirs]]
         out += [
             "### Beside published numbers",
             "",
@@ -77,5 +86,5 @@ def render_cross_dataset(results: Sequence[dict], preset: Preset | None = None) 
             "gives (see the selection-inflation command in the docs).",
             "",
         ]
-        out += markdown_table(header, lines, text_columns=2) + [""]
+        out += Table(["model", "frame AUC", *test_sets], lines, text_columns=2).to_markdown() + [""]
     return "\n".join(out)

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from src.experiments.evaluation.subsets import GROUPINGS, face_size_buckets, subset_of
 from src.experiments.report.collect import augment_levels, augment_title, data_values
+from src.experiments.report.records import Cell, Table
 from src.experiments.report.tables import (
     MISSING,
     Preset,
     column_name,
     columns,
-    format_cell,
-    markdown_table,
-    metric_cell,
+    format_metric,
+    metric_value,
 )
-from src.experiments.evaluation.subsets import GROUPINGS, face_size_buckets, subset_of
 
 # (column header, metric name) of the operating-point table
 OPERATING_POINTS = (
@@ -43,15 +43,9 @@ INTRO = (
 )
 
 
-def _subsets(results: Sequence[dict]) -> list[tuple[str, str]]:
+def _subsets(cells: Sequence[Cell]) -> list[tuple[str, str]]:
     """(grouping, value) of every subset any run logged: groupings in GROUPINGS order, face sizes by size."""
-    found = {
-        subset[:2]
-        for r in results
-        for run in r["runs"]
-        for key in run["metrics"]
-        if (subset := subset_of(key))
-    }
+    found = {subset[:2] for c in cells for run in c.runs for key in run.metrics if (subset := subset_of(key))}
     sizes = face_size_buckets()
 
     def order(item: tuple[str, str]):
@@ -63,15 +57,15 @@ def _subsets(results: Sequence[dict]) -> list[tuple[str, str]]:
     return sorted(found, key=order)
 
 
-def _counts(results: Sequence[dict], grouping: str, value: str) -> tuple[str, str]:
+def _counts(cells: Sequence[Cell], grouping: str, value: str) -> tuple[str, str]:
     """("videos (fakes)" as logged, what a one-class subset's AUC ranks it against)."""
     prefix = f"test/subset/{grouping}/{value}/"
     seen = sorted(
         {
-            (int(run["metrics"][prefix + "videos"]), int(run["metrics"].get(prefix + "fake_videos", -1)))
-            for r in results
-            for run in r["runs"]
-            if prefix + "videos" in run["metrics"]
+            (int(run.metrics[prefix + "videos"]), int(run.metrics.get(prefix + "fake_videos", -1)))
+            for c in cells
+            for run in c.runs
+            if prefix + "videos" in run.metrics
         }
     )
     text = " / ".join(f"{n} ({fakes} fake)" if fakes >= 0 else str(n) for n, fakes in seen) or MISSING
@@ -82,43 +76,49 @@ def _counts(results: Sequence[dict], grouping: str, value: str) -> tuple[str, st
     return text, "AUC"
 
 
-def render_deployment(results: Sequence[dict], preset: Preset | None = None) -> str:
+def render_deployment(cells: Sequence[Cell], preset: Preset | None = None) -> str:
     """`## Deployment` with, per data value, the operating points of every run and a subset table per
-    augment level; "" when no run logged any of these metrics."""
+    augment level; "" when no run logged any of these metrics.
+
+    Args:
+        cells: the cells of the report.
+        preset: a table shape (None: only the columns with runs).
+    """
     names = {key for _, key in OPERATING_POINTS}
-    logged = any(
-        key in names or subset_of(key) for r in results for run in r["runs"] for key in run["metrics"]
-    )
+    logged = any(key in names or subset_of(key) for c in cells for run in c.runs for key in run.metrics)
     if not logged:
         return ""
     out = ["## Deployment: calibration, operating points, subsets", "", INTRO, ""]
-    for data in data_values(results):
-        subset = [r for r in results if r["data"] == data]
+    for data in data_values(cells):
+        subset = [c for c in cells if c.data == data]
         cols = columns(subset, preset)
         out += [f"### Operating points, data {data}", ""]
         rows = [
-            [column_name(*col, subset, preset), augment_title(r["augment"], subset)]
-            + [format_cell(metric_cell(r, key)) for _, key in OPERATING_POINTS]
+            [column_name(*col, subset, preset), augment_title(c.augment, subset)]
+            + [format_metric(metric_value(c, key)) for _, key in OPERATING_POINTS]
             for col in cols
-            for r in subset
-            if (r["model"], r["weights"]) == col
+            for c in subset
+            if c.column == col
         ]
-        out += markdown_table(["Column", "Augment", *(h for h, _ in OPERATING_POINTS)], rows, text_columns=2)
+        header = ["Column", "Augment", *(h for h, _ in OPERATING_POINTS)]
+        out += Table(header, rows, text_columns=2).to_markdown()
         out.append("")
         for augment in augment_levels(subset):
-            cells = {(r["model"], r["weights"]): r for r in subset if r["augment"] == augment}
-            found = _subsets(list(cells.values()))
+            by_column = {c.column: c for c in subset if c.augment == augment}
+            found = _subsets(list(by_column.values()))
             if not found:
                 continue
             out += [f"### Subsets, data {data}, {augment_title(augment, subset)}", ""]
             rows = []
             for grouping, value in found:
-                videos, auc_label = _counts(list(cells.values()), grouping, value)
+                videos, auc_label = _counts(list(by_column.values()), grouping, value)
                 for index, (label, suffix) in enumerate(SUBSET_ROWS):
                     key = f"test/subset/{grouping}/{value}/{suffix}"
                     head = [f"{grouping}: {value}", videos] if index == 0 else ["", ""]
                     shown = auc_label if suffix == "video_auc" else label
-                    rows.append(head + [shown] + [format_cell(metric_cell(cells.get(c), key)) for c in cols])
+                    rows.append(
+                        head + [shown] + [format_metric(metric_value(by_column.get(c), key)) for c in cols]
+                    )
             header = ["Subset", "Videos", "Metric", *(column_name(*c, subset, preset) for c in cols)]
-            out += markdown_table(header, rows, text_columns=3) + [""]
+            out += Table(header, rows, text_columns=3).to_markdown() + [""]
     return "\n".join(out).rstrip() + "\n"

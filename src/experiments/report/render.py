@@ -16,7 +16,6 @@ import markdown
 from markdown.extensions import Extension
 from markdown.treeprocessors import Treeprocessor
 
-from src.experiments.config import PROJECT_ROOT
 from src.experiments.report.collect import (
     REPLICATE_TAGS,
     augment_levels,
@@ -30,15 +29,17 @@ from src.experiments.report.collect import (
 from src.experiments.report.comparisons import render_comparisons
 from src.experiments.report.cross_dataset import render_cross_dataset
 from src.experiments.report.deployment import render_deployment
+from src.experiments.report.records import Cell, Comparison, MetricValue
 from src.experiments.report.tables import (
     FLAG,
     MISSING,
     Preset,
-    cell_value,
     column_name,
     columns,
+    level_metric,
     render_tables,
 )
+from src.experiments.tracking.store import PROJECT_ROOT
 
 REPORTS_DIR = PROJECT_ROOT / "reports"
 NO_SWEEP_FOLDER = "all-runs"
@@ -53,57 +54,69 @@ PAGE_STYLE = (
 
 # -- chart ----------------------------------------------------------------------------------------
 def chart_title(level: str, data: str, sweep_id: str | None) -> str:
+    """A chart panel's title.
+
+    Args:
+        level: "video" or "frame".
+        data: the panel's data value.
+        sweep_id: the reported sweep (None: no sweep).
+    """
     return f"{level.capitalize()} AUC under test-time perturbation\ndata {data}, sweep {sweep_id or '(none)'}"
 
 
-def _error_range(cell: dict) -> tuple[float, float]:
-    if "n" in cell:
-        sd = 0.0 if math.isnan(cell["sd"]) else cell["sd"]
-        return cell["value"] - sd, cell["value"] + sd
-    if cell.get("low") is None or cell.get("high") is None:
-        return cell["value"], cell["value"]
-    return cell["low"], cell["high"]
+def _error_range(metric: MetricValue) -> tuple[float, float]:
+    if metric.replicated:
+        sd = 0.0 if math.isnan(metric.sd) else metric.sd
+        return metric.value - sd, metric.value + sd
+    if metric.low is None or metric.high is None:
+        return metric.value, metric.value
+    return metric.low, metric.high
 
 
-def robustness_figure(results: Sequence[dict], level: str = "video", sweep_id: str | None = None):
+def robustness_figure(cells: Sequence[Cell], level: str = "video", sweep_id: str | None = None):
     """AUC against augment level (one tick per level with runs, in axis order), one line per (model, weights)
     with data, one panel per data value; error bars are the 95 % bootstrap interval of a single run, or ± sd
     over replicates. A matplotlib Figure on an Agg canvas: no GUI backend or global pyplot state is touched.
+
+    Args:
+        cells: the cells of the report.
+        level: "video" or "frame" AUC.
+        sweep_id: the reported sweep, for the titles.
     """
     check_level(level)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    panels = data_values(results) or ["(no runs)"]
-    most_levels = max(len(augment_levels([r for r in results if r["data"] == d])) for d in panels)
+    panels = data_values(cells) or ["(no runs)"]
+    most_levels = max(len(augment_levels([c for c in cells if c.data == d])) for d in panels)
     figure = Figure(figsize=((max(4.5, 1.4 * most_levels) + 3.5) * len(panels), 4.8))
     FigureCanvasAgg(figure)
     axes_list = figure.subplots(1, len(panels), squeeze=False)[0]
     colors = {
-        col: f"C{i % 10}" for i, col in enumerate(columns(results))
+        col: f"C{i % 10}" for i, col in enumerate(columns(cells))
     }  # a column keeps its colour in every panel
-    flagged = flagged_columns(results)
+    flagged = flagged_columns(cells)
     for axes, data in zip(axes_list, panels, strict=True):
-        subset = [r for r in results if r["data"] == data]
+        subset = [c for c in cells if c.data == data]
         levels = augment_levels(subset)
-        cells = {(r["model"], r["weights"], r["augment"]): r for r in subset}
+        by_key = {(c.model, c.weights, c.augment): c for c in subset}
         plotted = [
             col
             for col in columns(subset)
-            if any(cell_value(cells.get((*col, a)), level, "auc") for a in levels)
+            if any(level_metric(by_key.get((*col, a)), level, "auc") for a in levels)
         ]
         for index, col in enumerate(plotted):
             offset = (index - (len(plotted) - 1) / 2) * 0.06  # dodge, so error bars do not hide each other
             xs, ys, below, above = [], [], [], []
             for position, augment in enumerate(levels):
-                cell = cell_value(cells.get((*col, augment)), level, "auc")
-                if cell is None or math.isnan(cell["value"]):
+                auc = level_metric(by_key.get((*col, augment)), level, "auc")
+                if auc is None or math.isnan(auc.value):
                     continue
-                low, high = _error_range(cell)
+                low, high = _error_range(auc)
                 xs.append(position + offset)
-                ys.append(cell["value"])
-                below.append(max(cell["value"] - low, 0.0))
-                above.append(max(high - cell["value"], 0.0))
+                ys.append(auc.value)
+                below.append(max(auc.value - low, 0.0))
+                above.append(max(high - auc.value, 0.0))
             label = column_name(*col, subset) + (
                 f" {FLAG} mixed checkpoints" if (data, *col) in flagged else ""
             )
@@ -134,49 +147,60 @@ def robustness_figure(results: Sequence[dict], level: str = "video", sweep_id: s
 
 
 def plot_robustness(
-    results: Sequence[dict], path: str | Path, level: str = "video", sweep_id: str | None = None
+    cells: Sequence[Cell], path: str | Path, level: str = "video", sweep_id: str | None = None
 ) -> Path:
-    """The robustness_figure as a PNG file."""
+    """The robustness_figure as a PNG file.
+
+    Args:
+        cells: the cells of the report.
+        path: the PNG file to write.
+        level: "video" or "frame" AUC.
+        sweep_id: the reported sweep, for the titles.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    robustness_figure(results, level, sweep_id).savefig(path, dpi=100, bbox_inches="tight")
+    robustness_figure(cells, level, sweep_id).savefig(path, dpi=100, bbox_inches="tight")
     return path
 
 
 # -- document -------------------------------------------------------------------------------------
-def check_notes(results: Sequence[dict]) -> list[str]:
-    """One line per column with mixed checkpoints and per run replaced by a newer one of the same replicate."""
+def check_notes(cells: Sequence[Cell]) -> list[str]:
+    """One line per column with mixed checkpoints and per run replaced by a newer one of the same replicate.
+
+    Args:
+        cells: the cells of the report.
+    """
     notes = []
-    for flag in lineage_flags(results):
-        title = column_name(flag["model"], flag["weights"], results)
-        what = "source_run_id" if flag["weights"] == "finetuned" else "initial_weights"
-        where = f"data `{flag['data']}`" + (
-            f", {replicate_label(flag['replicate'])}" if any(flag["replicate"]) else ""
+    for flag in lineage_flags(cells):
+        title = column_name(flag.model, flag.weights, cells)
+        what = "source_run_id" if flag.weights == "finetuned" else "initial_weights"
+        where = f"data `{flag.data}`" + (
+            f", {replicate_label(flag.replicate)}" if any(flag.replicate) else ""
         )
         levels = "; ".join(
             f"{augment}: run `{run_id}` ({what} `{checkpoint or 'not recorded'}`)"
-            for augment, run_id, checkpoint in flag["levels"]
+            for augment, run_id, checkpoint in flag.levels
         )
         notes.append(
             f"{FLAG} {title} ({where}): its levels were scored with different checkpoints, so they are "
             f"not comparable and get no level comparisons. {levels}"
         )
-    for result in results:
-        if result["sweep_id"] is None:  # outside a sweep, re-runs replacing older runs is the intended use
+    for cell in cells:
+        if cell.sweep_id is None:  # outside a sweep, re-runs replacing older runs is the intended use
             continue
-        for old in result["replaced"]:
-            kept = next(r for r in result["runs"] if r["replicate"] == old["replicate"])
+        for old in cell.replaced:
+            kept = next(run for run in cell.runs if run.replicate == old.replicate)
             notes.append(
-                f"{result['model']}/{result['weights']}/{result['augment']} ({result['data']}): run "
-                f"`{old['run_id']}` has the same replicate tags as the newer run `{kept['run_id']}`; "
+                f"{cell.model}/{cell.weights}/{cell.augment} ({cell.data}): run "
+                f"`{old.run_id}` has the same replicate tags as the newer run `{kept.run_id}`; "
                 "the newer one is used."
             )
     return notes
 
 
 def build_document(
-    results: Sequence[dict],
-    comparisons: Sequence[dict],
+    cells: Sequence[Cell],
+    comparisons: Sequence[Comparison],
     *,
     tracking_uri: str,
     experiment: str,
@@ -186,8 +210,18 @@ def build_document(
     preset: Preset | None = None,
 ) -> str:
     """The report as Markdown: header, checks, metric tables, the deployment section (video level: operating
-    points and subsets), paired comparisons, the chart."""
-    runs = sum(len(r["runs"]) for r in results)
+    points and subsets), paired comparisons, the chart.
+
+    Args:
+        cells: the cells of the report.
+        comparisons: the paired comparisons of their runs.
+        tracking_uri, experiment: where the runs were read from.
+        sweep_id: the reported sweep (None: the latest run of each cell).
+        level: "video" or "frame" metrics.
+        data: the data tag the runs were filtered on, if any.
+        preset: a table shape (None: only the columns with runs).
+    """
+    runs = sum(len(c.runs) for c in cells)
     scope = (
         f"sweep `{sweep_id}`"
         if sweep_id
@@ -206,14 +240,14 @@ def build_document(
         f"mean ± sd (n). Missing cells: {MISSING}.{shape}",
         "",
     ]
-    notes = check_notes(results)
+    notes = check_notes(cells)
     if notes:
         lines += ["## Checks", ""] + [f"- {note}" for note in notes] + [""]
-    cross = render_cross_dataset(results, preset) if level == "video" else ""
+    cross = render_cross_dataset(cells, preset) if level == "video" else ""
     if cross:
         lines.append(cross)
-    lines.append(render_tables(results, level, preset))
-    deployment = render_deployment(results, preset) if level == "video" else ""
+    lines.append(render_tables(cells, level, preset))
+    deployment = render_deployment(cells, preset) if level == "video" else ""
     if deployment:
         lines.append(deployment)
     comparison_text = render_comparisons(comparisons)
@@ -254,7 +288,13 @@ class _ReportPage(Extension):
 
 def markdown_to_html(text: str, folder: Path, title: str) -> str:
     """One HTML page: the Markdown through the `markdown` package (pipe tables), with the images it names
-    (files in `folder`) embedded, so MLflow's artifact viewer shows it whole."""
+    (files in `folder`) embedded, so MLflow's artifact viewer shows it whole.
+
+    Args:
+        text: the Markdown.
+        folder: where the images it names are.
+        title: the page's title.
+    """
     body = markdown.markdown(text, extensions=["tables", _ReportPage(folder)])
     return (
         f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
@@ -264,13 +304,17 @@ def markdown_to_html(text: str, folder: Path, title: str) -> str:
 
 # -- files ----------------------------------------------------------------------------------------
 def report_folder(sweep_id: str | None) -> Path:
-    """reports/<sweep id>/ under the project root (the id made safe for a folder name), or reports/all-runs/."""
+    """reports/<sweep id>/ under the project root (the id made safe for a folder name), or reports/all-runs/.
+
+    Args:
+        sweep_id: the reported sweep (None: no sweep).
+    """
     return REPORTS_DIR / (re.sub(r"[^\w.-]", "_", sweep_id) if sweep_id else NO_SWEEP_FOLDER)
 
 
 def write_report(
-    results: Sequence[dict],
-    comparisons: Sequence[dict],
+    cells: Sequence[Cell],
+    comparisons: Sequence[Comparison],
     out: Path,
     *,
     tracking_uri: str,
@@ -280,11 +324,19 @@ def write_report(
     data: str | None = None,
     preset: Preset | None = None,
 ) -> tuple[str, list[Path]]:
-    """report.md, report.html and robustness.png in `out`: returns the Markdown and the three files."""
+    """report.md, report.html and robustness.png in `out`.
+
+    Args:
+        cells, comparisons, tracking_uri, experiment, sweep_id, level, data, preset: as for `build_document`.
+        out: the folder to write to.
+
+    Returns:
+        The Markdown and the three files.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    chart = plot_robustness(results, out / CHART_FILE, level=level, sweep_id=sweep_id)
+    chart = plot_robustness(cells, out / CHART_FILE, level=level, sweep_id=sweep_id)
     document = build_document(
-        results,
+        cells,
         comparisons,
         tracking_uri=tracking_uri,
         experiment=experiment,
@@ -293,10 +345,10 @@ def write_report(
         data=data,
         preset=preset,
     )
-    report = out / "report.md"
-    report.write_text(document, encoding="utf-8")
+    markdown_file = out / "report.md"
+    markdown_file.write_text(document, encoding="utf-8")
     page = out / "report.html"
     page.write_text(
         markdown_to_html(document, out, f"Deepfake detection report, sweep {sweep_id}"), encoding="utf-8"
     )
-    return document, [report, page, chart]
+    return document, [markdown_file, page, chart]

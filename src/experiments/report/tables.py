@@ -13,7 +13,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from src.experiments.config import CONFIG_DIR
 from src.experiments.report.collect import (
     augment_levels,
     augment_title,
@@ -23,6 +22,8 @@ from src.experiments.report.collect import (
     model_title,
     present_columns,
 )
+from src.experiments.report.records import Cell, MetricValue, Table
+from src.experiments.tracking.store import CONFIG_DIR
 from src.utils.errors import check
 from src.utils.stats import mean_sd
 
@@ -36,21 +37,35 @@ PRESET_DIR = CONFIG_DIR / "report"
 # -- presets --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Preset:
-    """A table shape: columns (model, weights) always shown, in this order; `titles` head those without runs."""
+    """A table shape (conf/report/<name>.yaml).
+
+    Attributes:
+        name: the preset's name.
+        columns: (model, weights) columns always shown, in this order.
+        titles: the headers of those columns where they have no runs.
+        test_sets: a cross-dataset table's columns, in this order (data tags; the YAML's `datasets`).
+        references: published numbers beside ours: {source, frame_auc: {model: {data: auc}}}.
+    """
 
     name: str
     columns: tuple[tuple[str, str], ...]
     titles: dict[tuple[str, str], str] = field(default_factory=dict)
-    datasets: tuple[str, ...] = ()  # a cross-dataset table's columns, in this order (data tags)
-    references: dict = field(default_factory=dict)  # published numbers beside ours: {source, frame_auc}
+    test_sets: tuple[str, ...] = ()
+    references: dict = field(default_factory=dict)
 
 
 def preset_names() -> list[str]:
+    """The presets there are: conf/report/<name>.yaml."""
     return sorted(path.stem for path in PRESET_DIR.glob("*.yaml"))
 
 
 def load_preset(name: str) -> Preset:
-    """conf/report/<name>.yaml: `columns`, a list of {model, weights, title (optional)}."""
+    """conf/report/<name>.yaml: `columns`, a list of {model, weights, title (optional)}; `datasets`, the
+    order of a cross-dataset table's test sets; `references`, published numbers to print beside ours.
+
+    Args:
+        name: the preset's name.
+    """
     from omegaconf import OmegaConf
 
     path = PRESET_DIR / f"{name}.yaml"
@@ -116,118 +131,135 @@ def _weights_suffix(weights: str, sources: set[str]) -> str | None:
     return weights
 
 
-def column_name(model: str, weights: str, results: Sequence[dict], preset: Preset | None = None) -> str:
-    """From what was scored: pretrained is the plain model title (collect.model_title); finetuned from
-    pretrained weights "(finetuned)", from random ones "(trained from scratch)" (runs' `source_weights` tag);
-    random weights "(untrained)". A preset column without runs: the preset's title."""
-    runs = [run for r in results if (r["model"], r["weights"]) == (model, weights) for run in r["runs"]]
+def column_name(model: str, weights: str, cells: Sequence[Cell], preset: Preset | None = None) -> str:
+    """A column's header, from what was scored: pretrained is the plain model title (collect.model_title);
+    finetuned from pretrained weights "(finetuned)", from random ones "(trained from scratch)" (the runs'
+    `source_weights` tag); random weights "(untrained)".
+
+    Args:
+        model, weights: the column.
+        cells: the cells whose runs' tags name it.
+        preset: a table shape; its title heads a column of its own that has no runs.
+    """
+    runs = [run for c in cells if c.column == (model, weights) for run in c.runs]
     if not runs and preset is not None and (model, weights) in preset.titles:
         return preset.titles[model, weights]
-    sources = {run["tags"]["source_weights"] for run in runs if run["tags"].get("source_weights")}
-    name, suffix = model_title(model, results), _weights_suffix(weights, sources)
+    sources = {run.tags["source_weights"] for run in runs if run.tags.get("source_weights")}
+    name, suffix = model_title(model, cells), _weights_suffix(weights, sources)
     return name if suffix is None else f"{name} ({suffix})"
 
 
-def columns(results: Sequence[dict], preset: Preset | None = None) -> list[tuple[str, str]]:
-    """The preset's columns (always), then the other columns that have runs."""
+def columns(cells: Sequence[Cell], preset: Preset | None = None) -> list[tuple[str, str]]:
+    """The preset's columns (always), then the other columns that have runs.
+
+    Args:
+        cells: the cells of the report.
+        preset: a table shape (None: only the columns with runs).
+    """
     shown = list(preset.columns) if preset is not None else []
-    return shown + [column for column in present_columns(results) if column not in shown]
+    return shown + [column for column in present_columns(cells) if column not in shown]
 
 
-# -- cells ----------------------------------------------------------------------------------------
-def cell_value(result: dict | None, level: str, suffix: str) -> dict | None:
-    """{value, low, high} of a single run (low/high None without intervals) or {value (mean), sd, n} of
-    replicates; None when the cell has no run or no such metric."""
-    return metric_cell(result, f"test/{level}_{suffix}")
+# -- metric values ----------------------------------------------------------------------------------
+def level_metric(cell: Cell | None, level: str, suffix: str) -> MetricValue | None:
+    """`metric_value` of `test/<level>_<suffix>`.
+
+    Args:
+        cell: the cell (None: no run).
+        level: "video" or "frame".
+        suffix: the metric, e.g. "auc".
+    """
+    return metric_value(cell, f"test/{level}_{suffix}")
 
 
-def metric_cell(result: dict | None, key: str) -> dict | None:
-    """`cell_value` of any metric name: its `key_ci_low`/`key_ci_high` are the interval."""
-    if result is None:
+def metric_value(cell: Cell | None, key: str) -> MetricValue | None:
+    """A single run's value and interval (`<key>_ci_low`/`<key>_ci_high`), or the mean and sd of replicates.
+
+    Args:
+        cell: the cell (None: no run).
+        key: the metric's MLflow name.
+
+    Returns:
+        None when the cell has no run or no run logged `key`.
+    """
+    if cell is None:
         return None
-    values = [run["metrics"][key] for run in result["runs"] if key in run["metrics"]]
+    values = [run.metrics[key] for run in cell.runs if key in run.metrics]
     if not values:
         return None
-    if len(result["runs"]) > 1:
+    if len(cell.runs) > 1:
         mean, sd = mean_sd(values)
-        return {"value": mean, "sd": sd, "n": len(values)}
-    metrics = result["runs"][0]["metrics"]
-    return {
-        "value": float(values[0]),
-        "low": metrics.get(f"{key}_ci_low"),
-        "high": metrics.get(f"{key}_ci_high"),
-    }
+        return MetricValue(mean, sd=sd, n=len(values))
+    metrics = cell.runs[0].metrics
+    return MetricValue(float(values[0]), metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high"))
 
 
 def _number(value: float, digits: int) -> str:
     return "nan" if math.isnan(value) else f"{value:.{digits}f}"
 
 
-def format_cell(cell: dict | None) -> str:
-    """`0.893 [0.71, 1.00]`, `0.893` without an interval, `0.893 ± 0.012 (n=3)` for replicates, – for none."""
-    if cell is None:
+def format_metric(metric: MetricValue | None) -> str:
+    """`0.893 [0.71, 1.00]`, `0.893` without an interval, `0.893 ± 0.012 (n=3)` for replicates, – for none.
+
+    Args:
+        metric: the value to print (None: no run).
+    """
+    if metric is None:
         return MISSING
-    text = _number(cell["value"], 3)
-    if "n" in cell:
-        return f"{text} ± {_number(cell['sd'], 3)} (n={cell['n']})"
-    if cell.get("low") is not None and cell.get("high") is not None:
-        text += f" [{_number(cell['low'], 2)}, {_number(cell['high'], 2)}]"
+    text = _number(metric.value, 3)
+    if metric.replicated:
+        return f"{text} ± {_number(metric.sd, 3)} (n={metric.n})"
+    if metric.low is not None and metric.high is not None:
+        text += f" [{_number(metric.low, 2)}, {_number(metric.high, 2)}]"
     return text
 
 
 # -- tables ---------------------------------------------------------------------------------------
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], text_columns: int = 1) -> list[str]:
-    """A pipe table, aligned in plain text too: the first `text_columns` left, the others (numbers) right."""
-    widths = [max(5, len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
-
-    def line(cells: Sequence[str]) -> str:
-        return (
-            "| "
-            + " | ".join(
-                c.ljust(w) if i < text_columns else c.rjust(w)
-                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-            )
-            + " |"
-        )
-
-    rule = ["-" * w if i < text_columns else "-" * (w - 1) + ":" for i, w in enumerate(widths)]
-    rule[0] = ":" + rule[0][1:]
-    return [line(header), "| " + " | ".join(rule) + " |"] + [line(row) for row in rows]
-
-
 def _table(
-    cells: dict[tuple[str, str], dict],
+    by_column: dict[tuple[str, str], Cell],
     cols: Sequence[tuple[str, str]],
     level: str,
-    results: Sequence[dict],
+    cells: Sequence[Cell],
     flagged: set[tuple[str, str]],
     preset: Preset | None,
-) -> list[str]:
-    header = [""] + [column_name(*c, results, preset) + (f" {FLAG}" if c in flagged else "") for c in cols]
+) -> Table:
+    header = [""] + [column_name(*c, cells, preset) + (f" {FLAG}" if c in flagged else "") for c in cols]
     rows = [
-        [label] + [format_cell(cell_value(cells.get(c), level, suffix)) for c in cols]
+        [label] + [format_metric(level_metric(by_column.get(c), level, suffix)) for c in cols]
         for label, suffix in ROWS
     ]
-    return markdown_table(header, rows)
+    return Table(header, rows)
 
 
-def table_title(augment: str, results: Sequence[dict]) -> str:
-    return f"Test metrics, {augment_title(augment, results)}"
+def table_title(augment: str, cells: Sequence[Cell]) -> str:
+    """`Test metrics, <augment title>`.
+
+    Args:
+        augment: the augment level.
+        cells: the cells whose runs' tags title it.
+    """
+    return f"Test metrics, {augment_title(augment, cells)}"
 
 
-def render_tables(results: Sequence[dict], level: str = "video", preset: Preset | None = None) -> str:
+def render_tables(cells: Sequence[Cell], level: str = "video", preset: Preset | None = None) -> str:
     """Per data value a `## Data:` section with one `### Test metrics, <augment title>` table per level that
-    has runs (in axis order), rows Loss/AUC/AP/Accuracy/EER, columns per `columns`."""
+    has runs (in axis order), rows Loss/AUC/AP/Accuracy/EER, columns per `columns`.
+
+    Args:
+        cells: the cells of the report.
+        level: "video" or "frame" metrics.
+        preset: a table shape (None: only the columns with runs).
+    """
     check_level(level)
-    flagged = flagged_columns(results)
+    flagged = flagged_columns(cells)
     out: list[str] = []
-    for data in data_values(results) or ["(no runs)"]:
-        subset = [r for r in results if r["data"] == data]
+    for data in data_values(cells) or ["(no runs)"]:
+        subset = [c for c in cells if c.data == data]
         out += [f"## Data: {data}", ""]
         cols = columns(subset, preset)
         flagged_here = {(m, w) for d, m, w in flagged if d == data}
         for augment in augment_levels(subset):
-            cells = {(r["model"], r["weights"]): r for r in subset if r["augment"] == augment}
+            by_column = {c.column: c for c in subset if c.augment == augment}
             out += [f"### {table_title(augment, subset)}", ""]
-            out += _table(cells, cols, level, subset, flagged_here, preset) + [""]
+            out += _table(by_column, cols, level, subset, flagged_here, preset).to_markdown() + [""]
     return "\n".join(out).rstrip() + "\n"

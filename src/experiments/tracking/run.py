@@ -2,13 +2,12 @@
 
 `Run` wraps the Lightning logger `logger=` builds -- an MLflow run through Lightning's own MLFlowLogger, a
 CSVLogger folder, or nothing (logger=none) -- with one set of verbs: tags, params, metrics, files, the
-dataset, the run's final state and its summary. Here too: run names and the tags every run carries.
+dataset, the run's final state and its summary. What a run is named and tagged with is tags.py's.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import shutil
 import sys
 import tempfile
@@ -19,8 +18,6 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from src.experiments.config import selected_options
-from src.experiments.sweeps.trials import trial_tags
 from src.experiments.runtime import SignalExit, signals_raise
 from src.experiments.tracking.store import client, default_tracking_uri, experiment_id, run_url
 
@@ -34,108 +31,6 @@ def uses_mlflow(logger_cfg) -> bool:
 
     target = OmegaConf.select(logger_cfg, "_target_", default=None) if logger_cfg is not None else None
     return bool(target) and issubclass(hydra.utils.get_class(str(target)), MLFlowLogger)
-
-
-def sweep_id() -> str | None:
-    """The multirun's sweep folder name, shared by every job of one sweep (None for single runs)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return None
-    hydra_cfg = HydraConfig.get()
-    if str(hydra_cfg.mode) != "RunMode.MULTIRUN":
-        return None
-    return Path(hydra_cfg.sweep.dir).name
-
-
-def run_tags(cfg: DictConfig) -> dict[str, str]:
-    """Tags every run carries: the chosen group options, fold, seed, the model's input contract and
-    display titles (the report reads titles and order from the runs), and the sweep."""
-    from src.models.weights import input_contract
-
-    tags = selected_options(cfg)
-    tags["fold"] = str(cfg.data.fold)
-    tags["seed"] = str(cfg.seed)
-    tags["input_contract"] = input_contract(cfg.model.input)
-    tags["mlflow.source.name"] = f"{cfg.get('task', 'run')}.py"  # the UI's Source column
-    tags["mlflow.source.type"] = "LOCAL"
-    if cfg.get("train_augment"):
-        tags["train_augment"] = str(cfg.train_augment.level)
-    for key in ("title", "axis"):
-        if cfg.get("augment") and cfg.augment.get(key) is not None:
-            tags[f"augment_{key}"] = str(cfg.augment[key])
-    if cfg.model.get("title"):
-        tags["model_title"] = str(cfg.model.title)
-    if sweep := sweep_id():
-        tags["sweep_id"] = sweep
-    if debug := _chosen("debug"):
-        tags["debug"] = debug  # reports leave debugging runs out
-    if cfg.get("tags"):
-        tags["tags"] = ", ".join(str(t) for t in cfg.tags)
-        tags.update({f"tag.{t}": "true" for t in cfg.tags})  # searchable: tags.`tag.baseline` = 'true'
-    tags.update(trial_tags())
-    return tags
-
-
-def _chosen(group: str) -> str | None:
-    """The option of a config group chosen on the command line or in the defaults (Hydra's runtime
-    choices), when run through Hydra."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return None
-    choice = HydraConfig.get().runtime.choices.get(group)
-    return None if choice in (None, "null") else str(choice)
-
-
-def run_name(cfg: DictConfig) -> str:
-    """<model>-<weights>-<data>-<augment>-f<fold>-s<seed>-<4 random hex>: readable and unique (MLflow's own
-    random names come from the seeded RNG, so every seeded run got the same one)."""
-    o = selected_options(cfg)
-    return unique_name(f"{o['model']}-{o['weights']}-{o['data']}-{o['augment']}-f{cfg.data.fold}-s{cfg.seed}")
-
-
-def unique_name(readable: str) -> str:
-    """`readable` with 4 random hex digits: two runs of the same command get different names."""
-    return f"{readable}-{secrets.token_hex(2)}"
-
-
-def flat_params(cfg: DictConfig) -> dict[str, str]:
-    """The resolved config as flat `a.b.c` params (MLflow params are strings of at most 6000 chars)."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    flat: dict[str, str] = {}
-
-    def walk(prefix: str, value) -> None:
-        if isinstance(value, dict):
-            for key, inner in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), inner)
-        else:
-            flat[prefix] = str(value)[:6000]
-
-    walk("", container)
-    return flat
-
-
-def data_fingerprint(datamodule) -> str | None:
-    """The index fingerprint (root and split files) of a prepared datamodule, for lineage tags."""
-    fingerprint = getattr(getattr(datamodule, "index", None), "fingerprint", None)
-    return fingerprint() if callable(fingerprint) else None
-
-
-def data_report_metrics(report: dict) -> dict[str, float]:
-    """The data report's headline counts as `data/*` metrics."""
-    summary = report["summary"]
-    return {
-        f"data/{metric}": float(summary[key])
-        for metric, key in (
-            ("skipped_videos", "failed_videos"),
-            ("degraded_videos", "degraded_videos"),
-            ("centre_fallback_videos", "centre_fallback_videos"),
-            ("frame_detection_rate", "frame_detection_rate"),
-            ("mostly_undetected_videos", "mostly_undetected_videos"),
-        )
-        if key in summary
-    }
 
 
 # -- the run -----------------------------------------------------------------------------------------
