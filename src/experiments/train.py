@@ -33,7 +33,6 @@ from src.experiments.tracking import (
     flat_params,
     run_name,
     run_tags,
-    selected_options,
     tracking_uri,
     uses_mlflow,
 )
