@@ -22,7 +22,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from src.experiments.checkpointing import AtomicCheckpointIO
-from src.experiments.config import check_config, selected_options
+from src.experiments.config import check_config
 from src.experiments.hardware import trainer_precision
 from src.experiments.runtime import tidy_output
 from src.experiments.tracking import (
@@ -36,6 +36,7 @@ from src.experiments.tracking import (
     tracking_uri,
     uses_mlflow,
 )
+from src.experiments.tracking.run import selected_options
 from src.experiments.wiring import build_datamodule, build_model, build_weights
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         os.environ[FOLDER_ENV] = str(folder)
     with run.state():
         metrics = _train(cfg, module, datamodule, folder, recorded, run, provenance)
-    _print_summary(run, metrics, folder, bool(cfg.trainer.get("fast_dev_run")), trainer_precision(cfg.trainer))
+    _print_summary(
+        run, metrics, folder, bool(cfg.trainer.get("fast_dev_run")), trainer_precision(cfg.trainer)
+    )
     return metrics
 
 

@@ -19,12 +19,22 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from src.experiments.config import selected_options
-from src.experiments.sweeps.trials import trial_tags
 from src.experiments.runtime import SignalExit, signals_raise
+from src.experiments.sweeps.trials import trial_tags
 from src.experiments.tracking.store import client, default_tracking_uri, experiment_id, run_url
 
 log = logging.getLogger(__name__)
+
+
+def selected_options(cfg: DictConfig) -> dict[str, str]:
+    """The chosen option of each tagged config group: model, weights, augment (none where the task has no
+    test-time perturbation: training), data."""
+    return {
+        "model": str(cfg.model.name),
+        "weights": str(cfg.weights.source),
+        "augment": str(cfg.augment.level) if cfg.get("augment") else "none",
+        "data": str(cfg.data.name),
+    }
 
 
 def uses_mlflow(logger_cfg) -> bool:

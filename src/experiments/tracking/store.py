@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from src.experiments.config import CONFIG_DIR
+from src.experiments.locations import CONFIG_DIR
 from src.utils.errors import UserError
 
 TRAIN_EXPERIMENT = "train"
