@@ -190,7 +190,9 @@ def test_no_module_uses_another_modules_private_names():
 def test_the_private_name_check_can_fail(tmp_path):
     (tmp_path / "src").mkdir()
     planted = tmp_path / "src" / "a.py"
-    planted.write_text("from src.b import _scan\nfrom src import c\nc._sha256()\nimport hydra._internal.utils\n")
+    planted.write_text(
+        "from src.b import _scan\nfrom src import c\nc._sha256()\nimport hydra._internal.utils\n"
+    )
     assert len(_private_uses(planted, ("src.", "src"), tmp_path)) == 2
     assert _private_uses(planted, ("hydra",), tmp_path) == ["line 4: import hydra._internal.utils"]
 

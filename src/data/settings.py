@@ -158,6 +158,12 @@ class InputContract:
             )
             setattr(self, name, [float(v) for v in values])
         check(all(v > 0 for v in self.std), "model.input.std", self.std, "must be 3 numbers > 0")
+        check(
+            not self.fixed_size or self.size == self.fixed_size,
+            "model.input.size",
+            self.size,
+            f"this net has a fixed {self.fixed_size}x{self.fixed_size} input (its dense layer is sized for it)",
+        )
 
     @classmethod
     def of(cls, value: InputContract | Mapping | None) -> InputContract:

@@ -13,16 +13,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from src.data.settings import SETTINGS, settings_from
 from src.experiments.hardware import choose_precision
-from src.experiments.runtime import quieter
+from src.experiments.locations import CONFIG_DIR, PROJECT_ROOT  # noqa: F401 - re-exported: entry points read them here
 from src.experiments.schemas import register_schemas
 from src.models.contract import resolve_input
 from src.utils.errors import ConfigError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIR = PROJECT_ROOT / "conf"
-
-if not OmegaConf.has_resolver("project_root"):
-    OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
 if not OmegaConf.has_resolver("model_input"):
     # ${model_input:size,${model.net}}: a field of the input contract the net class declares
     OmegaConf.register_new_resolver("model_input", resolve_input)
@@ -52,30 +47,17 @@ def optuna_storage(tracking_uri: str) -> str:
     return f"sqlite:///{folder.resolve() / 'optuna.db'}"
 
 
-PRECISIONS = (
-    "32-true",
-    "32",
-    "bf16-mixed",
-    "16-mixed",
-    "bf16-true",
-    "16-true",
-    "64-true",
-    "transformer-engine",
+# Trainer values Lightning accepts but no run can use (and checked here, before any Trainer is built);
+# the types of every trainer key are checked against Lightning's signature (`check_types`)
+TRAINER_MINIMUMS = (
+    ("trainer.max_epochs", 1, "must be at least 1"),
+    ("trainer.min_epochs", 0, "must be at least 0"),
+    ("trainer.log_every_n_steps", 1, "must be at least 1"),
+    ("trainer.val_check_interval", 1e-9, "must be > 0 (a fraction of an epoch, or a number of batches)"),
+    ("trainer.check_val_every_n_epoch", 1, "must be at least 1"),
+    ("trainer.accumulate_grad_batches", 1, "must be at least 1"),
+    ("trainer.gradient_clip_val", 0.0, "must be at least 0"),
 )
-# (key, minimum): the types are the schemas'; ranges are not (the data keys' ranges are their settings')
-MINIMUMS = (
-    ("trainer.max_epochs", 1),
-    ("trainer.min_epochs", 0),
-    ("trainer.log_every_n_steps", 1),
-    ("model.batch_size", 1),
-    ("model.input.size", 16),
-    ("model.input.frames_per_clip", 1),
-    ("trainer.val_check_interval", 1e-9),
-    ("trainer.check_val_every_n_epoch", 1),
-    ("trainer.accumulate_grad_batches", 1),
-    ("trainer.gradient_clip_val", 0.0),
-)
-WHY_MINIMUM = {"trainer.val_check_interval": "must be > 0 (a fraction of an epoch, or a number of batches)"}
 # a missing value these configs can do without: scoring video files needs no dataset root
 OPTIONAL_FOR_TASK = {"data.root": ("predict",)}
 
@@ -145,34 +127,34 @@ def _net_arguments(model: DictConfig) -> None:
             )
 
 
-def _minimum(cfg: DictConfig, key: str, minimum: float) -> None:
+def _minimum(cfg: DictConfig, key: str, minimum: float, why: str) -> None:
     value = OmegaConf.select(cfg, key, default=None)
     if isinstance(value, int | float) and not isinstance(value, bool) and value < minimum:
-        why = WHY_MINIMUM.get(key, f"must be at least {minimum:g}")
         raise ConfigError(f"{key}={value!r}: {why}")
 
 
 def check_config(cfg: DictConfig, build: bool = True) -> None:
-    """Fail early, with one line naming the key, on what the structured configs (src/experiments/schemas.py)
-    cannot refuse at composition: mandatory values left missing, keys added with `+` that no schema
-    declares, arguments the model's network does not take, ranges and combinations; with `build`, what only
-    a constructor can judge (Trainer, optimizer, callbacks). Runs before any run starts, data is touched or
-    weights are loaded."""
+    """Fail early, with one line naming the key, on what composition cannot refuse: mandatory values left
+    missing, keys added with `+` that no schema declares, the trainer keys against Lightning's signature and
+    this machine (with `build`: the accelerator and devices; a Slurm sweep's jobs run elsewhere), the model's
+    ranges (its constructor's `check_arguments` and the input contract's), the optimizer on a stand-in
+    parameter, the callbacks' arguments, and the rules that span groups. Builds no Trainer, model or data.
+
+    Args:
+        cfg: a composed task config (train, evaluate, predict, prepare, audit).
+        build: also judge what depends on this machine's hardware, and build the optimizer and callbacks.
+    """
     _missing_values(cfg)
     _unknown_keys(cfg)
-    for key, minimum in MINIMUMS:
-        _minimum(cfg, key, minimum)
     if "shards" in cfg:
         _shard(int(cfg.shard), int(cfg.shards))
     _check_tags(cfg.get("tags") or [])
     crops = _data_settings(cfg.data)["crops"]
     if "trainer" in cfg:
-        precision = str(cfg.trainer.get("precision"))
-        if precision not in PRECISIONS:
-            raise ConfigError(f"trainer.precision={precision!r}: choose one of {', '.join(PRECISIONS)}")
+        _check_trainer(cfg, build)
     if "model" in cfg:
         _check_model(cfg.model, crops.frames_per_video)
-    if build:
+    if build and cfg.get("task") == "train":
         _check_built(cfg)
 
 
@@ -202,33 +184,64 @@ def _data_settings(data: DictConfig) -> dict:
     return settings_from({key: data[key] for key in data.keys() if key in keys})
 
 
+def _check_trainer(cfg: DictConfig, hardware: bool) -> None:
+    """Each trainer key's type against Lightning's signature, the ranges Lightning leaves to the run, and with
+    `hardware` the accelerator and devices through Lightning's public accelerator registry."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+
+    check_types("trainer", cfg.trainer, pl.Trainer)
+    for key, minimum, why in TRAINER_MINIMUMS:
+        _minimum(cfg, key, minimum, why)
+    for stage in ("train", "val", "test", "predict"):
+        value = cfg.trainer.get(f"limit_{stage}_batches")
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            raise ConfigError(
+                f"trainer.limit_{stage}_batches={value!r}: an int >= 0 (batches) or a float in [0, 1] (fraction)"
+            )
+    accelerator, devices = cfg.trainer.get("accelerator"), cfg.trainer.get("devices")
+    if not hardware or not isinstance(accelerator, str) or accelerator == "auto":
+        return
+    names = ("cuda", "mps") if accelerator == "gpu" else (accelerator,)
+    known = sorted(AcceleratorRegistry.available_accelerators())
+    if not any(name in known for name in names):
+        raise ConfigError(f"trainer.accelerator={accelerator!r}: choose one of auto, gpu, {', '.join(known)}")
+    usable = [AcceleratorRegistry[n]["accelerator"] for n in names if n in known]
+    usable = [cls for cls in usable if cls.is_available()]
+    if not usable:
+        raise ConfigError(
+            f"trainer.accelerator={accelerator!r}: no such device on this machine; use trainer=default (CPU)"
+        )
+    if devices not in ("auto", -1):
+        try:
+            usable[0].parse_devices(
+                OmegaConf.to_object(devices) if isinstance(devices, ListConfig) else devices
+            )
+        except Exception as error:
+            raise ConfigError(f"trainer.devices={devices!r}: {error}".splitlines()[0]) from None
+
+
 def _check_model(model: DictConfig, frames_per_video: int) -> None:
-    pos_weight = model.get("pos_weight")
-    if not (
-        pos_weight is None or pos_weight == "auto" or (isinstance(pos_weight, int | float) and pos_weight > 0)
-    ):
-        raise ConfigError(f"model.pos_weight={pos_weight!r}: null, a positive number, or auto")
+    """The model's ranges where they are declared (DeepfakeDetector's `check_arguments`, the input contract),
+    its net's arguments, and the one rule that spans groups: a clip fits in the frames cached per video."""
+    from src.data.settings import InputContract
+    from src.models.module import check_arguments
+
+    check_arguments(model.batch_size, model.pos_weight)
     _net_arguments(model)
-    contract = model.input
-    if contract.kind not in ("frame", "clip"):
-        raise ConfigError(f"model.input.kind={contract.kind!r}: must be frame or clip")
+    contract = InputContract.of(model.input)
     if contract.kind == "clip" and contract.frames_per_clip > frames_per_video:
         raise ConfigError(
             f"model.input.frames_per_clip={contract.frames_per_clip} > data.frames_per_video="
             f"{frames_per_video}: a clip cannot have more frames than are cached per video"
         )
-    if contract.fixed_size and contract.size != contract.fixed_size:
-        raise ConfigError(
-            f"model.input.size={contract.size}: {model.name} has a fixed {contract.fixed_size}x{contract.fixed_size} "
-            "input (its dense layer is sized for it)"
-        )
 
 
 def _check_built(cfg: DictConfig) -> None:
-    """What only its own constructor can judge, built once before the run starts (milliseconds, no data):
-    the Trainer (devices, accelerator, limits), the optimizer and scheduler on a stand-in parameter, and the
-    callbacks, whose arguments are also checked against the types their constructors declare."""
+    """What only its own constructor can judge, in milliseconds and without data: the optimizer and scheduler
+    built on a stand-in parameter, and the callbacks (their arguments' types checked first)."""
     import hydra
+    import torch
 
     def build(key: str, make: Callable[[], Any]) -> Any:
         try:
@@ -238,66 +251,93 @@ def _check_built(cfg: DictConfig) -> None:
         except Exception as error:
             raise ConfigError(f"{key}: {error}".splitlines()[0]) from None
 
-    if "trainer" in cfg:
-        # the probe's "GPU available: ..." lines: the real Trainer prints them
-        with quieter("lightning.pytorch.utilities.rank_zero"):
-            build(
-                "trainer",
-                lambda: hydra.utils.instantiate(
-                    cfg.trainer,
-                    logger=False,
-                    callbacks=[],
-                    plugins=None,
-                    enable_checkpointing=False,
-                    enable_progress_bar=False,
-                    enable_model_summary=False,
-                ),
-            )
-    if cfg.get("task") == "train":
-        import torch
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = build("model.optimizer", lambda: hydra.utils.instantiate(cfg.model.optimizer)([parameter]))
+    if cfg.model.get("scheduler") is not None:
+        build("model.scheduler", lambda: hydra.utils.instantiate(cfg.model.scheduler)(optimizer=optimizer))
+    for name, spec in (cfg.get("callbacks") or {}).items():
+        if isinstance(spec, DictConfig) and "_target_" in spec:
+            from hydra.utils import get_class
 
-        parameter = torch.nn.Parameter(torch.zeros(1))
-        optimizer = build(
-            "model.optimizer", lambda: hydra.utils.instantiate(cfg.model.optimizer)([parameter])
-        )
-        if cfg.model.get("scheduler") is not None:
-            build(
-                "model.scheduler", lambda: hydra.utils.instantiate(cfg.model.scheduler)(optimizer=optimizer)
-            )
-        for name, spec in (cfg.get("callbacks") or {}).items():
-            if isinstance(spec, DictConfig) and "_target_" in spec:
-                _argument_types(f"callbacks.{name}", spec)
-                build(f"callbacks.{name}", lambda spec=spec: hydra.utils.instantiate(spec))
+            check_types(f"callbacks.{name}", spec, get_class(str(spec._target_)))
+            build(f"callbacks.{name}", lambda spec=spec: hydra.utils.instantiate(spec))
 
 
-def _argument_types(key: str, spec: DictConfig) -> None:
-    """Each argument against the simple type (int, float, bool, str, or an Optional/Union of them) that the
-    constructor of `spec._target_` declares; a constructor that declares none is not second-guessed."""
+def check_types(key: str, spec: DictConfig, constructor: Callable) -> None:
+    """Each value of `spec` against the annotation of the same parameter of `constructor` (a class: its
+    `__init__`, and its bases' for arguments passed on as **kwargs): simple types, optionals, unions and
+    literals are judged; a nested `_target_` node matches any class; other annotations are not second-guessed.
+
+    Args:
+        key: where `spec` is in the config (the error names `<key>.<argument>`).
+        spec: the node of arguments.
+        constructor: the class or function they are passed to.
+    """
+    from src.experiments.schemas import signature_hints
+
+    hints: dict = {}
+    classes = reversed(constructor.__mro__) if isinstance(constructor, type) else (constructor,)
+    for cls in classes:
+        hints.update(signature_hints(cls))
+    for name in spec.keys():
+        hint = hints.get(str(name))
+        if hint is None or str(name).startswith("_") or OmegaConf.is_missing(spec, name):
+            continue
+        value = spec.get(name)
+        if not _matches(value, hint):
+            raise ConfigError(f"{key}.{name}={value!r}: {_describe(hint)}")
+
+
+def _options(hint: Any) -> tuple:
     import types
     import typing
 
-    from hydra.utils import get_class
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return tuple(o for option in typing.get_args(hint) for o in _options(option))
+    return (hint,)
 
-    hints: dict = {}
-    for cls in reversed(get_class(str(spec._target_)).__mro__):  # a subclass passing **kwargs on to its base
-        try:
-            hints.update(typing.get_type_hints(cls.__init__))
-        except Exception:  # an unresolvable annotation: leave it to the constructor
-            continue
-    simple = {int: (int,), float: (int, float), bool: (bool,), str: (str,), type(None): (type(None),)}
-    for name in spec.keys():
-        hint, value = hints.get(str(name)), spec.get(name)
-        if hint is None or str(name).startswith("_") or OmegaConf.is_interpolation(spec, name):
-            continue
-        options = (
-            typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-        )
-        if not all(option in simple for option in options):
-            continue
-        allowed = tuple(t for option in options for t in simple[option])
-        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-            wanted = " or ".join("null" if o is type(None) else o.__name__ for o in options)
-            raise ConfigError(f"{key}.{name}={value!r}: must be {wanted}")
+
+def _matches(value: Any, hint: Any) -> bool:
+    import typing
+
+    for option in _options(hint):
+        origin = typing.get_origin(option) or option
+        if option is Any or (option is type(None) and value is None):
+            return True
+        if origin is typing.Literal:
+            if any(value == v and type(value) is type(v) for v in typing.get_args(option)):
+                return True
+        elif option in (int, float) and isinstance(value, int | float) and not isinstance(value, bool):
+            if option is float or isinstance(value, int):
+                return True
+        elif option in (bool, str) and isinstance(value, option):
+            return True
+        elif origin in (list, tuple) and isinstance(value, ListConfig | list | tuple):
+            return True
+        elif origin is dict and isinstance(value, DictConfig | dict):
+            return True
+        elif isinstance(value, DictConfig) and "_target_" in value:  # an object Hydra builds
+            return True
+        elif option not in (int, float, bool, str, type(None)) and origin not in (list, tuple, dict):
+            if isinstance(option, type) and isinstance(value, option):
+                return True
+    return False
+
+
+def _describe(hint: Any) -> str:
+    """What a value must be, as the error says it: `must be int or null`, `choose one of 16-mixed, ...`."""
+    import typing
+
+    options = _options(hint)
+    literals = [v for o in options if typing.get_origin(o) is typing.Literal for v in typing.get_args(o)]
+    if literals and all(typing.get_origin(o) is typing.Literal or o is type(None) for o in options):
+        literals = list(dict.fromkeys(str(v) for v in literals))  # 16 and "16" read alike
+        return "choose one of " + ", ".join(literals) + (", null" if type(None) in options else "")
+    names = [
+        "null" if o is type(None) else getattr(o, "__name__", None) or str(o).replace("typing.", "")
+        for o in options
+    ]
+    return "must be " + " or ".join(names)
 
 
 def config_error_line(error: BaseException) -> str:

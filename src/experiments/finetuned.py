@@ -22,7 +22,19 @@ class Finetuned:
     """A checkpoint written by train.py: `path`, or the best checkpoint of MLflow run `run_id`, or of the
     latest finished training run whose lineage matches (same model, dataset and index fingerprint, fold and
     input contract; `train_data` for another dataset, `train_seed` for one seed). `tracking_uri` is the store
-    of the training runs (the task passes the run's own when weights.tracking_uri is null)."""
+    of the training runs (the task passes the run's own when weights.tracking_uri is null). Its parameters are
+    the `weights.*` keys of weights=finetuned (the schema is generated from them).
+
+    Args:
+        tracking_uri: the store of the training runs; null: the run's own.
+        path: a checkpoint file instead of a search.
+        run_id: an MLflow run of the train experiment instead of a search.
+        train_data: the dataset the checkpoint was trained on (default: the evaluated one).
+        train_fold: the fold (default: data.fold when train_data is the evaluated dataset, any otherwise).
+        train_seed: only a training run with this seed.
+        experiment: the MLflow experiment of the training runs.
+        source: the option's name (run tag `weights`).
+    """
 
     def __init__(
         self,

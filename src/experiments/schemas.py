@@ -3,15 +3,23 @@
 Each YAML of a group starts its defaults list with `- /schema/<group>@_here_: <group>`, so Hydra merges
 the YAML into the dataclass below: a value of the wrong type (`trainer.max_epochs=two`) or a misspelt key
 (`trainer.max_epoch=2`) fails while Hydra composes the config, naming the key, before any data or weights
-are touched. What a type cannot say (ranges, combinations, keys added with `+`, values `???` left
-missing) is checked by `src.experiments.config.check_config`.
+are touched. What a type cannot say (ranges) is checked by the constructors themselves; what spans groups,
+keys added with `+` and values `???` left missing by `src.experiments.config.check_config`.
 
-`register_schemas()` runs on import of `src.experiments.config`, which every entry point and compose
-helper imports for CONFIG_DIR. The data group's schema is the data package's own (`src.data.settings`).
+Each key is declared once: the model, weights and trainer schemas are generated from the signatures of what
+they build (`schema_of`): `DeepfakeDetector.__init__`, each weight source's constructor, and Lightning's
+`Trainer`; the data group's schema is the data package's own (`src.data.settings`), generated from its
+settings dataclasses. `register_schemas()` runs on import of `src.experiments.config`, which every entry
+point and compose helper imports for CONFIG_DIR.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,84 +27,118 @@ from omegaconf import MISSING
 
 from src.data.settings import InputContract
 
-
-# -- model ------------------------------------------------------------------------------------------
-@dataclass
-class PretrainedSpec:
-    """Where weights=pretrained finds the net's published weights (each net reads the keys it knows)."""
-
-    file: str | None = None  # MesoNet's .h5 name in paths.weights_dir, or a local file for the others
-    url: str | None = None  # MesoNet: where a missing .h5 is downloaded from
-    sha256: str | None = None  # MesoNet: expected hash of a file not among the originals
-    torchvision_weights: str | None = None  # ResNet50: torchvision's weights enum member
+SIMPLE_TYPES = (int, float, bool, str)
 
 
-@dataclass
-class ModelConfig:
-    _target_: str = "src.models.module.DeepfakeDetector"
-    _convert_: str = "all"
-    name: str = MISSING  # the option name (MLflow tag `model`, checkpoint folders)
-    title: str = MISSING  # display title (report columns)
-    net: dict[str, Any] = MISSING  # the network: _target_ and its constructor arguments
-    input: InputContract = field(default_factory=InputContract)
-    pretrained: PretrainedSpec = field(default_factory=PretrainedSpec)  # module.pretrained_cfg
-    batch_size: int = MISSING  # module.batch_size: what the data module batches by
-    # optimization (conf/model/shared/optimization.yaml)
-    optimizer: dict[str, Any] = MISSING  # a partial: the module passes its parameters
-    scheduler: dict[str, Any] | None = None
-    pos_weight: Any = None  # null, a positive number, or "auto" (n_real / n_fake of the training split)
-    channels_last: bool = True
+def config_type(annotation: Any) -> Any:
+    """The type OmegaConf can hold for a constructor's annotation: int, float, bool, str, a dataclass, or a
+    list/dict of simple types, each optional; anything else (unions of several types, literals, objects) is
+    Any, and left to the constructor.
+
+    Args:
+        annotation: a resolved annotation (from `typing.get_type_hints`).
+    """
+    origin, arguments = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in arguments if a is not type(None)]
+        if len(rest) == 1 and len(rest) < len(arguments):
+            inner = config_type(rest[0])
+            return Any if inner is Any else typing.Optional[inner]  # noqa: UP045 - OmegaConf reads Optional
+        return Any
+    if annotation in SIMPLE_TYPES or dataclasses.is_dataclass(annotation):
+        return annotation
+    if origin is list and len(arguments) == 1 and arguments[0] in SIMPLE_TYPES:
+        return annotation
+    if origin is dict and len(arguments) == 2 and arguments[0] is str and arguments[1] in SIMPLE_TYPES:
+        return annotation
+    return Any
 
 
-# -- trainer ----------------------------------------------------------------------------------------
-@dataclass
-class TrainerConfig:
-    """Every argument of lightning.pytorch.Trainer (2.6) with its default, typed where the type is one
-    OmegaConf knows (a test keeps this list equal to Trainer's signature). Values that are objects
-    (logger, callbacks, plugins) are passed by the entry points, not typed in."""
+def signature_hints(constructor: Callable) -> dict[str, Any]:
+    """The resolved annotations of a class's constructor (or a function), by parameter name.
 
-    _target_: str = "lightning.pytorch.Trainer"
-    accelerator: Any = "auto"
-    strategy: Any = "auto"
-    devices: Any = "auto"
-    num_nodes: int = 1
-    precision: Any = None
-    logger: Any = None
-    callbacks: Any = None
-    fast_dev_run: Any = False
-    max_epochs: int | None = None
-    min_epochs: int | None = None
-    max_steps: int = -1
-    min_steps: int | None = None
-    max_time: Any = None
-    limit_train_batches: Any = None  # an int counts batches, a float is a fraction: not coerced
-    limit_val_batches: Any = None
-    limit_test_batches: Any = None
-    limit_predict_batches: Any = None
-    overfit_batches: Any = 0.0
-    val_check_interval: Any = None
-    check_val_every_n_epoch: int | None = 1
-    num_sanity_val_steps: int | None = None
-    log_every_n_steps: int | None = None
-    enable_checkpointing: bool | None = None
-    enable_progress_bar: bool | None = None
-    enable_model_summary: bool | None = None
-    accumulate_grad_batches: int = 1
-    gradient_clip_val: float | None = None
-    gradient_clip_algorithm: str | None = None
-    deterministic: Any = None
-    benchmark: bool | None = None
-    inference_mode: bool = True
-    use_distributed_sampler: bool = True
-    profiler: Any = None
-    detect_anomaly: bool = False
-    barebones: bool = False
-    plugins: Any = None
-    sync_batchnorm: bool = False
-    reload_dataloaders_every_n_epochs: int = 0
-    default_root_dir: str | None = None
-    enable_autolog_hparams: bool = True
-    model_registry: str | None = None
+    Args:
+        constructor: a class (its `__init__` is read) or a function.
+    """
+    function = constructor.__init__ if inspect.isclass(constructor) else constructor
+    try:
+        return typing.get_type_hints(function)
+    except Exception:  # an annotation that does not resolve here: the parameter is Any
+        return {}
+
+
+def schema_of(
+    name: str, constructor: Callable, target: str, nested: Mapping[str, type] | None = None, **extra: Any
+) -> type:
+    """A structured config generated from `constructor`'s signature: one field per parameter, typed by its
+    annotation where OmegaConf knows the type (`config_type`), with its default, or MISSING where it has none.
+
+    Args:
+        name: the dataclass's name.
+        constructor: the class (or function) whose parameters are the keys.
+        target: the `_target_` Hydra instantiates.
+        nested: parameters whose node has a schema of its own (a dataclass), e.g. the input contract.
+        **extra: further leading fields, `_convert_="all"` for instance (the value fixes the type).
+    """
+    nested = dict(nested or {})
+    hints = signature_hints(constructor)
+    fields: list[tuple[str, Any, Any]] = [("_target_", str, field(default=target))]
+    fields += [(key, type(value), field(default=value)) for key, value in extra.items()]
+    for parameter in inspect.signature(constructor).parameters.values():
+        if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            continue
+        key, default = parameter.name, parameter.default
+        if key in nested:
+            fields.append((key, nested[key], field(default_factory=nested[key])))
+            continue
+        kind = config_type(hints.get(key, Any))
+        if default is inspect.Parameter.empty:
+            fields.append((key, kind, field(default=MISSING)))
+        elif isinstance(default, list | dict):
+            fields.append((key, kind, field(default_factory=lambda value=default: type(value)(value))))
+        elif default is None or isinstance(default, SIMPLE_TYPES):
+            fields.append((key, kind, field(default=default)))
+        else:  # an object as default (an enum, a path): the constructor's own, kept out of the config
+            fields.append((key, Any, field(default=None)))
+    schema = dataclasses.make_dataclass(name, fields)
+    schema.__doc__ = f"The keys of {target}, generated from its signature (src/experiments/schemas.py)."
+    return schema
+
+
+# -- model, weights, trainer: generated from what they build ---------------------------------------------
+def model_schema() -> type:
+    """`ModelConfig`: DeepfakeDetector's arguments; `input` typed by the input contract, `pretrained` by
+    PretrainedSpec, `net` free-form (checked against the net class by check_config)."""
+    from src.models.module import DeepfakeDetector
+    from src.models.weights import PretrainedSpec
+
+    return schema_of(
+        "ModelConfig",
+        DeepfakeDetector,
+        "src.models.module.DeepfakeDetector",
+        nested={"input": InputContract, "pretrained": PretrainedSpec},
+        _convert_="all",
+    )
+
+
+def weights_schemas() -> dict[str, type]:
+    """One schema per weight source, from its constructor."""
+    from src.experiments.finetuned import Finetuned
+    from src.models.weights import Pretrained, Scratch
+
+    return {
+        "scratch": schema_of("ScratchWeights", Scratch, "src.models.weights.Scratch"),
+        "pretrained": schema_of("PretrainedWeights", Pretrained, "src.models.weights.Pretrained"),
+        "finetuned": schema_of("FinetunedWeights", Finetuned, "src.experiments.finetuned.Finetuned"),
+    }
+
+
+def trainer_schema() -> type:
+    """`TrainerConfig`: every argument of lightning.pytorch.Trainer with its default, typed where OmegaConf
+    knows the type (an int counts batches and a float is a fraction, so `limit_*_batches` stay Any)."""
+    import lightning.pytorch as pl
+
+    return schema_of("TrainerConfig", pl.Trainer, "lightning.pytorch.Trainer")
 
 
 # -- perturbations and augmentation ------------------------------------------------------------------
@@ -117,32 +159,6 @@ class TrainAugmentConfig:
 
     level: str = MISSING
     transform: dict[str, Any] = MISSING  # a partial (_target_, _partial_: true, parameters) called with size=
-
-
-# -- weight sources -----------------------------------------------------------------------------------
-@dataclass
-class ScratchWeights:
-    _target_: str = "src.models.weights.Scratch"
-    source: str = "scratch"
-
-
-@dataclass
-class PretrainedWeights:
-    _target_: str = "src.models.weights.Pretrained"
-    source: str = "pretrained"
-    weights_dir: str = MISSING
-
-
-@dataclass
-class FinetunedWeights:
-    _target_: str = "src.experiments.finetuned.Finetuned"
-    source: str = "finetuned"
-    tracking_uri: str | None = None  # null: the run's own store
-    path: str | None = None
-    run_id: str | None = None
-    train_data: str | None = None
-    train_fold: int | None = None
-    train_seed: int | None = None
 
 
 # -- the top-level configs ------------------------------------------------------------------------------
@@ -223,11 +239,8 @@ class AuditConfig(_Groups):
 
 
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
-    "model": {"model": ModelConfig},
-    "trainer": {"trainer": TrainerConfig},
     "augment": {"augment": AugmentConfig},
     "train_augment": {"train_augment": TrainAugmentConfig},
-    "weights": {"scratch": ScratchWeights, "pretrained": PretrainedWeights, "finetuned": FinetunedWeights},
     "train": {"train": TrainConfig},
     "evaluate": {"evaluate": EvaluateConfig},
     "predict": {"predict": PredictConfig},
@@ -237,14 +250,20 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
 
 
 def register_schemas() -> None:
-    """Store every schema in Hydra's ConfigStore under group `schema/<group>` (the data group's from
-    `src.data.settings`, generated from the settings it builds). Idempotent: storing again replaces them."""
+    """Store every schema in Hydra's ConfigStore under group `schema/<group>`: the tasks' and perturbations'
+    below, the model's, weights' and trainer's generated from their constructors, and the data group's from
+    `src.data.settings`. Idempotent: storing again replaces them."""
     from hydra.core.config_store import ConfigStore
 
     from src.data import settings as data_schema
 
     store = ConfigStore.instance()
-    for group, nodes in GROUP_SCHEMAS.items():
+    generated = {
+        "model": {"model": model_schema()},
+        "weights": weights_schemas(),
+        "trainer": {"trainer": trainer_schema()},
+    }
+    for group, nodes in {**GROUP_SCHEMAS, **generated}.items():
         for name, node in nodes.items():
             store.store(group=f"schema/{group}", name=name, node=node)
     data_schema.register(store)

@@ -16,7 +16,7 @@ selected by something when finetuned.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import lightning as L
 import torch
@@ -24,18 +24,54 @@ from torch import nn
 from torchmetrics.aggregation import CatMetric
 
 from src.models.metrics import ClassCounts, auc_then_loss, detection_metrics
+from src.utils.errors import check
 from src.utils.stats import eer_threshold
 
 SELECTION_METRIC = "val/video_auc_then_loss"
 
 
+def check_arguments(batch_size: int, pos_weight: float | str | None) -> None:
+    """The ranges of DeepfakeDetector's arguments, without building anything (check_config calls it too).
+
+    Args:
+        batch_size: items per batch (model.batch_size), at least 1.
+        pos_weight: the BCE weight of the fake class (model.pos_weight): null, a positive number, or "auto".
+    """
+    check(
+        isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1,
+        "model.batch_size",
+        batch_size,
+        "must be an integer >= 1",
+    )
+    number = isinstance(pos_weight, int | float) and not isinstance(pos_weight, bool)
+    check(
+        pos_weight is None or pos_weight == "auto" or (number and pos_weight > 0),
+        "model.pos_weight",
+        pos_weight,
+        "null, a positive number, or auto (n_real / n_fake of the training split)",
+    )
+
+
 class DeepfakeDetector(L.LightningModule):
     """`instantiate(cfg.model)`: the network, how it is optimized, and what the rest of a run reads from it.
 
-    `name`/`title`: the option name (run tag, checkpoint folders) and display title. `input` (the model's
-    input contract) and `pretrained` (where its published weights are: file, url, sha256, torchvision_weights)
-    stay side by side as `input_contract` and `pretrained_cfg`, which weights=pretrained reads. `batch_size`
-    is what the data module batches by (Lightning's `batch_size` attribute).
+    Its parameters are the `model.*` keys: the structured config `ModelConfig` is generated from this
+    signature (src/experiments/schemas.py), and the ranges are checked here (`check_arguments`).
+
+    Args:
+        net: the network (model.net): returns the logit of "fake".
+        optimizer: a partial (model.optimizer) the module calls with its trainable parameters.
+        scheduler: a partial called with the optimizer, stepped each epoch; null: none.
+        pos_weight: the BCE weight of the fake class: null, a positive number, or "auto" (n_real / n_fake of
+            the training split, set by the training task).
+        channels_last: run 4-D inputs in channels-last memory format.
+        name: the option name (run tag `model`, checkpoint folders).
+        title: the display title (report columns); default: the name.
+        input: the input contract (model.input: kind, size, mean, std, frames_per_clip, fixed_size), kept as
+            `input_contract` beside `pretrained_cfg`.
+        pretrained: where the net's published weights are (model.pretrained: file, url, sha256,
+            torchvision_weights), kept as `pretrained_cfg`, which weights=pretrained reads.
+        batch_size: what the data module batches by (Lightning's `batch_size` attribute).
     """
 
     def __init__(
@@ -47,10 +83,11 @@ class DeepfakeDetector(L.LightningModule):
         channels_last: bool = True,
         name: str = "model",
         title: str | None = None,
-        input: dict | None = None,
-        pretrained: dict | None = None,
-        batch_size: int | None = None,
+        input: Mapping | None = None,
+        pretrained: Mapping | None = None,
+        batch_size: int = 32,
     ):
+        check_arguments(batch_size, pos_weight)
         super().__init__()
         # no save_hyperparameters: the resolved config goes to the tracker, and checkpoints hold
         # only tensors and primitives so they load with weights_only=True

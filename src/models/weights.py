@@ -64,8 +64,30 @@ def input_contract(spec: Mapping) -> str:
     return f"{spec['kind']}/{spec['size']}px/mean={mean}/std={std}/T={spec['frames_per_clip']}"
 
 
+@dataclass
+class PretrainedSpec:
+    """Where weights=pretrained finds a net's published weights (`model.pretrained`, beside `model.input`;
+    each net reads the keys it knows).
+
+    Args:
+        file: MesoNet's .h5 name in paths.weights_dir, or a local weights file for the other nets.
+        url: MesoNet: where a missing .h5 is downloaded from.
+        sha256: MesoNet: the expected hash of a file that is not among the originals.
+        torchvision_weights: ResNet50: the member of torchvision's ResNet50_Weights.
+    """
+
+    file: str | None = None
+    url: str | None = None
+    sha256: str | None = None
+    torchvision_weights: str | None = None
+
+
 class Scratch:
-    """Random initialization."""
+    """Random initialization.
+
+    Args:
+        source: the option's name (run tag `weights`).
+    """
 
     def __init__(self, source: str = "scratch"):
         self.name = source
@@ -76,7 +98,12 @@ class Scratch:
 
 class Pretrained:
     """The weights each network was published with: `net.load_pretrained(module.pretrained_cfg, weights_dir)`
-    (MesoNet's Keras files, ImageNet for the backbones). The net gets its own block (model.pretrained)."""
+    (MesoNet's Keras files, ImageNet for the backbones). The net gets its own block (model.pretrained).
+
+    Args:
+        weights_dir: the folder of MesoNet's .h5 files (paths.weights_dir).
+        source: the option's name (run tag `weights`).
+    """
 
     def __init__(self, weights_dir: str, source: str = "pretrained"):
         self.weights_dir, self.name = weights_dir, source

@@ -65,10 +65,12 @@ def test_every_group_option_composes_and_passes_the_config_checks(group, option,
             cfg = compose(name, overrides=overrides, return_hydra_config=True)
         assert cfg.hydra.callbacks.prepare_sweep._target_.endswith("PrepareSweep")
         if group == "trainer" and option == "gpu" and not torch.cuda.is_available():
-            with pytest.raises(ConfigError, match="trainer: No supported gpu backend found"):
-                check_config(cfg)  # the Trainer is built before the run: a missing GPU is one line at once
+            with pytest.raises(
+                ConfigError, match="trainer.accelerator='gpu': no such device on this machine"
+            ):
+                check_config(cfg)  # judged before the run, without building a Trainer: one line at once
         elif group == "trainer" and option == "mps" and not torch.backends.mps.is_available():
-            with pytest.raises(ConfigError, match="trainer: .*MPS"):
+            with pytest.raises(ConfigError, match="trainer.accelerator='mps': no such device"):
                 check_config(cfg)
         elif group != "experiment":
             check_config(cfg)
@@ -220,8 +222,18 @@ def test_a_missing_mandatory_value_is_named_with_the_fix():
 
 def test_values_the_schemas_cannot_refuse_are_checked():
     for overrides, message in [
-        (["trainer.precision=99"], "trainer.precision='99': choose one of"),
+        (["trainer.precision=99"], "trainer.precision=99: choose one of 64, 32, 16, transformer-engine"),
+        (["trainer.precision=bf17"], "trainer.precision='bf17': choose one of"),
+        (["trainer.gradient_clip_val=abc"], "trainer.gradient_clip_val='abc': must be int or float or null"),
         (["model.pos_weight=-1"], "model.pos_weight=-1: null, a positive number, or auto"),
+        (["model.batch_size=0"], "model.batch_size=0: must be an integer >= 1"),
+        (["model.input.size=8"], "model.input.size=8: must be an integer >= 16"),
+        (["model.input.size=128"], "model.input.size=128: this net has a fixed 256x256 input"),
+        (["model.input.kind=video"], "model.input.kind='video': must be frame or clip"),
+        (
+            ["model=resnet_lstm", "data.frames_per_video=4"],
+            "model.input.frames_per_clip=20 > data.frames_per_video=4",
+        ),
         (["trainer.max_epochs=0"], "trainer.max_epochs=0: must be at least 1"),
     ]:
         with pytest.raises(ValueError, match=re.escape(message)):
@@ -235,15 +247,15 @@ def test_values_the_schemas_cannot_refuse_are_checked():
         (
             "train",
             "trainer.devices=abc",
-            "trainer: `devices` selected with `CPUAccelerator` should be an int > 0",
+            "trainer.devices='abc': `devices` selected with `CPUAccelerator` should be an int > 0",
         ),
-        ("evaluate", "trainer.devices=0", "trainer: `Trainer(devices=0)` value is not a valid input"),
+        ("evaluate", "trainer.devices=0", "trainer.devices=0: `devices` selected with `CPUAccelerator`"),
         (
             "train",
             "trainer.limit_train_batches=-1",
-            "trainer: You have passed invalid value -1 for limit_train_batches",
+            "trainer.limit_train_batches=-1: an int >= 0 (batches) or a float in [0, 1]",
         ),
-        ("train", "trainer.accelerator=gpuu", "trainer: You selected an invalid accelerator name"),
+        ("train", "trainer.accelerator=gpuu", "trainer.accelerator='gpuu': choose one of auto, gpu, cpu"),
         ("train", "trainer.val_check_interval=0", "trainer.val_check_interval=0: must be > 0"),
         ("train", "model.optimizer.lr=-1", "model.optimizer: Invalid learning rate: -1"),
         (
@@ -264,27 +276,82 @@ def test_values_the_schemas_cannot_refuse_are_checked():
     ],
 )
 def test_values_only_their_constructor_can_judge_fail_the_config_check(config, override, message):
-    """The Trainer, optimizer and callbacks are built once in the check: these failed after the MLflow run had
-    started (a traceback and a FAILED run), or not at all (a patience of 'abc' ran until its first comparison)."""
+    """Judged in the check, without building a Trainer (the accelerator and devices through Lightning's
+    accelerator registry; the optimizer on a stand-in parameter, the callbacks): these failed after the MLflow
+    run had started (a traceback and a FAILED run), or not at all (a patience of 'abc' ran until its first
+    comparison)."""
     with pytest.raises(ConfigError) as error:
         check_config(compose_config(config, [override]))
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
 
 
-def test_every_lightning_trainer_argument_is_typed_in_the_schema_with_its_default():
-    """trainer.<any Trainer argument>= works without `+`; the schema follows Lightning's signature."""
+@pytest.mark.parametrize("group", ["model", "weights", "trainer"])
+def test_the_generated_schemas_are_the_constructors_signatures(group):
+    """Each key is declared once, by what it builds: the schema has one field per constructor argument, with
+    its default (MISSING where it has none), so trainer.<any Trainer argument>= works without `+`."""
     import dataclasses
     import inspect
 
-    import lightning.pytorch as pl
+    from hydra.utils import get_class
+    from omegaconf import MISSING
 
-    from src.experiments.schemas import TrainerConfig
+    from src.experiments.schemas import model_schema, trainer_schema, weights_schemas
 
-    signature = {
-        n: p.default for n, p in inspect.signature(pl.Trainer.__init__).parameters.items() if n != "self"
+    schemas = {
+        "model": [model_schema()],
+        "weights": list(weights_schemas().values()),
+        "trainer": [trainer_schema()],
     }
-    schema = {f.name: f.default for f in dataclasses.fields(TrainerConfig) if f.name != "_target_"}
-    assert schema == signature
+    for schema in schemas[group]:
+        fields = {f.name: f for f in dataclasses.fields(schema)}
+        target = fields.pop("_target_").default
+        fields.pop("_convert_", None)
+        signature = inspect.signature(get_class(target)).parameters
+        assert list(fields) == list(signature), schema.__name__
+        for name, parameter in signature.items():
+            field = fields[name]
+            default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+            if parameter.default is inspect.Parameter.empty:
+                assert default == MISSING, name
+            elif name in ("input", "pretrained"):  # typed nodes of their own: input contract, pretrained spec
+                assert dataclasses.is_dataclass(default) and parameter.default is None, name
+            else:
+                assert default == parameter.default, name
+
+
+def test_the_generated_schemas_keep_the_types_omegaconf_knows():
+    import typing
+
+    from src.experiments.schemas import model_schema, trainer_schema
+
+    hints = typing.get_type_hints(trainer_schema())
+    assert hints["max_epochs"] == typing.Optional[int]  # noqa: UP045
+    assert hints["limit_train_batches"] is typing.Any  # an int counts batches, a float is a fraction
+    assert typing.get_type_hints(model_schema())["batch_size"] is int
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "model=shared/input",
+        "model=shared/optimization",
+        "experiment=shared/deepfakebench_faces",
+        "model=includes/model",
+    ],
+)
+def test_partials_are_not_options_of_a_group(override):
+    """What the models and experiments include (conf/includes/) is not offered as one of them."""
+    from hydra.errors import MissingConfigException
+
+    from src.experiments.config import config_error_line
+
+    with pytest.raises(MissingConfigException) as error:
+        compose_config("evaluate", [override])
+    line = config_error_line(error.value)
+    assert "Could not find" in line and "\n" not in line
+    if override.startswith("model="):
+        assert line.endswith("choose one of efficientnet_lstm, meso4, mesonet, resnet_lstm, xception")
+    assert not any(p.is_dir() for group in ("model", "experiment") for p in (CONFIG_DIR / group).iterdir())
 
 
 def test_trainer_overrides_keep_lightnings_meaning():
@@ -450,8 +517,8 @@ def test_no_group_reads_another_groups_keys():
     """Each group's YAML reads only its own keys (and paths): the task function wires groups together."""
     for path in sorted(CONFIG_DIR.rglob("*.yaml")):
         group = path.relative_to(CONFIG_DIR).parts[0]
-        if group in ("hydra", "experiment") or path.parent == CONFIG_DIR:
-            continue  # the top-level configs and presets combine groups on purpose
+        if group in ("hydra", "experiment", "includes") or path.parent == CONFIG_DIR:
+            continue  # the top-level configs, presets and includes combine groups on purpose
         read = set(re.findall(r"\$\{(?:oc\.select:)?([a-z_]+)\.", path.read_text())) - {
             "oc"
         }  # oc.env, oc.decode

@@ -15,11 +15,11 @@ import torch
 from safetensors.torch import save_file
 
 from src.models.module import DeepfakeDetector
-from src.models.nets.timm_backbones import EfficientNetLSTM, TimmXception
+from src.models.nets.timm_backbones import EfficientNetLSTM, TimmFrameDetector
 from src.models.weights import IncompatibleWeights, WeightsNotFound
 from tests.conftest import SMALL_SYNTHETIC, compose_config
 
-NETS = {"xception": TimmXception, "efficientnet_lstm": EfficientNetLSTM}
+NETS = {"xception": TimmFrameDetector, "efficientnet_lstm": EfficientNetLSTM}
 TIMM_NAMES = {
     "xception": "legacy_xception.tf_in1k",
     "efficientnet_lstm": "efficientnet_b1.ra4_e3600_r240_in1k",
@@ -69,8 +69,8 @@ def empty_caches(tmp_path, monkeypatch):
 
 # -- architecture -------------------------------------------------------------------------------------
 def test_xception_gives_one_logit_per_frame_at_299():
-    net = TimmXception().eval()
-    assert net.input_kind == "frame" and TimmXception.input_contract()["size"] == 299
+    net = TimmFrameDetector().eval()
+    assert net.input_kind == "frame" and TimmFrameDetector.input_contract()["size"] == 299
     with torch.no_grad():
         out = net(torch.rand(2, 3, 299, 299))
     assert out.shape == (2,) and torch.isfinite(out).all()
@@ -208,10 +208,10 @@ def test_a_local_file_of_another_model_or_none_is_refused(tmp_path):
     save_file(timm.create_model("efficientnet_b1", pretrained=False).state_dict(), path)
     cfg = compose_config("train", ["model=xception", f"model.pretrained.file={path}"])
     with pytest.raises(IncompatibleWeights, match="other.safetensors"):
-        TimmXception().load_pretrained(cfg.model.pretrained)
+        TimmFrameDetector().load_pretrained(cfg.model.pretrained)
     cfg = compose_config("train", ["model=xception", f"model.pretrained.file={tmp_path / 'missing.pth'}"])
     with pytest.raises(WeightsNotFound, match="missing.pth"):
-        TimmXception().load_pretrained(cfg.model.pretrained)
+        TimmFrameDetector().load_pretrained(cfg.model.pretrained)
 
 
 # -- train.py -----------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from src.data.indexes.catalog import DATASET_TITLES
 from src.data.logs import ONCE_PER_SWEEP
+from src.data.settings import IDENTITY_SPLITS
 
 log = logging.getLogger(__name__)
 log.addFilter(ONCE_PER_SWEEP)
@@ -46,7 +47,7 @@ _PATTERNS: dict[str, tuple[re.Pattern[str], str, int]] = {
 _LIST_LABELS = {"1": REAL, "0": FAKE}
 _LABEL_NAMES = {REAL: "real", FAKE: "fake"}
 _MAX_LOGGED_SKIPS = 20
-IDENTITY_SPLITS = ("official", "strict")
+
 # Any "<folder>/<file>" inside a test-list line, however malformed the line: the video it names stays
 # out of train/val unless another line lists it properly.
 _NAMED_VIDEO = re.compile(r"(Celeb-real|Celeb-synthesis|YouTube-real)[/\\]+([^/\\\s'\"]+)", re.IGNORECASE)

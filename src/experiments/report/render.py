@@ -39,7 +39,7 @@ from src.experiments.report.tables import (
     level_metric,
     render_tables,
 )
-from src.experiments.tracking.store import PROJECT_ROOT
+from src.experiments.locations import PROJECT_ROOT
 
 REPORTS_DIR = PROJECT_ROOT / "reports"
 NO_SWEEP_FOLDER = "all-runs"

@@ -9,15 +9,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from src.experiments.locations import CONFIG_DIR
 from src.utils.errors import UserError
-
-# the project's folders, located from this file: src.experiments.config defines the same two, but importing
-# it registers the config schemas and so loads the data package, which reading a store never needs
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
-CONFIG_DIR = PROJECT_ROOT / "conf"
-if not OmegaConf.has_resolver("project_root"):
-    # conf/paths/default.yaml's ${project_root:}, which default_tracking_uri resolves without the config frame
-    OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
 
 TRAIN_EXPERIMENT = "train"
 EVALUATE_EXPERIMENT = "evaluate"

@@ -1,4 +1,4 @@
-"""Detectors on timm backbones: Xception per frame, EfficientNet-B1 + LSTM per clip.
+"""Detectors on timm backbones: any timm model per frame (Xception by default), EfficientNet-B1 + LSTM per clip.
 
 The input contract (size, normalization) of each comes from timm's pretrained config of the model's
 weights tag (`input_contract`, read by conf/model/shared/input.yaml), without building the model. Pretrained weights
@@ -78,11 +78,16 @@ class TimmBackbone(nn.Module):
         return origin
 
 
-class TimmXception(TimmBackbone):
-    """Input (B, 3, 299, 299) normalized as timm's pretrained cfg says; output (B,) logit of fake.
+class TimmFrameDetector(TimmBackbone):
+    """Any timm backbone per frame with a linear head: input (B, 3, S, S) sized and normalized as timm's
+    pretrained cfg of `model_name` says; output (B,) logit of fake.
 
-    `legacy_xception` is the classic Xception (Chollet 2017) of the FaceForensics++ baselines;
-    timm's `xception41/65/71` are the aligned DeepLab variants.
+    The default, `legacy_xception`, is the classic Xception (Chollet 2017) of the FaceForensics++ baselines
+    (model=xception); timm's `xception41/65/71` are the aligned DeepLab variants.
+
+    Args:
+        model_name: timm's name.tag of the backbone (its weights and its input contract).
+        drop_rate: dropout before the head.
     """
 
     input_kind = "frame"
