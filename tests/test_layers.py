@@ -36,14 +36,6 @@ def test_report_and_tracking_load_no_data_stack(module):
     assert not data, f"import {module} loads {data[:5]}"
 
 
-def test_tracking_locates_the_same_project_as_the_config():
-    """tracking finds the project's folders itself (so it need not import the config frame): the same ones."""
-    from src.experiments import config
-    from src.experiments.tracking import store
-
-    assert (store.PROJECT_ROOT, store.CONFIG_DIR) == (config.PROJECT_ROOT, config.CONFIG_DIR)
-
-
 @pytest.mark.parametrize("environment", [{}, {"MLFLOW_TRACKING_URI": "sqlite:////tmp/elsewhere/mlflow.db"}])
 def test_the_store_is_found_without_the_config_frame(environment):
     """`make ui`'s command in a fresh interpreter: the default store, or MLFLOW_TRACKING_URI when set."""
