@@ -20,9 +20,10 @@ from typing import Any, TypeVar
 from omegaconf import DictConfig
 
 from src.experiments.config import CONFIG_DIR, check_config, config_error_line
+from src.experiments.console import tidy_output
 from src.experiments.extras import apply_extras
-from src.experiments.runtime import SignalExit, exit_on_signals, tidy_output
 from src.utils.errors import ConfigError, UserError
+from src.utils.signals import SignalExit, exit_on_signals
 
 T = TypeVar("T")
 

@@ -583,7 +583,7 @@ def test_a_library_error_raised_while_a_stop_signal_unwinds_still_exits_as_the_s
     from hydra.errors import ConfigCompositionException
 
     from src.experiments.cli import run
-    from src.experiments.runtime import SignalExit
+    from src.utils.signals import SignalExit
 
     def main():
         try:

@@ -922,7 +922,7 @@ def test_a_signal_caught_by_the_between_jobs_handler_inside_a_run_still_ends_it_
     """Whichever of our handlers turns the signal into an exception (the run's own, or the process-wide one
     that a library restored while the run was going), the run ends KILLED, not FAILED, and the process
     exits with 128 + signal."""
-    from src.experiments.runtime import exit_on_signals
+    from src.utils.signals import exit_on_signals
 
     run = _mlflow_run(tmp_path)
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}

@@ -16,6 +16,7 @@ import markdown
 from markdown.extensions import Extension
 from markdown.treeprocessors import Treeprocessor
 
+from src.experiments.locations import PROJECT_ROOT
 from src.experiments.report.collect import (
     REPLICATE_TAGS,
     augment_levels,
@@ -39,7 +40,6 @@ from src.experiments.report.tables import (
     level_metric,
     render_tables,
 )
-from src.experiments.locations import PROJECT_ROOT
 
 REPORTS_DIR = PROJECT_ROOT / "reports"
 NO_SWEEP_FOLDER = "all-runs"

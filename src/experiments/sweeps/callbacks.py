@@ -13,7 +13,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from src.experiments.config import check_config, config_error_line
-from src.experiments.runtime import quieter, tidy_output
+from src.experiments.console import quieter, tidy_output
 from src.experiments.sweeps.trials import is_optuna, trials_table
 from src.experiments.tracking import (
     TrackingStoreError,

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from src.experiments.runtime import SignalExit, signals_raise
 from src.experiments.tracking.store import client, default_tracking_uri, experiment_id, run_url
+from src.utils.signals import SignalExit, signals_raise
 
 log = logging.getLogger(__name__)
 
