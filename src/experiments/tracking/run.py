@@ -154,16 +154,14 @@ class Run:
         """The dataset through MLflow's dataset tracking, so the UI's Dataset column shows it (MLflow only)."""
         if not self.is_mlflow:
             return
-        from mlflow.data.meta_dataset import MetaDataset
-        from mlflow.data.sources import LocalArtifactDatasetSource
-        from mlflow.entities import DatasetInput, InputTag
+        import json
 
-        dataset = MetaDataset(source=LocalArtifactDatasetSource(source), name=name, digest=digest[:36])
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        # the entity MLflow's own MetaDataset(LocalArtifactDatasetSource(...)) makes, built with the public API
+        dataset = Dataset(name, digest[:36], "local", json.dumps({"uri": source}))
         self.store.log_inputs(
-            self.id,
-            datasets=[
-                DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
-            ],
+            self.id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])]
         )
 
     @contextmanager
