@@ -27,15 +27,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from src.data.transforms.augment import none as resize_only
-from src.data.transforms.batched import collate
 from src.data.cache import BuildReport, CacheEntry, FaceCropCache, VideoReport
 from src.data.data_report import data_report
 from src.data.datasets import FrameDataset, VideoDataset
-from src.data.indexes.celebdf import DATASET_TITLES, VideoIndex, VideoRecord, index_celebdf, split_folds
+from src.data.indexes import DATASET_TITLES
+from src.data.indexes.base import VideoIndex, VideoRecord, split_folds
+from src.data.indexes.celebdf import index_celebdf
 from src.data.logs import ONCE_PER_SWEEP
-from src.data.transforms.sbi import SelfBlendAugment
 from src.data.settings import InputContract, settings_from
+from src.data.transforms.augment import none as resize_only
+from src.data.transforms.batched import collate
+from src.data.transforms.sbi import SelfBlendAugment
 from src.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)

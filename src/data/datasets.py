@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from src.data.cache import CacheEntry
+from src.data.indexes.base import VideoRecord
 from src.data.transforms.augment import augment_clip, stable_seed
 from src.data.transforms.batched import Collated, batched_form, empty_batch
-from src.data.cache import CacheEntry
-from src.data.indexes.celebdf import VideoRecord
 from src.data.transforms.sbi import SelfBlendAugment
 
 

@@ -26,7 +26,7 @@ from src.experiments.config import check_config
 
 if TYPE_CHECKING:  # the data module's imports (torch) wait for a run: a sweep's callback needs none of them
     from src.data.cache import BuildReport
-    from src.data.indexes.celebdf import VideoIndex, VideoRecord
+    from src.data.indexes.base import VideoIndex, VideoRecord
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "prepare.json"  # each job's summary, in its Hydra output folder
