@@ -35,9 +35,9 @@ from src.data.indexes.base import VideoIndex, VideoRecord, split_folds
 from src.data.indexes.celebdf import index_celebdf
 from src.data.logs import ONCE_PER_SWEEP
 from src.data.settings import InputContract, settings_from
-from src.data.transforms.augment import none as resize_only
 from src.data.transforms.batched import collate
-from src.data.transforms.sbi import SelfBlendAugment
+from src.data.transforms.perturbations import none as resize_only
+from src.data.transforms.pipelines import PAIRS, yields_of
 from src.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ class DeepfakeDataModule(L.LightningDataModule):
         real = sum(r.label == 0 for r in items)
         fake = len(items) - real
         if split == "train" and settings.train_classes == "real":
-            if not isinstance(self.train_transform(), SelfBlendAugment):
+            if yields_of(self.train_transform()) != PAIRS:
                 raise ConfigError(
                     "data.train_classes=real trains on real videos only: it needs a training augmentation "
                     "that makes fakes from them (train_augment=sbi)"
