@@ -157,6 +157,12 @@ def _existing_params(root: Path, params: dict) -> bool:
 
 
 def seeded_rng(seed: int, *keys: int) -> np.random.Generator:
+    """The random stream of one thing the generator draws, the same on every machine.
+
+    Args:
+        seed: the set's seed (``data.synthetic.seed``).
+        keys: a ``TAG_*`` and the thing's numbers (identity, video).
+    """
     return np.random.default_rng(np.random.SeedSequence([seed, *keys]))
 
 

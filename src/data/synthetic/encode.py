@@ -10,6 +10,13 @@ import numpy as np
 
 
 def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
+    """MPEG-4 Part 2 through OpenCV: the fallback when PyAV has no libx264.
+
+    Args:
+        path: the .mp4 to write.
+        frames: (T, H, W, 3) uint8 RGB.
+        fps: frames per second.
+    """
     height, width = frames.shape[1:3]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
     if not writer.isOpened():

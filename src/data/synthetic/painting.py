@@ -46,6 +46,8 @@ _IRIS = np.array([(60, 40, 25), (90, 60, 35), (60, 90, 120), (70, 100, 70), (40,
 
 @dataclass(frozen=True)
 class Identity:
+    """A person's face parameters in the canonical texture (``draw_identity``)."""
+
     skin: np.ndarray
     face_w: float  # half width of the face oval in texture pixels (its half height is FACE_HALF_HEIGHT)
     jaw: float  # how much the oval narrows towards the chin
@@ -70,6 +72,11 @@ class Identity:
 
 
 def draw_identity(rng: np.random.Generator) -> Identity:
+    """A random person.
+
+    Args:
+        rng: the identity's random stream.
+    """
     u = rng.uniform
     skin = np.clip(_SKIN[rng.integers(len(_SKIN))] * u(0.96, 1.04, 3), 0, 255)
     # hair clearly darker than the skin: a face framed by hair as bright as itself defeats Haar cascades
@@ -124,6 +131,15 @@ def _soft(mask: np.ndarray, blur: float) -> np.ndarray:
 
 
 def ellipse_mask(cx, cy, ax, ay, blur=0.0, arc=(0, 360), thickness=-1) -> np.ndarray:
+    """An anti-aliased filled (or outlined) ellipse on the texture, optionally blurred: 0..255 uint8.
+
+    Args:
+        cx: centre x, texture pixels; cy likewise.
+        ax: half axis along x; ay along y.
+        blur: Gaussian sigma of the edge.
+        arc: start and end angle, degrees.
+        thickness: -1 filled, else the outline's width.
+    """
     m = np.zeros((TEX_H, TEX_W), np.uint8)
     axes = (max(1, round(ax * (1 << _SHIFT))), max(1, round(ay * (1 << _SHIFT))))
     cv2.ellipse(m, _pt(cx, cy), axes, 0, arc[0], arc[1], 255, thickness, cv2.LINE_AA, _SHIFT)
@@ -131,6 +147,12 @@ def ellipse_mask(cx, cy, ax, ay, blur=0.0, arc=(0, 360), thickness=-1) -> np.nda
 
 
 def polygon_mask(points, blur=0.0) -> np.ndarray:
+    """An anti-aliased filled polygon on the texture, optionally blurred: 0..255 uint8.
+
+    Args:
+        points: (x, y) vertices, texture pixels.
+        blur: Gaussian sigma of the edge.
+    """
     m = np.zeros((TEX_H, TEX_W), np.uint8)
     cv2.fillPoly(m, [np.array([_pt(x, y) for x, y in points], np.int32)], 255, cv2.LINE_AA, _SHIFT)
     return _soft(m, blur)
@@ -329,6 +351,11 @@ def _paint_hair(ident: Identity, rng: np.random.Generator) -> tuple[np.ndarray, 
 
 
 def paint_textures(ident: Identity) -> Textures:
+    """The identity painted once in the canonical texture, in each eye and mouth variant.
+
+    Args:
+        ident: the person.
+    """
     rng = np.random.default_rng(ident.grain_seed)
     base_rgb, face_alpha = _paint_face_base(ident, rng)
     back, front = _paint_hair(ident, rng)

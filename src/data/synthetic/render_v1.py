@@ -41,6 +41,15 @@ class Clip:
 
 
 def render_real(tex: Textures, rng: np.random.Generator, n: int, size: tuple[int, int], fps: int) -> Clip:
+    """A real v1 video of the identity painted in ``tex``.
+
+    Args:
+        tex: the identity's textures.
+        rng: the video's random stream (a fake of it replays the same stream).
+        n: frames.
+        size: (height, width).
+        fps: frames per second.
+    """
     h, w = size
     t = np.arange(n) / fps  # seconds
     # A background darker than the skin, and an exposure that lifts dark faces part of the way, as a

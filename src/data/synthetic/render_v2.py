@@ -59,12 +59,19 @@ METHODS = (_SWAP, _REENACT)
 
 @dataclass(frozen=True)
 class Camera:
+    """A real video's own camera (v2): a fake goes through its target's."""
+
     blur: float  # defocus, Gaussian sigma in pixels
     noise: float  # sensor noise deviation, grey levels
     crf: int  # compression
 
 
 def draw_camera(rng: np.random.Generator) -> Camera:
+    """A random ``Camera``.
+
+    Args:
+        rng: the video's random stream.
+    """
     return Camera(blur=rng.uniform(0.0, 0.6), noise=rng.uniform(1.0, 4.0), crf=int(rng.integers(17, 26)))
 
 
@@ -166,6 +173,16 @@ def _occluder(rng: np.random.Generator, n: int, size: tuple[int, int], faces: np
 def render_real_v2(
     tex: Textures, rng: np.random.Generator, n: int, size: tuple[int, int], fps: int, camera: Camera
 ) -> ClipV2:
+    """A real v2 video of the identity painted in ``tex``: head motion, blinks, talking, light and camera.
+
+    Args:
+        tex: the identity's textures.
+        rng: the video's random stream (a fake of it replays the same stream).
+        n: frames.
+        size: (height, width).
+        fps: frames per second.
+        camera: the video's camera.
+    """
     h, w = size
     t = np.arange(n) / fps
     bg = draw_background(rng, h, w, tex.skin_luma * rng.uniform(0.35, 0.8))
@@ -233,6 +250,8 @@ def _mouth_mask(target: Textures, rng: np.random.Generator, strength: float, mou
 
 @dataclass(frozen=True)
 class Manipulation:
+    """The traces one v2 fake leaves (``draw_manipulation``), each scaled by ``strength``."""
+
     method: str
     strength: float
     low: float  # resolution of the pasted face (1 = full)

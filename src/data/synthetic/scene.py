@@ -22,6 +22,11 @@ NORMAL_LUT = np.array([NormalDist().inv_cdf((k + 0.5) / 256) for k in range(256)
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
+    """Rounded and clipped to 0..255 uint8.
+
+    Args:
+        x: float pixels.
+    """
     return np.clip(x + 0.5, 0, 255).astype(np.uint8)
 
 
