@@ -22,11 +22,11 @@ from benchmarks.common import (
 )
 from benchmarks.naive import FULL_RESOLUTION, naive_build
 from src.data.cache import CropSettings, FaceCropCache
-from src.data.faces.detectors import _downscale, _scale_box, build_detector
+from src.data.faces.detectors import build_detector, downscale, scale_box
 from src.data.faces.track import crop_faces, track_faces
+from src.data.faces.video import evenly_spaced_indices, read_frames
 from src.data.indexes.celebdf import index_celebdf
 from src.data.synthetic import MARKER
-from src.data.faces.video import evenly_spaced_indices, read_frames
 
 
 def crop_settings(cfg) -> CropSettings:
@@ -219,7 +219,7 @@ def _truth(root: Path) -> dict:
 
 
 def _detect(cascade, frame, max_side: int, scale_factor: float, min_size: int):
-    small, scale = _downscale(frame, max_side)
+    small, scale = downscale(frame, max_side)
     gray = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
     faces = cascade.detectMultiScale(
         gray, scaleFactor=scale_factor, minNeighbors=5, minSize=(min_size, min_size)
@@ -227,7 +227,7 @@ def _detect(cascade, frame, max_side: int, scale_factor: float, min_size: int):
     if len(faces) == 0:
         return None
     x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
-    return _scale_box((x, y, x + w, y + h), scale)
+    return scale_box((x, y, x + w, y + h), scale)
 
 
 def _decode_all_cv2(video: Path, indices: np.ndarray) -> np.ndarray:

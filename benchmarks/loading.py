@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.common import Measurement, Plan, compose, fresh_dir, median, release, rnd
 from benchmarks.naive import write_jpegs
-from src.data.transforms.augment import augment_clip
 from src.data.transforms.batched import Collated, collate, empty_batch
+from src.data.transforms.pipelines import augment_clip
 from src.experiments.wiring import build_datamodule
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from src.data.indexes.celebdf import VideoRecord, identity_overlap
+from src.data.indexes.base import VideoRecord, identity_overlap
 
 MOSTLY_UNDETECTED = 0.5  # a video with a face detected in fewer of its frames is flagged in the data report
 

@@ -1,4 +1,4 @@
-"""DeepfakeDataModule: a dataset (Celeb-DF, FaceForensics++, the embedded synthetic set) as batches of face crops.
+"""DeepfakeDataModule: a dataset (any indexer of `src.data.indexes`) as batches of face crops.
 
 `hydra.utils.instantiate(cfg.data)` builds it from the flat keys users type (`data.fold`, `data.face_detector`,
 ...), declared once as the fields of the settings objects in `src.data.settings` (split, face crops, loaders).
@@ -27,15 +27,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from src.data.transforms.augment import none as resize_only
-from src.data.transforms.batched import collate
 from src.data.cache import BuildReport, CacheEntry, FaceCropCache, VideoReport
 from src.data.data_report import data_report
 from src.data.datasets import FrameDataset, VideoDataset
-from src.data.indexes.celebdf import DATASET_TITLES, VideoIndex, VideoRecord, index_celebdf, split_folds
+from src.data.indexes import DATASET_TITLES
+from src.data.indexes.base import VideoIndex, VideoRecord, split_folds
+from src.data.indexes.celebdf import index_celebdf
 from src.data.logs import ONCE_PER_SWEEP
-from src.data.transforms.sbi import SelfBlendAugment
 from src.data.settings import InputContract, settings_from
+from src.data.transforms.batched import collate
+from src.data.transforms.perturbations import none as resize_only
+from src.data.transforms.pipelines import PAIRS, yields_of
 from src.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,13 @@ def _plain(value):
     return value
 
 
+def _creates_root(index: Mapping | None) -> bool:
+    """Whether the indexer makes `data.root` itself (it declares `creates_root`: the synthetic set's)."""
+    from hydra.utils import get_method
+
+    return index is not None and bool(getattr(get_method(index["_target_"]), "creates_root", False))
+
+
 def _transform_spec(value, key: str) -> dict | None:
     if value is not None and not (isinstance(value, Mapping) and "_target_" in value):
         raise ConfigError(
@@ -84,22 +93,28 @@ class DeepfakeDataModule(L.LightningDataModule):
         root: str | None = None,
         index: Mapping | None = None,
         cache_dir: str = "data/face-cache",
-        synthetic: Mapping | None = None,
         input_contract: InputContract | Mapping | None = None,
         train_augment: Mapping | None = None,
         test_augment: Mapping | None = None,
         augment_seed: int | None = 0,
         **keys,
     ):
-        """A dataset (`name`, its indexer spec `index`, its `root`; `synthetic`: the generator's parameters
-        for the embedded set) read as face crops cached under `cache_dir`; `keys` are the flat `data.*` keys
-        of the settings (`src.data.settings`). From the other groups: the model's `input_contract`, the
-        training augmentation `train_augment` and the test-time perturbation `test_augment` (Hydra specs of
-        partials called with size=; None: resize only) and `augment_seed`, which makes a video's perturbation
-        the same in every job of a sweep.
+        """A dataset read as face crops cached under `cache_dir`.
 
         `root` may be None for prediction only (`setup_predict`). Every value is checked here, before any
-        video is touched; a bad one is a ConfigError naming its key."""
+        video is touched; a bad one is a ConfigError naming its key.
+
+        Args:
+            name: the dataset's name in the registry (`src.data.indexes`).
+            root: its folder (`data.root`).
+            index: the indexer's spec (`data.index`; None: Celeb-DF's); its arguments are `data.*` keys.
+            cache_dir: the face-crop cache.
+            input_contract: the model's input (size, normalization, frames per clip).
+            train_augment: the training transform's spec, a partial called with size=; None: resize only.
+            test_augment: the test-time perturbation's spec, likewise.
+            augment_seed: makes a video's perturbation the same in every job of a sweep.
+            **keys: the flat `data.*` keys of the settings (`src.data.settings`) and the dataset's own.
+        """
         super().__init__()
         index = _plain(index)
         if index is not None and not (isinstance(index, Mapping) and "_target_" in index):
@@ -124,7 +139,7 @@ class DeepfakeDataModule(L.LightningDataModule):
             raise ConfigError(
                 f"model.input.size={contract.size} does not fit data.crop_size={self.crops.crop_size}"
             )
-        if root not in (None, "") and synthetic is None and not Path(root).expanduser().is_dir():
+        if root not in (None, "") and not _creates_root(index) and not Path(root).expanduser().is_dir():
             raise FileNotFoundError(
                 f"{DATASET_TITLES.get(name, name)} root not found: {Path(root).expanduser()} "
                 "(data.root); point data.root at the dataset folder"
@@ -137,7 +152,6 @@ class DeepfakeDataModule(L.LightningDataModule):
                     "root": root,
                     "index": index,
                     "cache_dir": str(cache_dir),
-                    "synthetic": synthetic,
                     "input_contract": asdict(contract),
                     "train_augment": self.train_augment,
                     "test_augment": self.test_augment,
@@ -147,7 +161,7 @@ class DeepfakeDataModule(L.LightningDataModule):
             ),
             logger=False,
         )
-        self.name, self.index_spec, self.synthetic = name, index, _plain(synthetic)
+        self.name, self.index_spec = name, index
         self.root = None if root in (None, "") else Path(root).expanduser()
         self.cache = FaceCropCache(
             cache_dir, self.crops, root=self.root, device=_torch_device(self.crops.detect_device)
@@ -176,20 +190,13 @@ class DeepfakeDataModule(L.LightningDataModule):
 
     # -- preparation ----------------------------------------------------------------------------
     def prepare_data(self) -> None:
-        """Generate the synthetic set if needed, index it and build the face-crop cache."""
+        """Index the dataset (its indexer may generate it first) and build the face-crop cache."""
         if self.build_report is not None or self._predict is not None:
             return
         self._build(self.dataset_index())
 
     def dataset_index(self) -> VideoIndex:
-        """The dataset's index, the synthetic set generated first if needed; nothing is cached here
-        (prepare.py builds the entries of a shard of it)."""
-        root = self._require_root()
-        if self.synthetic is not None:
-            from src.data.synthetic import announce_synthetic, generate_synthetic_celebdf
-
-            announce_synthetic(root, self.synthetic)
-            generate_synthetic_celebdf(root, **self.synthetic)
+        """The dataset's index (its indexer may generate the set first); nothing is cached (see prepare.py)."""
         return self._make_index()
 
     def _build(self, index: VideoIndex) -> BuildReport:
@@ -271,7 +278,7 @@ class DeepfakeDataModule(L.LightningDataModule):
         real = sum(r.label == 0 for r in items)
         fake = len(items) - real
         if split == "train" and settings.train_classes == "real":
-            if not isinstance(self.train_transform(), SelfBlendAugment):
+            if yields_of(self.train_transform()) != PAIRS:
                 raise ConfigError(
                     "data.train_classes=real trains on real videos only: it needs a training augmentation "
                     "that makes fakes from them (train_augment=sbi)"

@@ -5,12 +5,12 @@ Frame mode (MesoNet): training items are single crops. Clip mode (LSTM models): 
 videos (every sampled frame, or the clip), so video-level scores come straight out of a batch. Items carry
 uint8 HWC pixels; the data module normalizes them after the transfer to the device.
 
-A pipeline of flips and the resize (`train_augment=weak`, `augment=none`) reads a whole batch in one go
-(`__getitems__`, which the DataLoader calls with a batch's indices; `src.data.transforms.batched`): the crops copied from
-the memory-mapped cache into one array, flipped and resized on the way, exactly as albumentations would.
-Under `train_augment=sbi` the training transform is a `SelfBlendAugment` (`src.data.transforms.sbi`): a real item
-becomes its crop and its self-blend, both in the batch (`__getitems__`, which the DataLoader calls with a
-batch's indices) or one of them; `dataset[i]` always gives one sample.
+What a transform declares (`src.data.transforms.pipelines`) decides the path: one that declares a batched
+form (`train_augment=weak`, `augment=none`) reads a whole batch in one go (`__getitems__`, which the DataLoader
+calls with a batch's indices; `src.data.transforms.batched`): the crops copied from the memory-mapped cache
+into one array, flipped and resized on the way, exactly as albumentations would. One that yields pairs
+(`train_augment=sbi`, `src.data.transforms.sbi`) turns a real item into its crop and a fake made from it, both
+in the batch or one of them; `dataset[i]` always gives one sample.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from src.data.transforms.augment import augment_clip, stable_seed
-from src.data.transforms.batched import Collated, batched_form, empty_batch
 from src.data.cache import CacheEntry
-from src.data.indexes.celebdf import VideoRecord
-from src.data.transforms.sbi import SelfBlendAugment
+from src.data.indexes.base import VideoRecord
+from src.data.transforms.batched import Collated, empty_batch
+from src.data.transforms.pipelines import PAIRS, augment_clip, batch_form_of, stable_seed, yields_of
 
 
 class _CachedVideos(Dataset):
@@ -33,7 +32,10 @@ class _CachedVideos(Dataset):
         if len(entries) != len(records):
             raise ValueError(f"{len(entries)} cache entries for {len(records)} videos")
         self.entries, self.records, self.transform = entries, records, transform
-        self.batched = batched_form(transform)  # flips and resize only: a batch is read in one go
+        self.batched = batch_form_of(transform)  # declared by flips-and-resize pipelines: a batch in one go
+        self.pairs = (
+            yields_of(transform) == PAIRS
+        )  # real/fake samples made from each item, with its landmarks
         self._loaded: dict[int, tuple[np.ndarray, dict]] = {}
 
     def _load(self, video_index: int) -> tuple[np.ndarray, dict]:
@@ -51,8 +53,12 @@ class _CachedVideos(Dataset):
         return np.full((len(crops), 5, 2), np.nan) if stored is None else np.asarray(stored)
 
     def __getitems__(self, indices: list[int]) -> list | Collated:
-        """A batch's samples: under a self-blend, each real item's crop and its blend (`src.data.transforms.sbi`); under a
-        pipeline of flips and the resize, the assembled batch (`src.data.transforms.batched`)."""
+        """A batch's samples: under a pairs transform, each real item's crop and the fake made from it; under a
+        transform with a batched form, the assembled batch (`src.data.transforms.batched`).
+
+        Args:
+            indices: the batch's item positions.
+        """
         if self.batched is not None and self.batchable():
             return self.read_batch(indices)
         return [sample for i in indices for sample in self.samples(i, pairs=None)]
@@ -111,7 +117,7 @@ class FrameDataset(_CachedVideos):
             frame = int(torch.randint(self.frame_counts[video], ()))
         crop = np.asarray(self.crops(video)[frame : frame + 1])
         seed, label = int(torch.randint(2**31 - 1, ())), self.records[video].label
-        if isinstance(self.transform, SelfBlendAugment):
+        if self.pairs:
             return self.transform.samples(crop[0], self.landmarks(video)[frame], label, video, seed, pairs)
         pixels = augment_clip(self.transform, crop, seed)[0]
         return [(torch.from_numpy(pixels), label, video)]
@@ -160,7 +166,7 @@ class VideoDataset(_CachedVideos):
         seed = self.video_seed(video)
         seed = int(torch.randint(2**31 - 1, ())) if seed is None else seed
         label, item = self.records[video].label, self.ids[video]
-        if isinstance(self.transform, SelfBlendAugment):  # training clips: one blend draw per clip
+        if self.pairs:  # training clips: one blend draw per clip
             picks = self.frame_picks(len(self.crops(video)), self.num_frames)
             crops, landmarks = np.asarray(self.crops(video)[picks]), self.landmarks(video)[picks]
             return self.transform.samples(crops, landmarks, label, item, seed, pairs)

@@ -212,7 +212,6 @@ DataConfig = dataclasses.make_dataclass(
         ("root", str | None, dataclasses.field(default=MISSING)),
         ("index", Any, dataclasses.field(default=None)),  # the dataset's indexer: a Hydra spec with _target_
         ("cache_dir", str, dataclasses.field(default=MISSING)),
-        ("synthetic", Any, dataclasses.field(default=None)),  # the generator's parameters (data=synthetic)
         *(item for group in SETTINGS.values() for item in _schema_fields(group)),
     ],
 )
@@ -229,6 +228,14 @@ class FFppDataConfig(DataConfig):
 
 
 @dataclass
+class SyntheticDataConfig(DataConfig):
+    """The embedded synthetic set adds the generator's parameters (`data.synthetic.preset`, `seed`, ...; any
+    `+data.synthetic.<knob>`), which its indexer takes."""
+
+    synthetic: Any = MISSING
+
+
+@dataclass
 class DfdDataConfig(DataConfig):
     """DeepFakeDetection adds the compression and the fraction of actors held out as the test list."""
 
@@ -241,3 +248,4 @@ def register(store) -> None:
     store.store(group="schema/data", name="data", node=DataConfig)
     store.store(group="schema/data", name="ffpp", node=FFppDataConfig)
     store.store(group="schema/data", name="dfd", node=DfdDataConfig)
+    store.store(group="schema/data", name="synthetic", node=SyntheticDataConfig)

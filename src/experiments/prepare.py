@@ -26,7 +26,7 @@ from src.experiments.cli import task_wrapper
 
 if TYPE_CHECKING:  # the data module's imports (torch) wait for a run: a sweep's callback needs none of them
     from src.data.cache import BuildReport
-    from src.data.indexes.celebdf import VideoIndex, VideoRecord
+    from src.data.indexes.base import VideoIndex, VideoRecord
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "prepare.json"  # each job's summary, in its Hydra output folder
@@ -53,7 +53,7 @@ def prepare(cfg: DictConfig) -> dict:
 
     shard, shards = int(cfg.shard), int(cfg.shards)
     datamodule = build_datamodule(cfg)
-    index = _dataset_index(datamodule)
+    index = datamodule.dataset_index()  # the synthetic set's indexer generates it first, one job at a time
     records = shard_records(index.records, shard, shards)
     cache = datamodule.cache
     report = cache.build([index.root / r.path for r in records], datamodule.loaders.build_workers)
@@ -61,22 +61,6 @@ def prepare(cfg: DictConfig) -> dict:
     _log_summary(summary, datamodule.loaders.max_bad_fraction)
     _write_summary(summary)
     return summary
-
-
-def _dataset_index(datamodule) -> VideoIndex:
-    """The dataset's index. Jobs that find the synthetic set missing take turns at generating it: the first
-    renders it, the others wait and find it complete. (Racing generators would be safe too, each publishing
-    by one rename, but each would render the whole set.)"""
-    from src.data.synthetic import MARKER
-
-    root = datamodule.root
-    if datamodule.synthetic is None or root is None or (root / MARKER).is_file():
-        return datamodule.dataset_index()
-    from filelock import FileLock
-
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(root.parent / f".{root.name}.lock"):
-        return datamodule.dataset_index()
 
 
 def _summary(

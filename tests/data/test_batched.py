@@ -9,8 +9,9 @@ import pytest
 import torch
 from scipy.stats import binomtest
 
-from src.data.transforms import augment
-from src.data.transforms.batched import Collated, FlipResize, batched_form, collate
+from src.data.transforms import perturbations, train
+from src.data.transforms.batched import Collated, FlipResize, collate
+from src.data.transforms.pipelines import FRAMES, augment_clip, batch_form_of, resize_to, yields_of
 from tests.conftest import prepared_datamodule
 
 
@@ -21,39 +22,46 @@ def _crops(shape, seed=0) -> np.ndarray:
 def _forced(size: int, horizontal: bool, vertical: bool) -> A.Compose:
     """The albumentations pipeline with the flips decided: what `augment_clip` makes for that draw."""
     return A.Compose(
-        [A.HorizontalFlip(p=float(horizontal)), A.VerticalFlip(p=float(vertical)), augment._resize(size)]
+        [A.HorizontalFlip(p=float(horizontal)), A.VerticalFlip(p=float(vertical)), resize_to(size)]
     )
 
 
 @pytest.mark.parametrize(
     ("pipeline", "expected"),
     [
-        (augment.weak(256), FlipResize(0.5, 0.0, 256)),
-        (augment.weak(224, horizontal_flip_p=0.3), FlipResize(0.3, 0.0, 224)),
-        (augment.none(299), FlipResize(0.0, 0.0, 299)),
-        (A.Compose([A.VerticalFlip(p=0.2), A.HorizontalFlip(p=1.0)]), FlipResize(1.0, 0.2, None)),
+        (train.weak(256), FlipResize(0.5, 0.0, 256)),
+        (train.weak(224, horizontal_flip_p=0.3), FlipResize(0.3, 0.0, 224)),
+        (perturbations.none(299), FlipResize(0.0, 0.0, 299)),
     ],
 )
-def test_pipelines_of_flips_and_the_resize_have_a_batched_form(pipeline, expected):
-    assert batched_form(pipeline) == expected
+def test_pipelines_of_flips_and_the_resize_declare_their_batched_form(pipeline, expected):
+    assert batch_form_of(pipeline) == expected and yields_of(pipeline) == FRAMES
+
+
+@pytest.mark.parametrize("size", [224, 256, 299])
+@pytest.mark.parametrize("flip_p", [0.0, 1.0])
+def test_a_declared_batched_form_makes_what_its_pipeline_makes(size, flip_p):
+    crops = _crops((2, 256, 256, 3))
+    pipeline = train.weak(size, horizontal_flip_p=flip_p)
+    form = batch_form_of(pipeline)
+    out = np.zeros((2, size, size, 3), np.uint8)
+    form.apply(crops, form.draw(1, np.random.default_rng(0))[0], out)
+    np.testing.assert_array_equal(out, augment_clip(pipeline, crops, seed=0))
 
 
 @pytest.mark.parametrize(
     "pipeline",
     [
-        augment.strong(256),
-        augment.flip(256),  # a rotation
-        augment.heavy(256),
-        augment.jpeg(256),
-        A.Compose([A.HorizontalFlip(p=0.5), A.HorizontalFlip(p=0.5)]),
-        A.Compose([A.Resize(256, 128)]),
-        A.Compose([A.Resize(256, 256, interpolation=0)]),  # nearest: not what the resize step asks for
-        A.Compose([A.HorizontalFlip(p=0.5)], p=0.5),
+        train.strong(256),
+        perturbations.flip(256),  # a rotation
+        perturbations.heavy(256),
+        perturbations.jpeg(256),
+        A.Compose([A.HorizontalFlip(p=0.5), resize_to(256)]),  # a bare pipeline declares nothing
         None,
     ],
 )
 def test_anything_else_keeps_the_per_sample_path(pipeline):
-    assert batched_form(pipeline) is None
+    assert batch_form_of(pipeline) is None and yields_of(pipeline) == FRAMES
 
 
 @pytest.mark.parametrize("size", [256, 224, 299])
@@ -63,7 +71,7 @@ def test_an_item_is_exactly_what_albumentations_makes_for_the_same_flips(size, f
     crops = _crops(frames)
     out = np.zeros((*frames[:-3], size, size, 3), np.uint8)
     FlipResize(0.5, 0.5, size).apply(crops, flips, out)
-    expected = augment.augment_clip(_forced(size, *flips), crops, seed=0)
+    expected = augment_clip(_forced(size, *flips), crops, seed=0)
     np.testing.assert_array_equal(out, expected)
 
 
@@ -127,10 +135,11 @@ def test_evaluation_clips_are_unchanged_by_the_batched_read(small_dataset, small
 def test_a_seeded_perturbation_with_random_flips_keeps_one_draw_per_video(small_dataset, small_cache):
     overrides = ["model=mesonet", "augment=flip"]
     datamodule = prepared_datamodule(small_dataset, small_cache, overrides, "evaluate", "test")
-    assert batched_form(augment.weak(256)) is not None
     dataset = datamodule.eval_dataset("test", datamodule.test_augment)
     assert dataset.batched is None  # rotation: albumentations, seeded per video as before
-    seeded = datamodule.eval_dataset("test", {"_target_": "src.data.transforms.augment.weak", "_partial_": True})
+    seeded = datamodule.eval_dataset(
+        "test", {"_target_": "src.data.transforms.train.weak", "_partial_": True}
+    )
     assert seeded.batched is not None and not seeded.batchable()  # random flips under a per-video seed
     first = seeded.__getitems__([0])
     assert not isinstance(first, Collated) and torch.equal(first[0][0], seeded[0][0])

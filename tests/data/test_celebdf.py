@@ -11,15 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src.data.indexes.celebdf import (
-    TEST_LIST,
-    VideoIndex,
-    VideoRecord,
-    fold_groups,
-    identity_overlap,
-    index_celebdf,
-    split_folds,
-)
+from src.data.indexes.base import VideoIndex, VideoRecord, fold_groups, identity_overlap, split_folds
+from src.data.indexes.celebdf import TEST_LIST, index_celebdf
 
 N_IDS = 8
 N_YOUTUBE = 6
@@ -232,7 +225,7 @@ def test_no_real_test_videos(tmp_path):
 
 def test_summary_is_logged(tmp_path, caplog):
     make_tree(tmp_path, test_lines=[*default_test_lines(), "garbage"])
-    with caplog.at_level(logging.INFO, logger="src.data.indexes.celebdf"):
+    with caplog.at_level(logging.INFO, logger="src.data.indexes"):
         index_celebdf(tmp_path)
     text = caplog.text
     assert "train/val 41 (real 27, fake 14)" in text and "test 5 (real 3, fake 2)" in text

@@ -188,7 +188,7 @@ def test_every_settings_field_is_a_data_key_of_the_schema_and_every_schema_key_i
     from src.data.settings import SETTINGS, DataConfig
 
     read = {f.name for group in SETTINGS.values() for f in fields(group)}
-    dataset = {"_target_", "_recursive_", "name", "root", "index", "cache_dir", "synthetic"}
+    dataset = {"_target_", "_recursive_", "name", "root", "index", "cache_dir"}  # data=synthetic adds its own
     assert read | dataset == {f.name for f in fields(DataConfig)} and not read & dataset
 
 
@@ -310,7 +310,11 @@ def test_a_missing_root_and_a_subclass_target(tmp_path):
     # benchmarks time the module through a subclass named by data._target_
     cfg = compose_config(
         "train",
-        ["data=celebdf", f"data.root={tmp_path}", "data._target_=tests.data.test_datamodule.CountingDataModule"],
+        [
+            "data=celebdf",
+            f"data.root={tmp_path}",
+            "data._target_=tests.data.test_datamodule.CountingDataModule",
+        ],
     )
     assert type(build_datamodule(cfg)).__name__ == "CountingDataModule"
 
@@ -348,9 +352,10 @@ def test_the_data_schema_refuses_wrong_types_and_unknown_keys_at_composition(ove
 def test_ffpp_composes_with_its_own_schema_and_keys():
     from omegaconf import OmegaConf
 
-    from src.data.settings import DataConfig, FFppDataConfig
+    from src.data.settings import DataConfig, FFppDataConfig, SyntheticDataConfig
 
-    assert OmegaConf.get_type(compose_config("train").data) is DataConfig
+    assert OmegaConf.get_type(compose_config("train", ["data=celebdf"]).data) is DataConfig
+    assert OmegaConf.get_type(compose_config("train").data) is SyntheticDataConfig
     ffpp = compose_config("train", ["data=ffpp", "data.compression=c40", "data.methods=[FaceSwap]"]).data
     assert OmegaConf.get_type(ffpp) is FFppDataConfig
     assert (ffpp.compression, list(ffpp.methods), ffpp.face_detector) == ("c40", ["FaceSwap"], "mtcnn")

@@ -253,7 +253,7 @@ def test_scoring_a_video_never_creates_the_synthetic_root(small_dataset, tmp_pat
 
 # -- 10.2: one-class splits --------------------------------------------------------------------------
 def _one_class_fold(index) -> tuple[int, int]:
-    from src.data.indexes.celebdf import split_folds
+    from src.data.indexes.base import split_folds
 
     groups = len({r.identity for r in index.train_val()})
     for folds in range(2, groups + 1):

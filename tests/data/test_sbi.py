@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from src.data.transforms.augment import augment_clip, weak
+from src.data.settings import SplitSettings
+from src.data.transforms.pipelines import augment_clip
 from src.data.transforms.sbi import (
     FAKE,
     REAL,
@@ -18,7 +19,7 @@ from src.data.transforms.sbi import (
     sbi,
     self_blend,
 )
-from src.data.settings import SplitSettings
+from src.data.transforms.train import weak
 from src.experiments.wiring import build_datamodule
 from src.utils.errors import ConfigError
 from tests.conftest import compose_config, data_overrides, prepared_datamodule

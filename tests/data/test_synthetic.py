@@ -290,29 +290,29 @@ def test_the_blend_darkens_a_thin_seam_along_the_mask_edge():
 
     import cv2
 
-    from src.data.synthetic.dataset import _TAG_IDENTITY, _TAG_REAL, _rng
-    from src.data.synthetic.painting import _identity, _textures
-    from src.data.synthetic.render_v2 import _camera, _fake_v2, _manipulation, _render_real_v2
-    from src.data.synthetic.scene import _to_uint8
+    from src.data.synthetic.dataset import TAG_IDENTITY, TAG_REAL, seeded_rng
+    from src.data.synthetic.painting import draw_identity, paint_textures
+    from src.data.synthetic.render_v2 import draw_camera, draw_manipulation, render_fake_v2, render_real_v2
+    from src.data.synthetic.scene import to_uint8
 
     n, size, fps = 2, (272, 512), 30
-    identities = [_identity(_rng(0, _TAG_IDENTITY, i)) for i in range(2)]
-    textures = [_textures(ident) for ident in identities]
-    rng = _rng(0, _TAG_REAL, 0, 0)
-    camera = dataclasses.replace(_camera(rng), blur=0.0, noise=0.0)
-    clip = _render_real_v2(textures[0], rng, n, size, fps, camera)
-    real = _to_uint8(clip.shot).astype(np.int16)
+    identities = [draw_identity(seeded_rng(0, TAG_IDENTITY, i)) for i in range(2)]
+    textures = [paint_textures(ident) for ident in identities]
+    rng = seeded_rng(0, TAG_REAL, 0, 0)
+    camera = dataclasses.replace(draw_camera(rng), blur=0.0, noise=0.0)
+    clip = render_real_v2(textures[0], rng, n, size, fps, camera)
+    real = to_uint8(clip.shot).astype(np.int16)
     for method in ("swap", "reenact"):
-        manip = _manipulation(_rng(0, 99), n, 1.0, method)
+        manip = draw_manipulation(seeded_rng(0, 99), n, 1.0, method)
         assert manip.seam > 0.1
         with_seam, without = (
-            _fake_v2(
+            render_fake_v2(
                 clip,
                 textures[0],
                 textures[1],
                 np.zeros(n, np.int64),
                 dataclasses.replace(manip, seam=seam),
-                _rng(0, 7),
+                seeded_rng(0, 7),
                 identities[0].mouth_y,
             ).astype(np.int16)
             for seam in (manip.seam, 0.0)

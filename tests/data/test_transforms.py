@@ -11,7 +11,8 @@ import hydra
 import numpy as np
 import pytest
 
-from src.data.transforms.augment import augment_clip, heavy, jpeg, stable_seed
+from src.data.transforms.perturbations import heavy, jpeg
+from src.data.transforms.pipelines import augment_clip, stable_seed
 from src.experiments.config import CONFIG_DIR
 from tests.conftest import compose_config
 
@@ -289,7 +290,7 @@ def test_a_level_of_albumentations_steps_needs_no_function():
 
     spec = OmegaConf.create(
         {
-            "_target_": "src.data.transforms.augment.at_model_input",
+            "_target_": "src.data.transforms.perturbations.at_model_input",
             "_partial_": True,
             "steps": [{"_target_": "albumentations.Posterize", "num_bits": 2, "p": 1.0}],
         }

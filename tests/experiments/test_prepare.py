@@ -66,7 +66,7 @@ PATHS = [f"Celeb-real/id{i}_{j:04d}.mp4" for i in range(20) for j in range(3)] +
 
 @pytest.mark.parametrize("shards", [1, 2, 3, 7])
 def test_the_shards_are_disjoint_and_together_complete(shards):
-    from src.data.indexes.celebdf import VideoRecord
+    from src.data.indexes.base import VideoRecord
 
     records = [
         VideoRecord(p, label=i % 2, identity="", source="", is_test=False) for i, p in enumerate(PATHS)
@@ -233,7 +233,7 @@ def test_a_dead_workers_leftovers_are_removed_but_not_another_machines_files(tmp
     here: only this machine's leftovers of that id are removed, never the other's file being written."""
     import socket
 
-    from src.data.cache.pool import _remove_temporary_files
+    from src.data.cache.pool import remove_temporary_files
     from src.utils.files import atomic_write
 
     folder = tmp_path / "ab"
@@ -246,5 +246,5 @@ def test_a_dead_workers_leftovers_are_removed_but_not_another_machines_files(tmp
     assert other != mine
     for file in (mine, other):
         file.write_bytes(b"half written")
-    _remove_temporary_files(tmp_path, os.getpid())
+    remove_temporary_files(tmp_path, os.getpid())
     assert not mine.exists() and other.exists()

@@ -13,7 +13,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.validation import _validate_metric_name
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from src.data.indexes.celebdf import VideoRecord
+from src.data.indexes.base import VideoRecord
 from src.experiments.evaluation import subsets
 
 

@@ -30,14 +30,14 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from src.data.faces.align import landmarks_from_json, landmarks_to_json, make_crops
 from src.data.cache.errors import CacheEntryError, CacheError, CacheWriteError
 from src.data.cache.pool import VIDEO_TIMEOUT_S, build_isolated
 from src.data.cache.reports import BuildReport, VideoReport
+from src.data.faces.align import landmarks_from_json, landmarks_to_json, make_crops
 from src.data.faces.detectors import DETECTORS, LANDMARK_DETECTORS, FaceDetector, build_detector
 from src.data.faces.track import detect_faces
-from src.data.logs import ONCE_PER_SWEEP
 from src.data.faces.video import FRAME_SAMPLINGS, VideoDecodeError, not_a_video_file, read_frames
+from src.data.logs import ONCE_PER_SWEEP
 from src.utils.errors import ConfigError, check
 from src.utils.files import atomic_write, atomic_write_text
 

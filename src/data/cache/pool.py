@@ -186,7 +186,7 @@ def build_isolated(cache, jobs: list[tuple[int, Path]], workers: int) -> Iterato
                     continue
                 log.error("%s: %s; going on in a new process", video, failure)
                 worker.stop()
-                _remove_temporary_files(cache.cache_dir, worker.process.pid)
+                remove_temporary_files(cache.cache_dir, worker.process.pid)
                 pool.remove(worker)
                 yield position, cache.record_failure(video, f"{video}: {failure}")
     finally:
@@ -194,10 +194,10 @@ def build_isolated(cache, jobs: list[tuple[int, Path]], workers: int) -> Iterato
             busy = worker.video is not None
             worker.stop()
             if busy:  # killed mid-video: it may have left a half-written temporary file
-                _remove_temporary_files(cache.cache_dir, worker.process.pid)
+                remove_temporary_files(cache.cache_dir, worker.process.pid)
 
 
-def _remove_temporary_files(cache_dir: Path, pid: int | None) -> None:
+def remove_temporary_files(cache_dir: Path, pid: int | None) -> None:
     """The temporary files of a killed build process (their names carry its pid)."""
     if pid is None:
         return

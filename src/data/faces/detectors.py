@@ -100,13 +100,13 @@ class HaarFaceDetector(FaceDetector):
         return f"haar-frontalface-default-{self.detect_max_side}{suffix}"
 
     def _detect_one(self, frame: np.ndarray) -> Box | None:
-        small, scale = _downscale(frame, self.detect_max_side)
+        small, scale = downscale(frame, self.detect_max_side)
         gray = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
         faces = self.cascade.detectMultiScale(
             gray, scaleFactor=1.1, minNeighbors=5, minSize=(self.min_size, self.min_size)
         )
         box = _largest((x, y, x + w, y + h) for x, y, w, h in faces)
-        return None if box is None else _scale_box(box, scale)
+        return None if box is None else scale_box(box, scale)
 
 
 class YuNetFaceDetector(FaceDetector):
@@ -134,14 +134,14 @@ class YuNetFaceDetector(FaceDetector):
         return f"yunet-{_file_digest(self.model_file)}-{self.detect_max_side}-{self.score_threshold:g}"
 
     def _detect_one(self, frame: np.ndarray) -> Box | None:
-        small, scale = _downscale(frame, self.detect_max_side)
+        small, scale = downscale(frame, self.detect_max_side)
         height, width = small.shape[:2]
         self.detector.setInputSize((width, height))
         _, faces = self.detector.detect(cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
         if faces is None:
             return None
         box = _largest((x, y, x + w, y + h) for x, y, w, h in faces[:, :4])
-        return None if box is None else _scale_box(box, scale)
+        return None if box is None else scale_box(box, scale)
 
 
 class YuFaceDetector(FaceDetector):
@@ -164,12 +164,12 @@ class YuFaceDetector(FaceDetector):
         return f"yuface-{digest}-{self.detect_max_side}-{self.score_threshold:g}"
 
     def _detect_one(self, frame: np.ndarray) -> Box | None:
-        small, scale = _downscale(frame, self.detect_max_side)
+        small, scale = downscale(frame, self.detect_max_side)
         confidences, boxes, _ = self.yuface.detect(
             cv2.cvtColor(small, cv2.COLOR_RGB2BGR), conf=self.score_threshold
         )
         box = _largest((int(x), int(y), int(x) + int(w), int(y) + int(h)) for x, y, w, h in boxes)
-        return None if box is None else _scale_box(box, scale)
+        return None if box is None else scale_box(box, scale)
 
 
 class DlibHogFaceDetector(FaceDetector):
@@ -190,10 +190,10 @@ class DlibHogFaceDetector(FaceDetector):
         return f"dlib-hog-{self.version}-{self.detect_max_side}-up{self.upsample}"
 
     def _detect_one(self, frame: np.ndarray) -> Box | None:
-        small, scale = _downscale(frame, self.detect_max_side)
+        small, scale = downscale(frame, self.detect_max_side)
         faces = self.detector(np.ascontiguousarray(small), self.upsample)
         box = _largest((r.left(), r.top(), r.right(), r.bottom()) for r in faces)
-        return None if box is None else _scale_box(box, scale)
+        return None if box is None else scale_box(box, scale)
 
 
 class MTCNNFaceDetector(FaceDetector):
@@ -288,7 +288,7 @@ class MTCNNFaceDetector(FaceDetector):
                 if largest is None:
                     found.append(None)
                     continue
-                box = _clip(_scale_box(boxes[largest, :4], scale), chunk.shape[1:3])
+                box = _clip(scale_box(boxes[largest, :4], scale), chunk.shape[1:3])
                 found.append(Face(box, points[largest] * scale))
         return found
 
@@ -364,7 +364,16 @@ def _package_version(distribution: str) -> str:
     return version(distribution)
 
 
-def _downscale(frame: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+def downscale(frame: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """The frame shrunk so its longer side is at most `max_side` (area interpolation), and the factor back.
+
+    Args:
+        frame: an (H, W, 3) image.
+        max_side: the longest side the detector gets.
+
+    Returns:
+        (the possibly smaller frame, the factor that maps its coordinates back to the original's).
+    """
     scale = max(frame.shape[:2]) / max_side
     if scale <= 1:
         return frame, 1.0
@@ -375,11 +384,17 @@ def _downscale(frame: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
 def _downscale_batch(frames: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     if max(frames.shape[1:3]) <= max_side:
         return np.ascontiguousarray(frames), 1.0
-    resized = [_downscale(frame, max_side) for frame in frames]
+    resized = [downscale(frame, max_side) for frame in frames]
     return np.stack([small for small, _ in resized]), resized[0][1]
 
 
-def _scale_box(box, scale: float) -> Box:
+def scale_box(box, scale: float) -> Box:
+    """A box found on a downscaled frame, in the original frame's pixels.
+
+    Args:
+        box: (x0, y0, x1, y1) on the small frame.
+        scale: the factor `downscale` returned.
+    """
     return tuple(int(round(float(v) * scale)) for v in box)
 
 

@@ -20,8 +20,8 @@ import hashlib
 import re
 from pathlib import Path
 
-from src.data.indexes.ffpp import COMPRESSIONS, MANIPULATED, _scan
-from src.data.indexes.celebdf import FAKE, REAL, VideoIndex, VideoRecord
+from src.data.indexes.base import FAKE, REAL, VideoIndex, VideoRecord, scan_videos
+from src.data.indexes.ffpp import COMPRESSIONS, MANIPULATED
 
 ACTORS = "original_sequences/actors"
 METHOD = "DeepFakeDetection"  # the fakes' folder under manipulated_sequences, and their VideoRecord.source
@@ -63,9 +63,9 @@ def index_dfd(root: str | Path, compression: str = "c23", test_fraction: float =
 
     skipped: list[tuple[str, str]] = []
     found: list[tuple[str, int, str, str | None]] = []  # (path, label, target actor, source actor)
-    for rel, match in _scan(root, folders[REAL], _REAL_NAME, "<AA>__<scene>.mp4", skipped):
+    for rel, match in scan_videos(root, folders[REAL], _REAL_NAME, "<AA>__<scene>.mp4", skipped):
         found.append((rel, REAL, match.group(1), None))
-    for rel, match in _scan(root, folders[FAKE], _FAKE_NAME, "<AA>_<BB>__<scene>__<code>.mp4", skipped):
+    for rel, match in scan_videos(root, folders[FAKE], _FAKE_NAME, "<AA>_<BB>__<scene>__<code>.mp4", skipped):
         found.append((rel, FAKE, match.group(1), match.group(2)))
 
     test_actors = held_out_actors({target for _, _, target, _ in found}, test_fraction)

@@ -25,8 +25,7 @@ import logging
 import re
 from pathlib import Path
 
-from src.data.indexes.ffpp import _sha256
-from src.data.indexes.celebdf import FAKE, REAL, VideoIndex, VideoRecord
+from src.data.indexes.base import FAKE, REAL, VideoIndex, VideoRecord, file_sha256
 from src.data.logs import ONCE_PER_SWEEP
 
 log = logging.getLogger(__name__)
@@ -63,7 +62,7 @@ def index_dfdc(root: str | Path) -> VideoIndex:
         if not (part / METADATA).is_file():
             skipped.append((part.name, f"no {METADATA} in this training part; its videos are skipped"))
             continue
-        digests.update(f"{part.name}:{_sha256(part / METADATA)}\n".encode())
+        digests.update(f"{part.name}:{file_sha256(part / METADATA)}\n".encode())
         records += _part_records(root, part, skipped)
     if not parts:
         log.info("no dfdc_train_part_<N> folders in %s: DFDC is indexed test-only", root)
@@ -72,7 +71,7 @@ def index_dfdc(root: str | Path) -> VideoIndex:
         records=records,
         skipped=skipped,
         dataset="dfdc",
-        protocol={LABELS: _sha256(labels_csv), METADATA: digests.hexdigest()},
+        protocol={LABELS: file_sha256(labels_csv), METADATA: digests.hexdigest()},
         test_only=not parts,
     )
     index.check_classes()

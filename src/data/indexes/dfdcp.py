@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
+from src.data.indexes.base import FAKE, REAL, VideoIndex, VideoRecord, file_sha256
 from src.data.indexes.dfdc import read_json_object
-from src.data.indexes.ffpp import _sha256
-from src.data.indexes.celebdf import FAKE, REAL, VideoIndex, VideoRecord
 
 DATASET_JSON = "dataset.json"
 ORIGINALS = "original_videos"
@@ -62,7 +61,7 @@ def index_dfdcp(root: str | Path) -> VideoIndex:
         records=records,
         skipped=skipped,
         dataset="dfdcp",
-        protocol={DATASET_JSON: _sha256(listing)},
+        protocol={DATASET_JSON: file_sha256(listing)},
     )
     index.check_classes()
     index.log_summary()

@@ -15,7 +15,6 @@ stay on one side of every split.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,7 +23,7 @@ import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from src.data.indexes.celebdf import FAKE, REAL, VideoIndex, VideoRecord
+from src.data.indexes.base import FAKE, REAL, VideoIndex, VideoRecord, file_sha256, scan_videos
 from src.data.logs import ONCE_PER_SWEEP
 
 log = logging.getLogger(__name__)
@@ -77,7 +76,7 @@ def index_ffpp(
 
     skipped: list[tuple[str, str]] = []
     records: list[VideoRecord] = []
-    for rel, match in _scan(root, originals, _REAL_NAME, "<NNN>.mp4", skipped):
+    for rel, match in scan_videos(root, originals, _REAL_NAME, "<NNN>.mp4", skipped):
         vid = match.group(1)
         if vid not in split_of:
             skipped.append((rel, f"id {vid} is in none of the split files in {splits_dir}"))
@@ -88,7 +87,7 @@ def index_ffpp(
         if not folder.is_dir():
             skipped.append((folder.relative_to(root).as_posix(), f"method folder absent; {method} skipped"))
             continue
-        for rel, match in _scan(root, folder, _FAKE_NAME, "<NNN>_<MMM>.mp4", skipped):
+        for rel, match in scan_videos(root, folder, _FAKE_NAME, "<NNN>_<MMM>.mp4", skipped):
             target, source = match.groups()
             where = {vid: split_of.get(vid) for vid in (target, source)}
             missing = [vid for vid, split in where.items() if split is None]
@@ -109,7 +108,7 @@ def index_ffpp(
         "compression": compression,
         # the methods actually indexed: asking for an absent one does not change the data
         "methods": ",".join(sorted({r.source for r in records if r.label == FAKE})),
-        **{f"{split}.json": _sha256(splits_dir / f"{split}.json") for split in SPLITS},
+        **{f"{split}.json": file_sha256(splits_dir / f"{split}.json") for split in SPLITS},
     }
     official_val = frozenset(r.path for r in records if split_of[r.identities[0]] == "val")
     index = VideoIndex(
@@ -123,10 +122,6 @@ def index_ffpp(
     index.check_classes()
     index.log_summary()
     return index
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _read_pairs(path: Path) -> list[tuple[str, str]]:
@@ -179,26 +174,6 @@ def _pair_groups(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     return {vid: "+".join(sorted(group)) for vid, group in members.items()}
 
 
-def _scan(
-    root: Path, folder: Path, pattern: re.Pattern[str], form: str, skipped: list[tuple[str, str]]
-) -> list[tuple[str, re.Match[str]]]:
-    """(relative path, name match) of the videos in one folder; anything else goes to ``skipped``."""
-    allowed = (root.resolve(), folder.resolve())  # a symlinked folder is the user's choice
-    found = []
-    for entry in sorted(folder.iterdir()):
-        rel = entry.relative_to(root).as_posix()
-        match = pattern.fullmatch(entry.name)
-        if not entry.is_file():
-            skipped.append((rel, "not a regular file"))
-        elif match is None:
-            skipped.append((rel, f"file name does not match {form}"))
-        elif not any(entry.resolve().is_relative_to(p) for p in allowed):
-            skipped.append((rel, f"symlink resolves outside the dataset root: {entry.resolve()}"))
-        else:
-            found.append((rel, match))
-    return found
-
-
 # --- a tiny FF++ tree for tests and demos ---------------------------------------------------------------
 
 
@@ -244,14 +219,14 @@ def write_ffpp_layout(
     originals = out_root / ORIGINALS / compression / "videos"
     originals.mkdir(parents=True, exist_ok=True)
     for vid, real in zip(ids, reals, strict=False):
-        _link(real, originals / f"{vid}.mp4")
+        hard_link(real, originals / f"{vid}.mp4")
     for m, method in enumerate(methods):
         folder = out_root / MANIPULATED / method / compression / "videos"
         folder.mkdir(parents=True, exist_ok=True)
         for a, b in pairs:
             for target, source in ((a, b), (b, a)):
                 made_on = fakes_of[reals[int(target)].name]
-                _link(made_on[m % len(made_on)], folder / f"{target}_{source}.mp4")
+                hard_link(made_on[m % len(made_on)], folder / f"{target}_{source}.mp4")
 
     splits_dir = out_root / "splits"
     splits_dir.mkdir(parents=True, exist_ok=True)
@@ -262,7 +237,13 @@ def write_ffpp_layout(
     return out_root
 
 
-def _link(source: Path, destination: Path) -> None:
+def hard_link(source: Path, destination: Path) -> None:
+    """`destination` as a hard link to `source` (a copy where links are impossible); kept if it exists.
+
+    Args:
+        source: an existing file.
+        destination: the path to create.
+    """
     if destination.exists():
         return
     try:

@@ -16,8 +16,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from src.data.indexes.ffpp import _scan
-from src.data.indexes.celebdf import FAKE, REAL, VideoIndex, VideoRecord
+from src.data.indexes.base import FAKE, REAL, VideoIndex, VideoRecord, scan_videos
 
 FOLDERS = {REAL: "real", FAKE: "fake"}  # also each record's VideoRecord.source
 _NAMES = {
@@ -38,7 +37,7 @@ def index_uadfv(root: str | Path) -> VideoIndex:
         if not (root / folder).is_dir():
             raise FileNotFoundError(f"UADFV folder missing: {root / folder}; expected {_EXPECTED_LAYOUT}")
         pattern, form = _NAMES[label]
-        for rel, match in _scan(root, root / folder, pattern, form, skipped):
+        for rel, match in scan_videos(root, root / folder, pattern, form, skipped):
             records.append(VideoRecord(rel, label, match.group(1), folder, True))
     index = VideoIndex(root=root, records=records, skipped=skipped, dataset="uadfv", test_only=True)
     index.check_classes()

@@ -14,19 +14,19 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from src.data.logs import ONCE_PER_SWEEP
-from src.data.synthetic.encode import _encode, _write_mp4, video_codec
-from src.data.synthetic.painting import _identity, _Textures, _textures
-from src.data.synthetic.render_v1 import _Clip, _render_real, _swap_face
+from src.data.synthetic.encode import encode_video, video_codec, write_mp4
+from src.data.synthetic.painting import Textures, draw_identity, paint_textures
+from src.data.synthetic.render_v1 import Clip, render_real, swap_face
 from src.data.synthetic.render_v2 import (
-    _METHODS,
-    _camera,
-    _ClipV2,
-    _fake_v2,
-    _manipulation,
-    _pores,
-    _render_real_v2,
+    METHODS,
+    ClipV2,
+    add_pores,
+    draw_camera,
+    draw_manipulation,
+    render_fake_v2,
+    render_real_v2,
 )
-from src.data.synthetic.scene import _talk, _to_uint8
+from src.data.synthetic.scene import talk_curve, to_uint8
 
 log = logging.getLogger(__name__)
 log.addFilter(ONCE_PER_SWEEP)
@@ -65,7 +65,7 @@ TEST_LIST = "List_of_testing_videos.txt"
 
 # SeedSequence tags: every random stream depends only on the seed and on what it draws for. Keys of one
 # tag must not differ by trailing zeros only: SeedSequence pads its entropy with zeros.
-_TAG_IDENTITY, _TAG_REAL, _TAG_FAKE, _TAG_SPLIT, _TAG_SOURCES, _TAG_YT_IDENTITY, _TAG_YT_VIDEO = range(7)
+TAG_IDENTITY, TAG_REAL, _TAG_FAKE, _TAG_SPLIT, _TAG_SOURCES, _TAG_YT_IDENTITY, _TAG_YT_VIDEO = range(7)
 
 
 def generate_synthetic_celebdf(root, *, preset: str = DEFAULT_PRESET, seed: int = 0, **knobs) -> Path:
@@ -156,37 +156,46 @@ def _existing_params(root: Path, params: dict) -> bool:
     return True
 
 
-def _rng(seed: int, *keys: int) -> np.random.Generator:
+def seeded_rng(seed: int, *keys: int) -> np.random.Generator:
+    """The random stream of one thing the generator draws, the same on every machine.
+
+    Args:
+        seed: the set's seed (``data.synthetic.seed``).
+        keys: a ``TAG_*`` and the thing's numbers (identity, video).
+    """
     return np.random.default_rng(np.random.SeedSequence([seed, *keys]))
 
 
 def _write_dataset(out: Path, p: dict) -> None:
     seed, n_ids = p["seed"], p["num_identities"]
     test_ids, test_youtube = _make_folders_and_test_split(out, p)
-    textures = [_textures(_identity(_rng(seed, _TAG_IDENTITY, i))) for i in range(n_ids)]
+    textures = [paint_textures(draw_identity(seeded_rng(seed, TAG_IDENTITY, i))) for i in range(n_ids)]
     test_lines, faces = [], {}
 
-    def write(rel: str, frames: np.ndarray, clip: _Clip, is_test: bool, real: bool) -> None:
-        _write_mp4(out / rel, frames, p["fps"])
+    def write(rel: str, frames: np.ndarray, clip: Clip, is_test: bool, real: bool) -> None:
+        write_mp4(out / rel, frames, p["fps"])
         faces[rel] = np.round(clip.faces, 1).tolist()
         if is_test:
             test_lines.append(f"{int(real)} {rel}")
 
-    def render(tex: _Textures, rng: np.random.Generator) -> _Clip:
-        return _render_real(tex, rng, p["num_frames"], (p["height"], p["width"]), p["fps"])
+    def render(tex: Textures, rng: np.random.Generator) -> Clip:
+        return render_real(tex, rng, p["num_frames"], (p["height"], p["width"]), p["fps"])
 
     for n in range(n_ids):
         for v in range(p["real_per_identity"]):
-            clip = render(textures[n], _rng(seed, _TAG_REAL, n, v))
+            clip = render(textures[n], seeded_rng(seed, TAG_REAL, n, v))
             write(f"Celeb-real/id{n}_{v:04d}.mp4", clip.frames(), clip, n in test_ids, real=True)
             others = [m for m in range(n_ids) if m != n]
-            sources = _rng(seed, _TAG_SOURCES, n, v).choice(others, p["fakes_per_real"], replace=False)
+            sources = seeded_rng(seed, _TAG_SOURCES, n, v).choice(others, p["fakes_per_real"], replace=False)
             for m in sorted(sources.tolist()):
-                rng = _rng(seed, _TAG_FAKE, n, v, m)
-                fake = _swap_face(clip, textures[n], textures[m], rng, p["artifact_strength"])
+                rng = seeded_rng(seed, _TAG_FAKE, n, v, m)
+                fake = swap_face(clip, textures[n], textures[m], rng, p["artifact_strength"])
                 write(f"Celeb-synthesis/id{n}_id{m}_{v:04d}.mp4", fake, clip, n in test_ids, real=False)
     for k in range(p["youtube_real"]):  # one further identity per YouTube video
-        clip = render(_textures(_identity(_rng(seed, _TAG_YT_IDENTITY, k))), _rng(seed, _TAG_YT_VIDEO, k))
+        clip = render(
+            paint_textures(draw_identity(seeded_rng(seed, _TAG_YT_IDENTITY, k))),
+            seeded_rng(seed, _TAG_YT_VIDEO, k),
+        )
         write(f"YouTube-real/{k:05d}.mp4", clip.frames(), clip, k in test_youtube, real=True)
 
     _write_test_list_and_marker(out, test_lines, {"params": p, "faces": faces})
@@ -196,7 +205,7 @@ def _make_folders_and_test_split(out: Path, p: dict) -> tuple[set[int], set[int]
     """Creates the Celeb-DF video folders; returns the test identities and the test YouTube videos."""
     for folder in ("Celeb-real", "Celeb-synthesis", "YouTube-real"):
         (out / folder).mkdir(parents=True)
-    split = _rng(p["seed"], _TAG_SPLIT)
+    split = seeded_rng(p["seed"], _TAG_SPLIT)
     test_ids = _test_subset(split, p["num_identities"], p["test_fraction"])
     return test_ids, _test_subset(split, p["youtube_real"], p["test_fraction"])
 
@@ -218,16 +227,17 @@ def _write_dataset_v2(out: Path, p: dict) -> None:
     size, n, fps = (p["height"], p["width"]), p["num_frames"], p["fps"]
     codec = video_codec()
     test_ids, test_youtube = _make_folders_and_test_split(out, p)
-    identities = [_identity(_rng(seed, _TAG_IDENTITY, i)) for i in range(n_ids)]
+    identities = [draw_identity(seeded_rng(seed, TAG_IDENTITY, i)) for i in range(n_ids)]
     textures = [
-        _pores(_textures(ident), _rng(seed, _TAG_IDENTITY, i, 1)) for i, ident in enumerate(identities)
+        add_pores(paint_textures(ident), seeded_rng(seed, TAG_IDENTITY, i, 1))
+        for i, ident in enumerate(identities)
     ]
     test_lines, faces, methods = [], {}, {}
     total = n_ids * p["real_per_identity"] * (1 + p["fakes_per_real"]) + p["youtube_real"]
     bar = tqdm(total=total, desc="synthetic videos", unit="video")
 
-    def write(rel: str, frames: np.ndarray, clip: _ClipV2, crf: int, is_test: bool, real: bool) -> None:
-        _encode(out / rel, frames, fps, crf, codec)
+    def write(rel: str, frames: np.ndarray, clip: ClipV2, crf: int, is_test: bool, real: bool) -> None:
+        encode_video(out / rel, frames, fps, crf, codec)
         bar.update()
         faces[rel] = np.round(clip.faces, 1).tolist()
         if is_test:
@@ -235,34 +245,37 @@ def _write_dataset_v2(out: Path, p: dict) -> None:
 
     for i in range(n_ids):
         for v in range(p["real_per_identity"]):
-            rng = _rng(seed, _TAG_REAL, i, v)
-            camera = _camera(rng)
-            clip = _render_real_v2(textures[i], rng, n, size, fps, camera)
-            write(
-                f"Celeb-real/id{i}_{v:04d}.mp4", _to_uint8(clip.shot), clip, camera.crf, i in test_ids, True
-            )
+            rng = seeded_rng(seed, TAG_REAL, i, v)
+            camera = draw_camera(rng)
+            clip = render_real_v2(textures[i], rng, n, size, fps, camera)
+            write(f"Celeb-real/id{i}_{v:04d}.mp4", to_uint8(clip.shot), clip, camera.crf, i in test_ids, True)
             others = [m for m in range(n_ids) if m != i]
-            pick = _rng(seed, _TAG_SOURCES, i, v)
+            pick = seeded_rng(seed, _TAG_SOURCES, i, v)
             sources = pick.choice(others, p["fakes_per_real"], replace=False)
             first = int(pick.integers(2))  # the fakes of a real video take turns: swap, reenactment, swap...
             for k, m in enumerate(sorted(sources.tolist())):
-                rng = _rng(seed, _TAG_FAKE, i, v, m)
-                manip = _manipulation(rng, n, p["artifact_strength"], _METHODS[(first + k) % 2])
-                driver = _talk(rng, np.arange(n) / fps)  # the reenactment's mouth follows another speaker
-                fake = _fake_v2(clip, textures[i], textures[m], driver, manip, rng, identities[i].mouth_y)
+                rng = seeded_rng(seed, _TAG_FAKE, i, v, m)
+                manip = draw_manipulation(rng, n, p["artifact_strength"], METHODS[(first + k) % 2])
+                driver = talk_curve(
+                    rng, np.arange(n) / fps
+                )  # the reenactment's mouth follows another speaker
+                fake = render_fake_v2(
+                    clip, textures[i], textures[m], driver, manip, rng, identities[i].mouth_y
+                )
                 rel = f"Celeb-synthesis/id{i}_id{m}_{v:04d}.mp4"
                 write(
-                    rel, fake, clip, _camera(rng).crf, i in test_ids, False
+                    rel, fake, clip, draw_camera(rng).crf, i in test_ids, False
                 )  # encoded anew, like a real fake
                 methods[rel] = {"method": manip.method, "strength": round(manip.strength, 3)}
     for k in range(p["youtube_real"]):
-        rng = _rng(seed, _TAG_YT_VIDEO, k)
-        camera = _camera(rng)
-        tex = _pores(
-            _textures(_identity(_rng(seed, _TAG_YT_IDENTITY, k))), _rng(seed, _TAG_YT_IDENTITY, k, 1)
+        rng = seeded_rng(seed, _TAG_YT_VIDEO, k)
+        camera = draw_camera(rng)
+        tex = add_pores(
+            paint_textures(draw_identity(seeded_rng(seed, _TAG_YT_IDENTITY, k))),
+            seeded_rng(seed, _TAG_YT_IDENTITY, k, 1),
         )
-        clip = _render_real_v2(tex, rng, n, size, fps, camera)
-        write(f"YouTube-real/{k:05d}.mp4", _to_uint8(clip.shot), clip, camera.crf, k in test_youtube, True)
+        clip = render_real_v2(tex, rng, n, size, fps, camera)
+        write(f"YouTube-real/{k:05d}.mp4", to_uint8(clip.shot), clip, camera.crf, k in test_youtube, True)
 
     bar.close()
     _write_test_list_and_marker(

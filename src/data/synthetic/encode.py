@@ -9,7 +9,14 @@ import cv2
 import numpy as np
 
 
-def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
+def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
+    """MPEG-4 Part 2 through OpenCV: the fallback when PyAV has no libx264.
+
+    Args:
+        path: the .mp4 to write.
+        frames: (T, H, W, 3) uint8 RGB.
+        fps: frames per second.
+    """
     height, width = frames.shape[1:3]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
     if not writer.isOpened():
@@ -30,10 +37,10 @@ def video_codec() -> str:
         return "mpeg4"
 
 
-def _encode(path: Path, frames: np.ndarray, fps: int, crf: int, codec: str) -> None:
+def encode_video(path: Path, frames: np.ndarray, fps: int, crf: int, codec: str) -> None:
     """Write RGB frames; ``crf`` (x264's constant rate factor) sets the compression of H.264 videos."""
     if codec == "mpeg4":
-        _write_mp4(path, frames, fps)
+        write_mp4(path, frames, fps)
         return
     import av
 

@@ -19,9 +19,10 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from src.data.indexes import dfd, dfdc, dfdcp, uadfv
-from src.data.indexes.ffpp import COMPRESSIONS, MANIPULATED, _link, write_ffpp_layout
-from src.data.indexes.celebdf import FAKE, REAL, VideoRecord, index_celebdf
+from src.data.indexes import REAL_DATASETS, dfd, dfdc, dfdcp, uadfv
+from src.data.indexes.base import FAKE, REAL, VideoRecord
+from src.data.indexes.celebdf import index_celebdf
+from src.data.indexes.ffpp import COMPRESSIONS, MANIPULATED, hard_link, write_ffpp_layout
 
 _CELEB_FAKE = re.compile(r"Celeb-synthesis/(id\d+)_id\d+_(\d+)\.mp4")
 
@@ -65,7 +66,7 @@ def write_dfdc_layout(celebdf_root: str | Path, out_root: str | Path, parts: int
             label = "FAKE" if record.label == FAKE else "REAL"
             metadata[folder][name] = {"label": label, "split": "train", "original": original}
         folder.mkdir(parents=True, exist_ok=True)
-        _link(celebdf_root / record.path, folder / name)
+        hard_link(celebdf_root / record.path, folder / name)
     for folder, entries in metadata.items():
         (folder / dfdc.METADATA).write_text(json.dumps(entries, indent=1, sort_keys=True))
     with (out / dfdc.TEST_FOLDER / dfdc.LABELS).open("w", newline="") as file:
@@ -95,7 +96,7 @@ def write_dfdcp_layout(celebdf_root: str | Path, out_root: str | Path) -> Path:
             "set": "test" if record.is_test else "train",
         }
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        _link(celebdf_root / record.path, out / rel)
+        hard_link(celebdf_root / record.path, out / rel)
     (out / dfdcp.DATASET_JSON).write_text(json.dumps(listing, indent=1, sort_keys=True))
     return out
 
@@ -123,7 +124,7 @@ def write_dfd_layout(celebdf_root: str | Path, out_root: str | Path, compression
             target, source = (actor[face] for face in record.identities)
             code = _code(record.path, 8, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
             destination = fakes / f"{target}_{source}__{scene}__{code}.mp4"
-        _link(celebdf_root / record.path, destination)
+        hard_link(celebdf_root / record.path, destination)
     return out
 
 
@@ -138,16 +139,18 @@ def write_uadfv_layout(celebdf_root: str | Path, out_root: str | Path) -> Path:
     for folder in uadfv.FOLDERS.values():
         (out / folder).mkdir(parents=True, exist_ok=True)
     for n, real in enumerate(sorted(first_fake)):
-        _link(celebdf_root / real, out / "real" / f"{n:04d}.mp4")
-        _link(celebdf_root / first_fake[real], out / "fake" / f"{n:04d}_fake.mp4")
+        hard_link(celebdf_root / real, out / "real" / f"{n:04d}.mp4")
+        hard_link(celebdf_root / first_fake[real], out / "fake" / f"{n:04d}_fake.mp4")
     return out
 
 
-# data=<name> -> the function that writes its layout from a Celeb-DF-layout folder
-LAYOUTS = {
+_WRITERS = {
     "ffpp": write_ffpp_layout,
     "dfdc": write_dfdc_layout,
     "dfdcp": write_dfdcp_layout,
     "dfd": write_dfd_layout,
     "uadfv": write_uadfv_layout,
 }
+# data=<name> -> the function that writes its layout from a Celeb-DF-layout folder, for every dataset of the
+# registry (Celeb-DF's layout is the source's own): a dataset added without a writer fails here, at import
+LAYOUTS = {name: _WRITERS[name] for name in REAL_DATASETS if name != "celebdf"}

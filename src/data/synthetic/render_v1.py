@@ -11,22 +11,22 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from src.data.synthetic.painting import _B, _Textures
+from src.data.synthetic.painting import FACE_HALF_HEIGHT, Textures
 from src.data.synthetic.scene import (
-    _NORMAL_LUT,
-    _background,
-    _blinks,
-    _head_affines,
-    _lighting,
-    _swap_mask,
-    _talk,
-    _to_uint8,
-    _wave,
+    NORMAL_LUT,
+    blink_curve,
+    draw_background,
+    head_affines,
+    lighting_field,
+    smooth_wave,
+    swap_mask,
+    talk_curve,
+    to_uint8,
 )
 
 
 @dataclass(frozen=True)
-class _Clip:
+class Clip:
     """A rendered real video, kept in parts so that its fakes are made from exactly the same stream."""
 
     clean: np.ndarray  # (T, H, W, 3) float32 RGB: background and person, lit
@@ -37,47 +37,56 @@ class _Clip:
     faces: np.ndarray  # (T, 3) face centre x, y and face height, frame pixels
 
     def frames(self) -> np.ndarray:
-        return _to_uint8(self.clean + self.noise)
+        return to_uint8(self.clean + self.noise)
 
 
-def _render_real(tex: _Textures, rng: np.random.Generator, n: int, size: tuple[int, int], fps: int) -> _Clip:
+def render_real(tex: Textures, rng: np.random.Generator, n: int, size: tuple[int, int], fps: int) -> Clip:
+    """A real v1 video of the identity painted in ``tex``.
+
+    Args:
+        tex: the identity's textures.
+        rng: the video's random stream (a fake of it replays the same stream).
+        n: frames.
+        size: (height, width).
+        fps: frames per second.
+    """
     h, w = size
     t = np.arange(n) / fps  # seconds
     # A background darker than the skin, and an exposure that lifts dark faces part of the way, as a
     # camera would: a dark face in front of a bright wall defeats Haar cascades.
-    bg = _background(rng, h, w, tex.skin_luma * rng.uniform(0.35, 0.8))
+    bg = draw_background(rng, h, w, tex.skin_luma * rng.uniform(0.35, 0.8))
     exposure = np.sqrt(rng.uniform(130, 170) / tex.skin_luma)
 
-    scale = rng.uniform(0.9, 1.1) * h / 240 * (1 + _wave(rng, t, 0.05, 0.4))
-    cx = w * (0.5 + rng.uniform(-0.08, 0.08)) + _wave(rng, t, rng.uniform(0.03, 0.08) * w, 0.6)
-    cy = h * (0.47 + rng.uniform(-0.03, 0.03)) + _wave(rng, t, 0.025 * h, 0.6)
-    roll = np.deg2rad(_wave(rng, t, rng.uniform(2, 5), 0.5))
-    affines = _head_affines(scale, roll, cx, cy)
+    scale = rng.uniform(0.9, 1.1) * h / 240 * (1 + smooth_wave(rng, t, 0.05, 0.4))
+    cx = w * (0.5 + rng.uniform(-0.08, 0.08)) + smooth_wave(rng, t, rng.uniform(0.03, 0.08) * w, 0.6)
+    cy = h * (0.47 + rng.uniform(-0.03, 0.03)) + smooth_wave(rng, t, 0.025 * h, 0.6)
+    roll = np.deg2rad(smooth_wave(rng, t, rng.uniform(2, 5), 0.5))
+    affines = head_affines(scale, roll, cx, cy)
 
-    eyes = _blinks(rng, n, fps)
-    mouth = _talk(rng, t)
+    eyes = blink_curve(rng, n, fps)
+    mouth = talk_curve(rng, t)
 
-    gain = exposure * (1 + _wave(rng, t, 0.08, 0.3))
-    gx = rng.uniform(-0.15, 0.15) + _wave(rng, t, 0.06, 0.3)
-    gy = rng.uniform(-0.1, 0.1) + _wave(rng, t, 0.04, 0.3)
-    light = _lighting(gain, gx, gy, h, w)
+    gain = exposure * (1 + smooth_wave(rng, t, 0.08, 0.3))
+    gx = rng.uniform(-0.15, 0.15) + smooth_wave(rng, t, 0.06, 0.3)
+    gy = rng.uniform(-0.1, 0.1) + smooth_wave(rng, t, 0.04, 0.3)
+    light = lighting_field(gain, gx, gy, h, w)
 
     clean = np.empty((n, h, w, 3), np.float32)
     for i in range(n):
         layer = cv2.warpAffine(tex.full[eyes[i], mouth[i]], affines[i], (w, h), flags=cv2.INTER_LINEAR)
         alpha = layer[..., 3:].astype(np.float32) / 255
         clean[i] = (bg * (1 - alpha) + layer[..., :3]) * light[i, ..., None]
-    noise = _NORMAL_LUT[rng.integers(0, 256, (n, h, w, 3), np.uint8)] * np.float32(rng.uniform(2.0, 4.0))
-    faces = np.stack([cx, cy, 2 * _B * scale], 1)
-    return _Clip(clean, noise, light, affines, np.stack([eyes, mouth], 1), faces)
+    noise = NORMAL_LUT[rng.integers(0, 256, (n, h, w, 3), np.uint8)] * np.float32(rng.uniform(2.0, 4.0))
+    faces = np.stack([cx, cy, 2 * FACE_HALF_HEIGHT * scale], 1)
+    return Clip(clean, noise, light, affines, np.stack([eyes, mouth], 1), faces)
 
 
-def _swap_face(
-    clip: _Clip, target: _Textures, source: _Textures, rng: np.random.Generator, strength: float
+def swap_face(
+    clip: Clip, target: Textures, source: Textures, rng: np.random.Generator, strength: float
 ) -> np.ndarray:
     """The frames of ``clip`` with ``source``'s face pasted over the target's, traces scaled by strength."""
     n, h, w = clip.clean.shape[:3]
-    mask_tex = _swap_mask(target, source, rng, strength)
+    mask_tex = swap_mask(target, source, rng, strength)
     ys, xs = np.nonzero(mask_tex)
     mask_corners = np.array(
         [
@@ -121,5 +130,5 @@ def _swap_face(
         source_mean = np.einsum("hw,hwc->c", m, face) / weight
         face *= (target_mean / np.maximum(source_mean, 1e-3) * tone * flicker[i]).astype(np.float32)
         m = m[..., None]
-        out[i, y0:y1, x0:x1] = _to_uint8(clean + noise + m * (face - clean - drop_noise * noise))
+        out[i, y0:y1, x0:x1] = to_uint8(clean + noise + m * (face - clean - drop_noise * noise))
     return out

@@ -30,36 +30,53 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from src.data.synthetic.painting import _B, _FCX, _FCY, _LUMA, _TEX_H, _TEX_W, _ellipse, _grain, _Textures
+from src.data.synthetic.painting import (
+    FACE_CX,
+    FACE_CY,
+    FACE_HALF_HEIGHT,
+    LUMA,
+    TEX_H,
+    TEX_W,
+    Textures,
+    ellipse_mask,
+    grain_field,
+)
 from src.data.synthetic.scene import (
-    _NORMAL_LUT,
-    _background,
-    _blinks,
-    _head_affines,
-    _lighting,
-    _swap_mask,
-    _talk,
-    _to_uint8,
-    _wave,
+    NORMAL_LUT,
+    blink_curve,
+    draw_background,
+    head_affines,
+    lighting_field,
+    smooth_wave,
+    swap_mask,
+    talk_curve,
+    to_uint8,
 )
 
 _SWAP, _REENACT = "swap", "reenact"
-_METHODS = (_SWAP, _REENACT)
+METHODS = (_SWAP, _REENACT)
 
 
 @dataclass(frozen=True)
-class _Camera:
+class Camera:
+    """A real video's own camera (v2): a fake goes through its target's."""
+
     blur: float  # defocus, Gaussian sigma in pixels
     noise: float  # sensor noise deviation, grey levels
     crf: int  # compression
 
 
-def _camera(rng: np.random.Generator) -> _Camera:
-    return _Camera(blur=rng.uniform(0.0, 0.6), noise=rng.uniform(1.0, 4.0), crf=int(rng.integers(17, 26)))
+def draw_camera(rng: np.random.Generator) -> Camera:
+    """A random ``Camera``.
+
+    Args:
+        rng: the video's random stream.
+    """
+    return Camera(blur=rng.uniform(0.0, 0.6), noise=rng.uniform(1.0, 4.0), crf=int(rng.integers(17, 26)))
 
 
 @dataclass(frozen=True)
-class _ClipV2:
+class ClipV2:
     """A rendered real video before and after its camera, kept for the fakes made from it."""
 
     clean: np.ndarray  # (T, H, W, 3) float32: the lit scene, occluder included
@@ -71,18 +88,18 @@ class _ClipV2:
     yaw: np.ndarray  # (T,) head turn, radians
     variants: np.ndarray  # (T, 2) eye and mouth texture levels
     faces: np.ndarray  # (T, 3) face centre x, y and face height, frame pixels
-    camera: _Camera
+    camera: Camera
 
 
 def _yaw_map(u: np.ndarray, v: np.ndarray, yaw: float, radius: float) -> tuple[np.ndarray, np.ndarray]:
     """Texture coordinates seen on a head turned by ``yaw``: the head is a vertical cylinder of
     ``radius`` around the face centre; the neck and shoulders turn less, the body not at all."""
-    d = np.clip((u - _FCX) / radius, -1, 1)
+    d = np.clip((u - FACE_CX) / radius, -1, 1)
     phi = np.clip(np.arcsin(d) - yaw, -np.pi / 2, np.pi / 2)
-    inside = _FCX + radius * np.sin(phi)
-    outside = u - np.sign(u - _FCX) * radius * (1 - np.cos(yaw))  # continuous at the cylinder's edge
-    turned = np.where(np.abs(u - _FCX) < radius, inside, outside)
-    weight = np.clip((_FCY + 1.6 * _B - v) / (0.8 * _B), 0, 1)
+    inside = FACE_CX + radius * np.sin(phi)
+    outside = u - np.sign(u - FACE_CX) * radius * (1 - np.cos(yaw))  # continuous at the cylinder's edge
+    turned = np.where(np.abs(u - FACE_CX) < radius, inside, outside)
+    weight = np.clip((FACE_CY + 1.6 * FACE_HALF_HEIGHT - v) / (0.8 * FACE_HALF_HEIGHT), 0, 1)
     return (u + weight * (turned - u)).astype(np.float32), v.astype(np.float32)
 
 
@@ -100,10 +117,10 @@ def _warp(
 
 
 def _texture_box(affine: np.ndarray, top: float, bottom: float, half_w: float, size: tuple[int, int]):
-    """Frame box around the texture region rows top..bottom, columns _FCX +- half_w (clipped)."""
+    """Frame box around the texture region rows top..bottom, columns FACE_CX +- half_w (clipped)."""
     h, w = size
     corners = np.array(
-        [[_FCX - half_w, _FCX + half_w, _FCX - half_w, _FCX + half_w], [top, top, bottom, bottom]]
+        [[FACE_CX - half_w, FACE_CX + half_w, FACE_CX - half_w, FACE_CX + half_w], [top, top, bottom, bottom]]
     )
     frame = affine[:, :2] @ corners + affine[:, 2:]
     x0, y0 = np.maximum(np.floor(frame.min(1)).astype(int) - 2, 0)
@@ -111,16 +128,16 @@ def _texture_box(affine: np.ndarray, top: float, bottom: float, half_w: float, s
     return int(x0), int(y0), int(x1), int(y1)
 
 
-def _pores(tex: _Textures, rng: np.random.Generator) -> _Textures:
+def add_pores(tex: Textures, rng: np.random.Generator) -> Textures:
     """Adds fine skin texture inside the face: detail that a low-resolution paste loses."""
-    grain = 1 + rng.uniform(0.03, 0.06) * _grain(rng, 0.5, 0.5)
+    grain = 1 + rng.uniform(0.03, 0.06) * grain_field(rng, 0.5, 0.5)
 
     def apply(rgba: np.ndarray) -> np.ndarray:
         out = rgba.astype(np.float32)
         out[..., :3] *= grain[..., None]
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
-    return _Textures(apply(tex.full), apply(tex.face), tex.face_w, tex.skin_luma)
+    return Textures(apply(tex.full), apply(tex.face), tex.face_w, tex.skin_luma)
 
 
 def _occluder(rng: np.random.Generator, n: int, size: tuple[int, int], faces: np.ndarray, skin: np.ndarray):
@@ -153,38 +170,50 @@ def _occluder(rng: np.random.Generator, n: int, size: tuple[int, int], faces: np
     return coverage, colour.astype(np.float32)
 
 
-def _render_real_v2(
-    tex: _Textures, rng: np.random.Generator, n: int, size: tuple[int, int], fps: int, camera: _Camera
-) -> _ClipV2:
+def render_real_v2(
+    tex: Textures, rng: np.random.Generator, n: int, size: tuple[int, int], fps: int, camera: Camera
+) -> ClipV2:
+    """A real v2 video of the identity painted in ``tex``: head motion, blinks, talking, light and camera.
+
+    Args:
+        tex: the identity's textures.
+        rng: the video's random stream (a fake of it replays the same stream).
+        n: frames.
+        size: (height, width).
+        fps: frames per second.
+        camera: the video's camera.
+    """
     h, w = size
     t = np.arange(n) / fps
-    bg = _background(rng, h, w, tex.skin_luma * rng.uniform(0.35, 0.8))
+    bg = draw_background(rng, h, w, tex.skin_luma * rng.uniform(0.35, 0.8))
     exposure = np.sqrt(rng.uniform(110, 185) / tex.skin_luma)
 
-    face_height = rng.uniform(0.36, 0.56) * h  # 2 * _B * scale
-    scale = face_height / (2 * _B) * (1 + _wave(rng, t, 0.05, 0.4))
+    face_height = rng.uniform(0.36, 0.56) * h  # 2 * FACE_HALF_HEIGHT * scale
+    scale = face_height / (2 * FACE_HALF_HEIGHT) * (1 + smooth_wave(rng, t, 0.05, 0.4))
     motion = rng.uniform(0.2, 1.0)  # how much this speaker moves
-    cx = w * (0.5 + rng.uniform(-0.15, 0.15)) + _wave(rng, t, motion * 0.06 * w, 0.6)
-    cy = h * (0.46 + rng.uniform(-0.03, 0.03)) + _wave(rng, t, motion * 0.025 * h, 0.6)
-    roll = np.deg2rad(_wave(rng, t, rng.uniform(1, 5) * motion, 0.5))
+    cx = w * (0.5 + rng.uniform(-0.15, 0.15)) + smooth_wave(rng, t, motion * 0.06 * w, 0.6)
+    cy = h * (0.46 + rng.uniform(-0.03, 0.03)) + smooth_wave(rng, t, motion * 0.025 * h, 0.6)
+    roll = np.deg2rad(smooth_wave(rng, t, rng.uniform(1, 5) * motion, 0.5))
     max_yaw = np.deg2rad(rng.uniform(3, 30))
-    yaw = np.clip(max_yaw * (rng.uniform(-0.6, 0.6) + _wave(rng, t, 1.0, 0.35)), -max_yaw, max_yaw)
-    affines = _head_affines(scale, roll, cx, cy)
-    eyes = _blinks(rng, n, fps)
-    mouth = _talk(rng, t)
+    yaw = np.clip(max_yaw * (rng.uniform(-0.6, 0.6) + smooth_wave(rng, t, 1.0, 0.35)), -max_yaw, max_yaw)
+    affines = head_affines(scale, roll, cx, cy)
+    eyes = blink_curve(rng, n, fps)
+    mouth = talk_curve(rng, t)
 
-    gain = exposure * (1 + _wave(rng, t, 0.06, 0.3))
-    gx = rng.uniform(-0.2, 0.2) + _wave(rng, t, 0.05, 0.3)
-    gy = rng.uniform(-0.1, 0.1) + _wave(rng, t, 0.04, 0.3)
-    light = _lighting(gain, gx, gy, h, w)
-    faces = np.stack([cx, cy, 2 * _B * scale], 1)
-    occluder = _occluder(rng, n, size, faces, tex.full[0, 0, round(_FCY), round(_FCX), :3].astype(np.float32))
+    gain = exposure * (1 + smooth_wave(rng, t, 0.06, 0.3))
+    gx = rng.uniform(-0.2, 0.2) + smooth_wave(rng, t, 0.05, 0.3)
+    gy = rng.uniform(-0.1, 0.1) + smooth_wave(rng, t, 0.04, 0.3)
+    light = lighting_field(gain, gx, gy, h, w)
+    faces = np.stack([cx, cy, 2 * FACE_HALF_HEIGHT * scale], 1)
+    occluder = _occluder(
+        rng, n, size, faces, tex.full[0, 0, round(FACE_CY), round(FACE_CX), :3].astype(np.float32)
+    )
 
     clean = np.empty((n, h, w, 3), np.float32)
     radius = 1.05 * tex.face_w
     for i in range(n):
         frame = bg.copy()
-        box = _texture_box(affines[i], 0, _TEX_H, _TEX_W / 2, size)
+        box = _texture_box(affines[i], 0, TEX_H, TEX_W / 2, size)
         layer = _warp(tex.full[eyes[i], mouth[i]], affines[i], yaw[i], radius, box).astype(np.float32)
         x0, y0, x1, y1 = box
         frame[y0:y1, x0:x1] = frame[y0:y1, x0:x1] * (1 - layer[..., 3:] / 255) + layer[..., :3]
@@ -192,12 +221,12 @@ def _render_real_v2(
             a = occluder[0][i][..., None]
             frame = frame * (1 - a) + a * occluder[1]
         clean[i] = frame * light[i, ..., None]
-    noise = _NORMAL_LUT[rng.integers(0, 256, (n, h, w, 3), np.uint8)] * np.float32(camera.noise)
+    noise = NORMAL_LUT[rng.integers(0, 256, (n, h, w, 3), np.uint8)] * np.float32(camera.noise)
     shot = np.empty_like(clean)
     for i in range(n):
         shot[i] = _defocus(clean[i], camera.blur) + noise[i]
     coverage = occluder[0] if occluder is not None else np.zeros((n, h, w), np.float32)
-    return _ClipV2(
+    return ClipV2(
         clean, shot, noise, light, coverage, affines, yaw, np.stack([eyes, mouth], 1), faces, camera
     )
 
@@ -206,15 +235,23 @@ def _defocus(image: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(image, (0, 0), sigma) if sigma > 0.05 else image
 
 
-def _mouth_mask(target: _Textures, rng: np.random.Generator, strength: float, mouth_y: float) -> np.ndarray:
+def _mouth_mask(target: Textures, rng: np.random.Generator, strength: float, mouth_y: float) -> np.ndarray:
     """Blending mask of a mouth reenactment, in texture coordinates: from below the nose to the chin."""
     half_w = target.face_w * rng.uniform(0.62, 0.78)
-    shape = _ellipse(_FCX, mouth_y + 0.04 * _B, half_w, 0.44 * _B, blur=2 / (1 + 2 * strength))
+    shape = ellipse_mask(
+        FACE_CX,
+        mouth_y + 0.04 * FACE_HALF_HEIGHT,
+        half_w,
+        0.44 * FACE_HALF_HEIGHT,
+        blur=2 / (1 + 2 * strength),
+    )
     return shape * target.face[0, 0, ..., 3].astype(np.float32) / 255
 
 
 @dataclass(frozen=True)
-class _Manipulation:
+class Manipulation:
+    """The traces one v2 fake leaves (``draw_manipulation``), each scaled by ``strength``."""
+
     method: str
     strength: float
     low: float  # resolution of the pasted face (1 = full)
@@ -225,7 +262,9 @@ class _Manipulation:
     jitter: np.ndarray  # (T, 2) per-frame position of the paste, pixels
 
 
-def _manipulation(rng: np.random.Generator, n: int, artifact_strength: float, method: str) -> _Manipulation:
+def draw_manipulation(
+    rng: np.random.Generator, n: int, artifact_strength: float, method: str
+) -> Manipulation:
     """A fake's method and traces. The paste is rendered at 0.25-0.29x resolution, then sharpened until
     the Laplacian variance of the blended region is a random 0.52-1.0x of the real face's there
     (``_matching_sharpen``), so the face-region sharpness goes either way across fakes: the soft, haloed
@@ -235,7 +274,7 @@ def _manipulation(rng: np.random.Generator, n: int, artifact_strength: float, me
     everywhere else."""
     s = artifact_strength * rng.uniform(0.8, 1.0)
     tone_size = rng.uniform(0.12, 0.22)
-    return _Manipulation(
+    return Manipulation(
         method=method,
         strength=s,
         low=1 / (1 + 3.0 * s),
@@ -248,27 +287,29 @@ def _manipulation(rng: np.random.Generator, n: int, artifact_strength: float, me
     )
 
 
-def _fake_v2(
-    clip: _ClipV2,
-    target: _Textures,
-    source: _Textures,
+def render_fake_v2(
+    clip: ClipV2,
+    target: Textures,
+    source: Textures,
     source_mouth: np.ndarray,
-    manip: _Manipulation,
+    manip: Manipulation,
     rng: np.random.Generator,
     mouth_y: float,
 ) -> np.ndarray:
     """``clip`` with a pasted face (swap) or mouth (reenactment), through the same camera."""
     n, h, w = clip.clean.shape[:3]
     if manip.method == _SWAP:
-        mask_tex = _swap_mask(target, source, rng, manip.strength)
-        paste_tex, rows = source.face, (_FCY - 0.75 * _B, _FCY + 1.0 * _B)
+        mask_tex = swap_mask(target, source, rng, manip.strength)
+        paste_tex, rows = source.face, (FACE_CY - 0.75 * FACE_HALF_HEIGHT, FACE_CY + 1.0 * FACE_HALF_HEIGHT)
     else:
         mask_tex = _mouth_mask(target, rng, manip.strength, mouth_y)
-        paste_tex, rows = target.face, (mouth_y - 0.5 * _B, _FCY + 1.1 * _B)
+        paste_tex, rows = target.face, (mouth_y - 0.5 * FACE_HALF_HEIGHT, FACE_CY + 1.1 * FACE_HALF_HEIGHT)
     radius = 1.05 * target.face_w
     pad = int(np.ceil(3 * clip.camera.blur)) + 2
     # frame pixels per texture pixel: the paste has manip.low samples per frame pixel
-    low_tex = _low_resolution(paste_tex, manip.low * float(np.mean(clip.faces[:, 2])) / (2 * _B))
+    low_tex = _low_resolution(
+        paste_tex, manip.low * float(np.mean(clip.faces[:, 2])) / (2 * FACE_HALF_HEIGHT)
+    )
     pastes = []  # (frame, box, mask, face, its high frequencies)
     for i in range(n):
         affine = clip.affines[i].copy()
@@ -301,7 +342,7 @@ def _fake_v2(
         clean = clip.clean[i, y0:y1, x0:x1]
         blended = (clean + m3 * (face + sharpen * detail - clean)) * shade[..., None]
         out[i, y0:y1, x0:x1] += _defocus(blended - clean, clip.camera.blur)
-    return _to_uint8(out)
+    return to_uint8(out)
 
 
 def _low_resolution(textures: np.ndarray, factor: float) -> np.ndarray:
@@ -321,7 +362,7 @@ def _low_resolution(textures: np.ndarray, factor: float) -> np.ndarray:
     return out.reshape(textures.shape).astype(np.float32)
 
 
-def _matching_sharpen(clip: _ClipV2, pastes: list, ratio: float) -> float:
+def _matching_sharpen(clip: ClipV2, pastes: list, ratio: float) -> float:
     """The unsharp-mask amount that gives the pasted region ``ratio`` times the Laplacian variance (of the
     luma, before the camera, on a sample of frames) that the real face has there: the low-resolution
     paste is sharpened back to about the real face's sharpness, so its level is no tell; the halos and
@@ -333,9 +374,9 @@ def _matching_sharpen(clip: _ClipV2, pastes: list, ratio: float) -> float:
             continue
         clean = clip.clean[i, y0:y1, x0:x1]
         m3, shade3 = m[..., None], shade[..., None]
-        real = cv2.Laplacian(clean @ _LUMA, cv2.CV_32F)[inside]
-        fake = cv2.Laplacian(((clean + m3 * (face - clean)) * shade3) @ _LUMA, cv2.CV_32F)[inside]
-        high = cv2.Laplacian((m3 * detail * shade3) @ _LUMA, cv2.CV_32F)[inside]
+        real = cv2.Laplacian(clean @ LUMA, cv2.CV_32F)[inside]
+        fake = cv2.Laplacian(((clean + m3 * (face - clean)) * shade3) @ LUMA, cv2.CV_32F)[inside]
+        high = cv2.Laplacian((m3 * detail * shade3) @ LUMA, cv2.CV_32F)[inside]
         stats.append(
             (real.var(), fake.var(), np.mean((fake - fake.mean()) * (high - high.mean())), high.var())
         )

@@ -3,10 +3,11 @@ array, flipped on the way, without albumentations' per-sample call.
 
 Albumentations costs ~0.2 ms per call before it does any work (parameter set-up, a fresh generator per
 clip), ten times a crop's read from the cache; for a pipeline made only of flips and the resize (`weak`,
-`none`) that overhead is all there is. `batched_form(transform)` recognises such a pipeline and returns
-`FlipResize`, which draws each item's flips with the pipeline's probabilities and applies them with
-albumentations' own resize, so an item comes out exactly as `augment_clip` would make it for the same
-flips (`tests/data/test_batched.py` compares them). Any other pipeline returns None and keeps the per-sample path.
+`none`) that overhead is all there is. Such a pipeline declares its `FlipResize` (`batch_form`, see
+`src.data.transforms.pipelines`), which draws each item's flips with the pipeline's probabilities and applies
+them with albumentations' own resize, so an item comes out exactly as `augment_clip` would make it for the
+same flips (`tests/data/test_batched.py` compares them). A transform that declares none keeps the per-sample
+path.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import albumentations as A
 import cv2
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ class FlipResize:
         stack = frames.reshape(-1, *frames.shape[-3:])
         target = out.reshape(-1, *out.shape[-3:])
         resize = self.size is not None and stack.shape[1:3] != (self.size, self.size)
-        # area for shrinking, linear for enlarging: what `src.data.transforms.augment._resize` asks albumentations for
+        # area for shrinking, linear for enlarging: what `src.data.transforms.pipelines.resize_to` asks albumentations for
         mode = cv2.INTER_AREA if resize and self.size < max(stack.shape[1:3]) else cv2.INTER_LINEAR
         for i, frame in enumerate(stack):
             if resize:
@@ -70,28 +70,6 @@ class FlipResize:
                 target[i] = frame
             else:
                 cv2.flip(np.ascontiguousarray(frame), code, dst=target[i])
-
-
-def batched_form(transform) -> FlipResize | None:
-    """The `FlipResize` equivalent to an albumentations pipeline of flips and a final resize, or None."""
-    if not isinstance(transform, A.Compose) or transform.p != 1.0:
-        return None
-    steps = list(transform.transforms)
-    size = None
-    if steps and isinstance(steps[-1], A.Resize):
-        resize = steps.pop()
-        same_side = resize.height == resize.width and resize.p == 1.0
-        if not (
-            same_side and resize.interpolation == cv2.INTER_LINEAR and resize.area_for_downscale == "image"
-        ):
-            return None
-        size = resize.height
-    flips = {A.HorizontalFlip: 0.0, A.VerticalFlip: 0.0}
-    for step in steps:
-        if type(step) not in flips or flips[type(step)]:
-            return None  # another kind of step, or the same flip twice
-        flips[type(step)] = float(step.p)
-    return FlipResize(flips[A.HorizontalFlip], flips[A.VerticalFlip], size)
 
 
 def empty_batch(shape: tuple[int, ...]) -> torch.Tensor:

@@ -48,7 +48,8 @@ import cv2
 import numpy as np
 import torch
 
-from src.data.transforms.augment import augment_clip, weak
+from src.data.transforms.pipelines import PAIRS, augment_clip
+from src.data.transforms.train import weak
 from src.utils.errors import ConfigError, check
 
 log = logging.getLogger(__name__)
@@ -305,9 +306,20 @@ class SelfBlendAugment:
 
     Used as a plain albumentations pipeline (`augment_clip`) it is its `base`, the flip and the resize.
     `blends` and `fallbacks` count, in this process, the frames blended and those masked by the ellipse.
+    It declares `yields = PAIRS` (`src.data.transforms.pipelines`): the datasets give it each item's landmarks
+    and take its samples; no batched form (each blend is drawn per item).
+
+    Args:
+        base: the flip and resize applied after the blend (`weak`).
+        settings: the blend's knobs.
+        pairs: a real item gives its crop and its blend (True) or one of them.
+        blend_p: with pairs=False, the probability of the blend.
     """
 
-    def __init__(self, base: A.Compose, settings: BlendSettings, pairs: bool = True, blend_p: float = 0.5):
+    yields = PAIRS
+    batch_form = None
+
+    def __init__(self, base, settings: BlendSettings, pairs: bool = True, blend_p: float = 0.5):
         check(isinstance(pairs, bool), f"{KEY}.pairs", pairs, "must be true or false")
         check(
             isinstance(blend_p, int | float) and 0 <= blend_p <= 1,

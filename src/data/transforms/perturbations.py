@@ -1,26 +1,25 @@
-"""Albumentations 2.0.8 pipelines: training augmentation and the seed study's test-time perturbations.
+"""Test-time perturbation levels (the seed study's none, flip, heavy, and jpeg), each a function of the model
+input ``size`` that conf/augment/<level>.yaml builds (``_target_`` + ``_partial_: true``; the YAML also
+carries the level's display title and axis position). Every level resizes to ``size`` FIRST and perturbs
+afterwards, so a level's strength (noise std, blur sigma, dropout rate, JPEG block grid, rotation) is defined
+in pixels of the model's input and is the same for MesoNet (256), ResNet (224) and Xception (299). A new level
+is a function here, or any albumentations steps through ``at_model_input``, plus one YAML.
 
-Inputs are uint8 RGB face crops; outputs are uint8 ``size x size`` (normalisation is the model's job).
-``augment_clip`` applies one parameter draw to every frame of a clip, so a clip stays temporally
-consistent, and is reproducible for a seed. With one draw per clip, random *fields* (the noise map, the
-dropout mask) are drawn once too: every frame of a video carries the same noise pattern.
-
-Every pipeline is a plain function ``name(size, **params)`` that a YAML builds as a partial (the data module
-passes the model's input ``size``): training augmentation from conf/train_augment/<name>.yaml (``weak``,
-``strong``), test-time perturbation from conf/augment/<level>.yaml (``none``, ``flip``, ``heavy``, ``jpeg``;
-each resizes to the model input first and perturbs after). A new one is a function here, or any
-albumentations steps through ``at_model_input``, plus one YAML.
+The imgaug steps albumentations lacks are transforms here (``RandomDropout``, ``LinearContrast``,
+``GrayscaleBlend``, ``JpegRecompression``). With one draw per clip, random fields (the noise map, the dropout
+mask) are drawn once too: every frame of a video carries the same noise pattern.
 """
 
 from __future__ import annotations
 
-import random
-import zlib
 from collections.abc import Sequence
 
 import albumentations as A
 import cv2
 import numpy as np
+
+from src.data.transforms.batched import FlipResize
+from src.data.transforms.pipelines import Pipeline, check_size, resize_to
 
 MAX_ROTATION = 15.0  # degrees: the "small rotations" of the seed study's flip and heavy levels
 
@@ -118,52 +117,6 @@ class JpegRecompression(A.ImageOnlyTransform):
         return ("quality_range",)
 
 
-def _resize(size: int) -> A.Resize:
-    # INTER_AREA when shrinking avoids aliasing; linear when enlarging.
-    return A.Resize(size, size, area_for_downscale="image")
-
-
-def _check_size(size: int) -> None:
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive integer, got {size!r}")
-
-
-# --- training augmentation -----------------------------------------------------------------------
-# conf/train_augment/<name>.yaml builds one of these (``_target_`` + ``_partial_: true``; the data module
-# passes ``size``). The crop is perturbed first and resized last, at the cached resolution.
-
-
-def weak(size: int, horizontal_flip_p: float = 0.5) -> A.Compose:
-    """A horizontal flip, then the resize to the model input."""
-    _check_size(size)
-    return A.Compose([A.HorizontalFlip(p=horizontal_flip_p), _resize(size)])
-
-
-def strong(size: int, horizontal_flip_p: float = 0.5) -> A.Compose:
-    """The flip, then compression, noise, blur, colour and geometry jitter, then the resize."""
-    _check_size(size)
-    steps = [
-        A.HorizontalFlip(p=horizontal_flip_p),
-        A.ImageCompression(compression_type="jpeg", quality_range=(60, 100), p=0.5),
-        A.GaussNoise(std_range=(0.01, 0.05), per_channel=False, p=0.2),
-        A.GaussianBlur(sigma_limit=(0.2, 1.2), blur_limit=0, p=0.1),
-        A.ColorJitter(
-            brightness=(0.8, 1.2), contrast=(0.8, 1.2), saturation=(0.8, 1.2), hue=(-0.03, 0.03), p=0.5
-        ),
-        A.ToGray(p=0.1),
-        A.Affine(scale=(0.9, 1.1), translate_percent=(-0.06, 0.06), rotate=(-10, 10), p=0.5),
-    ]
-    return A.Compose([*steps, _resize(size)])
-
-
-# --- test-time perturbation levels ------------------------------------------------------------------
-# One function per level, each returning the pipeline for a model input ``size``. conf/augment/<level>.yaml
-# builds it (``_target_`` + ``_partial_: true``; the data module passes ``size``) and carries its display
-# title and axis position. Every level resizes to ``size`` FIRST and perturbs afterwards, so a level's
-# strength (noise std, blur sigma, dropout rate, JPEG block grid, rotation) is defined in pixels of the
-# model's input and is the same for MesoNet (256), ResNet (224) and Xception (299).
-
-
 def _pair(value: Sequence[float], name: str) -> tuple[float, float]:
     # YAML lists arrive as ListConfig; albumentations wants plain tuples.
     pair = tuple(float(v) for v in value)
@@ -177,10 +130,14 @@ def _rotation(max_rotation: float) -> A.Affine:
     return A.Affine(rotate=(-float(max_rotation), float(max_rotation)), p=1.0)
 
 
-def none(size: int) -> A.Compose:
-    """No perturbation: only the resize to the model input."""
-    _check_size(size)
-    return A.Compose([_resize(size)])
+def none(size: int) -> Pipeline:
+    """No perturbation: only the resize to the model input (read a batch at a time).
+
+    Args:
+        size: the model input side.
+    """
+    check_size(size)
+    return Pipeline(A.Compose([resize_to(size)]), FlipResize(0.0, 0.0, size))
 
 
 def flip(
@@ -190,11 +147,18 @@ def flip(
     max_rotation: float = MAX_ROTATION,
 ) -> A.Compose:
     """The seed study's "slightly rotated and/or flipped": independent horizontal and vertical flips and a
-    uniform rotation in [-max_rotation, max_rotation] degrees, one draw per clip."""
-    _check_size(size)
+    uniform rotation in [-max_rotation, max_rotation] degrees, one draw per clip.
+
+    Args:
+        size: the model input side.
+        horizontal_flip_p: the horizontal flip's probability.
+        vertical_flip_p: the vertical flip's probability.
+        max_rotation: the largest rotation, degrees.
+    """
+    check_size(size)
     return A.Compose(
         [
-            _resize(size),
+            resize_to(size),
             A.HorizontalFlip(p=horizontal_flip_p),
             A.VerticalFlip(p=vertical_flip_p),
             _rotation(max_rotation),
@@ -215,14 +179,26 @@ def heavy(
 ) -> A.Compose:
     """The seed study's imgaug sequence, in its order, every step always applied, at the model input:
     Multiply(brightness), GaussianBlur(sigma, pixels), Dropout(rate), AdditiveGaussianNoise(std as a
-    fraction of 255), ContrastNormalization(alpha), Grayscale(alpha), Flipud(p), Affine(rotate)."""
-    _check_size(size)
+    fraction of 255), ContrastNormalization(alpha), Grayscale(alpha), Flipud(p), Affine(rotate).
+
+    Args:
+        size: the model input side.
+        brightness_range: the multiplier's [low, high].
+        blur_sigma_range: the Gaussian blur's sigma, pixels at the model input.
+        dropout_range: the share of pixels set to 0.
+        noise_std_range: the noise std, a fraction of 255.
+        contrast_range: the contrast factor about mid-grey.
+        grayscale_range: the blend towards grayscale.
+        vertical_flip_p: the vertical flip's probability.
+        max_rotation: the largest rotation, degrees.
+    """
+    check_size(size)
     low_sigma, high_sigma = _pair(blur_sigma_range, "blur_sigma_range")
     # sigma exactly 0 divides by zero in albumentations 2.0.8's kernel; 1e-3 is already a no-op blur
     sigma = (max(low_sigma, 1e-3), max(high_sigma, 1e-3))
     return A.Compose(
         [
-            _resize(size),
+            resize_to(size),
             A.MultiplicativeNoise(
                 multiplier=_pair(brightness_range, "brightness_range"),
                 per_channel=False,
@@ -247,45 +223,27 @@ def heavy(
 
 def jpeg(size: int, quality_range: Sequence[int] = (30, 70)) -> A.Compose:
     """JPEG re-compression of the face crop at a quality drawn uniformly (integers, both ends included)
-    from ``quality_range``, once per clip; the 8x8 block grid lies on the model input."""
-    _check_size(size)
+    from ``quality_range``, once per clip; the 8x8 block grid lies on the model input.
+
+    Args:
+        size: the model input side.
+        quality_range: [low, high] JPEG quality, within [1, 100].
+    """
+    check_size(size)
     low, high = (int(q) for q in _pair(quality_range, "quality_range"))
     if not 1 <= low <= high <= 100:
         raise ValueError(f"quality_range must lie within [1, 100], got {list(quality_range)!r}")
-    return A.Compose([_resize(size), JpegRecompression(quality_range=(low, high), p=1.0)])
+    return A.Compose([resize_to(size), JpegRecompression(quality_range=(low, high), p=1.0)])
 
 
 def at_model_input(size: int, steps: Sequence[A.BasicTransform] = ()) -> A.Compose:
     """Any albumentations steps after the resize to the model input: a level written in YAML alone, e.g.
-    ``transform: {_target_: src.data.transforms.augment.at_model_input, _partial_: true, steps: [{_target_:
-    albumentations.Posterize, num_bits: 4, p: 1.0}]}``."""
-    _check_size(size)
-    return A.Compose([_resize(size), *steps])
+    ``transform: {_target_: src.data.transforms.perturbations.at_model_input, _partial_: true, steps: [{_target_:
+    albumentations.Posterize, num_bits: 4, p: 1.0}]}``.
 
-
-def augment_clip(transform: A.Compose, frames: np.ndarray, seed: int | None) -> np.ndarray:
-    """Apply ``transform`` with ONE parameter draw to all frames of a clip; reproducible for ``seed``.
-
-    ``frames`` is uint8 (T, H, W, 3) (or a single (H, W, 3) frame, returned as such). ``seed=None``
-    draws fresh entropy on every call, so forked DataLoader workers do not repeat each other.
-    The transform's random state is replaced, so do not share one transform between threads.
+    Args:
+        size: the model input side.
+        steps: albumentations transforms applied after the resize.
     """
-    frames = np.asarray(frames)
-    single = frames.ndim == 3
-    stack = frames[None] if single else frames
-    if stack.ndim != 4 or stack.shape[-1] != 3 or stack.shape[0] == 0 or stack.dtype != np.uint8:
-        raise ValueError(
-            f"frames must be uint8 (T, H, W, 3) with T >= 1 or (H, W, 3), got {frames.dtype} {frames.shape}"
-        )
-    # One generator pair shared by every step. Compose.set_random_seed would give each step its own
-    # generator with the *same* seed, so all p=0.5 decisions of a pipeline would coincide.
-    transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
-    out = transform(images=np.ascontiguousarray(stack))["images"]
-    out = np.ascontiguousarray(out)
-    return out[0] if single else out
-
-
-def stable_seed(*parts: object) -> int:
-    """A seed that is the same in every process and run (unlike ``hash``), e.g. ``stable_seed(seed, path)``
-    so every model sees the same perturbation of a test video."""
-    return zlib.crc32("\x1f".join(map(str, parts)).encode("utf-8"))
+    check_size(size)
+    return A.Compose([resize_to(size), *steps])
