@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from src.data.cache import CropSettings, FaceCropCache
 from src.data.faces.align import (
     ARCFACE_TEMPLATE_112,
     box_matrices,
@@ -19,7 +20,6 @@ from src.data.faces.align import (
     similarity_transform,
     transform_points,
 )
-from src.data.cache import CropSettings, FaceCropCache
 from src.data.faces.detectors import Face, build_detector
 from src.data.faces.track import crop_faces, detect_faces
 from src.data.faces.video import linspace_indices

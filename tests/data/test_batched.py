@@ -130,7 +130,9 @@ def test_a_seeded_perturbation_with_random_flips_keeps_one_draw_per_video(small_
     assert batched_form(augment.weak(256)) is not None
     dataset = datamodule.eval_dataset("test", datamodule.test_augment)
     assert dataset.batched is None  # rotation: albumentations, seeded per video as before
-    seeded = datamodule.eval_dataset("test", {"_target_": "src.data.transforms.augment.weak", "_partial_": True})
+    seeded = datamodule.eval_dataset(
+        "test", {"_target_": "src.data.transforms.augment.weak", "_partial_": True}
+    )
     assert seeded.batched is not None and not seeded.batchable()  # random flips under a per-video seed
     first = seeded.__getitems__([0])
     assert not isinstance(first, Collated) and torch.equal(first[0][0], seeded[0][0])

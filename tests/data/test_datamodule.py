@@ -310,7 +310,11 @@ def test_a_missing_root_and_a_subclass_target(tmp_path):
     # benchmarks time the module through a subclass named by data._target_
     cfg = compose_config(
         "train",
-        ["data=celebdf", f"data.root={tmp_path}", "data._target_=tests.data.test_datamodule.CountingDataModule"],
+        [
+            "data=celebdf",
+            f"data.root={tmp_path}",
+            "data._target_=tests.data.test_datamodule.CountingDataModule",
+        ],
     )
     assert type(build_datamodule(cfg)).__name__ == "CountingDataModule"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from src.data.indexes.ffpp import FFPP_METHODS, index_ffpp, write_ffpp_layout
 from src.data.indexes.celebdf import VideoIndex, fold_groups, identity_overlap, split_folds
+from src.data.indexes.ffpp import FFPP_METHODS, index_ffpp, write_ffpp_layout
 from src.experiments.wiring import build_datamodule
 
 PRESENT = FFPP_METHODS[:4]  # FaceShifter's folder is left out: an absent method

@@ -10,12 +10,12 @@ from pathlib import Path
 import hydra
 import pytest
 
-from src.data.indexes.catalog import DATASET_TITLES
 from src.data.datamodule import DeepfakeDataModule
+from src.data.indexes.catalog import DATASET_TITLES
+from src.data.indexes.celebdf import VideoIndex, fold_groups, split_folds
 from src.data.indexes.dfd import index_dfd
 from src.data.indexes.dfdc import index_dfdc
 from src.data.indexes.dfdcp import index_dfdcp
-from src.data.indexes.celebdf import VideoIndex, fold_groups, split_folds
 from src.data.indexes.uadfv import index_uadfv
 from src.experiments.config import CONFIG_DIR
 from tests.conftest import compose_config

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from src.data.settings import SplitSettings
 from src.data.transforms.augment import augment_clip, weak
 from src.data.transforms.sbi import (
     FAKE,
@@ -18,7 +19,6 @@ from src.data.transforms.sbi import (
     sbi,
     self_blend,
 )
-from src.data.settings import SplitSettings
 from src.experiments.wiring import build_datamodule
 from src.utils.errors import ConfigError
 from tests.conftest import compose_config, data_overrides, prepared_datamodule
