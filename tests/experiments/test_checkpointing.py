@@ -64,14 +64,14 @@ def _train_cfg(tmp_path: Path, *extra: str):
 
 
 def test_two_runs_never_share_a_checkpoint_folder_even_with_a_fixed_output_dir(tmp_path):
-    from src.experiments.train import run_folder
+    from src.experiments.checkpointing import run_folder
 
     cfg = _train_cfg(tmp_path)
     assert run_folder(cfg)[0] != run_folder(cfg)[0]
 
 
 def test_resume_refuses_a_folder_of_another_configuration(tmp_path):
-    from src.experiments.train import RUN_FILE, ResumeMismatch, resume_key, run_folder
+    from src.experiments.checkpointing import RUN_FILE, ResumeMismatch, resume_key, run_folder
 
     first = _train_cfg(tmp_path, "data.root=/data/one", "seed=1")
     folder, _ = run_folder(first)
@@ -131,7 +131,7 @@ def test_checkpoints_are_written_atomically_in_their_own_folder(tmp_path, monkey
 def test_a_corrupt_last_checkpoint_falls_back_to_the_newest_good_one(tmp_path, caplog):
     import torch
 
-    from src.experiments.train import resume_checkpoint
+    from src.experiments.checkpointing import resume_checkpoint
 
     torch.save({"epoch": 3}, tmp_path / "best-03.ckpt")
     time.sleep(0.01)

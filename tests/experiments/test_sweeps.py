@@ -48,7 +48,7 @@ def test_a_bad_value_in_any_job_of_a_sweep_fails_before_the_first_job_and_the_da
         ),
         (
             ["trainer.devices=1,abc"],
-            "ConfigError: trainer: `devices` selected with `CPUAccelerator` should be an int > 0. "
+            "ConfigError: trainer.devices='abc': `devices` selected with `CPUAccelerator` should be an int > 0. "
             "(job trainer.devices=abc)",
         ),
         (
