@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     from src.experiments.hardware import choose_precision
 
     choice = choose_precision("cpu")
-    print(f"\nThe training default (trainer.precision auto) on this CPU: {choice.precision} ({choice.reason})")
+    print(
+        f"\nThe training default (trainer.precision auto) on this CPU: {choice.precision} ({choice.reason})"
+    )
     return 0
 
 

@@ -208,7 +208,12 @@ VARIANTS = {
 
 def make_variant(name: str, kwargs: dict):
     """A detector with non-default parameters (build_detector takes only the configured ones)."""
-    from src.data.faces.detectors import DlibHogFaceDetector, HaarFaceDetector, MTCNNFaceDetector, YuFaceDetector
+    from src.data.faces.detectors import (
+        DlibHogFaceDetector,
+        HaarFaceDetector,
+        MTCNNFaceDetector,
+        YuFaceDetector,
+    )
 
     classes = {
         "mtcnn": MTCNNFaceDetector,

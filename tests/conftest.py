@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
+import struct
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -125,3 +132,160 @@ def trained_mesonet(small_dataset, small_cache, tmp_path_factory):
     )
     (store / "train-output.txt").write_text(result.stdout + result.stderr)  # what the user saw
     return env, checkpoints
+
+
+# -- scripts run as subprocesses, their MLflow stores --------------------------------------------------
+def script_env(store: Path, **extra: str) -> dict[str, str]:
+    """A complete environment for a subprocess: its own MLflow store and weights folder, no DataLoader
+    workers, one face-crop build process."""
+    return {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db",
+        "DEEPFAKE_WEIGHTS_DIR": str(store / "weights"),
+        "DEEPFAKE_NUM_WORKERS": "0",
+        "DEEPFAKE_BUILD_WORKERS": "1",
+        "GIT_PYTHON_REFRESH": "quiet",
+        **extra,
+    }
+
+
+def start_script(
+    script: str, overrides: list[str], env: dict[str, str], logs: Path, **popen
+) -> subprocess.Popen:
+    """Start train.py / evaluate.py; stdout and stderr go to files (a full pipe would block it)."""
+    logs.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [sys.executable, script, *overrides, f"hydra.run.dir={logs}/hydra"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=(logs / "stdout").open("w"),
+        stderr=(logs / "stderr").open("w"),
+        **popen,
+    )
+
+
+def mlflow_runs(store: Path, experiment: str, status: str | None = None) -> list:
+    """The runs of `experiment` in the MLflow store under `store` (only those with `status`, if given)."""
+    import mlflow
+
+    if not (store / "mlflow.db").is_file():  # never create the store the process under test creates
+        return []  # (and creating an empty store takes seconds)
+    client = mlflow.MlflowClient(f"sqlite:///{store}/mlflow.db")
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id]) if found else []
+    return [r for r in runs if status is None or r.info.status == status]
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float, what: str, logs: Path | None = None):
+    """Poll `condition()` until it holds; fail naming `what` if the process ends first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            detail = (logs / "stderr").read_text()[-3000:] if logs else ""
+            raise AssertionError(f"the process ended (exit {process.returncode}) before {what}\n{detail}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL the process group this test started (with start_new_session=True), if anything is left."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+class RunsCode:
+    """Pickled, a payload that runs code when unpickled: it writes 'pwned' into `marker`."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",)
+
+
+# -- bad videos, made from a good one ------------------------------------------------------------------
+def _frames(video: Path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(video))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return frames
+        frames.append(frame)
+
+
+def _write_video(path: Path, frames: list[np.ndarray], is_color: bool = True) -> Path:
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(
+        str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (width, height), isColor=is_color
+    )
+    assert writer.isOpened(), path
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def _boxes(data: bytes | bytearray, start: int, end: int):
+    while start + 8 <= end:
+        size, kind = struct.unpack(">I4s", data[start : start + 8])
+        yield start, size, kind
+        start += size
+
+
+def _faststart(data: bytes) -> bytes:
+    """The same mp4 with its index (moov) in front of the frames (mdat), as streaming encoders write it.
+
+    Cut short, such a file keeps its index, which claims every frame: the reader meets the missing
+    data only when it reads frames, where decoders are most fragile. OpenCV writes moov last, so a
+    plain cut loses the index and the file is rejected before any frame is read."""
+    top = {kind: data[i : i + size] for i, size, kind in _boxes(data, 0, len(data))}
+    moov = bytearray(top[b"moov"])
+
+    def shift(start: int, end: int) -> None:  # chunk offsets move by the size of the moved index
+        for i, size, kind in _boxes(moov, start, end):
+            if kind in (b"trak", b"mdia", b"minf", b"stbl"):
+                shift(i + 8, i + size)
+            elif kind == b"stco":
+                for j in range(struct.unpack(">I", moov[i + 12 : i + 16])[0]):
+                    at = i + 16 + 4 * j
+                    moov[at : at + 4] = struct.pack(
+                        ">I", struct.unpack(">I", moov[at : at + 4])[0] + len(moov)
+                    )
+
+    shift(8, len(moov))
+    return top[b"ftyp"] + top.get(b"free", b"") + bytes(moov) + top[b"mdat"]
+
+
+def make_bad_videos(source: Path, folder: Path) -> dict[str, Path]:
+    """One of each kind of bad video, made from the good mp4 `source`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data, frames = source.read_bytes(), _frames(source)
+    faststart = _faststart(data)
+    noise = np.random.default_rng(0).integers(0, 256, (len(frames), *frames[0].shape), dtype=np.uint8)
+    made = {
+        "zero_bytes": b"",
+        "truncated_30": data[: len(data) * 3 // 10],
+        "truncated_90": data[: len(data) * 9 // 10],
+        "faststart_truncated_30": faststart[: len(faststart) * 3 // 10],
+        "faststart_truncated_90": faststart[: len(faststart) * 9 // 10],
+        "text": b"this is not a video\n" * 100,
+        "random_bytes": np.random.default_rng(1).integers(0, 256, 20_000, dtype=np.uint8).tobytes(),
+    }
+    paths = {}
+    for name, content in made.items():
+        paths[name] = folder / f"{name}.mp4"
+        paths[name].write_bytes(content)
+    paths["short_5_frames"] = _write_video(folder / "short_5_frames.mp4", frames[:5])
+    gray = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in frames]
+    paths["grayscale"] = _write_video(folder / "grayscale.mp4", gray, is_color=False)
+    paths["odd_161x97"] = _write_video(folder / "odd_161x97.mp4", [cv2.resize(f, (161, 97)) for f in frames])
+    paths["noise_no_face"] = _write_video(folder / "noise_no_face.mp4", list(noise))
+    paths["flat_no_face"] = _write_video(
+        folder / "flat_no_face.mp4", [np.full_like(frames[0], 128)] * len(frames)
+    )
+    return paths

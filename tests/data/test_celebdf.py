@@ -321,7 +321,7 @@ def test_folds_balance_classes_at_celebdf_scale():
             assert abs(share - 0.2) < 0.02, (fold, name, share)
 
 
-# --- quarantined test-list lines (issue 10.7) ----------------------------------------------------------
+# --- quarantined test-list lines ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

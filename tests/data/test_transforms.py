@@ -185,7 +185,7 @@ def test_stable_seed():
     assert stable_seed(0, "Celeb-real/id0_0000.mp4") != stable_seed(1, "Celeb-real/id0_0000.mp4")
 
 
-# --- strength at the model input (issue 10.6) ------------------------------------------------------
+# --- strength at the model input ----------------------------------------------------------------------------
 
 NEUTRAL_HEAVY = {  # every heavy step off, so one step can be measured alone
     "brightness_range": (1.0, 1.0),
@@ -270,7 +270,7 @@ def test_bad_level_parameters(call, message):
         call()
 
 
-# --- conf/augment: one YAML per level (issue 11) ------------------------------------------------------
+# --- conf/augment: one YAML per level -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("level", AUGMENT_YAMLS)

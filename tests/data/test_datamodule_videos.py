@@ -1,14 +1,7 @@
-"""Reliability of the data path (issues 14 and 10): cache keys and path spellings, pinned entries,
-corrupt entries, disk full, bad settings, odd input files, one-class splits, per-video perturbation
-seeds, the data report, and prediction of video files through the test pipeline.
-
-Each test reproduces a defect found on the earlier code. The datamodule tests share the session's
-small dataset and face-crop cache (default settings) and run in-process.
-"""
+"""The data module video by video: path spellings, pinned entries, settings, splits, report, prediction."""
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 from pathlib import Path
@@ -18,13 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from src.data.cache import CropSettings, FaceCropCache
 from src.experiments.wiring import build_datamodule
 from tests.conftest import compose_config, data_overrides
-
-QUICK = CropSettings(
-    frames_per_video=6, crop_size=64, face_detector="haar", detect_max_side=320, detect_every=1
-)
 
 
 def _instantiate(config):
@@ -72,7 +60,7 @@ def prepared(small_dataset, small_cache):
     return datamodule, f"Celeb-real/{video.name}"
 
 
-# -- 14.2: one canonical path; every indexed video used or reported ----------------------------------
+# -- one canonical path; every indexed video used or reported ------------------------------------------
 def _check_every_video_accounted_for(datamodule) -> None:
     index = datamodule.index
     report = datamodule.data_report()
@@ -115,7 +103,7 @@ def test_a_relative_root_reuses_the_cache_built_with_the_absolute_one(
     _check_every_video_accounted_for(datamodule)
 
 
-# -- 14.3: pinned and corrupt entries -----------------------------------------------------------------
+# -- pinned entries ------------------------------------------------------------------------------------
 def test_touching_a_video_mid_run_keeps_its_crops_readable(prepared, small_dataset):
     """Was: the key was recomputed from the video's current mtime: FileNotFoundError .../<key>.json."""
     datamodule, _ = prepared
@@ -132,59 +120,7 @@ def test_touching_a_video_mid_run_keeps_its_crops_readable(prepared, small_datas
     assert seen == len(videos)
 
 
-def test_a_corrupt_entry_is_rebuilt_and_a_pinned_one_names_video_and_file(small_dataset, tmp_path):
-    """Was: a truncated .npy failed every rerun with 'mmap length is greater than file size'."""
-    videos = sorted(small_dataset.glob("Celeb-real/*.mp4"))[:2]
-    cache = FaceCropCache(tmp_path / "cache", QUICK)
-    cache.build(videos, progress=False)
-    crops_file, _, _ = cache._paths(cache.key(videos[0]))
-    intact = crops_file.read_bytes()
-    crops_file.write_bytes(intact[: len(intact) // 2])  # truncated, e.g. by a full disk
-    cache._paths(cache.key(videos[1]))[1].write_text('{"report": ')  # bad JSON
-
-    with pytest.raises(ValueError, match="corrupt") as error:
-        cache.load(videos[0])  # as a run that pinned this entry reads it: told which video and which file
-    assert str(videos[0]) in str(error.value) and str(crops_file) in str(error.value)
-
-    rebuilt = cache.build(videos, progress=False)
-    assert rebuilt.num_built == 2 and not rebuilt.failed
-    for video in videos:
-        crops, meta = cache.load(video)
-        assert crops.shape == (6, 64, 64, 3) and len(meta["frame_indices"]) == 6
-
-
-# -- 14.8: disk full and bad settings -------------------------------------------------------------
-class _DiskFullCache(FaceCropCache):
-    """A cache on a disk that fills up while the crops are written (in the build process)."""
-
-    def build_one(self, video, detector):
-        real_save = np.save
-
-        def save_until_full(file, array, *args, **kwargs):
-            file.write(b"\x93NUMPY" + b"\0" * 4096)  # part of the array made it to disk
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        np.save = save_until_full
-        try:
-            return super().build_one(video, detector)
-        finally:
-            np.save = real_save
-
-
-def test_disk_full_stops_the_build_as_disk_full_and_leaves_no_partial_file(small_dataset, tmp_path):
-    """Was: partial hidden .npy files stayed, and good videos were reported as 'could not be decoded'."""
-    videos = sorted(small_dataset.glob("Celeb-real/*.mp4"))[:3]
-    cache_dir = tmp_path / "cache"
-    with pytest.raises(ValueError, match="disk full") as error:
-        _DiskFullCache(cache_dir, QUICK).build(videos, workers=2, progress=False)
-    assert "data.cache_dir" in str(error.value) and "decode" not in str(error.value)
-    left = [p.name for p in cache_dir.rglob("*") if p.is_file()]
-    assert left == [], f"partial or error entries left behind: {left}"
-    # nothing was recorded against the videos: with space again, all of them build
-    again = FaceCropCache(cache_dir, QUICK).build(videos, progress=False)
-    assert again.num_built == 3 and not again.failed
-
-
+# -- bad settings --------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "setting",
     [
@@ -219,25 +155,7 @@ def test_a_cache_dir_that_is_a_file_is_a_one_line_error(where, tmp_path):
         _datamodule(tmp_path / "root", cache)
 
 
-# -- 14.10: odd input files -----------------------------------------------------------------------------
-def test_fifos_devices_and_folders_are_not_regular_files(tmp_path):
-    """Was: reported as 'no such file'. A FIFO must not be opened (it would block)."""
-    fifo = tmp_path / "pipe.mp4"
-    os.mkfifo(fifo)
-    folder = tmp_path / "folder.mp4"
-    folder.mkdir()
-    missing = tmp_path / "missing.mp4"
-    cache = FaceCropCache(tmp_path / "cache", QUICK)
-    report = cache.build([fifo, Path("/dev/zero"), folder, missing], progress=False)
-    reasons = [v.reason for v in report.videos]
-    assert reasons[0] == f"{fifo}: not a regular file (a FIFO (named pipe))"
-    assert reasons[1] == "/dev/zero: not a regular file (a character device)"
-    assert reasons[2] == f"{folder}: not a regular file (a folder)"
-    assert reasons[3] == f"{missing}: no such file"
-    assert not list((tmp_path / "cache").rglob("*.error.json")), "not videos: nothing to record"
-
-
-# -- 14.5: the dataset root and its cache ------------------------------------------------------------
+# -- the dataset root and its cache --------------------------------------------------------------------
 def test_scoring_a_video_never_creates_the_synthetic_root(small_dataset, tmp_path):
     """Was: the cache lived in data.root, so `predict.py video=x.mp4` created it and generation then
     refused the non-empty folder."""
@@ -251,7 +169,7 @@ def test_scoring_a_video_never_creates_the_synthetic_root(small_dataset, tmp_pat
     assert not root.exists()
 
 
-# -- 10.2: one-class splits --------------------------------------------------------------------------
+# -- one-class splits ----------------------------------------------------------------------------------
 def _one_class_fold(index) -> tuple[int, int]:
     from src.data.indexes.base import split_folds
 
@@ -281,7 +199,7 @@ def test_a_one_class_validation_split_is_a_clear_error(prepared, small_dataset, 
     assert evaluation.splits["test"]
 
 
-# -- 10.6: per-video perturbation seeds --------------------------------------------------------------
+# -- per-video perturbation seeds ----------------------------------------------------------------------
 def test_a_videos_perturbation_does_not_depend_on_the_videos_before_it(prepared):
     """Was: seeded by the position in the list, so one video failing to decode changed every later one."""
     datamodule, _ = prepared
@@ -302,7 +220,7 @@ def test_a_videos_perturbation_does_not_depend_on_the_videos_before_it(prepared)
     )
 
 
-# -- 10.7: the data report ---------------------------------------------------------------------------
+# -- the data report -----------------------------------------------------------------------------------
 def _flat_video(path: Path, frames: int = 12) -> Path:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (320, 240))
     for _ in range(frames):
@@ -344,7 +262,7 @@ def test_the_data_report_counts_splits_classes_and_flags_faceless_videos(
     _check_every_video_accounted_for(copy)
 
 
-# -- prediction of video files through the test pipeline ---------------------------------------------
+# -- prediction of video files through the test pipeline -----------------------------------------------
 def test_video_files_are_scored_through_the_test_pipeline(prepared, small_dataset, small_cache, tmp_path):
     datamodule, _ = prepared
     record = datamodule.splits["test"][0]
@@ -396,26 +314,3 @@ def test_the_test_list_is_still_what_predict_yields_without_setup_predict(prepar
     datamodule, _ = prepared
     ids = torch.cat([batch[2] for batch in datamodule.predict_dataloader()])
     assert ids.tolist() == list(range(len(datamodule.splits["test"])))
-
-
-def test_data_summaries_print_once_per_sweep_and_every_time_outside_one(monkeypatch, caplog):
-    """A sweep's jobs rebuild the same data module: its index, cache and split lines printed once per job."""
-    import logging
-
-    import src.data.logs as logs
-    from src.data.datamodule import log
-
-    filter_ = logs.OncePerSweep()
-    monkeypatch.setattr(logs, "ONCE_PER_SWEEP", filter_)
-    log.addFilter(filter_)
-    try:
-        with caplog.at_level(logging.INFO, logger=log.name):
-            for multirun in (False, False, True, True, True):
-                monkeypatch.setattr(logs, "_in_multirun", lambda multirun=multirun: multirun)
-                log.info("test split: %d videos", 26)
-            log.info("test split: %d videos", 27)  # another job's data: printed
-    finally:
-        log.removeFilter(filter_)
-    assert [r.getMessage() for r in caplog.records] == ["test split: 26 videos"] * 3 + [
-        "test split: 27 videos"
-    ]
