@@ -108,14 +108,15 @@ def pictures_seconds(folder: Path, cfg, dm) -> float:
     """The pictures an evaluate run draws, drawn by evaluate's own code on random scores of the test list."""
     import numpy as np
 
-    from src.experiments.evaluate import _draw_pictures, score
+    from src.experiments.evaluation.plots import draw_evaluation_pictures
+    from src.experiments.evaluation.scores import score
 
     records = dm.splits["test"]
     labels = np.array([r.label for r in records])
     p_fake = np.random.default_rng(0).random(len(records))
     metrics = score(p_fake, labels)  # the interval the ROC's title shows
     start = time.perf_counter()
-    _draw_pictures(
+    draw_evaluation_pictures(
         cfg,
         folder,
         metrics,

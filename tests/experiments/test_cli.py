@@ -340,7 +340,7 @@ def test_hydra_rejects_unknown_options_and_misspelled_keys(failing_runs, case, m
             "model.input.frames_per_clip=30 > data.frames_per_video=20",
             marks=pytest.mark.slow,
         ),
-        ("image_size", "model.input.size=128: mesonet has a fixed 256x256 input"),
+        ("image_size", "model.input.size=128: this net has a fixed 256x256 input"),
     ],
 )
 def test_clashing_values_fail_before_any_data_work(failing_runs, case, message):
@@ -395,8 +395,9 @@ def test_evil_checkpoint_is_refused_by_evaluate_without_running_its_code(failing
     assert code != 0
     assert f"{evil} is not a loadable checkpoint" in stderr, stderr[-2000:]
     assert not marker.exists(), "loading the checkpoint ran the code in it"
-    (run,) = mlflow_runs(work, "evaluate")
-    assert run.info.status == "FAILED" and str(evil) in run.data.tags["error"]
+    assert not mlflow_runs(work, "evaluate"), (
+        "weights are loaded before a run starts: no run for unusable ones"
+    )
     # such a file is really evil: an unsafe load runs it (so the check above can fail)
     torch.save({"state_dict": RunsCode(tmp_path / "pwned")}, tmp_path / "evil.ckpt")
     torch.load(tmp_path / "evil.ckpt", weights_only=False)

@@ -189,3 +189,42 @@ def side_by_side(frames: np.ndarray, columns: int, gap: int = 4) -> np.ndarray:
     for i, frame in enumerate(frames[:columns]):
         strip[:, i * (size + gap) : i * (size + gap) + size] = frame
     return strip
+
+
+GALLERY_VIDEOS = 4  # worst false positives and false negatives each
+GALLERY_FRAMES = 6
+
+
+def draw_evaluation_pictures(
+    cfg, folder: Path, metrics: dict, p_fake, labels, records, videos, dataset
+) -> None:
+    """The pictures of an evaluate run: ROC, precision-recall, confusion matrix, reliability diagram and the
+    worst-scored videos (crops as the model saw them).
+
+    Args:
+        cfg: the evaluate config (titles: model, weights, data, perturbation).
+        folder: where the PNG files go.
+        metrics: the run's test metrics (AUC with its interval, AP, ECE).
+        p_fake, labels: each test video's P(fake) and label (1 = fake).
+        records, videos: the test videos' index records and their positions in `dataset`.
+        dataset: the test dataset (crops as the model saw them).
+    """
+    from src.models.metrics import ECE_BINS  # the bins the logged ECE used
+
+    title = (
+        f"{cfg.model.get('title') or cfg.model.name} ({cfg.weights.source} weights)\n"
+        f"{cfg.data.name} test, perturbation: {cfg.augment.get('title') or cfg.augment.level}"
+    )
+    interval = (metrics["test/video_auc_ci_low"], metrics["test/video_auc_ci_high"])
+    plot_roc(p_fake, labels, folder / "roc_curve.png", title, metrics["test/video_auc"], interval)
+    plot_precision_recall(p_fake, labels, folder / "precision_recall.png", title, metrics["test/video_ap"])
+    plot_confusion(p_fake, labels, folder / "confusion_matrix.png", title)
+    plot_reliability(p_fake, labels, folder / "reliability.png", title, metrics["test/video_ece"], ECE_BINS)
+    strips = []
+    for i, kind in worst_videos(p_fake, labels, GALLERY_VIDEOS):
+        pixels = np.asarray(dataset[videos[i]][0])
+        picks = np.linspace(0, len(pixels) - 1, min(GALLERY_FRAMES, len(pixels))).round().astype(int)
+        strips.append((pixels[picks], f"{kind}: P(fake) = {p_fake[i]:.3f}  {records[i].path}"))
+    plot_gallery(
+        strips, folder / "worst_videos.png", f"Most confident mistakes of {title}".replace("\n", ", ")
+    )

@@ -63,7 +63,7 @@ def score_epochs(cfg, checkpoints: Sequence[Path]) -> dict:
     """Each checkpoint on the test list: p_fake (epochs, videos), labels, groups, epochs, validation AUCs."""
     import lightning as L
 
-    from src.experiments.evaluate import split_scores
+    from src.experiments.evaluation.scores import split_scores
     from src.experiments.wiring import build_datamodule, build_model
     from src.models.weights import load_checkpoint
 
