@@ -222,6 +222,7 @@ def test_build_datamodule_reads_each_setting_from_its_key(tmp_path):
         "data.max_bad_fraction=0.5",
         "train_augment=strong",
         "seed=11",
+        "model=xception",  # a net without a fixed input size
         "model.input.size=112",
     ]
     datamodule = build_datamodule(compose_config("train", overrides))

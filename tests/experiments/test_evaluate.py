@@ -202,12 +202,10 @@ def test_a_failing_job_is_reported_and_the_others_still_log(
         timeout=300,
     )
     assert result.returncode != 0
-    assert "missing.ckpt" in result.stderr
+    assert "missing.ckpt" in result.stderr.strip().splitlines()[-2]  # the failed job's own line
     _, runs = _evaluate_runs(store)
-    statuses = sorted(r.info.status for r in runs)
-    assert statuses == ["FAILED", "FINISHED"]
-    failed = next(r for r in runs if r.info.status == "FAILED")
-    assert "missing.ckpt" in failed.data.tags["error"]
+    # weights are loaded before a run starts: the job with missing weights leaves none, the other finishes
+    assert [r.info.status for r in runs] == ["FINISHED"]
 
 
 @pytest.mark.slow  # make test runs a real sweep through submitit_local; joblib in make test-all
