@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from src.data.cache import BuildReport, CacheEntry, FaceCropCache, VideoReport
 from src.data.data_report import data_report
 from src.data.datasets import FrameDataset, VideoDataset
-from src.data.indexes import DATASET_TITLES
+from src.data.indexes import dataset_title
 from src.data.indexes.base import VideoIndex, VideoRecord, split_folds
 from src.data.indexes.celebdf import index_celebdf
 from src.data.logs import ONCE_PER_SWEEP
@@ -141,7 +141,7 @@ class DeepfakeDataModule(L.LightningDataModule):
             )
         if root not in (None, "") and not _creates_root(index) and not Path(root).expanduser().is_dir():
             raise FileNotFoundError(
-                f"{DATASET_TITLES.get(name, name)} root not found: {Path(root).expanduser()} "
+                f"{dataset_title(name)} root not found: {Path(root).expanduser()} "
                 "(data.root); point data.root at the dataset folder"
             )
         # what a checkpoint stores: plain data only, enough to rebuild the module
@@ -271,7 +271,7 @@ class DeepfakeDataModule(L.LightningDataModule):
         """A split without both classes is an error here, not a silent AUC of 0.0 (or nan) later."""
         if split != "test" and self.index.test_only:
             raise ValueError(
-                f"{DATASET_TITLES.get(self.name, self.name)} ({self.index.root}) is test-only: it has no {split} "
+                f"{dataset_title(self.name)} ({self.index.root}) is test-only: it has no {split} "
                 f"videos; evaluate on it (evaluate.py data={self.name}) or see conf/data/{self.name}.yaml"
             )
         items, settings = self.splits[split], self.split

@@ -216,36 +216,3 @@ DataConfig = dataclasses.make_dataclass(
     ],
 )
 DataConfig.__doc__ = "The keys users type into the data group: the dataset's, then each settings field."
-
-
-@dataclass
-class FFppDataConfig(DataConfig):
-    """FaceForensics++ adds the compression, the manipulation methods and the split files' folder."""
-
-    compression: str = MISSING
-    methods: list[str] = MISSING
-    splits_dir: str | None = None
-
-
-@dataclass
-class SyntheticDataConfig(DataConfig):
-    """The embedded synthetic set adds the generator's parameters (`data.synthetic.preset`, `seed`, ...; any
-    `+data.synthetic.<knob>`), which its indexer takes."""
-
-    synthetic: Any = MISSING
-
-
-@dataclass
-class DfdDataConfig(DataConfig):
-    """DeepFakeDetection adds the compression and the fraction of actors held out as the test list."""
-
-    compression: str = MISSING
-    test_fraction: float = 1.0  # 1.0: the whole set is the test list (test-only)
-
-
-def register(store) -> None:
-    """Store the data schemas in Hydra's ConfigStore `store` (group schema/data)."""
-    store.store(group="schema/data", name="data", node=DataConfig)
-    store.store(group="schema/data", name="ffpp", node=FFppDataConfig)
-    store.store(group="schema/data", name="dfd", node=DfdDataConfig)
-    store.store(group="schema/data", name="synthetic", node=SyntheticDataConfig)

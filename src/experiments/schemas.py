@@ -19,7 +19,7 @@ import dataclasses
 import inspect
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,8 +47,8 @@ def config_type(annotation: Any) -> Any:
         return Any
     if annotation in SIMPLE_TYPES or dataclasses.is_dataclass(annotation):
         return annotation
-    if origin is list and len(arguments) == 1 and arguments[0] in SIMPLE_TYPES:
-        return annotation
+    if origin in (list, Sequence) and len(arguments) == 1 and arguments[0] in SIMPLE_TYPES:
+        return list[arguments[0]]  # a sequence arrives from the config as a list
     if origin is dict and len(arguments) == 2 and arguments[0] is str and arguments[1] in SIMPLE_TYPES:
         return annotation
     return Any
@@ -249,16 +249,46 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
 }
 
 
+def data_schemas() -> dict[str, type]:
+    """The data group's schemas: `DataConfig` (the keys every dataset has, from `src.data.settings`), and for
+    each registered dataset whose indexer takes more than `root`, `DataConfig` plus those parameters, typed
+    and defaulted by the indexer's signature: a dataset's own keys (`data.compression`, `data.methods`) are
+    declared once, by its indexer. A data YAML selects its own with `override /schema/data@_here_: <name>`.
+    """
+    from src.data.indexes import DATASETS
+    from src.data.settings import DataConfig
+
+    schemas: dict[str, type] = {"data": DataConfig}
+    for name, dataset in DATASETS.items():
+        hints = signature_hints(dataset.indexer)
+        own = [p for p in inspect.signature(dataset.indexer).parameters.values() if p.name != "root"]
+        if not own:
+            continue
+        fields = []
+        for parameter in own:
+            kind = config_type(hints.get(parameter.name, Any))
+            if parameter.default is inspect.Parameter.empty:
+                default = field(default=MISSING)
+            elif isinstance(parameter.default, list | tuple):
+                default = field(default_factory=lambda value=parameter.default: list(value))
+            else:
+                default = field(default=parameter.default)
+            fields.append((parameter.name, kind, default))
+        schema = dataclasses.make_dataclass(f"{name.capitalize()}DataConfig", fields, bases=(DataConfig,))
+        schema.__doc__ = f"The {dataset.title} data keys: every dataset's, then its indexer's own."
+        schemas[name] = schema
+    return schemas
+
+
 def register_schemas() -> None:
     """Store every schema in Hydra's ConfigStore under group `schema/<group>`: the tasks' and perturbations'
     below, the model's, weights' and trainer's generated from their constructors, and the data group's from
     `src.data.settings`. Idempotent: storing again replaces them."""
     from hydra.core.config_store import ConfigStore
 
-    from src.data import settings as data_schema
-
     store = ConfigStore.instance()
     generated = {
+        "data": data_schemas(),
         "model": {"model": model_schema()},
         "weights": weights_schemas(),
         "trainer": {"trainer": trainer_schema()},
@@ -266,4 +296,3 @@ def register_schemas() -> None:
     for group, nodes in {**GROUP_SCHEMAS, **generated}.items():
         for name, node in nodes.items():
             store.store(group=f"schema/{group}", name=name, node=node)
-    data_schema.register(store)

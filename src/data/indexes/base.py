@@ -19,12 +19,11 @@ import logging
 import random
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral
 from pathlib import Path
 
-from src.data.indexes import DATASET_TITLES
 from src.data.logs import ONCE_PER_SWEEP
 from src.data.settings import IDENTITY_SPLITS
 
@@ -33,6 +32,44 @@ log.addFilter(ONCE_PER_SWEEP)
 
 REAL, FAKE = 0, 1
 _MAX_LOGGED_SKIPS = 20
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A registered dataset: its `data=<name>`, the title messages and reports print, its indexer (whose
+    parameters besides `root` are the dataset's own `data.<key>`s), and whether it has real videos."""
+
+    name: str
+    title: str
+    indexer: Callable[..., VideoIndex]
+    real: bool = True
+
+
+DATASETS: dict[str, Dataset] = {}  # filled by @register_dataset as src.data.indexes imports each indexer
+
+
+def register_dataset(name: str, title: str, real: bool = True):
+    """Register an indexer function as dataset `name` (timm's @register_model, for datasets): the one list of
+    datasets is what the indexers declare, read through `src.data.indexes`.
+
+    Args:
+        name: the `data=<name>` option, its YAML's `name`, and the index's `dataset`.
+        title: what messages and reports print.
+        real: False for a set generated here (the embedded synthetic set), which has no real videos.
+    """
+
+    def register(indexer: Callable[..., VideoIndex]) -> Callable[..., VideoIndex]:
+        if name in DATASETS and DATASETS[name].indexer is not indexer:
+            raise ValueError(f"dataset {name!r} is registered twice ({DATASETS[name].indexer.__module__})")
+        DATASETS[name] = Dataset(name, title, indexer, real)
+        return indexer
+
+    return register
+
+
+def dataset_title(name: str) -> str:
+    """The title of dataset `name` (its name when it is not registered)."""
+    return DATASETS[name].title if name in DATASETS else name
 
 
 @dataclass(frozen=True)
@@ -112,7 +149,7 @@ class VideoIndex:
         tv, te = self.class_counts(self.train_val()), self.class_counts(self.test())
         log.info(
             "%s index of %s: train/val %s, test %s, skipped %d",
-            DATASET_TITLES.get(self.dataset, self.dataset),
+            dataset_title(self.dataset),
             self.root,
             _describe(tv),
             _describe(te),

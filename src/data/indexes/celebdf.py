@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from src.data.indexes.base import FAKE, REAL, VideoIndex, VideoRecord, is_inside
+from src.data.indexes.base import FAKE, REAL, VideoIndex, VideoRecord, is_inside, register_dataset
 from src.data.logs import ONCE_PER_SWEEP
 
 log = logging.getLogger(__name__)
@@ -151,6 +151,7 @@ def _parse_test_list(
     return set(test), {rel: numbers for rel, numbers in tainted.items() if rel not in test}
 
 
+@register_dataset("celebdf", "Celeb-DF")
 def index_celebdf(root: str | Path) -> VideoIndex:
     """Index a Celeb-DF v1/v2 tree: listed videos are test, every other video is train/val.
 

@@ -20,7 +20,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from src.data.indexes.base import FAKE, REAL, VideoIndex, VideoRecord, scan_videos
+from src.data.indexes.base import FAKE, REAL, VideoIndex, VideoRecord, register_dataset, scan_videos
 from src.data.indexes.ffpp import COMPRESSIONS, MANIPULATED
 
 ACTORS = "original_sequences/actors"
@@ -35,6 +35,7 @@ _EXPECTED_LAYOUT = (
 )
 
 
+@register_dataset("dfd", "DeepFakeDetection")
 def index_dfd(root: str | Path, compression: str = "c23", test_fraction: float = 1.0) -> VideoIndex:
     """Index the DeepFakeDetection videos of a FaceForensics++ tree for one compression."""
     root = Path(root).expanduser()

@@ -25,7 +25,7 @@ import logging
 import re
 from pathlib import Path
 
-from src.data.indexes.base import FAKE, REAL, VideoIndex, VideoRecord, file_sha256
+from src.data.indexes.base import FAKE, REAL, VideoIndex, VideoRecord, file_sha256, register_dataset
 from src.data.logs import ONCE_PER_SWEEP
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ _EXPECTED_LAYOUT = (
 )
 
 
+@register_dataset("dfdc", "DFDC")
 def index_dfdc(root: str | Path) -> VideoIndex:
     """Index a DFDC folder: the public test set is test, the training parts are train/val."""
     root = Path(root).expanduser()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from src.data.indexes.base import FAKE, REAL, VideoIndex, VideoRecord, file_sha256
+from src.data.indexes.base import FAKE, REAL, VideoIndex, VideoRecord, file_sha256, register_dataset
 from src.data.indexes.dfdc import read_json_object
 
 DATASET_JSON = "dataset.json"
@@ -32,6 +32,7 @@ _EXPECTED_LAYOUT = (
 )
 
 
+@register_dataset("dfdcp", "DFDC-preview")
 def index_dfdcp(root: str | Path) -> VideoIndex:
     """Index a DFDC-preview folder from its dataset.json."""
     root = Path(root).expanduser()

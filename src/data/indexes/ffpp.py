@@ -23,7 +23,15 @@ import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from src.data.indexes.base import FAKE, REAL, VideoIndex, VideoRecord, file_sha256, scan_videos
+from src.data.indexes.base import (
+    FAKE,
+    REAL,
+    VideoIndex,
+    VideoRecord,
+    file_sha256,
+    register_dataset,
+    scan_videos,
+)
 from src.data.logs import ONCE_PER_SWEEP
 
 log = logging.getLogger(__name__)
@@ -48,6 +56,7 @@ _EXPECTED_SPLITS = (
 )
 
 
+@register_dataset("ffpp", "FaceForensics++")
 def index_ffpp(
     root: str | Path,
     compression: str = "c23",

@@ -11,10 +11,11 @@ from collections.abc import Mapping
 from contextlib import nullcontext
 from pathlib import Path
 
-from src.data.indexes.base import VideoIndex
+from src.data.indexes.base import VideoIndex, register_dataset
 from src.data.indexes.celebdf import index_celebdf
 
 
+@register_dataset("synthetic", "synthetic Celeb-DF", real=False)
 def index_synthetic(root: str | Path, synthetic: Mapping | None = None) -> VideoIndex:
     """Generate the synthetic Celeb-DF into ``root`` unless it is there (announcing what and where first),
     then index it with the Celeb-DF indexer (the same index, and fingerprint, as before generation moved here).

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from src.data.indexes.base import FAKE, REAL, VideoIndex, VideoRecord, scan_videos
+from src.data.indexes.base import FAKE, REAL, VideoIndex, VideoRecord, register_dataset, scan_videos
 
 FOLDERS = {REAL: "real", FAKE: "fake"}  # also each record's VideoRecord.source
 _NAMES = {
@@ -26,6 +26,7 @@ _NAMES = {
 _EXPECTED_LAYOUT = "a UADFV folder with real/<n>.mp4 and fake/<n>_fake.mp4"
 
 
+@register_dataset("uadfv", "UADFV")
 def index_uadfv(root: str | Path) -> VideoIndex:
     """Index a UADFV folder: every video is a test video."""
     root = Path(root).expanduser()

@@ -19,7 +19,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from src.data.indexes import REAL_DATASETS, dfd, dfdc, dfdcp, uadfv
+from src.data.indexes import dfd, dfdc, dfdcp, uadfv
 from src.data.indexes.base import FAKE, REAL, VideoRecord
 from src.data.indexes.celebdf import index_celebdf
 from src.data.indexes.ffpp import COMPRESSIONS, MANIPULATED, hard_link, write_ffpp_layout
@@ -144,13 +144,13 @@ def write_uadfv_layout(celebdf_root: str | Path, out_root: str | Path) -> Path:
     return out
 
 
-_WRITERS = {
+# data=<name> -> the function that writes its layout from a Celeb-DF-layout folder (Celeb-DF's layout is the
+# source's own): the datasets the embedded set can stand in for, e.g. in `make cross-dataset`. A dataset
+# without one simply has no stand-in (tests/data/test_registry.py: each name here is a registered dataset)
+LAYOUTS = {
     "ffpp": write_ffpp_layout,
     "dfdc": write_dfdc_layout,
     "dfdcp": write_dfdcp_layout,
     "dfd": write_dfd_layout,
     "uadfv": write_uadfv_layout,
 }
-# data=<name> -> the function that writes its layout from a Celeb-DF-layout folder, for every dataset of the
-# registry (Celeb-DF's layout is the source's own): a dataset added without a writer fails here, at import
-LAYOUTS = {name: _WRITERS[name] for name in REAL_DATASETS if name != "celebdf"}

@@ -19,14 +19,16 @@ import sys
 import time
 from pathlib import Path
 
-from src.data.indexes import REAL_DATASETS
-from src.experiments.config import PROJECT_ROOT
+from omegaconf import OmegaConf
+
+from src.experiments.config import CONFIG_DIR, PROJECT_ROOT
 
 # small sets, every frame sampled: the FF++ stand-in 16 real videos with one fake each (FF++'s layout pairs
 # them into train/val/test), each test set 20 videos (8 real with a fake each, 4 YouTube-real)
 SET_SIZE = {"real_per_identity": 2, "fakes_per_real": 1, "num_frames": 32}
 IDENTITIES = {"ffpp": 8}  # the others: 4
-TEST_SETS = REAL_DATASETS  # every dataset with real data of its own, the training set (FF++) first
+# the protocol's sets, as its experiment lists them (the training set, FF++, first)
+TEST_SETS = tuple(OmegaConf.load(CONFIG_DIR / "experiment" / "cross_dataset.yaml").paths.datasets)
 
 
 def stand_ins(folder: Path) -> dict[str, Path]:
