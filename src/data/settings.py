@@ -125,7 +125,7 @@ class LoaderSettings:
 
 @dataclass  # not frozen: it is also the model.input node's schema, which Hydra merges into
 class InputContract:
-    """What the network expects (the model declares it; conf/model/shared/input.yaml reads it from the net
+    """What the network expects (the model declares it; conf/includes/model.yaml reads it from the net
     class into `model.input`, typed by this class): kind frame|clip, square size in pixels, per-channel
     mean/std of RGB in [0, 1], crops per clip, and the only size that works where the net has one."""
 

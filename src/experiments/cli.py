@@ -1,9 +1,16 @@
-"""The command line around a `@hydra.main` task: one line, not a traceback, for what the user fixes.
+"""The command line around a task: one line, not a traceback, for what the user fixes.
 
-`run(main)` is what every entry point (train.py, evaluate.py, predict.py, prepare of the audit) calls: stop
-signals end the process with 128 + signal, `group=null` selects the group's `none` option, a config that
-does not compose ends in one line naming the key, and a user's data, weights or config error in a single
-run ends in its message (in a sweep, Hydra reports the job and the sweep's summary names it).
+Two layers, each in one place:
+- `run(main)`, the process, what every entry point (train.py, evaluate.py, predict.py, prepare.py, the audit)
+  calls around its `@hydra.main` function: stop signals end the process with 128 + signal (between a sweep's
+  jobs too), `group=null` selects the group's `none` option, a config that does not compose ends in one line
+  naming the key, and a sweep whose jobs failed ends with its table and one line per failed job.
+- `task_wrapper`, the job, the decorator of every task body: the config checked once, the console tidied,
+  extras applied, and a user's data, weights or config error ended in its one line.
+
+Hydra offers no hook before it parses the command line or reports a failure, so `run` reads `group=null` from
+`sys.argv` and asks Hydra to raise rather than print (`HYDRA_FULL_ERROR=1`, Hydra's documented switch, set
+for the call and restored after it).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A network's input contract, declared once by the network class.
 
 Each net class has `input_kind` ("frame": single crops (B, 3, S, S); "clip": ordered crops (B, T, 3, S, S))
-and a classmethod `input_contract(**net_kwargs)` returning the dict below. conf/model/shared/input.yaml
+and a classmethod `input_contract(**net_kwargs)` returning the dict below. conf/includes/model.yaml
 reads it through the `model_input` resolver, so the YAML never repeats size or normalization, and the
 data module gets exactly what the network expects. Light on purpose: the net class is imported only when
 a contract is asked for.

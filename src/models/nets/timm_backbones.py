@@ -1,7 +1,7 @@
 """Detectors on timm backbones: any timm model per frame (Xception by default), EfficientNet-B1 + LSTM per clip.
 
 The input contract (size, normalization) of each comes from timm's pretrained config of the model's
-weights tag (`input_contract`, read by conf/model/shared/input.yaml), without building the model. Pretrained weights
+weights tag (`input_contract`, read by conf/includes/model.yaml), without building the model. Pretrained weights
 load through timm's own loader and caches (Hugging Face hub cache under HF_HOME, torch hub cache
 under TORCH_HOME) or from a local file (`model.pretrained.file`); offline without them the load fails
 within seconds with a message saying what to provide, never with random weights.
