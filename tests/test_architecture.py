@@ -120,21 +120,24 @@ def test_only_the_tracking_module_constructs_an_mlflow_client():
     assert constructing == ["src/experiments/tracking/store.py"]
 
 
-def test_no_override_of_a_private_lightning_method():
-    """Subclasses of Lightning classes override public hooks only: private ones change between minor versions."""
+def test_no_override_of_a_private_lightning_or_hydra_method():
+    """Subclasses of Lightning and Hydra classes (modules, callbacks, checkpoint IO) override public hooks only:
+    private ones change between minor versions."""
     import importlib
     import inspect
 
     offending = []
     for path in sorted(SRC.rglob("*.py")):
-        if "lightning" not in path.read_text():
+        if "lightning" not in path.read_text() and "hydra" not in path.read_text():
             continue
         module = importlib.import_module(_module_name(path))
         for cls in (
             c for _, c in inspect.getmembers(module, inspect.isclass) if c.__module__ == module.__name__
         ):
             lightning_bases = [
-                b for b in cls.__mro__[1:] if b.__module__.startswith(("lightning", "pytorch_lightning"))
+                b
+                for b in cls.__mro__[1:]
+                if b.__module__.startswith(("lightning", "pytorch_lightning", "hydra"))
             ]
             offending += [
                 f"{cls.__module__}.{cls.__name__}.{name}"
