@@ -68,7 +68,12 @@ def signature_hints(constructor: Callable) -> dict[str, Any]:
 
 
 def schema_of(
-    name: str, constructor: Callable, target: str, nested: Mapping[str, type] | None = None, **extra: Any
+    name: str,
+    constructor: Callable,
+    target: str,
+    nested: Mapping[str, type] | None = None,
+    required: tuple[str, ...] = (),
+    **extra: Any,
 ) -> type:
     """A structured config generated from `constructor`'s signature: one field per parameter, typed by its
     annotation where OmegaConf knows the type (`config_type`), with its default, or MISSING where it has none.
@@ -78,6 +83,8 @@ def schema_of(
         constructor: the class (or function) whose parameters are the keys.
         target: the `_target_` Hydra instantiates.
         nested: parameters whose node has a schema of its own (a dataclass), e.g. the input contract.
+        required: parameters a config must set although the constructor has a default for Python callers
+            (the model's `name`: its runs' tag and lineage key).
         **extra: further leading fields, `_convert_="all"` for instance (the value fixes the type).
     """
     nested = dict(nested or {})
@@ -92,7 +99,7 @@ def schema_of(
             fields.append((key, nested[key], field(default_factory=nested[key])))
             continue
         kind = config_type(hints.get(key, Any))
-        if default is inspect.Parameter.empty:
+        if default is inspect.Parameter.empty or key in required:
             fields.append((key, kind, field(default=MISSING)))
         elif isinstance(default, list | dict):
             fields.append((key, kind, field(default_factory=lambda value=default: type(value)(value))))
@@ -117,6 +124,7 @@ def model_schema() -> type:
         DeepfakeDetector,
         "src.models.module.DeepfakeDetector",
         nested={"input": InputContract, "pretrained": PretrainedSpec},
+        required=("name",),
         _convert_="all",
     )
 
