@@ -7,16 +7,10 @@ from torch import nn
 from torchvision.models import resnet50
 
 from src.models.contract import IMAGENET_MEAN, IMAGENET_STD, contract
+from src.models.nets.clips import FrameBackbone, fp32_lstm
 
 
-def fp32_lstm(lstm: nn.LSTM, features: torch.Tensor):
-    """Run an LSTM in fp32 even under a reduced-precision autocast: its recurrence accumulates rounding
-    over the clip, and autocast would otherwise run it in bf16."""
-    with torch.autocast(device_type=features.device.type, enabled=False):
-        return lstm(features.float())
-
-
-class ResNetLSTM(nn.Module):
+class ResNetLSTM(FrameBackbone):
     """Input (B, T, 3, 224, 224) ImageNet-normalized; output (B,) logit of fake.
 
     ResNet50 up to layer4 (every pretrained layer kept), a 1x1 conv 2048->128 without bias, batch norm,
@@ -43,30 +37,16 @@ class ResNetLSTM(nn.Module):
         )
         self.lstm = nn.LSTM(reduced_channels, hidden_size, batch_first=True)
         self.head = nn.Sequential(nn.Linear(hidden_size, 64), nn.ReLU(inplace=True), nn.Linear(64, 1))
-        self.freeze_backbone = freeze_backbone
-        if freeze_backbone:
-            self.backbone.requires_grad_(False)
+        self.freeze(freeze_backbone)
 
     def cam_target_layer(self) -> nn.Module:
         """Class-activation maps' layer (src/experiments/evaluation/explain.py): the per-frame ResNet50's last block,
         layer4 (7x7 at 224); a clip's map is computed per frame, from the gradient of the clip's logit."""
         return self.backbone[-1]
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.freeze_backbone:
-            self.backbone.eval()  # frozen batch-norm statistics stay the pretrained ones
-        return self
-
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         batch, steps = clips.shape[:2]
-        frames = clips.flatten(0, 1)
-        if self.freeze_backbone:
-            with torch.no_grad():
-                features = self.backbone(frames)
-        else:
-            features = self.backbone(frames)
-        features = self.reduce(features).view(batch, steps, -1)
+        features = self.reduce(self.frame_features(clips)).view(batch, steps, -1)
         outputs, _ = fp32_lstm(self.lstm, features)
         return self.head(outputs[:, -1]).squeeze(-1)
 

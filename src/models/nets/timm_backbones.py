@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from src.models.contract import contract, default_kwarg
-from src.models.nets.resnet_lstm import fp32_lstm
+from src.models.nets.clips import FrameBackbone, fp32_lstm
 from src.models.weights import IncompatibleWeights, WeightsNotFound, describe_file
 from src.utils.errors import ConfigError
 
@@ -101,7 +101,7 @@ class TimmFrameDetector(TimmBackbone):
         return self.head(self.dropout(self.backbone(frames))).squeeze(-1)
 
 
-class EfficientNetLSTM(TimmBackbone):
+class EfficientNetLSTM(FrameBackbone, TimmBackbone):
     """Input (B, T, 3, 240, 240); output (B,) logit of fake.
 
     EfficientNet-B1 pooled features (1280) per frame, an LSTM with 512 hidden units over the clip,
@@ -120,24 +120,11 @@ class EfficientNetLSTM(TimmBackbone):
         super().__init__(model_name)
         self.lstm = nn.LSTM(self.backbone.num_features, hidden_size, batch_first=True)
         self.head = nn.Sequential(nn.Linear(hidden_size, 64), nn.ReLU(inplace=True), nn.Linear(64, 1))
-        self.freeze_backbone = freeze_backbone
-        if freeze_backbone:
-            self.backbone.requires_grad_(False)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.freeze_backbone:
-            self.backbone.eval()  # frozen batch-norm statistics stay the pretrained ones
-        return self
+        self.freeze(freeze_backbone)
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         batch, steps = clips.shape[:2]
-        frames = clips.flatten(0, 1)
-        if self.freeze_backbone:
-            with torch.no_grad():
-                features = self.backbone(frames)
-        else:
-            features = self.backbone(frames)
+        features = self.frame_features(clips)
         outputs, _ = fp32_lstm(self.lstm, features.view(batch, steps, -1))
         return self.head(outputs[:, -1]).squeeze(-1)
 
