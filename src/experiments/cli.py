@@ -29,6 +29,7 @@ from omegaconf import DictConfig
 from src.experiments.config import CONFIG_DIR, check_config, config_error_line
 from src.experiments.console import tidy_output
 from src.experiments.extras import apply_extras
+from src.experiments.sweeps.files import CHECKED_JOBS, JOB_ERROR
 from src.utils.errors import ConfigError, UserError
 from src.utils.signals import SignalExit, exit_on_signals
 
@@ -132,8 +133,6 @@ def _signal_behind(error: BaseException) -> SignalExit | None:
     return None
 
 
-CHECKED_JOBS = "checked_jobs.json"  # in a sweep's folder: the jobs its pre-check passed (sweeps/callbacks.py)
-JOB_ERROR = "job_error.txt"  # in a failed job's output folder: its one-line error, for the sweep's summary
 USER_ERRORS = (FileNotFoundError, ValueError, UserError)  # bad values, weights, data or store
 
 

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.experiments.config import check_config, config_error_line
 from src.experiments.console import quieter, tidy_output
+from src.experiments.sweeps.files import CHECKED_JOBS, JOB_ERROR, SWEEP_CONFIG
 from src.experiments.sweeps.trials import is_optuna, trials_table
 from src.experiments.tracking import (
     TrackingStoreError,
@@ -28,11 +29,8 @@ from src.experiments.wiring import build_datamodule
 from src.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
-# the sweep's config, in its folder: its summary is printed from it also when a job failed (Hydra then
-# raises the first job's error after the last job instead of calling on_multirun_end)
-SWEEP_CONFIG = "sweep.yaml"
-CHECKED_JOBS = "checked_jobs.json"  # the jobs the pre-check passed: those jobs skip their own check
-JOB_ERROR = "job_error.txt"  # written by the task wrapper (src/experiments/cli.py) in a failed job's folder
+# the sweep's summary is printed from its folder's files also when a job failed (Hydra then raises the
+# first job's error after the last job instead of calling on_multirun_end)
 
 
 class PrepareSweep(Callback):
