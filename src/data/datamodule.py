@@ -161,7 +161,7 @@ class DeepfakeDataModule(L.LightningDataModule):
             ),
             logger=False,
         )
-        self.name, self.index_spec = name, index
+        self.name, self.index_spec, self._indexed = name, index, None
         self.root = None if root in (None, "") else Path(root).expanduser()
         self.cache = FaceCropCache(
             cache_dir, self.crops, root=self.root, device=_torch_device(self.crops.detect_device)
@@ -196,8 +196,13 @@ class DeepfakeDataModule(L.LightningDataModule):
         self._build(self.dataset_index())
 
     def dataset_index(self) -> VideoIndex:
-        """The dataset's index (its indexer may generate the set first); nothing is cached (see prepare.py)."""
-        return self._make_index()
+        """The dataset's index, made once (its indexer may generate the set first); no face crop is cached here."""
+        if self._indexed is None:
+            root, spec = self._require_root(), self.index_spec
+            import hydra
+
+            self._indexed = index_celebdf(root) if spec is None else hydra.utils.instantiate(spec)
+        return self._indexed
 
     def _build(self, index: VideoIndex) -> BuildReport:
         report = self.cache.build([index.root / r.path for r in index.records], self.loaders.build_workers)
@@ -241,7 +246,7 @@ class DeepfakeDataModule(L.LightningDataModule):
 
     def _make_splits(self) -> None:
         if self.build_report is None:
-            self._build(self._make_index())
+            self._build(self.dataset_index())
         split, index = self.split, self.index
         usable = {path for path, report in self.video_reports.items() if report.ok}
         self.frame_counts = {path: self.video_reports[path].num_frames for path in usable}
@@ -348,14 +353,6 @@ class DeepfakeDataModule(L.LightningDataModule):
                 self._entries(records), records, counts, transform, self.loaders.train_frames_per_video
             )
         return VideoDataset(self._entries(records), records, self.input.frames_per_clip, transform, seed=None)
-
-    def _make_index(self) -> VideoIndex:
-        root, spec = self._require_root(), self.index_spec
-        if spec is None:
-            return index_celebdf(root)
-        import hydra
-
-        return hydra.utils.instantiate(spec)
 
     def _transform(self, spec: Mapping | None):
         """A transform spec (a partial of the model input size) built for this model; None: resize only."""
