@@ -2,7 +2,8 @@
 
 `python -m benchmarks.trace_spine [--out counts.json] -- train.py model=mesonet trainer.max_epochs=1` runs the
 entry point in this interpreter under a profile hook (`sys.setprofile`, threads included) and counts the
-distinct files of `src/` and the distinct functions (file, first line, name) whose code ran. Worker
+distinct files of `src/` and the distinct functions (file, first line, name) whose code ran; also the files whose functions ran (not only
+their module body, as an import runs it). Worker
 processes (DataLoader workers, cache-build pools) are not counted: the main process is what a reader traces.
 """
 
@@ -49,12 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     bodies = {
         (f, line, n) for f, line, n in functions if not n.startswith("<")
     }  # no modules, lambdas, comprehensions
+    # files whose functions ran, not only their module body (an import): what a reader steps through
+    stepped = sorted({f for f, _, _ in bodies})
     result = {
         "command": " ".join(command),
         "exit_code": code,
         "files": len(files),
+        "files_with_functions": len(stepped),
         "functions": len(bodies),
         "file_list": files,
+        "stepped_file_list": stepped,
     }
     print(json.dumps({k: v for k, v in result.items() if k != "file_list"}), file=sys.stderr)
     if args.out:
