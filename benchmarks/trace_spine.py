@@ -2,9 +2,9 @@
 
 `python -m benchmarks.trace_spine [--out counts.json] -- train.py model=mesonet trainer.max_epochs=1` runs the
 entry point in this interpreter under a profile hook (`sys.setprofile`, threads included) and counts the
-distinct files of `src/` and the distinct functions (file, first line, name) whose code ran; also the files whose functions ran (not only
-their module body, as an import runs it). Worker
-processes (DataLoader workers, cache-build pools) are not counted: the main process is what a reader traces.
+distinct files of `src/` and the distinct functions (file, first line, name) whose code ran; also the files
+whose functions ran (not only their module body, as an import runs it). Worker processes (DataLoader
+workers, cache-build pools) are not counted: the main process is what a reader traces.
 """
 
 from __future__ import annotations
