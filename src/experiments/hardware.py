@@ -99,9 +99,9 @@ def trainer_precision(trainer_cfg) -> PrecisionChoice:
     """
     from omegaconf import OmegaConf
 
-    node = trainer_cfg._get_node("precision")
+    written = OmegaConf.to_container(trainer_cfg, resolve=False).get("precision")  # as the YAML wrote it
     accelerator = str(trainer_cfg.get("accelerator", AUTO))
-    if OmegaConf.is_interpolation(trainer_cfg, "precision") and "auto_precision:" in str(node._value()):
+    if "${auto_precision:" in str(written):
         return choose_precision(accelerator)
     value = str(trainer_cfg.precision)
     reason = "set explicitly (trainer.precision)"
