@@ -57,7 +57,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     run = Run.start(cfg.get("logger"), name=run_name(cfg), tags=run_tags(cfg))
     with run.state(), run.files("evaluation") as folder:
         metrics, threshold_source = _evaluate_into(run, cfg, datamodule, folder, module, provenance)
-    output = folder if folder.exists() else "(the files are in MLflow only)"
+    _print_summary(
+        run, metrics, threshold_source, folder if folder.exists() else "(the files are in MLflow only)"
+    )
+    return metrics
+
+
+def _print_summary(run: Run, metrics: dict[str, float], threshold_source: str, output) -> None:
+    """The run's summary: the test video metrics with their intervals, and the decision threshold."""
 
     def interval(m: str) -> str:
         return (
@@ -83,7 +90,6 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         ],
         {"output": output},
     )
-    return metrics
 
 
 def _evaluate_into(
