@@ -6,7 +6,8 @@ Two layers, each in one place:
   jobs too), `group=null` selects the group's `none` option, a config that does not compose ends in one line
   naming the key, and a sweep whose jobs failed ends with its table and one line per failed job.
 - `task_wrapper`, the job, the decorator of every task body: the config checked once, the console tidied,
-  extras applied, and a user's data, weights or config error ended in its one line.
+  extras applied, the runs the task starts (`TaskRuns`) ended in the state it reaches, and a user's data,
+  weights or config error ended in its one line.
 
 Hydra offers no hook before it parses the command line or reports a failure, so `run` reads `group=null` from
 `sys.argv` and asks Hydra to raise rather than print (`HYDRA_FULL_ERROR=1`, Hydra's documented switch, set
@@ -20,6 +21,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +32,7 @@ from src.experiments.config import CONFIG_DIR, check_config, config_error_line
 from src.experiments.console import tidy_output
 from src.experiments.extras import apply_extras
 from src.experiments.sweeps.files import CHECKED_JOBS, JOB_ERROR
+from src.experiments.tracking import Run
 from src.utils.errors import ConfigError, UserError
 from src.utils.signals import SignalExit, exit_on_signals
 
@@ -136,18 +139,38 @@ def _signal_behind(error: BaseException) -> SignalExit | None:
 USER_ERRORS = (FileNotFoundError, ValueError, UserError)  # bad values, weights, data or store
 
 
-def task_wrapper(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], T]:
+class TaskRuns:
+    """The tracked runs a task starts (`start`, as `tracking.Run.start` does): each ends when the task ends, in
+    the state the task reached: FINISHED, FAILED with its error, or KILLED by a stop signal (`Run.state`), so
+    a task body never leaves a run RUNNING and never handles the run's state itself.
+
+    Args:
+        stack: the task wrapper's exit stack, which ends the runs.
+    """
+
+    def __init__(self, stack: ExitStack):
+        self._stack = stack
+
+    def start(self, logger_cfg, **arguments) -> Run:
+        """A run of the logger `logger_cfg` configures, started now (see `tracking.Run.start`)."""
+        run = Run.start(logger_cfg, **arguments)
+        self._stack.enter_context(run.state())
+        return run
+
+
+def task_wrapper(task: Callable[[DictConfig, TaskRuns], T]) -> Callable[[DictConfig], T]:
     """The one wrapper around every task body (train, evaluate, predict, prepare, audit).
 
     Before the body: the config checked once (`check_config`; a sweep job its pre-check already passed is
-    not checked again), the console tidied, `extras.*` applied. After it: a user's data, weights or config
-    error in a single run ends in its one-line message with exit code 1 instead of a traceback; in a sweep
-    the error goes on to Hydra, which runs the other jobs, and the job's line is kept in its output folder
-    for the sweep's summary. Called from Python outside Hydra (tests, notebooks), errors propagate as
-    they are. Stop signals are the process's (`run`) and a run's final state is its own (`tracking.Run`).
+    not checked again), the console tidied, `extras.*` applied. Around it: the runs it starts (`TaskRuns`)
+    end in the state it reaches, KILLED on a stop signal (the process's signal handling is `run`'s). After it:
+    a user's data, weights or config error in a single run ends in its one-line message with exit code 1
+    instead of a traceback; in a sweep the error goes on to Hydra, which runs the other jobs, and the job's
+    line is kept in its output folder for the sweep's summary. Called from Python outside Hydra (tests,
+    notebooks), errors propagate as they are.
 
     Args:
-        task: the task's body, called with the composed config.
+        task: the task's body, called with the composed config and the `TaskRuns` to start its runs with.
     """
 
     @functools.wraps(task)
@@ -160,7 +183,8 @@ def task_wrapper(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], T]:
                 check_config(cfg)
             tidy_output()
             apply_extras(cfg)
-            return task(cfg)
+            with ExitStack() as stack:
+                return task(cfg, TaskRuns(stack))
         except InstantiationException as error:  # Hydra wraps what a constructor raised (a bad data value)
             if job is None or not isinstance(error.__cause__, USER_ERRORS):
                 raise

@@ -25,7 +25,7 @@ import lightning as L
 import numpy as np
 from omegaconf import DictConfig
 
-from src.experiments.cli import task_wrapper
+from src.experiments.cli import TaskRuns, task_wrapper
 from src.experiments.evaluation import explain, plots, subsets
 from src.experiments.evaluation.scores import score, split_scores, validation_threshold, write_scores_csv
 from src.experiments.tracking import (
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 
 @task_wrapper
-def evaluate(cfg: DictConfig) -> dict[str, float]:
+def evaluate(cfg: DictConfig, runs: TaskRuns) -> dict[str, float]:
     """Score the test list of `cfg.data` with `cfg.model` and `cfg.weights` under `cfg.augment`."""
     L.seed_everything(cfg.seed, workers=True)
     if uses_mlflow(cfg.get("logger")):
@@ -54,8 +54,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule = build_datamodule(cfg)  # checks every data value before the run starts
     module = build_model(cfg)
     provenance = load_weights(cfg, module, datamodule)  # missing or unusable weights: no run is started
-    run = Run.start(cfg.get("logger"), name=run_name(cfg), tags=run_tags(cfg))
-    with run.state(), run.files("evaluation") as folder:
+    run = runs.start(cfg.get("logger"), name=run_name(cfg), tags=run_tags(cfg))
+    with run.files("evaluation") as folder:
         metrics, threshold_source = _evaluate_into(run, cfg, datamodule, folder, module, provenance)
     _print_summary(
         run, metrics, threshold_source, folder if folder.exists() else "(the files are in MLflow only)"

@@ -18,9 +18,8 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from src.experiments.cli import task_wrapper
+from src.experiments.cli import TaskRuns, task_wrapper
 from src.experiments.tracking import (
-    Run,
     check_tracking_store,
     run_tags,
     tracking_uri,
@@ -34,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 @task_wrapper
-def predict(cfg: DictConfig) -> list[dict] | dict:
+def predict(cfg: DictConfig, runs: TaskRuns) -> list[dict] | dict:
     """`video=` or `videos=`: score video files (see the module's docstring)."""
     L.seed_everything(cfg.seed, workers=True)
     if bool(cfg.get("video")) == bool(cfg.get("videos")):
@@ -43,7 +42,7 @@ def predict(cfg: DictConfig) -> list[dict] | dict:
         )
     if cfg.get("video"):
         return predict_video(cfg, Path(cfg.video))
-    return predict_videos(cfg)
+    return predict_videos(cfg, runs)
 
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -158,7 +157,7 @@ def _fallback(report) -> str:
 PREDICTION_COLUMNS = ("path", "p_fake", "logit", "frames", "frames_with_face", "fallback", "error")
 
 
-def predict_videos(cfg: DictConfig) -> list[dict]:
+def predict_videos(cfg: DictConfig, runs: TaskRuns) -> list[dict]:
     """`predict.py videos=<folder|glob|list> [output=<csv>]`: a CSV row per video and a summary; logged
     to MLflow (experiment `predict`) unless logger=none."""
     videos = resolve_videos(str(cfg.videos))
@@ -204,17 +203,16 @@ def predict_videos(cfg: DictConfig) -> list[dict]:
             raise nothing
         return rows
     name = unique_name(f"predict-{cfg.model.name}-{cfg.weights.source}-{len(rows)}-videos")
-    run = Run.start(cfg.logger, name=name, tags={**run_tags(cfg), "videos": str(cfg.videos)[:5000]})
-    with run.state():
-        run.log_file(output)
-        for picture in maps:
-            run.log_file(picture, "explanations")
-        run.log_metrics(
-            {"predict/videos": len(rows), "predict/scored_videos": len(scored), "predict/fake_videos": fake}
-        )
-        if nothing:
-            print("\n".join([scored_line, f"Wrote {output}"]))
-            raise nothing  # the run ends FAILED with the reason; the CSV stays
+    run = runs.start(cfg.logger, name=name, tags={**run_tags(cfg), "videos": str(cfg.videos)[:5000]})
+    run.log_file(output)
+    for picture in maps:
+        run.log_file(picture, "explanations")
+    run.log_metrics(
+        {"predict/videos": len(rows), "predict/scored_videos": len(scored), "predict/fake_videos": fake}
+    )
+    if nothing:
+        print("\n".join([scored_line, f"Wrote {output}"]))
+        raise nothing  # the run ends FAILED with the reason; the CSV stays
     run.print_summary("predict", [scored_line], {"output": output})
     return rows
 

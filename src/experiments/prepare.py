@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from src.experiments.cli import task_wrapper
+from src.experiments.cli import TaskRuns, task_wrapper
 
 if TYPE_CHECKING:  # the data module's imports (torch) wait for a run: a sweep's callback needs none of them
     from src.data.cache import BuildReport
@@ -45,10 +45,10 @@ def shard_records(records: Iterable[VideoRecord], shard: int, shards: int) -> li
 
 
 @task_wrapper
-def prepare(cfg: DictConfig) -> dict:
+def prepare(cfg: DictConfig, runs: TaskRuns) -> dict:
     """Generate the synthetic set if needed, index the dataset and build the cache entries of shard
     `cfg.shard` of `cfg.shards`. Logs and returns what was built, reused and skipped (also written to
-    prepare.json in the Hydra output folder)."""
+    prepare.json in the Hydra output folder); it tracks no run, so `runs` is unused."""
     from src.experiments.wiring import build_datamodule
 
     shard, shards = int(cfg.shard), int(cfg.shards)

@@ -22,7 +22,7 @@ from src.experiments.checkpointing import (
     resume_checkpoint,
     run_folder,
 )
-from src.experiments.cli import task_wrapper
+from src.experiments.cli import TaskRuns, task_wrapper
 from src.experiments.hardware import trainer_precision
 from src.experiments.sweeps.trials import trial_tags
 from src.experiments.tracking import (
@@ -41,17 +41,17 @@ from src.experiments.wiring import build_datamodule, build_model, load_weights
 log = logging.getLogger(__name__)
 
 
-def start_run(cfg: DictConfig, recorded: dict | None) -> Run:
+def start_run(cfg: DictConfig, recorded: dict | None, runs: TaskRuns) -> Run:
     """The run of `logger=`: an MLflow run resumes the recorded one or starts a uniquely named one; DDP
-    workers log nothing themselves (Lightning routes it via rank 0)."""
+    workers log nothing themselves (Lightning routes it via rank 0), and rank 0 owns the run's state."""
     run_id = recorded.get("mlflow_run_id") if recorded else None
     if rank_zero_only.rank != 0:
         return Run(hydra.utils.instantiate(cfg.logger, run_id=run_id) if uses_mlflow(cfg.logger) else None)
-    return Run.start(cfg.get("logger"), name=run_name(cfg), tags=run_tags(cfg) | trial_tags(), run_id=run_id)
+    return runs.start(cfg.get("logger"), name=run_name(cfg), tags=run_tags(cfg) | trial_tags(), run_id=run_id)
 
 
 @task_wrapper
-def train(cfg: DictConfig) -> dict[str, float]:
+def train(cfg: DictConfig, runs: TaskRuns) -> dict[str, float]:
     """Fit `cfg.model` on `cfg.data` from `cfg.weights`, select on val/* only, test the selected checkpoint."""
     if uses_mlflow(cfg.get("logger")):
         check_tracking_store(tracking_uri(cfg))  # in seconds, before any data or weights
@@ -64,14 +64,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # the data before the run: a dataset that cannot be used leaves no run behind, only its one-line error
     datamodule.prepare_data()
     datamodule.setup("fit")
-    run = start_run(cfg, recorded)
+    run = start_run(cfg, recorded, runs)
     if rank_zero_only.rank != 0:  # a DDP worker: rank 0 owns the run's folder, state and summary
         return _train(cfg, module, datamodule, folder, recorded, run, provenance)
     folder.mkdir(parents=True, exist_ok=True)
     if run.is_mlflow and recorded is None:
         record_run(folder, run.id, cfg)
-    with run.state():
-        metrics = _train(cfg, module, datamodule, folder, recorded, run, provenance)
+    metrics = _train(cfg, module, datamodule, folder, recorded, run, provenance)
     _print_summary(
         run, metrics, folder, bool(cfg.trainer.get("fast_dev_run")), trainer_precision(cfg.trainer)
     )

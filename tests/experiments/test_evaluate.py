@@ -401,12 +401,12 @@ def test_videos_accepts_a_folder_a_glob_or_a_list_file(tmp_path):
 
 
 def test_batch_prediction_writes_a_row_per_video_failed_ones_included(small_dataset, small_cache, tmp_path):
-    from src.experiments.predict import predict_videos
+    from src.experiments.predict import predict
     from tests.conftest import predict_config
 
     folder = videos_folder(small_dataset, tmp_path / "videos", 3)
     output = tmp_path / "out" / "scores.csv"
-    rows = predict_videos(predict_config(folder, output, small_cache))
+    rows = predict(predict_config(folder, output, small_cache))
     table = list(csv.DictReader(output.open()))
     assert [Path(r["path"]).name for r in table] == sorted(p.name for p in folder.iterdir())
     broken = next(r for r in table if r["path"].endswith("broken.mp4"))
@@ -422,7 +422,7 @@ def test_batch_prediction_with_nothing_scorable_fails_its_run_and_keeps_the_csv(
 ):
     """No video could be scored: an error naming the CSV (exit 1 from the command line), the MLflow run FAILED
     with the reason, the CSV with every reason kept; the same command twice gives two run names."""
-    from src.experiments.predict import predict_videos
+    from src.experiments.predict import predict
     from tests.conftest import compose_config
 
     folder = tmp_path / "videos"
@@ -438,10 +438,10 @@ def test_batch_prediction_with_nothing_scorable_fails_its_run_and_keeps_the_csv(
         with pytest.raises(
             ValueError, match=f"none of the 2 videos .* could be scored; the reasons are in {output}"
         ):
-            predict_videos(cfg)
+            predict(cfg)
     assert "Scored 0 of 2 videos" in capsys.readouterr().out
     assert [r["error"] != "" for r in csv.DictReader(output.open())] == [True, True]
-    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])  # the store predict_videos used
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])  # the store predict used
     runs = client.search_runs([client.get_experiment_by_name("predict").experiment_id])
     assert [r.info.status for r in runs] == ["FAILED", "FAILED"] and all(
         "could be scored" in r.data.tags["error"] for r in runs

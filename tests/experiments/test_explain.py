@@ -239,11 +239,11 @@ def test_explanations_png_from_an_evaluate_runs_scores(scored_test_split, tmp_pa
 
 
 def test_predict_explain_writes_a_map_per_scored_video(small_dataset, small_cache, tmp_path):
-    from src.experiments.predict import predict_videos
+    from src.experiments.predict import predict
 
     folder = videos_folder(small_dataset, tmp_path / "videos", 2)
     output = tmp_path / "out" / "scores.csv"
-    rows = predict_videos(predict_config(folder, output, small_cache, "explain=true"))
+    rows = predict(predict_config(folder, output, small_cache, "explain=true"))
     scored = [Path(r["path"]).stem for r in csv.DictReader(output.open()) if r["p_fake"]]
     assert sorted(p.name for p in output.parent.glob("*_cam.png")) == sorted(f"{s}_cam.png" for s in scored)
     assert len(scored) == 2 and not any(r.get("cam") for r in rows if r["error"])

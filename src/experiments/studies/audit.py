@@ -184,7 +184,7 @@ def main() -> None:
 
     @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="audit")
     def entry(cfg: DictConfig) -> None:
-        cli.task_wrapper(run_audit)(cfg)
+        cli.task_wrapper(lambda cfg, runs: run_audit(cfg))(cfg)  # its runs: log_run, log_model_run
 
     cli.run(entry, task="audit")
 
