@@ -98,3 +98,39 @@ def test_an_unusable_tracking_store_fails_in_seconds_with_one_line(store, small_
     assert result.returncode == 1 and time.monotonic() - started < 60
     assert "Traceback" not in result.stderr and result.stderr.strip().splitlines()[-1].startswith("Error: ")
     assert not (tmp_path / "never").exists(), "data was touched before the store was checked"
+
+
+def test_a_dataset_two_parallel_jobs_insert_at_once_is_linked_on_a_second_try(monkeypatch, tmp_path):
+    """Two jobs of a parallel sweep log the same dataset: MLflow's store checks for the row, then inserts it,
+    and the slower insert fails on the unique key (seen in the parallel-sweep test). The run retries once."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from omegaconf import OmegaConf
+
+    from src.experiments.tracking import Run
+
+    logger = OmegaConf.create(
+        {
+            "_target_": "lightning.pytorch.loggers.MLFlowLogger",
+            "experiment_name": "evaluate",
+            "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
+        }
+    )
+    run = Run.start(logger, name="parallel-dataset")
+    real = run.store.log_inputs
+    calls = []
+
+    def racing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise MlflowException(
+                "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name, "
+                "datasets.digest"
+            )
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run.store, "log_inputs", racing)
+    run.log_dataset("synthetic-fold0", "abc123", "/data/synthetic", "test")
+    assert len(calls) == 2
+    logged = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(run.id).inputs.dataset_inputs
+    assert [d.dataset.name for d in logged] == ["synthetic-fold0"]

@@ -157,12 +157,21 @@ class Run:
         import json
 
         from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.exceptions import MlflowException
 
         # the entity MLflow's own MetaDataset(LocalArtifactDatasetSource(...)) makes, built with the public API
         dataset = Dataset(name, digest[:36], "local", json.dumps({"uri": source}))
-        self.store.log_inputs(
-            self.id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])]
-        )
+        inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])]
+        for attempt in (1, 2):
+            try:
+                self.store.log_inputs(self.id, datasets=inputs)
+                return
+            except MlflowException as error:
+                # parallel jobs of a sweep log the same dataset: the store checks for it, then inserts it, and
+                # the second insert fails on the unique key; by then the row exists and a retry links it
+                if attempt == 2 or "UNIQUE constraint failed: datasets" not in str(error):
+                    raise
+                time.sleep(0.5)
 
     @contextmanager
     def files(self, name: str) -> Iterator[Path]:
