@@ -135,6 +135,19 @@ def trained_mesonet(small_dataset, small_cache, tmp_path_factory):
 
 
 # -- scripts run as subprocesses, their MLflow stores --------------------------------------------------
+def run_entry_point(args: list[str], store: Path, timeout: int) -> subprocess.CompletedProcess:
+    """`python <args>` in the project root with `script_env(store)`, its output captured as text; the caller
+    asserts on the result (run_script asserts success)."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=PROJECT_ROOT,
+        env=script_env(store),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def script_env(store: Path, **extra: str) -> dict[str, str]:
     """A complete environment for a subprocess: its own MLflow store and weights folder, no DataLoader
     workers, one face-crop build process."""

@@ -7,18 +7,17 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from src.experiments.config import PROJECT_ROOT
 from tests.conftest import (
     RunsCode,
     data_overrides,
     kill_group,
     make_bad_videos,
     mlflow_runs,
+    run_entry_point,
     run_script,
     script_env,
     start_script,
@@ -414,12 +413,9 @@ def test_evil_checkpoint_is_refused_by_evaluate_without_running_its_code(failing
     ],
 )
 def test_bad_values_fail_before_any_run_starts(override, key, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "evaluate.py", "weights=scratch", override, f"data.root={tmp_path}/never"],
-        cwd=PROJECT_ROOT,
-        env=script_env(tmp_path),
-        capture_output=True,
-        text=True,
+    result = run_entry_point(
+        ["evaluate.py", "weights=scratch", override, f"data.root={tmp_path}/never"],
+        tmp_path,
         timeout=120,
     )
     assert result.returncode == 1, result.stderr[-2000:]
@@ -529,12 +525,9 @@ def test_an_unwritable_artifact_folder_ends_the_run_failed(
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir(mode=0o555)
     client.create_experiment("evaluate", artifact_location=artifacts.as_uri())
-    result = subprocess.run(
-        [sys.executable, "evaluate.py", f"weights.path={best}", *data_overrides(small_dataset, small_cache)],
-        cwd=PROJECT_ROOT,
-        env=script_env(tmp_path),
-        capture_output=True,
-        text=True,
+    result = run_entry_point(
+        ["evaluate.py", f"weights.path={best}", *data_overrides(small_dataset, small_cache)],
+        tmp_path,
         timeout=300,
     )
     assert result.returncode != 0

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from src.experiments.config import PROJECT_ROOT
-from tests.conftest import data_overrides, mlflow_runs, script_env
+from tests.conftest import data_overrides, mlflow_runs, run_entry_point
 
 
 def test_a_bad_value_in_any_job_of_a_sweep_fails_before_the_first_job_and_the_data_work(tmp_path):
     """Job #0 used to run to the end (or the data be generated) before job #1 failed with a traceback."""
-    result = subprocess.run(
+    result = run_entry_point(
         [
-            sys.executable,
             "evaluate.py",
             "-m",
             "weights=scratch",
@@ -23,10 +18,7 @@ def test_a_bad_value_in_any_job_of_a_sweep_fails_before_the_first_job_and_the_da
             f"data.root={tmp_path}/never",
             f"hydra.sweep.dir={tmp_path}/multirun",
         ],
-        cwd=PROJECT_ROOT,
-        env=script_env(tmp_path),
-        capture_output=True,
-        text=True,
+        tmp_path,
         timeout=120,
     )
     assert result.returncode == 1, result.stderr[-2000:]
@@ -84,19 +76,15 @@ def test_a_sweep_whose_jobs_fail_at_run_time_still_ends_with_its_table_and_a_lin
 ):
     """weights=finetuned with nothing trained fails inside each job: Hydra raised the first job's error with a
     traceback and no sweep summary."""
-    result = subprocess.run(
+    result = run_entry_point(
         [
-            sys.executable,
             "evaluate.py",
             "-m",
             "augment=none,flip",
             *data_overrides(small_dataset, small_cache),
             f"hydra.sweep.dir={tmp_path}/multirun/sweep-9",
         ],
-        cwd=PROJECT_ROOT,
-        env=script_env(tmp_path),
-        capture_output=True,
-        text=True,
+        tmp_path,
         timeout=180,
     )
     assert result.returncode == 1, result.stderr[-2000:]
